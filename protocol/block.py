@@ -1,0 +1,175 @@
+"""Blocks: a header that commits to everything, a body, and a commit certificate.
+
+The block hash is SHA-256 of the canonical header encoding.  The header commits to
+the transactions (``tx_root``, an RFC 6962 Merkle root of their ids), to the body's
+verdicts and rewards (``body_hash``) and to the post-state (``state_root``).  The
+certificate is a list of ledger-node signatures of kind COMMIT over the block hash:
+one suffices with a single ledger node; with consensus it is > 2/3 of the validators,
+in the same format.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from micromine.protocol import cbor
+from micromine.protocol.crypto import sha256
+from micromine.protocol.errors import DecodeError, DecodeFailure
+from micromine.protocol.fields import array, check_bytes, check_chain_id, check_tuple, check_uint
+from micromine.protocol.kinds import Kind
+from micromine.protocol.limits import (
+    HASH_LEN,
+    MAX_BLOCK_REWARDS,
+    MAX_BLOCK_TXS,
+    MAX_BLOCK_VERDICTS,
+    MAX_CERTIFICATE_SIGNATURES,
+    MAX_TIMESTAMP_MS,
+    PUBLIC_KEY_LEN,
+    SIGNATURE_LEN,
+)
+from micromine.protocol.merkle import merkle_root
+from micromine.protocol.messages import Transaction, Verdict, expect_tag
+
+GENESIS_PARENT = bytes(HASH_LEN)  # prev_hash of height 1
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    KIND: ClassVar[Kind] = Kind.BLOCK_HEADER
+    chain_id: str
+    height: int  # the first block is height 1; genesis is height 0 and has no block
+    prev_hash: bytes
+    tx_root: bytes
+    body_hash: bytes
+    state_root: bytes
+    timestamp_ms: int
+    proposer: bytes
+
+    def __post_init__(self) -> None:
+        check_chain_id(self.chain_id)
+        check_uint("height", self.height)
+        check_bytes("prev_hash", self.prev_hash, HASH_LEN)
+        check_bytes("tx_root", self.tx_root, HASH_LEN)
+        check_bytes("body_hash", self.body_hash, HASH_LEN)
+        check_bytes("state_root", self.state_root, HASH_LEN)
+        check_uint("timestamp_ms", self.timestamp_ms, MAX_TIMESTAMP_MS)
+        check_bytes("proposer", self.proposer, PUBLIC_KEY_LEN)
+
+    def to_wire(self) -> list[Any]:
+        return [
+            int(self.KIND), self.chain_id, self.height, self.prev_hash, self.tx_root,
+            self.body_hash, self.state_root, self.timestamp_ms, self.proposer,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_wire(cls, items: Sequence[Any]) -> Self:
+        expect_tag(items, cls.KIND, 9)
+        return cls(*items[1:])
+
+    @property
+    def hash(self) -> bytes:
+        return sha256(cbor.encode(self.to_wire()))
+
+
+@dataclass(frozen=True, slots=True)
+class Reward:
+    """Credit paid to a device's account in this block."""
+
+    device: bytes
+    amount: int
+
+    def __post_init__(self) -> None:
+        check_bytes("device", self.device, PUBLIC_KEY_LEN)
+        check_uint("amount", self.amount)
+
+    def to_wire(self) -> list[Any]:
+        return [self.device, self.amount]
+
+    @classmethod
+    def from_wire(cls, items: Sequence[Any]) -> Self:
+        pair = array("reward", items, 2)
+        return cls(pair[0], pair[1])
+
+
+@dataclass(frozen=True, slots=True)
+class CommitSignature:
+    """A ledger node's signature of kind COMMIT over a block hash."""
+
+    signer: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        check_bytes("signer", self.signer, PUBLIC_KEY_LEN)
+        check_bytes("signature", self.signature, SIGNATURE_LEN)
+
+    def to_wire(self) -> list[Any]:
+        return [self.signer, self.signature]
+
+    @classmethod
+    def from_wire(cls, items: Sequence[Any]) -> Self:
+        pair = array("commit signature", items, 2)
+        return cls(pair[0], pair[1])
+
+
+def compute_tx_root(txs: Sequence[Transaction]) -> bytes:
+    return merkle_root([tx.id for tx in txs])
+
+
+def compute_body_hash(verdicts: Sequence[Verdict], rewards: Sequence[Reward]) -> bytes:
+    body = [[v.to_wire() for v in verdicts], [r.to_wire() for r in rewards]]
+    return sha256(cbor.encode(body))
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    KIND: ClassVar[Kind] = Kind.BLOCK
+    header: BlockHeader
+    txs: tuple[Transaction, ...]
+    verdicts: tuple[Verdict, ...]  # the signed verdicts that justify ``txs``
+    rewards: tuple[Reward, ...]
+    certificate: tuple[CommitSignature, ...]
+
+    def __post_init__(self) -> None:
+        if type(self.header) is not BlockHeader:
+            raise DecodeError(DecodeFailure.BAD_TYPE, "header must be a BlockHeader")
+        check_tuple("txs", self.txs, 0, MAX_BLOCK_TXS)
+        check_tuple("verdicts", self.verdicts, 0, MAX_BLOCK_VERDICTS)
+        check_tuple("rewards", self.rewards, 0, MAX_BLOCK_REWARDS)
+        check_tuple("certificate", self.certificate, 0, MAX_CERTIFICATE_SIGNATURES)
+        for name, items, kind in (
+            ("txs", self.txs, Transaction),
+            ("verdicts", self.verdicts, Verdict),
+            ("rewards", self.rewards, Reward),
+            ("certificate", self.certificate, CommitSignature),
+        ):
+            if any(type(item) is not kind for item in items):
+                raise DecodeError(DecodeFailure.BAD_TYPE, f"{name} must hold {kind.__name__}")
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def to_wire(self) -> list[Any]:
+        return [
+            int(self.KIND),
+            self.header.to_wire(),
+            [tx.to_wire() for tx in self.txs],
+            [v.to_wire() for v in self.verdicts],
+            [r.to_wire() for r in self.rewards],
+            [c.to_wire() for c in self.certificate],
+        ]
+
+    @classmethod
+    def from_wire(cls, items: Sequence[Any]) -> Self:
+        expect_tag(items, cls.KIND, 6)
+        return cls(
+            BlockHeader.from_wire(array("header", items[1])),
+            tuple(Transaction.from_wire(array("tx", t)) for t in array("txs", items[2])),
+            tuple(Verdict.from_wire(array("verdict", v)) for v in array("verdicts", items[3])),
+            tuple(Reward.from_wire(r) for r in array("rewards", items[4])),
+            tuple(CommitSignature.from_wire(c) for c in array("certificate", items[5])),
+        )

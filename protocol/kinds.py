@@ -1,0 +1,50 @@
+"""Wire tags and transaction reason codes: stable numbers shared with firmware."""
+
+from enum import IntEnum
+
+
+class Kind(IntEnum):
+    """First element of every encoded message; also the kind byte in signed bytes."""
+
+    TRANSACTION = 1
+    SUBMISSION = 2
+    WORK_BATCH = 3
+    VERDICT = 4
+    BLOCK_HEADER = 5
+    BLOCK = 6
+    DEVICE_HELLO = 7
+    HEARTBEAT = 8
+    DEVICE_STATUS = 9
+    RECEIPTS = 10
+    COMMIT = 11  # signature kind only: a ledger node's commit signature over a header hash
+
+
+class Reason(IntEnum):
+    """Why a transaction is not valid.  OK (0) in a verdict means "valid".
+
+    Agents may return any of MALFORMED..BAD_FEE; the ledger adds the stateful and
+    operational reasons.  Unknown codes in a verdict are treated as "invalid, other".
+    """
+
+    OK = 0
+    MALFORMED = 1  # bytes are not a well-formed transaction
+    OVERSIZED = 2  # more than limits.MAX_TX_BYTES
+    BAD_SIGNATURE = 3
+    WRONG_CHAIN = 4
+    EXPIRED = 5
+    BAD_AMOUNT = 6  # amount is 0 or above limits.MAX_AMOUNT
+    BAD_FEE = 7  # fee below the chain's minimum or above limits.MAX_FEE
+    OVERSPEND = 8  # amount + fee exceeds the sender's spendable balance
+    BAD_NONCE = 9  # nonce reused or not the sender's next one
+    NONCE_GAP = 10  # an earlier nonce of this sender was rejected
+    MEMPOOL_FULL = 11  # shed: the ledger's mempool is at its limit
+    SENDER_LIMIT = 12  # shed: too many pending transactions from this sender
+    NO_QUORUM = 13  # devices never reached q matching verdicts in time
+    SELF_TRANSFER = 14  # sender and recipient are the same account
+    OTHER = 255
+
+
+class ReceiptStatus(IntEnum):
+    PENDING = 0  # admitted to the mempool; value is 0
+    COMMITTED = 1  # value is the block height
+    REJECTED = 2  # value is a Reason

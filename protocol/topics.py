@@ -1,0 +1,148 @@
+"""The MQTT topic tree, with each topic's QoS and retain flag.  Nothing else names topics.
+
+    micromine/<chain>/tx/submit                      Submission      QoS 1
+    micromine/<chain>/receipts/<reply_to hex>        Receipts        QoS 1
+    micromine/<chain>/work/<device hex>              WorkBatch       QoS 1
+    micromine/<chain>/verdicts/<device hex>          Verdict         QoS 1
+    micromine/<chain>/devices/<device hex>/hello     DeviceHello     QoS 1
+    micromine/<chain>/devices/<device hex>/heartbeat Heartbeat       QoS 0
+    micromine/<chain>/devices/<device hex>/status    DeviceStatus    QoS 1, retained (and Last Will)
+    micromine/<chain>/blocks                         Block (CBOR)    QoS 1, latest retained
+    micromine/<chain>/blocks/json                    block as JSON   QoS 1, latest retained
+    micromine/<chain>/ledger/<node hex>/status       JSON status     QoS 1, retained
+
+Keys appear in topics as lowercase hex.  Every publisher sets the flags from here, so a
+subscriber can rely on them.
+"""
+
+from dataclasses import dataclass
+from enum import Enum
+
+ROOT = "micromine"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    qos: int
+    retain: bool
+
+
+class Channel(Enum):
+    SUBMIT = TopicSpec(qos=1, retain=False)
+    RECEIPTS = TopicSpec(qos=1, retain=False)
+    WORK = TopicSpec(qos=1, retain=False)
+    VERDICTS = TopicSpec(qos=1, retain=False)
+    HELLO = TopicSpec(qos=1, retain=False)
+    HEARTBEAT = TopicSpec(qos=0, retain=False)
+    DEVICE_STATUS = TopicSpec(qos=1, retain=True)
+    BLOCKS = TopicSpec(qos=1, retain=True)
+    BLOCKS_JSON = TopicSpec(qos=1, retain=True)
+    LEDGER_STATUS = TopicSpec(qos=1, retain=True)
+
+    @property
+    def qos(self) -> int:
+        return self.value.qos
+
+    @property
+    def retain(self) -> bool:
+        return self.value.retain
+
+
+def _base(chain_id: str) -> str:
+    if not chain_id or any(c in chain_id for c in "/+#\x00"):
+        raise ValueError(f"chain id {chain_id!r} cannot be a topic level")
+    return f"{ROOT}/{chain_id}"
+
+
+def submit(chain_id: str) -> str:
+    return f"{_base(chain_id)}/tx/submit"
+
+
+def receipts(chain_id: str, reply_to: bytes) -> str:
+    return f"{_base(chain_id)}/receipts/{reply_to.hex()}"
+
+
+def work(chain_id: str, device: bytes) -> str:
+    return f"{_base(chain_id)}/work/{device.hex()}"
+
+
+def verdicts(chain_id: str, device: bytes) -> str:
+    return f"{_base(chain_id)}/verdicts/{device.hex()}"
+
+
+def all_verdicts(chain_id: str) -> str:
+    return f"{_base(chain_id)}/verdicts/+"
+
+
+def device_topic(chain_id: str, device: bytes, channel: Channel) -> str:
+    leaf = {Channel.HELLO: "hello", Channel.HEARTBEAT: "heartbeat"}.get(channel, "status")
+    if channel not in (Channel.HELLO, Channel.HEARTBEAT, Channel.DEVICE_STATUS):
+        raise ValueError(f"{channel} is not a device channel")
+    return f"{_base(chain_id)}/devices/{device.hex()}/{leaf}"
+
+
+def all_devices(chain_id: str) -> str:
+    """Subscription filter for every device's hello, heartbeat and status."""
+    return f"{_base(chain_id)}/devices/+/+"
+
+
+def blocks(chain_id: str) -> str:
+    return f"{_base(chain_id)}/blocks"
+
+
+def blocks_json(chain_id: str) -> str:
+    return f"{_base(chain_id)}/blocks/json"
+
+
+def ledger_status(chain_id: str, node: bytes) -> str:
+    return f"{_base(chain_id)}/ledger/{node.hex()}/status"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedTopic:
+    """What an incoming topic names: the channel and, for per-key topics, the key."""
+
+    channel: Channel
+    key: bytes | None
+
+
+_DEVICE_LEAVES = {
+    "hello": Channel.HELLO,
+    "heartbeat": Channel.HEARTBEAT,
+    "status": Channel.DEVICE_STATUS,
+}
+
+
+def parse(chain_id: str, topic: str) -> ParsedTopic | None:
+    """Classify a topic of this chain; None for anything outside the tree."""
+    prefix = _base(chain_id) + "/"
+    if not topic.startswith(prefix):
+        return None
+    parts = topic[len(prefix) :].split("/")
+    match parts:
+        case ["tx", "submit"]:
+            return ParsedTopic(Channel.SUBMIT, None)
+        case ["blocks"]:
+            return ParsedTopic(Channel.BLOCKS, None)
+        case ["blocks", "json"]:
+            return ParsedTopic(Channel.BLOCKS_JSON, None)
+        case ["receipts", key]:
+            return _keyed(Channel.RECEIPTS, key, 16)
+        case ["work", key]:
+            return _keyed(Channel.WORK, key, 32)
+        case ["verdicts", key]:
+            return _keyed(Channel.VERDICTS, key, 32)
+        case ["devices", key, leaf] if leaf in _DEVICE_LEAVES:
+            return _keyed(_DEVICE_LEAVES[leaf], key, 32)
+        case ["ledger", key, "status"]:
+            return _keyed(Channel.LEDGER_STATUS, key, 32)
+    return None
+
+
+def _keyed(channel: Channel, key_hex: str, length: int) -> ParsedTopic | None:
+    if len(key_hex) != 2 * length or key_hex != key_hex.lower():
+        return None
+    try:
+        return ParsedTopic(channel, bytes.fromhex(key_hex))
+    except ValueError:
+        return None
