@@ -15,6 +15,19 @@ from micromine.protocol.messages import Transaction
 
 def check_transaction(tx: Transaction, chain_id: str, now_ms: int, min_fee: int = 0) -> Reason:
     """The first rule ``tx`` breaks, or Reason.OK."""
+    reason = check_transaction_fields(tx, chain_id, now_ms, min_fee)
+    if reason is not Reason.OK:
+        return reason
+    # [REJECT] The sender signed it, for this chain and kind (the expensive check, last).
+    if not is_signature_valid(tx):
+        return Reason.BAD_SIGNATURE
+    return Reason.OK
+
+
+def check_transaction_fields(
+    tx: Transaction, chain_id: str, now_ms: int, min_fee: int = 0
+) -> Reason:
+    """Every stateless rule except the signature: cheap enough for a ledger's admission."""
     # [REJECT] The transaction is for this chain.
     if tx.chain_id != chain_id:
         return Reason.WRONG_CHAIN
@@ -30,9 +43,6 @@ def check_transaction(tx: Transaction, chain_id: str, now_ms: int, min_fee: int 
     # [REJECT] The transaction has not expired.
     if tx.expiry_ms < now_ms:
         return Reason.EXPIRED
-    # [REJECT] The sender signed it, for this chain and kind (the expensive check, last).
-    if not is_signature_valid(tx):
-        return Reason.BAD_SIGNATURE
     return Reason.OK
 
 

@@ -1,0 +1,53 @@
+"""What the ledger core asks its adapters to do, in order.
+
+The adapter carries out the actions of one event in the order given: persistence
+before any publication that acknowledges it (a PENDING receipt follows StorePending,
+a block is published after CommitBlock).
+"""
+
+from dataclasses import dataclass
+
+from micromine.ledger_node.mempool import PendingTx
+from micromine.ledger_node.state import Account
+from micromine.protocol.block import Block
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StorePending:
+    entries: tuple[PendingTx, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetPending:
+    """Transactions rejected after admission: no longer pending."""
+
+    tx_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitBlock:
+    """Write the block, its account changes, and drop its transactions from pending,
+    atomically."""
+
+    block: Block
+    changes: dict[bytes, Account]
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """An input the core refused: the adapter logs it (rate-limited); stats count it."""
+
+    source: str  # the channel it came on
+    reason: str
+    detail: str
+
+
+Action = Publish | StorePending | ForgetPending | CommitBlock | Dropped

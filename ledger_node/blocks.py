@@ -1,0 +1,130 @@
+"""Building a block from decided transactions: order, apply, reward, commit to it.
+
+Rewards are the mining: the block reward plus the fees of the block's transactions are
+shared among the devices whose signed "valid" verdicts in the block justify them, in
+proportion to how many of the block's transactions each one judged.  Integer shares
+round down; the remainder goes to the device with the most judgements (lowest key on a
+tie), so exactly ``pool`` is paid and every node computes the same split.
+"""
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from micromine.ledger_node.genesis import ChainParams
+from micromine.ledger_node.state import (
+    Account,
+    StateView,
+    compute_state_root,
+    merged,
+    process_rewards,
+    process_transaction,
+)
+from micromine.protocol.block import (
+    Block,
+    BlockHeader,
+    CommitSignature,
+    Reward,
+    compute_body_hash,
+    compute_tx_root,
+)
+from micromine.protocol.codec import sign_block_hash
+from micromine.protocol.crypto import KeyPair
+from micromine.protocol.kinds import Reason
+from micromine.protocol.messages import Transaction, Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTip:
+    height: int
+    hash: bytes
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltBlock:
+    block: Block
+    changes: dict[bytes, Account]  # accounts the block changed, post-state
+    rejected: tuple[tuple[Transaction, Reason], ...]  # failed the stateful rules
+    deferred: tuple[Transaction, ...]  # wait for an earlier nonce of the same sender
+
+
+def compute_rewards(pool: int, judged: Mapping[bytes, int]) -> tuple[Reward, ...]:
+    """Split ``pool`` by judgement counts; see the module docstring."""
+    total = sum(judged.values())
+    if pool == 0 or total == 0:
+        return ()
+    shares = {device: pool * count // total for device, count in judged.items()}
+    top = min(judged, key=lambda device: (-judged[device], device))
+    shares[top] += pool - sum(shares.values())
+    return tuple(Reward(device, amount) for device, amount in sorted(shares.items()) if amount)
+
+
+def order_candidates(txs: Sequence[Transaction]) -> list[Transaction]:
+    """Deterministic order that respects each sender's nonce sequence."""
+    return sorted(txs, key=lambda tx: (tx.sender, tx.nonce, tx.id))
+
+
+def build_block(
+    *,
+    tip: ChainTip,
+    chain_id: str,
+    timestamp_ms: int,
+    proposer: KeyPair,
+    accounts: Mapping[bytes, Account],
+    candidates: Sequence[Transaction],
+    justification: Mapping[bytes, Sequence[Verdict]],
+    params: ChainParams,
+) -> BuiltBlock:
+    """Apply ``candidates`` in order over ``accounts`` and seal the result.
+
+    ``justification[tx.id]`` holds the verdicts that voted the transaction valid; every
+    candidate must have at least ``params.q`` of them (the tally guarantees it).
+    """
+    timestamp_ms = max(timestamp_ms, tip.timestamp_ms + 1)
+    view = StateView(accounts)
+    included: list[Transaction] = []
+    rejected: list[tuple[Transaction, Reason]] = []
+    deferred: list[Transaction] = []
+    for tx in order_candidates(candidates):
+        if len(included) >= params.max_block_txs:
+            deferred.append(tx)
+            continue
+        reason = process_transaction(view, tx, timestamp_ms)
+        if reason is Reason.OK:
+            included.append(tx)
+        elif reason is Reason.BAD_NONCE and tx.nonce > view.get(tx.sender).nonce:
+            deferred.append(tx)  # an earlier nonce is still being judged
+        else:
+            rejected.append((tx, reason))
+
+    verdicts: dict[bytes, Verdict] = {}
+    judged: Counter[bytes] = Counter()
+    for tx in included:
+        for verdict in justification[tx.id][: params.q]:
+            verdicts[verdict.id] = verdict
+            judged[verdict.device] += 1
+    pool = params.block_reward + sum(tx.fee for tx in included)
+    rewards = compute_rewards(pool, judged)
+    process_rewards(view, rewards)
+
+    ordered_verdicts = tuple(verdicts[key] for key in sorted(verdicts))
+    header = BlockHeader(
+        chain_id=chain_id,
+        height=tip.height + 1,
+        prev_hash=tip.hash,
+        tx_root=compute_tx_root(included),
+        body_hash=compute_body_hash(ordered_verdicts, rewards),
+        state_root=compute_state_root(merged(accounts, view.changes)),
+        timestamp_ms=timestamp_ms,
+        proposer=proposer.public,
+    )
+    signature = sign_block_hash(header.hash, chain_id, proposer)
+    block = Block(
+        header=header,
+        txs=tuple(included),
+        verdicts=ordered_verdicts,
+        rewards=rewards,
+        certificate=(CommitSignature(proposer.public, signature),),
+    )
+    return BuiltBlock(block, view.changes, tuple(rejected), tuple(deferred))

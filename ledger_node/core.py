@@ -1,0 +1,492 @@
+"""The ledger node's deterministic state machine: events in, actions out.
+
+    on_message(topic, payload, now_ms) -> [Action]   a submission, verdict or device message
+    on_tick(now_ms)                    -> [Action]   time passed: dispatch, deadlines, blocks
+
+No sockets, files, clocks or global randomness: time comes with each event and the
+random choice of devices comes from the ``rng`` given at construction, so a seeded
+simulation replays exactly.  Transaction lifecycle:
+
+    submitted --admission--> pending --dispatch--> judged by k devices
+        --q valid--> accepted --block--> committed
+        --q invalid / timeout--> rejected (and the sender's later nonces: NONCE_GAP)
+
+A batch is given to k distinct available devices at once.  When a device misses the
+batch deadline, or when every asked device has answered without q agreeing, the
+still-undecided transactions go, as a new batch, to one device not yet asked.
+"""
+
+import random
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from micromine.ledger_node import blocks as block_builder
+from micromine.ledger_node.actions import (
+    Action,
+    CommitBlock,
+    Dropped,
+    ForgetPending,
+    Publish,
+    StorePending,
+)
+from micromine.ledger_node.blocks import ChainTip
+from micromine.ledger_node.devices import DeviceRegistry
+from micromine.ledger_node.genesis import Genesis
+from micromine.ledger_node.mempool import Mempool, PendingTx
+from micromine.ledger_node.render import block_to_json
+from micromine.ledger_node.state import Account
+from micromine.ledger_node.tally import TxVotes, agreement, compute_outcome, record_vote
+from micromine.protocol import topics
+from micromine.protocol.codec import decode, encode, is_signature_valid, sign
+from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
+from micromine.protocol.errors import DecodeError
+from micromine.protocol.kinds import Reason, ReceiptStatus
+from micromine.protocol.limits import MAX_RECEIPT_ITEMS
+from micromine.protocol.messages import Receipt, Receipts, Submission, Verdict, WorkBatch
+from micromine.protocol.topics import Channel
+from micromine.protocol.validation import decode_transaction
+
+DeviceMessage = TypeVar("DeviceMessage", DeviceHello, Heartbeat, DeviceStatus)
+
+BATCH_LINGER_MS = 50  # wait this long for a fuller batch before dispatching a small one
+RECENT_COMMITTED = 100_000  # committed tx ids remembered, for idempotent resubmission
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    batch: WorkBatch
+    tx_ids: tuple[bytes, ...]
+    waiting: dict[bytes, int] = field(default_factory=dict)  # device -> deadline_ms
+    entitled: set[bytes] = field(default_factory=set)  # devices ever given this batch
+    answered: set[bytes] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class CoreStats:
+    admitted: int = 0
+    committed: int = 0
+    rejected: int = 0
+    blocks: int = 0
+    batches_sent: int = 0
+    redispatched: int = 0
+    verdicts: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+class LedgerCore:
+    """A single ledger node's decisions.  Owns its in-memory state; the adapter owns I/O."""
+
+    def __init__(
+        self,
+        *,
+        genesis: Genesis,
+        key: KeyPair,
+        rng: random.Random,
+        accounts: dict[bytes, Account],
+        tip: ChainTip,
+        pending: Iterable[PendingTx] = (),
+    ) -> None:
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.params = genesis.params
+        self.key = key
+        self.rng = rng
+        self.accounts = accounts
+        self.tip = tip
+        self.mempool = Mempool(self.chain_id, self.params)
+        self.devices = DeviceRegistry(self.params.device_timeout_ms)
+        self.votes: OrderedDict[bytes, TxVotes] = OrderedDict()  # undecided, admission order
+        self.accepted: dict[bytes, TxVotes] = {}  # decided valid, waiting for a block
+        self.fresh: deque[bytes] = deque()  # pending, never dispatched
+        self.retry: deque[bytes] = deque()  # undecided, needing one more device
+        self.batches: dict[bytes, BatchRecord] = {}
+        self.recent_committed: OrderedDict[bytes, int] = OrderedDict()
+        self.stats = CoreStats()
+        self._batch_seq = 0
+        self._last_block_ms = tip.timestamp_ms
+        self._receipts: dict[bytes, list[Receipt]] = {}
+        self._forgotten: list[bytes] = []  # rejected after admission, not yet persisted
+        self._handlers: dict[Channel, Callable[[bytes | None, bytes, int, list[Action]], None]] = {
+            Channel.SUBMIT: self._on_submission,
+            Channel.VERDICTS: self._on_verdict,
+            Channel.HELLO: self._on_hello,
+            Channel.HEARTBEAT: self._on_heartbeat,
+            Channel.DEVICE_STATUS: self._on_device_status,
+        }
+        for entry in pending:  # resumed from storage: judge them again
+            self._admit(entry)
+
+    # ---- events -------------------------------------------------------------------
+
+    def on_message(self, topic: str, payload: bytes, now_ms: int) -> list[Action]:
+        actions: list[Action] = []
+        parsed = topics.parse(self.chain_id, topic)
+        handler = self._handlers.get(parsed.channel) if parsed else None
+        if parsed is None or handler is None:
+            self._drop(actions, "topic", "unexpected_topic", topic[:120])
+            return actions
+        handler(parsed.key, payload, now_ms, actions)
+        self._flush_receipts(actions, now_ms)
+        return actions
+
+    def on_tick(self, now_ms: int) -> list[Action]:
+        actions: list[Action] = []
+        self._expire_deadlines(now_ms)
+        self._expire_transactions(now_ms, actions)
+        self._dispatch_retries(now_ms, actions)
+        self._dispatch_fresh(now_ms, actions)
+        if self.accepted and now_ms - self._last_block_ms >= self.params.block_interval_ms:
+            self._build_block(now_ms, actions)
+        self._flush_receipts(actions, now_ms)
+        return actions
+
+    # ---- submissions --------------------------------------------------------------
+
+    def _on_submission(
+        self, _key: bytes | None, payload: bytes, now_ms: int, actions: list[Action]
+    ) -> None:
+        try:
+            submission = decode(payload, Submission)
+        except DecodeError as exc:
+            self._drop(actions, "submit", f"decode_{exc.code.name.lower()}", exc.detail)
+            return
+        if submission.chain_id != self.chain_id:
+            self._drop(actions, "submit", "wrong_chain", submission.chain_id)
+            return
+        admitted: list[PendingTx] = []
+        for item in submission.items:
+            self._admit_item(item, submission.reply_to, now_ms, admitted)
+        if admitted:
+            # Persist before the PENDING receipts (flushed after this) acknowledge them.
+            actions.append(StorePending(tuple(admitted)))
+
+    def _admit_item(
+        self, item: bytes, reply_to: bytes, now_ms: int, admitted: list[PendingTx]
+    ) -> None:
+        decoded = decode_transaction(item)
+        if isinstance(decoded, Reason):
+            self._receipt(reply_to, sha256(item), ReceiptStatus.REJECTED, decoded)
+            self.stats.rejected += 1
+            return
+        tx, tx_id = decoded, decoded.id
+        if tx_id in self.mempool:  # [IGNORE] already pending: acknowledge again
+            self._receipt(reply_to, tx_id, ReceiptStatus.PENDING, 0)
+            return
+        height = self.recent_committed.get(tx_id)
+        if height is not None:  # [IGNORE] already committed: say where
+            self._receipt(reply_to, tx_id, ReceiptStatus.COMMITTED, height)
+            return
+        reason = self.mempool.check_admission(tx, now_ms, self.accounts)
+        if reason is not Reason.OK:
+            self._receipt(reply_to, tx_id, ReceiptStatus.REJECTED, reason)
+            self.stats.rejected += 1
+            return
+        entry = PendingTx(tx, tx_id, reply_to, now_ms)
+        self._admit(entry)
+        admitted.append(entry)
+        self._receipt(reply_to, tx_id, ReceiptStatus.PENDING, 0)
+        self.stats.admitted += 1
+
+    def _admit(self, entry: PendingTx) -> None:
+        self.mempool.add(entry)
+        self.votes[entry.tx_id] = TxVotes(entry.tx, entry.reply_to, entry.admitted_ms)
+        self.fresh.append(entry.tx_id)
+
+    # ---- devices ------------------------------------------------------------------
+
+    def _on_hello(self, key: bytes | None, payload: bytes, now_ms: int, out: list[Action]) -> None:
+        hello = self._decode_device_message(key, payload, DeviceHello, "hello", out)
+        if hello is not None:
+            self.devices.on_hello(hello, now_ms)
+
+    def _on_heartbeat(
+        self, key: bytes | None, payload: bytes, now_ms: int, out: list[Action]
+    ) -> None:
+        heartbeat = self._decode_device_message(key, payload, Heartbeat, "heartbeat", out)
+        if heartbeat is not None:
+            self.devices.on_heartbeat(heartbeat, now_ms)
+
+    def _on_device_status(
+        self, key: bytes | None, payload: bytes, now_ms: int, out: list[Action]
+    ) -> None:
+        if not payload:  # a cleared retained message
+            return
+        status = self._decode_device_message(key, payload, DeviceStatus, "status", out)
+        if status is not None:
+            self.devices.on_status(status, now_ms)
+
+    def _decode_device_message(
+        self,
+        key: bytes | None,
+        payload: bytes,
+        kind: type[DeviceMessage],
+        source: str,
+        out: list[Action],
+    ) -> DeviceMessage | None:
+        try:
+            message = decode(payload, kind)
+        except DecodeError as exc:
+            self._drop(out, source, f"decode_{exc.code.name.lower()}", exc.detail)
+            return None
+        # [REJECT] The message is for this chain, from the device its topic names, signed.
+        if message.chain_id != self.chain_id:
+            self._drop(out, source, "wrong_chain", message.chain_id)
+            return None
+        if message.device != key:
+            self._drop(out, source, "topic_mismatch", message.device.hex()[:16])
+            return None
+        if not is_signature_valid(message):
+            self._drop(out, source, "bad_signature", message.device.hex()[:16])
+            return None
+        return message
+
+    # ---- verdicts -----------------------------------------------------------------
+
+    def _on_verdict(
+        self, key: bytes | None, payload: bytes, now_ms: int, out: list[Action]
+    ) -> None:
+        try:
+            verdict = decode(payload, Verdict)
+        except DecodeError as exc:
+            self._drop(out, "verdict", f"decode_{exc.code.name.lower()}", exc.detail)
+            return
+        record = self.batches.get(verdict.batch_id)
+        # [IGNORE] Unknown batch: already decided, or from before a restart.
+        if record is None:
+            return
+        # [REJECT] The verdict is for this chain, on the device's own topic.
+        if verdict.chain_id != self.chain_id or verdict.device != key:
+            self._drop(out, "verdict", "topic_mismatch", verdict.device.hex()[:16])
+            return
+        # [REJECT] The device was given this batch.
+        if verdict.device not in record.entitled:
+            self._drop(out, "verdict", "not_entitled", verdict.device.hex()[:16])
+            return
+        # [IGNORE] The device already answered this batch.
+        if verdict.device in record.answered:
+            return
+        # [REJECT] The judgements name the batch's transactions, in order.
+        if tuple(j.tx_id for j in verdict.judgements) != record.tx_ids:
+            self._drop(out, "verdict", "judgements_mismatch", verdict.device.hex()[:16])
+            return
+        # [REJECT] The device signed it.
+        if not is_signature_valid(verdict):
+            self._drop(out, "verdict", "bad_signature", verdict.device.hex()[:16])
+            return
+        self.stats.verdicts += 1
+        record.answered.add(verdict.device)
+        was_waiting = record.waiting.pop(verdict.device, None) is not None
+        device = self.devices.records.get(verdict.device)
+        if was_waiting and device is not None:
+            device.outstanding = max(0, device.outstanding - 1)
+        for judgement in verdict.judgements:
+            votes = self.votes.get(judgement.tx_id)
+            if votes is None:
+                continue  # decided already
+            if was_waiting:
+                votes.outstanding -= 1
+            record_vote(votes, verdict, judgement.reason)
+            if not self._decide(judgement.tx_id, votes) and votes.outstanding <= 0:
+                self.retry.append(judgement.tx_id)  # everyone answered, no quorum yet
+        self._forget_batch_if_done(verdict.batch_id)
+
+    def _decide(self, tx_id: bytes, votes: TxVotes) -> bool:
+        outcome = compute_outcome(votes, self.params.q)
+        if outcome is None:
+            return False
+        del self.votes[tx_id]
+        matched, other = agreement(votes, outcome)
+        for device_key in matched:
+            if (device := self.devices.records.get(device_key)) is not None:
+                device.agreed += 1
+        for device_key in other:
+            if (device := self.devices.records.get(device_key)) is not None:
+                device.disagreed += 1
+        if outcome.accepted:
+            self.accepted[tx_id] = votes
+        else:
+            self._reject_pending(tx_id, outcome.reason)
+        return True
+
+    def _reject_pending(self, tx_id: bytes, reason: Reason) -> None:
+        """Reject an admitted transaction, and the sender's later ones with NONCE_GAP."""
+        entry = self.mempool.remove(tx_id)
+        if entry is None:
+            return
+        self.votes.pop(tx_id, None)
+        self.accepted.pop(tx_id, None)
+        self._receipt(entry.reply_to, tx_id, ReceiptStatus.REJECTED, reason)
+        self.stats.rejected += 1
+        self._forgotten.append(tx_id)
+        for later in self.mempool.later_from_sender(entry.tx.sender, entry.tx.nonce):
+            self._reject_pending(later, Reason.NONCE_GAP)
+
+    def _forget_batch_if_done(self, batch_id: bytes) -> None:
+        record = self.batches[batch_id]
+        if not record.waiting or all(tx_id not in self.votes for tx_id in record.tx_ids):
+            for device_key in record.waiting:
+                if (device := self.devices.records.get(device_key)) is not None:
+                    device.outstanding = max(0, device.outstanding - 1)
+            del self.batches[batch_id]
+
+    # ---- time ---------------------------------------------------------------------
+
+    def _expire_deadlines(self, now_ms: int) -> None:
+        for batch_id, record in list(self.batches.items()):
+            late = [device for device, deadline in record.waiting.items() if deadline < now_ms]
+            for device_key in late:
+                del record.waiting[device_key]
+                self.devices.on_missed_deadline(device_key, now_ms)
+                for tx_id in record.tx_ids:
+                    votes = self.votes.get(tx_id)
+                    if votes is not None:
+                        votes.outstanding -= 1
+                        self.retry.append(tx_id)  # its batch goes to another device
+            if late:
+                self._forget_batch_if_done(batch_id)
+
+    def _expire_transactions(self, now_ms: int, actions: list[Action]) -> None:
+        while self.votes:
+            tx_id, votes = next(iter(self.votes.items()))
+            if now_ms - votes.admitted_ms < self.params.tx_timeout_ms:
+                break
+            self._reject_pending(tx_id, Reason.NO_QUORUM)
+        self._flush_forgotten(actions)
+
+    # ---- dispatch -----------------------------------------------------------------
+
+    def _dispatch_fresh(self, now_ms: int, actions: list[Action]) -> None:
+        while self.fresh:
+            oldest = self.votes.get(self.fresh[0])
+            if oldest is None:  # decided or rejected before dispatch
+                self.fresh.popleft()
+                continue
+            lingering = now_ms - oldest.admitted_ms < BATCH_LINGER_MS
+            if lingering and len(self.fresh) < self.params.batch_size:
+                return
+            available = self.devices.available(now_ms)
+            wanted = min(self.params.k, len(available))
+            if wanted < self.params.q:
+                return  # not enough devices to ever reach quorum; keep waiting
+            chosen = self.rng.sample(available, wanted)
+            size = min(self.params.batch_size, *(device.capacity for device in chosen))
+            tx_ids = self._take(self.fresh, size)
+            if tx_ids:
+                self._send_batch(tx_ids, [device.key for device in chosen], now_ms, actions)
+
+    def _dispatch_retries(self, now_ms: int, actions: list[Action]) -> None:
+        queued = [tx_id for tx_id in dict.fromkeys(self.retry) if tx_id in self.votes]
+        self.retry.clear()
+        while queued:
+            group = queued[: self.params.batch_size]
+            asked = set().union(*(self.votes[tx_id].asked for tx_id in group))
+            candidates = [d for d in self.devices.available(now_ms) if d.key not in asked]
+            if not candidates:
+                self.retry.extend(queued)  # try again on a later tick
+                return
+            device = self.rng.choice(candidates)
+            group = group[: device.capacity]
+            del queued[: len(group)]
+            self._send_batch(group, [device.key], now_ms, actions)
+            self.stats.redispatched += 1
+
+    def _take(self, queue: deque[bytes], size: int) -> list[bytes]:
+        taken: list[bytes] = []
+        while queue and len(taken) < size:
+            tx_id = queue.popleft()
+            if tx_id in self.votes:
+                taken.append(tx_id)
+        return taken
+
+    def _send_batch(
+        self, tx_ids: list[bytes], devices: list[bytes], now_ms: int, actions: list[Action]
+    ) -> None:
+        self._batch_seq += 1
+        deadline = now_ms + self.params.batch_timeout_ms
+        txs = tuple(self.votes[tx_id].tx for tx_id in tx_ids)
+        batch = sign(
+            WorkBatch(self.chain_id, self.key.public, self._batch_seq, deadline, txs), self.key
+        )
+        record = BatchRecord(batch, tuple(tx_ids))
+        self.batches[batch.id] = record
+        payload = encode(batch)
+        for device_key in devices:
+            record.waiting[device_key] = deadline
+            record.entitled.add(device_key)
+            self.devices.records[device_key].outstanding += 1
+            for tx_id in tx_ids:
+                votes = self.votes[tx_id]
+                votes.asked.add(device_key)
+                votes.outstanding += 1
+            topic = topics.work(self.chain_id, device_key)
+            actions.append(Publish(topic, payload, Channel.WORK.qos, Channel.WORK.retain))
+        self.stats.batches_sent += 1
+
+    # ---- blocks -------------------------------------------------------------------
+
+    def _build_block(self, now_ms: int, actions: list[Action]) -> None:
+        candidates = [votes.tx for votes in self.accepted.values()]
+        justification = {
+            tx_id: list(votes.valid.values()) for tx_id, votes in self.accepted.items()
+        }
+        built = block_builder.build_block(
+            tip=self.tip,
+            chain_id=self.chain_id,
+            timestamp_ms=now_ms,
+            proposer=self.key,
+            accounts=self.accounts,
+            candidates=candidates,
+            justification=justification,
+            params=self.params,
+        )
+        for tx, reason in built.rejected:
+            self._reject_pending(tx.id, reason)
+        self._flush_forgotten(actions)
+        block = built.block
+        if not block.txs:
+            return
+        actions.append(CommitBlock(block, built.changes))
+        self.accounts.update(built.changes)
+        self.tip = ChainTip(block.height, block.hash, block.header.timestamp_ms)
+        self._last_block_ms = now_ms
+        for tx in block.txs:
+            tx_id = tx.id
+            votes = self.accepted.pop(tx_id)
+            self.mempool.remove(tx_id)
+            self._receipt(votes.reply_to, tx_id, ReceiptStatus.COMMITTED, block.height)
+            self.recent_committed[tx_id] = block.height
+        while len(self.recent_committed) > RECENT_COMMITTED:
+            self.recent_committed.popitem(last=False)
+        self.stats.blocks += 1
+        self.stats.committed += len(block.txs)
+        blocks_topic, json_topic = topics.blocks(self.chain_id), topics.blocks_json(self.chain_id)
+        actions.append(Publish(blocks_topic, encode(block), Channel.BLOCKS.qos, True))
+        actions.append(Publish(json_topic, block_to_json(block), Channel.BLOCKS_JSON.qos, True))
+
+    # ---- receipts and bookkeeping ----------------------------------------------------
+
+    def _receipt(self, reply_to: bytes, item_id: bytes, status: ReceiptStatus, value: int) -> None:
+        self._receipts.setdefault(reply_to, []).append(Receipt(item_id, int(status), int(value)))
+
+    def _flush_receipts(self, actions: list[Action], now_ms: int) -> None:
+        self._flush_forgotten(actions)
+        for reply_to, items in self._receipts.items():
+            for start in range(0, len(items), MAX_RECEIPT_ITEMS):
+                chunk = tuple(items[start : start + MAX_RECEIPT_ITEMS])
+                message = Receipts(self.chain_id, self.key.public, reply_to, now_ms, chunk)
+                payload = encode(sign(message, self.key))
+                topic = topics.receipts(self.chain_id, reply_to)
+                actions.append(Publish(topic, payload, Channel.RECEIPTS.qos, False))
+        self._receipts.clear()
+
+    def _flush_forgotten(self, actions: list[Action]) -> None:
+        if self._forgotten:
+            actions.append(ForgetPending(tuple(self._forgotten)))
+            self._forgotten = []
+
+    def _drop(self, actions: list[Action], source: str, reason: str, detail: str) -> None:
+        self.stats.dropped[f"{source}.{reason}"] += 1
+        actions.append(Dropped(source, reason, detail))

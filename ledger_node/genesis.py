@@ -1,0 +1,154 @@
+"""The genesis file: the chain's identity, initial balances, ledger nodes and parameters.
+
+Genesis is JSON on disk (people edit and diff it) and canonical CBOR when hashed: the
+first block's ``prev_hash`` is the genesis hash, so every block is tied to one genesis.
+Parameters that change what a valid block is (k, q, rewards, fees) live here rather
+than in a node's configuration, so that every node applies the same rules.
+"""
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from micromine.protocol import cbor
+from micromine.protocol.crypto import sha256
+from micromine.protocol.errors import DecodeError
+from micromine.protocol.fields import check_chain_id
+from micromine.protocol.limits import MAX_AMOUNT, MAX_BATCH_TXS, MAX_BLOCK_TXS, MAX_FEE
+
+
+class GenesisError(ValueError):
+    """A genesis file that cannot be used, with the reason in the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainParams:
+    k: int = 3  # devices asked to judge each batch
+    q: int = 2  # matching verdicts that decide a transaction
+    batch_size: int = 64  # most transactions in one WorkBatch
+    block_interval_ms: int = 1000  # least time between blocks
+    block_reward: int = 50  # minted per block, shared by the devices that judged it
+    min_fee: int = 0
+    max_block_txs: int = 4096
+    batch_timeout_ms: int = 3000  # a device that has not answered by then is replaced
+    tx_timeout_ms: int = 60_000  # a transaction undecided this long is NO_QUORUM
+    device_timeout_ms: int = 6000  # no heartbeat for this long: the device is not live
+    max_pending: int = 200_000  # whole mempool
+    max_pending_per_sender: int = 1024
+
+    def check(self) -> None:
+        if not 1 <= self.q <= self.k:
+            raise GenesisError(f"need 1 <= q <= k, got k={self.k} q={self.q}")
+        if self.k > 64:
+            raise GenesisError("k above 64 is not supported")
+        if not 1 <= self.batch_size <= MAX_BATCH_TXS:
+            raise GenesisError(f"batch_size must be 1..{MAX_BATCH_TXS}")
+        if not 1 <= self.max_block_txs <= MAX_BLOCK_TXS:
+            raise GenesisError(f"max_block_txs must be 1..{MAX_BLOCK_TXS}")
+        if not 0 <= self.min_fee <= MAX_FEE:
+            raise GenesisError(f"min_fee must be 0..{MAX_FEE}")
+        for name in ("block_interval_ms", "batch_timeout_ms", "tx_timeout_ms",
+                     "device_timeout_ms", "max_pending", "max_pending_per_sender"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise GenesisError(f"{name} must be positive")
+        if not 0 <= self.block_reward <= MAX_AMOUNT:
+            raise GenesisError(f"block_reward must be 0..{MAX_AMOUNT}")
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    chain_id: str
+    timestamp_ms: int
+    ledger_nodes: tuple[bytes, ...]
+    balances: tuple[tuple[bytes, int], ...]  # sorted by account
+    params: ChainParams = field(default_factory=ChainParams)
+
+    def __post_init__(self) -> None:
+        try:
+            check_chain_id(self.chain_id)
+        except DecodeError as exc:
+            raise GenesisError(f"chain_id: {exc.detail}") from None
+        if not self.ledger_nodes:
+            raise GenesisError("genesis must list at least one ledger node key")
+        if any(len(key) != 32 for key in self.ledger_nodes):
+            raise GenesisError("ledger node keys are 32-byte Ed25519 public keys")
+        if len(set(self.ledger_nodes)) != len(self.ledger_nodes):
+            raise GenesisError("a ledger node key is listed twice")
+        accounts = [account for account, _ in self.balances]
+        if accounts != sorted(set(accounts)):
+            raise GenesisError("balances must be unique accounts in sorted order")
+        for account, amount in self.balances:
+            if len(account) != 32 or not 0 <= amount <= MAX_AMOUNT:
+                raise GenesisError(f"bad balance entry for {account.hex()}")
+        self.params.check()
+
+    def to_wire(self) -> list[Any]:
+        params = [[name, value] for name, value in sorted(asdict(self.params).items())]
+        return [
+            "micromine-genesis", self.chain_id, self.timestamp_ms, list(self.ledger_nodes),
+            [[a, b] for a, b in self.balances], params,
+        ]  # fmt: skip
+
+    @property
+    def hash(self) -> bytes:
+        """The first block's prev_hash."""
+        return sha256(cbor.encode(self.to_wire()))
+
+    def to_json(self) -> str:
+        document = {
+            "chain_id": self.chain_id,
+            "timestamp_ms": self.timestamp_ms,
+            "ledger_nodes": [key.hex() for key in self.ledger_nodes],
+            "balances": {account.hex(): amount for account, amount in self.balances},
+            "params": asdict(self.params),
+        }
+        return json.dumps(document, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Genesis":
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GenesisError(f"not JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise GenesisError("genesis must be a JSON object")
+        try:
+            params = ChainParams(**_int_fields(document.get("params", {})))
+            balances = document.get("balances", {})
+            if not isinstance(balances, dict):
+                raise GenesisError("balances must be an object of hex key -> amount")
+            return cls(
+                chain_id=document["chain_id"],
+                timestamp_ms=int(document.get("timestamp_ms", 0)),
+                ledger_nodes=tuple(bytes.fromhex(k) for k in document["ledger_nodes"]),
+                balances=tuple(sorted((bytes.fromhex(k), int(v)) for k, v in balances.items())),
+                params=params,
+            )
+        except KeyError as exc:
+            raise GenesisError(f"missing field {exc}") from None
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, GenesisError):
+                raise
+            raise GenesisError(f"bad value: {exc}") from None
+
+    @classmethod
+    def load(cls, path: Path) -> "Genesis":
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise GenesisError(f"cannot read genesis {path}: {exc.strerror}") from None
+        return cls.from_json(text)
+
+
+def _int_fields(params: Mapping[str, Any]) -> dict[str, int]:
+    if not isinstance(params, Mapping):
+        raise GenesisError("params must be an object")
+    known = set(ChainParams.__dataclass_fields__)
+    unknown = set(params) - known
+    if unknown:
+        raise GenesisError(f"unknown params: {', '.join(sorted(unknown))}")
+    if any(type(value) is not int for value in params.values()):
+        raise GenesisError("params must be integers")
+    return dict(params)
