@@ -1,0 +1,32 @@
+"""``python -m micromine.ledger_node``: the same as ``micromine ledger``."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from micromine.device_agent.keyfile import KeyFileError, load_key
+from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
+from micromine.ledger_node.genesis import GenesisError
+from micromine.ledger_node.service import run_ledger
+from micromine.ledger_node.storage import StorageError
+from micromine.logs import configure_logging
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    try:
+        config = LedgerConfig.from_args(args)
+        configure_logging(config.log_level, config.log_json)
+        return run_ledger(config, load_key(config.key_path))
+    except (ValueError, KeyFileError, GenesisError, StorageError) as exc:
+        print(f"micromine ledger: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="micromine ledger", description="Run a ledger node.")
+    add_ledger_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""A ledger node's settings: one typed object, from flags, then environment, then defaults."""
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from micromine.mqtt import parse_broker_url
+
+ENV = {
+    "broker": "MICROMINE_BROKER",
+    "key": "MICROMINE_LEDGER_KEY",
+    "genesis": "MICROMINE_GENESIS",
+    "db": "MICROMINE_DB",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerConfig:
+    broker_url: str
+    key_path: Path
+    genesis_path: Path
+    db_path: Path
+    tick_ms: int = 50
+    status_interval_s: float = 2.0
+    log_level: str = "info"
+    log_json: bool | None = None
+
+    def __post_init__(self) -> None:
+        parse_broker_url(self.broker_url)  # raises ValueError with the reason
+        if not 5 <= self.tick_ms <= 1000:
+            raise ValueError("tick_ms must be 5..1000")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "LedgerConfig":
+        def pick(name: str, default: str | None = None) -> str:
+            value = getattr(args, name, None) or os.environ.get(ENV[name]) or default
+            if value is None:
+                raise ValueError(f"--{name} is required (or set {ENV[name]})")
+            return value
+
+        return cls(
+            broker_url=pick("broker", "mqtt://127.0.0.1:1883"),
+            key_path=Path(pick("key")),
+            genesis_path=Path(pick("genesis")),
+            db_path=Path(pick("db")),
+            tick_ms=args.tick_ms,
+            log_level=args.log_level,
+            log_json=True if args.log_json else None,
+        )
+
+
+def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", help=f"broker URL (env {ENV['broker']}; default local)")
+    parser.add_argument("--key", help=f"this node's key file (env {ENV['key']})")
+    parser.add_argument("--genesis", help=f"genesis JSON (env {ENV['genesis']})")
+    parser.add_argument("--db", help=f"SQLite file (env {ENV['db']})")
+    parser.add_argument("--tick-ms", type=int, default=50, help="core clock period")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")

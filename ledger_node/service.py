@@ -1,0 +1,192 @@
+"""The ledger node process: MQTT and SQLite adapters around ``LedgerCore``.
+
+One thread owns the core and the database; paho's network thread only fills the
+link's inbox.  The loop hands each message to the core, runs the core's clock every
+``tick_ms``, and carries out the returned actions in order.  It decides nothing.
+"""
+
+import json
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from types import FrameType
+
+import structlog
+
+from micromine.ledger_node.actions import (
+    Action,
+    CommitBlock,
+    Dropped,
+    ForgetPending,
+    Publish,
+    StorePending,
+)
+from micromine.ledger_node.config import LedgerConfig
+from micromine.ledger_node.core import RECENT_COMMITTED, LedgerCore
+from micromine.ledger_node.genesis import Genesis
+from micromine.ledger_node.storage import LedgerStore
+from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, MqttLink, Will
+from micromine.protocol import topics
+from micromine.protocol.crypto import KeyPair
+from micromine.protocol.topics import Channel
+
+log = structlog.get_logger("micromine.ledger")
+
+DROP_LOG_INTERVAL_S = 1.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LedgerService:
+    def __init__(self, config: LedgerConfig, genesis: Genesis, key: KeyPair) -> None:
+        self.config = config
+        self.genesis = genesis
+        self.key = key
+        self.store = LedgerStore(config.db_path, genesis)
+        self.core = LedgerCore(
+            genesis=genesis,
+            key=key,
+            rng=random.Random(),
+            accounts=self.store.accounts(),
+            tip=self.store.tip(genesis),
+            pending=self.store.pending(),
+        )
+        self.core.recent_committed.update(self.store.recent_committed(RECENT_COMMITTED))
+        chain = genesis.chain_id
+        self.status_topic = topics.ledger_status(chain, key.public)
+        self.link = MqttLink(
+            LinkConfig(
+                client_id=f"ledger-{key.public.hex()[:16]}",
+                broker_url=config.broker_url,
+                will=Will(self.status_topic, self._status_payload(online=False), 1, True),
+                subscriptions=(
+                    (topics.submit(chain), Channel.SUBMIT.qos),
+                    (topics.all_verdicts(chain), Channel.VERDICTS.qos),
+                    (topics.all_devices(chain), Channel.HELLO.qos),
+                ),
+                inbox_max=100_000,
+                max_queued_messages=100_000,
+            )
+        )
+        self.stop = threading.Event()
+        self._last_drop_log = 0.0
+        self._drops_since_log = 0
+
+    def run(self) -> int:
+        tip = self.core.tip
+        log.info(
+            "ledger node starting",
+            node=self.key.public.hex()[:16],
+            chain=self.genesis.chain_id,
+            height=tip.height,
+            pending=len(self.core.mempool),
+            db=str(self.config.db_path),
+        )
+        self.link.start()
+        tick_s = self.config.tick_ms / 1000
+        next_tick = time.monotonic()
+        next_status = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                item = self.link.get(timeout=max(0.0, next_tick - time.monotonic()))
+                if isinstance(item, Incoming):
+                    self.execute(self.core.on_message(item.topic, item.payload, now_ms()))
+                elif isinstance(item, LinkEvent) and item.kind is LinkEventKind.CONNECTED:
+                    log.info("connected to broker", broker=self.config.broker_url)
+                    next_status = 0.0
+                monotonic = time.monotonic()
+                if monotonic >= next_tick:
+                    self.execute(self.core.on_tick(now_ms()))
+                    next_tick = max(next_tick + tick_s, monotonic)
+                if monotonic >= next_status:
+                    self.publish_status()
+                    next_status = monotonic + self.config.status_interval_s
+        finally:
+            self.shutdown()
+        return 0
+
+    def execute(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            match action:
+                case Publish(topic, payload, qos, retain):
+                    self.link.publish(topic, payload, qos, retain)
+                case StorePending(entries):
+                    self.store.store_pending(entries)
+                case ForgetPending(tx_ids):
+                    self.store.forget_pending(tx_ids)
+                case CommitBlock(block, changes):
+                    self.store.commit_block(block, changes)
+                    log.info(
+                        "block committed",
+                        height=block.height,
+                        txs=len(block.txs),
+                        hash=block.hash.hex()[:16],
+                    )
+                case Dropped(source, reason, detail):
+                    self._log_drop(source, reason, detail)
+
+    def _log_drop(self, source: str, reason: str, detail: str) -> None:
+        self._drops_since_log += 1
+        monotonic = time.monotonic()
+        if monotonic - self._last_drop_log >= DROP_LOG_INTERVAL_S:
+            log.warning(
+                "input dropped",
+                source=source,
+                reason=reason,
+                detail=detail[:120],
+                dropped_since_last_log=self._drops_since_log,
+            )
+            self._last_drop_log = monotonic
+            self._drops_since_log = 0
+
+    def _status_payload(self, online: bool) -> bytes:
+        core = self.core
+        now = now_ms()
+        status = {
+            "node": self.key.public.hex(),
+            "online": online,
+            "timestamp": now,
+            "height": core.tip.height,
+            "tip": core.tip.hash.hex(),
+            "mempool": len(core.mempool),
+            "devices_live": core.devices.count_live(now) if online else 0,
+            "committed": core.stats.committed,
+            "rejected": core.stats.rejected,
+            "batches_sent": core.stats.batches_sent,
+            "redispatched": core.stats.redispatched,
+            "dropped": dict(core.stats.dropped),
+        }
+        return json.dumps(status, separators=(",", ":")).encode()
+
+    def publish_status(self) -> None:
+        payload = self._status_payload(online=True)
+        self.link.publish(self.status_topic, payload, Channel.LEDGER_STATUS.qos, True)
+
+    def shutdown(self) -> None:
+        payload = self._status_payload(online=False)
+        self.link.publish(self.status_topic, payload, Channel.LEDGER_STATUS.qos, True, wait=2.0)
+        self.link.close()
+        self.store.close()
+        log.info("ledger node stopped", height=self.core.tip.height)
+
+
+def run_ledger(config: LedgerConfig, key: KeyPair) -> int:
+    genesis = Genesis.load(config.genesis_path)
+    if key.public not in genesis.ledger_nodes:
+        raise ValueError(
+            f"key {key.public.hex()[:16]}… is not a ledger node of {config.genesis_path}"
+        )
+    service = LedgerService(config, genesis, key)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        service.stop.set()
+        service.link.wake()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return service.run()

@@ -1,0 +1,179 @@
+"""SQLite storage for one ledger node: blocks, accounts, and admitted transactions.
+
+A block, its account changes and the removal of its transactions from ``pending`` are
+one SQLite transaction, so a node killed at any instant restarts at a height whose
+state matches it exactly.  WAL mode with synchronous=NORMAL: a commit survives a
+killed process (the WAL is in the OS's hands); a power cut may lose the last few
+commits, which peers re-supply once there are several ledger nodes.
+
+Admitted transactions are stored before their PENDING receipt is sent, so an
+acknowledged transaction survives a crash and is judged again after restart.
+"""
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from micromine.ledger_node.blocks import ChainTip
+from micromine.ledger_node.genesis import Genesis
+from micromine.ledger_node.mempool import PendingTx
+from micromine.ledger_node.state import Account
+from micromine.protocol.block import Block
+from micromine.protocol.codec import decode, encode
+from micromine.protocol.errors import DecodeError
+from micromine.protocol.messages import Transaction
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    timestamp_ms INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS committed_txs (
+    id BLOB PRIMARY KEY,
+    height INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS accounts (
+    address BLOB PRIMARY KEY,
+    balance INTEGER NOT NULL,
+    nonce INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+    id BLOB PRIMARY KEY,
+    data BLOB NOT NULL,
+    reply_to BLOB NOT NULL,
+    admitted_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class StorageError(RuntimeError):
+    """The database cannot be used with this genesis (or is damaged)."""
+
+
+class LedgerStore:
+    """Not thread-safe: one node's event loop owns it."""
+
+    def __init__(self, path: Path, genesis: Genesis) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                self.db.execute(statement)
+        self._check_or_init(genesis)
+
+    def _check_or_init(self, genesis: Genesis) -> None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'genesis_hash'").fetchone()
+        if row is not None:
+            if bytes(row[0]) != genesis.hash:
+                raise StorageError(
+                    f"{self.path} belongs to another genesis "
+                    f"({bytes(row[0]).hex()[:16]}…, this one is {genesis.hash.hex()[:16]}…)"
+                )
+            return
+        with self._transaction():
+            self.db.execute("INSERT INTO meta VALUES ('genesis_hash', ?)", (genesis.hash,))
+            self.db.execute("INSERT INTO meta VALUES ('chain_id', ?)", (genesis.chain_id,))
+            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            self.db.executemany("INSERT INTO accounts VALUES (?, ?, 0)", list(genesis.balances))
+            self.db.execute("INSERT INTO meta VALUES ('genesis_time', ?)", (genesis.timestamp_ms,))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- reads --------------------------------------------------------------------
+
+    def tip(self, genesis: Genesis) -> ChainTip:
+        row = self.db.execute(
+            "SELECT height, hash, timestamp_ms FROM blocks ORDER BY height DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return ChainTip(0, genesis.hash, genesis.timestamp_ms)
+        return ChainTip(row[0], bytes(row[1]), row[2])
+
+    def accounts(self) -> dict[bytes, Account]:
+        rows = self.db.execute("SELECT address, balance, nonce FROM accounts")
+        return {bytes(address): Account(balance, nonce) for address, balance, nonce in rows}
+
+    def pending(self) -> list[PendingTx]:
+        entries = []
+        rows = self.db.execute(
+            "SELECT id, data, reply_to, admitted_ms FROM pending ORDER BY admitted_ms, id"
+        )
+        for tx_id, data, reply_to, admitted_ms in rows:
+            try:
+                tx = decode(bytes(data), Transaction)
+            except DecodeError as exc:
+                raise StorageError(f"damaged pending row {bytes(tx_id).hex()}: {exc}") from None
+            entries.append(PendingTx(tx, bytes(tx_id), bytes(reply_to), admitted_ms))
+        return entries
+
+    def recent_committed(self, limit: int) -> list[tuple[bytes, int]]:
+        rows = self.db.execute(
+            "SELECT id, height FROM committed_txs ORDER BY height DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [(bytes(tx_id), height) for tx_id, height in reversed(rows)]
+
+    def block_bytes(self, height: int) -> bytes | None:
+        row = self.db.execute("SELECT data FROM blocks WHERE height = ?", (height,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def blocks_bytes(self, first: int, last: int) -> Iterator[bytes]:
+        rows = self.db.execute(
+            "SELECT data FROM blocks WHERE height BETWEEN ? AND ? ORDER BY height", (first, last)
+        )
+        for (data,) in rows:
+            yield bytes(data)
+
+    def committed_height(self, tx_id: bytes) -> int | None:
+        row = self.db.execute("SELECT height FROM committed_txs WHERE id = ?", (tx_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    # ---- writes -------------------------------------------------------------------
+
+    def store_pending(self, entries: Iterable[PendingTx]) -> None:
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
+                [(e.tx_id, encode(e.tx), e.reply_to, e.admitted_ms) for e in entries],
+            )
+
+    def forget_pending(self, tx_ids: Iterable[bytes]) -> None:
+        with self._transaction():
+            self.db.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in tx_ids])
+
+    def commit_block(self, block: Block, changes: dict[bytes, Account]) -> None:
+        tx_ids = [(tx.id,) for tx in block.txs]
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO blocks VALUES (?, ?, ?, ?)",
+                (block.height, block.hash, block.header.timestamp_ms, encode(block)),
+            )
+            self.db.executemany(
+                "INSERT INTO committed_txs VALUES (?, ?)",
+                [(tx_id, block.height) for (tx_id,) in tx_ids],
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?)",
+                [(a, acct.balance, acct.nonce) for a, acct in changes.items()],
+            )
+            self.db.executemany("DELETE FROM pending WHERE id = ?", tx_ids)

@@ -1,0 +1,3 @@
+from micromine.cli import main
+
+raise SystemExit(main())

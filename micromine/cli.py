@@ -1,0 +1,318 @@
+"""``micromine``: one command, a subcommand per role.
+
+Heavy imports happen inside each subcommand, so ``micromine agent`` on a Pi loads neither
+the broker nor the ledger, and ``micromine --help`` is instant.
+"""
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from micromine import __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="micromine",
+        description="Micro mining over MQTT: idle devices validate transactions for a ledger.",
+    )
+    parser.add_argument("--version", action="version", version=f"micromine {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    keys = commands.add_parser("keys", help="create or show Ed25519 key files")
+    key_commands = keys.add_subparsers(metavar="ACTION", required=True)
+    new = key_commands.add_parser("new", help="create a key file (mode 0600)")
+    new.add_argument("path", type=Path)
+    new.set_defaults(run=cmd_keys_new)
+    show = key_commands.add_parser("show", help="print a key file's public key")
+    show.add_argument("path", type=Path)
+    show.set_defaults(run=cmd_keys_show)
+
+    genesis = commands.add_parser("genesis", help="write a genesis file")
+    add_genesis_arguments(genesis)
+    genesis.set_defaults(run=cmd_genesis)
+
+    broker = commands.add_parser("broker", help="run the embedded MQTT broker (amqtt)")
+    broker.add_argument("--host", default="127.0.0.1", help="bind address")
+    broker.add_argument("--port", default="1883", help="MQTT TCP port")
+    broker.add_argument("--ws-port", default="9001", help="MQTT over WebSocket port; 0: off")
+    broker.set_defaults(run=cmd_broker)
+
+    from micromine.device_agent.cli import add_agent_arguments
+
+    agent = commands.add_parser("agent", help="run a device agent")
+    add_agent_arguments(agent)
+    agent.set_defaults(run=cmd_agent)
+
+    from micromine.ledger_node.config import add_ledger_arguments
+
+    ledger = commands.add_parser("ledger", help="run a ledger node")
+    add_ledger_arguments(ledger)
+    ledger.set_defaults(run=cmd_ledger)
+
+    tx = commands.add_parser("tx", help="transactions")
+    tx_commands = tx.add_subparsers(metavar="ACTION", required=True)
+    send = tx_commands.add_parser("send", help="sign and submit a transfer")
+    add_send_arguments(send)
+    send.set_defaults(run=cmd_tx_send)
+
+    blocks = commands.add_parser("blocks", help="follow committed blocks")
+    block_commands = blocks.add_subparsers(metavar="ACTION", required=True)
+    watch = block_commands.add_parser("watch", help="print a line per committed block")
+    watch.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    watch.add_argument("--chain", default="devnet")
+    watch.add_argument("--json", action="store_true", help="one JSON object per block")
+    watch.add_argument("--count", type=int, default=0, help="stop after this many blocks")
+    watch.set_defaults(run=cmd_blocks_watch)
+
+    from micromine.devnet import add_devnet_arguments
+
+    devnet = commands.add_parser("devnet", help="run a local cluster and report on it")
+    add_devnet_arguments(devnet)
+    devnet.set_defaults(run=cmd_devnet)
+    return parser
+
+
+# ---- keys ---------------------------------------------------------------------------
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from micromine.device_agent.keyfile import load_or_create_key
+
+    if args.path.exists():
+        print(f"micromine keys new: {args.path} exists; not overwriting it", file=sys.stderr)
+        return 2
+    print(load_or_create_key(args.path).public.hex())
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    from micromine.device_agent.keyfile import KeyFileError, load_key
+
+    try:
+        print(load_key(args.path).public.hex())
+    except KeyFileError as exc:
+        print(f"micromine keys show: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ---- genesis ------------------------------------------------------------------------
+
+
+def add_genesis_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON")
+    parser.add_argument("--chain", default="devnet", help="chain id ([a-z0-9-], <= 32)")
+    parser.add_argument("--ledger-key", action="append", default=[], type=Path,
+                        help="a ledger node's key file (repeat for each node)")  # fmt: skip
+    parser.add_argument("--ledger-pub", action="append", default=[],
+                        help="a ledger node's public key, hex (instead of its file)")  # fmt: skip
+    parser.add_argument("--fund", action="append", default=[], metavar="PUBHEX=AMOUNT",
+                        help="an initial balance (repeatable)")  # fmt: skip
+    for name, default in (("k", 3), ("q", 2), ("batch-size", 64), ("block-interval-ms", 1000),
+                          ("block-reward", 50), ("min-fee", 0)):  # fmt: skip
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+
+def cmd_genesis(args: argparse.Namespace) -> int:
+    from micromine.device_agent.keyfile import KeyFileError, load_key
+    from micromine.ledger_node.genesis import ChainParams, Genesis, GenesisError
+
+    try:
+        if args.out.exists() and not args.force:
+            raise ValueError(f"{args.out} exists (use --force to overwrite)")
+        nodes = [load_key(path).public for path in args.ledger_key]
+        nodes += [_hex_key(text, "--ledger-pub") for text in args.ledger_pub]
+        balances: dict[bytes, int] = {}
+        for entry in args.fund:
+            key_hex, _, amount = entry.partition("=")
+            balances[_hex_key(key_hex, "--fund")] = int(amount)
+        genesis = Genesis(
+            chain_id=args.chain,
+            timestamp_ms=time.time_ns() // 1_000_000,
+            ledger_nodes=tuple(nodes),
+            balances=tuple(sorted(balances.items())),
+            params=ChainParams(
+                k=args.k,
+                q=args.q,
+                batch_size=args.batch_size,
+                block_interval_ms=args.block_interval_ms,
+                block_reward=args.block_reward,
+                min_fee=args.min_fee,
+            ),
+        )
+    except (ValueError, KeyFileError, GenesisError) as exc:
+        print(f"micromine genesis: {exc}", file=sys.stderr)
+        return 2
+    args.out.write_text(genesis.to_json())
+    print(f"wrote {args.out}: chain {genesis.chain_id}, genesis hash {genesis.hash.hex()}")
+    return 0
+
+
+def _hex_key(text: str, flag: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{flag}: {text!r} is not hex") from None
+    if len(key) != 32:
+        raise ValueError(f"{flag}: a public key is 32 bytes (64 hex characters)")
+    return key
+
+
+# ---- roles --------------------------------------------------------------------------
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    try:
+        from micromine.broker.__main__ import main as broker_main
+    except ImportError:
+        print("micromine broker: needs the broker extra: pip install 'micromine[broker]'",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    return broker_main(["--host", args.host, "--port", args.port, "--ws-port", args.ws_port])
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from micromine.device_agent.cli import run_agent
+
+    return run_agent(args)
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from micromine.ledger_node.__main__ import run_from_args
+
+    return run_from_args(args)
+
+
+def cmd_devnet(args: argparse.Namespace) -> int:
+    from micromine.devnet import run_devnet
+    from micromine.logs import configure_logging
+
+    configure_logging("warning")
+    return run_devnet(args)
+
+
+# ---- transactions and blocks ----------------------------------------------------------
+
+
+def add_send_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    parser.add_argument("--chain", default="devnet")
+    parser.add_argument("--key", type=Path, required=True, help="the sender's key file")
+    parser.add_argument("--to", required=True, help="recipient public key, hex")
+    parser.add_argument("--amount", type=int, required=True)
+    parser.add_argument("--fee", type=int, default=1)
+    parser.add_argument("--nonce", type=int,
+                        help="the sender's next nonce (default: counted in KEY.nonce)")  # fmt: skip
+    parser.add_argument("--memo", default="")
+    parser.add_argument("--expires-in", type=float, default=600.0, help="seconds")
+    parser.add_argument("--wait", action="store_true", help="wait for commit or rejection")
+    parser.add_argument("--timeout", type=float, default=60.0)
+
+
+def cmd_tx_send(args: argparse.Namespace) -> int:
+    from micromine.client import LedgerClient
+    from micromine.device_agent.keyfile import KeyFileError, load_key
+    from micromine.logs import configure_logging
+    from micromine.protocol.codec import encode, sign
+    from micromine.protocol.errors import DecodeError
+    from micromine.protocol.kinds import ReceiptStatus
+    from micromine.protocol.messages import Transaction
+
+    configure_logging("warning")
+    nonce_file = args.key.with_name(args.key.name + ".nonce")
+    try:
+        key = load_key(args.key)
+        nonce = args.nonce
+        if nonce is None:
+            nonce = int(nonce_file.read_text()) if nonce_file.exists() else 0
+        tx = sign(Transaction(
+            args.chain, key.public, _hex_key(args.to, "--to"), args.amount, args.fee, nonce,
+            time.time_ns() // 1_000_000 + int(args.expires_in * 1000), args.memo,
+        ), key)  # fmt: skip
+    except (KeyFileError, ValueError, DecodeError) as exc:
+        print(f"micromine tx send: {exc}", file=sys.stderr)
+        return 2
+    item = encode(tx)
+    print(f"tx {tx.id.hex()} nonce {nonce}")
+    with LedgerClient(args.broker, args.chain) as client:
+        try:
+            client.connect(timeout=min(args.timeout, 30))
+        except TimeoutError as exc:
+            print(f"micromine tx send: {exc} ({args.broker})", file=sys.stderr)
+            return 1
+        client.submit([item])
+        if not args.wait:
+            client.wait_final([tx.id], timeout=0)  # flush nothing; ack is best effort
+            client.poll(2.0)
+            fate = client.fates.get(tx.id)
+            print(fate.describe() if fate else "submitted (no acknowledgement yet)")
+        else:
+            client.wait_final([tx.id], timeout=args.timeout, resend=[item])
+            fate = client.fates.get(tx.id)
+            if fate is None or not fate.final:
+                said = fate.describe() if fate else "not acknowledged"
+                print(f"no decision within {args.timeout:g} s ({said})")
+                return 1
+            print(fate.describe())
+            if fate.status is ReceiptStatus.REJECTED:
+                return 1
+    if args.nonce is None:
+        nonce_file.write_text(f"{nonce + 1}\n")
+    return 0
+
+
+def cmd_blocks_watch(args: argparse.Namespace) -> int:
+    from micromine.ledger_node.render import block_to_dict
+    from micromine.logs import configure_logging
+    from micromine.mqtt import Incoming, LinkConfig, MqttLink
+    from micromine.protocol import topics
+    from micromine.protocol.block import Block
+    from micromine.protocol.codec import decode
+    from micromine.protocol.errors import DecodeError
+
+    configure_logging("warning")
+    link = MqttLink(LinkConfig(
+        client_id=f"watch-{time.time_ns() % 10**9}", broker_url=args.broker,
+        subscriptions=((topics.blocks(args.chain), 1),),
+    ))  # fmt: skip
+    seen = 0
+    with link:
+        if not link.wait_connected(30):
+            print(f"micromine blocks watch: cannot reach {args.broker}", file=sys.stderr)
+            return 1
+        while not args.count or seen < args.count:
+            item = link.get(1.0)
+            if not isinstance(item, Incoming):
+                continue
+            try:
+                block = decode(item.payload, Block)
+            except DecodeError as exc:
+                print(f"undecodable block message: {exc}", file=sys.stderr)
+                continue
+            seen += 1
+            if args.json:
+                print(json.dumps(block_to_dict(block)), flush=True)
+            else:
+                header = block.header
+                stamp = time.strftime("%H:%M:%S", time.localtime(header.timestamp_ms / 1000))
+                print(f"height {header.height:6d}  {stamp}  txs {len(block.txs):5d}  "
+                      f"hash {block.hash.hex()[:16]}  signers {len(block.certificate)}",
+                      flush=True)  # fmt: skip
+    return 0

@@ -1,0 +1,249 @@
+"""``micromine devnet``: a whole local cluster as real processes on loopback.
+
+Broker (unless ``--broker`` names one), ledger node, N agents and a load generator,
+each its own process with its own log under the data directory.  Live progress goes
+to stderr; the summary goes to stderr, and with ``--json`` also to stdout as one JSON
+object on the last line.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from micromine.device_agent.keyfile import load_or_create_key
+from micromine.ledger_node.genesis import ChainParams, Genesis
+from micromine.loadgen import bad_sender_key, sender_key
+from micromine.mqtt import Incoming, LinkConfig, MqttLink
+from micromine.processes import ManagedProcess, free_port, port_open, python_module, wait_until
+from micromine.protocol import topics
+
+SENDER_BALANCE = 10**12
+BAD_SENDER_BALANCE = 10**6
+PROGRESS_INTERVAL_S = 1.0
+
+
+@dataclass
+class Progress:
+    """What the orchestrator sees on the broker, like any subscriber would."""
+
+    started: float = field(default_factory=time.monotonic)
+    blocks: int = 0
+    height: int = 0
+    txs_committed: int = 0
+    ledger: dict[str, Any] = field(default_factory=dict)
+    window: list[tuple[float, int]] = field(default_factory=list)  # (time, committed)
+
+    def take(self, item: Incoming, chain_id: str) -> None:
+        parsed = topics.parse(chain_id, item.topic)
+        if parsed is None:
+            return
+        try:
+            document = json.loads(item.payload)
+        except ValueError:
+            return
+        if not isinstance(document, dict):
+            return
+        if parsed.channel is topics.Channel.BLOCKS_JSON and not item.retained:
+            self.blocks += 1
+            self.height = max(self.height, int(document.get("height", 0)))
+            self.txs_committed += int(document.get("tx_count", 0))
+        elif parsed.channel is topics.Channel.LEDGER_STATUS:
+            self.ledger = document
+            self.height = max(self.height, int(document.get("height", 0)))
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        self.window.append((now, self.txs_committed))
+        self.window = [(t, c) for t, c in self.window if now - t <= 5.0]
+        (t0, c0), (t1, c1) = self.window[0], self.window[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def line(self, agents: int) -> str:
+        elapsed = time.monotonic() - self.started
+        return (
+            f"[{elapsed:5.0f}s] height {self.height:5d}  committed {self.txs_committed:7d}"
+            f"  {self.rate():7.1f} tx/s  devices {self.ledger.get('devices_live', 0)}/{agents}"
+            f"  mempool {self.ledger.get('mempool', 0)}"
+        )
+
+
+def write_genesis(args: argparse.Namespace, data_dir: Path) -> tuple[Path, Path]:
+    ledger_key_path = data_dir / "ledger-1.key"
+    ledger_key = load_or_create_key(ledger_key_path)
+    k = min(args.k, max(1, args.agents))
+    balances = {sender_key(i).public: SENDER_BALANCE for i in range(args.senders)}
+    balances.update({bad_sender_key(i).public: BAD_SENDER_BALANCE for i in range(64)})
+    genesis = Genesis(
+        chain_id=args.chain,
+        timestamp_ms=time.time_ns() // 1_000_000,
+        ledger_nodes=(ledger_key.public,),
+        balances=tuple(sorted(balances.items())),
+        params=ChainParams(k=k, q=min(args.q, k), block_interval_ms=args.block_interval_ms),
+    )
+    genesis_path = data_dir / "genesis.json"
+    genesis_path.write_text(genesis.to_json())
+    return genesis_path, ledger_key_path
+
+
+class Devnet:
+    def __init__(self, args: argparse.Namespace, data_dir: Path) -> None:
+        self.args = args
+        self.data_dir = data_dir
+        self.processes: list[ManagedProcess] = []
+        self.broker_url: str = args.broker or ""
+
+    def spawn(self, name: str, argv: list[str]) -> ManagedProcess:
+        process = ManagedProcess(name, argv, self.data_dir / "logs" / f"{name}.log").start()
+        self.processes.append(process)
+        return process
+
+    def start_cluster(self) -> None:
+        args = self.args
+        genesis_path, ledger_key = write_genesis(args, self.data_dir)
+        if not args.broker:
+            port, ws_port = free_port(), free_port()
+            self.spawn("broker", python_module(
+                "micromine.broker", "--host", "127.0.0.1", "--port", str(port),
+                "--ws-port", str(ws_port),
+            ))  # fmt: skip
+            if not wait_until(lambda: port_open("127.0.0.1", port), timeout=30):
+                raise RuntimeError("the embedded broker did not open its port within 30 s")
+            self.broker_url = f"mqtt://127.0.0.1:{port}"
+        self.spawn("ledger-1", python_module(
+            "micromine.ledger_node", "--broker", self.broker_url, "--key", str(ledger_key),
+            "--genesis", str(genesis_path), "--db", str(self.data_dir / "ledger-1.sqlite"),
+            "--log-json",
+        ))  # fmt: skip
+        for index in range(1, args.agents + 1):
+            self.spawn(f"agent-{index}", python_module(
+                "micromine.device_agent", "--broker", self.broker_url, "--chain", args.chain,
+                "--key", str(self.data_dir / f"agent-{index}.key"), "--log-json",
+            ))  # fmt: skip
+
+    def start_load(self) -> ManagedProcess:
+        args = self.args
+        return self.spawn("loadgen", python_module(
+            "micromine.loadgen", "--broker", self.broker_url, "--chain", args.chain,
+            "--senders", str(args.senders), "--tx-rate", str(args.tx_rate),
+            "--duration", str(args.duration), "--invalid-fraction", str(args.invalid_fraction),
+            "--settle", str(args.settle), "--report", str(self.data_dir / "load.json"),
+        ))  # fmt: skip
+
+    def crashed(self) -> list[ManagedProcess]:
+        return [p for p in self.processes if p.name != "loadgen" and not p.running()]
+
+    def stop_all(self) -> dict[str, int | None]:
+        codes = {}
+        for process in reversed(self.processes):  # load and agents first, broker last
+            codes[process.name] = process.stop()
+        return codes
+
+
+def run_devnet(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="devnet-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    devnet = Devnet(args, data_dir)
+    progress = Progress()
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    say(f"devnet: data and logs in {data_dir}")
+    interrupted = False
+    monitor: MqttLink | None = None
+    report: dict[str, Any] = {}
+    try:
+        devnet.start_cluster()
+        monitor = MqttLink(LinkConfig(
+            client_id=f"devnet-monitor-{free_port()}", broker_url=devnet.broker_url,
+            subscriptions=((topics.blocks_json(args.chain), 1),
+                           (f"micromine/{args.chain}/ledger/+/status", 1)),
+            inbox_max=100_000,
+        ))  # fmt: skip
+        monitor.start()
+        if not monitor.wait_connected(30):
+            raise RuntimeError(f"cannot reach the broker at {devnet.broker_url}")
+        say(f"devnet: broker {devnet.broker_url}; waiting for {args.agents} devices")
+        wait_for_devices(monitor, progress, args)
+        load = devnet.start_load()
+        say(f"devnet: submitting {args.tx_rate:g} tx/s for {args.duration:g} s")
+        next_line = time.monotonic()
+        while load.running():
+            drain(monitor, progress, args.chain, 0.2)
+            if devnet.crashed():
+                names = ", ".join(p.name for p in devnet.crashed())
+                raise RuntimeError(f"{names} exited early; see {data_dir / 'logs'}")
+            if time.monotonic() >= next_line:
+                say(progress.line(args.agents))
+                next_line += PROGRESS_INTERVAL_S
+        drain(monitor, progress, args.chain, 1.0)
+        report_path = data_dir / "load.json"
+        if load.returncode() != 0 or not report_path.exists():
+            raise RuntimeError(f"the load generator failed:\n{load.log_tail()}")
+        report = json.loads(report_path.read_text())
+    except KeyboardInterrupt:
+        interrupted = True
+        say("devnet: interrupted; stopping every process")
+    except RuntimeError as exc:
+        say(f"devnet: error: {exc}")
+        devnet.stop_all()
+        return 1
+    finally:
+        if monitor is not None:
+            monitor.close()
+    codes = devnet.stop_all()
+    summary = {
+        **report,
+        "blocks": progress.blocks,
+        "height": progress.height,
+        "agents": args.agents,
+        "duration_s": args.duration,
+        "interrupted": interrupted,
+        "exit_codes": codes,
+        "data_dir": str(data_dir),
+    }
+    say("devnet summary: " + ", ".join(f"{k}={v}" for k, v in summary.items() if k != "exit_codes"))
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    if not args.data_dir and not args.keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
+def wait_for_devices(monitor: MqttLink, progress: Progress, args: argparse.Namespace) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        drain(monitor, progress, args.chain, 0.2)
+        if progress.ledger.get("online") and progress.ledger.get("devices_live", 0) >= args.agents:
+            return
+    raise RuntimeError(f"only {progress.ledger.get('devices_live', 0)} devices online after 60 s")
+
+
+def drain(monitor: MqttLink, progress: Progress, chain_id: str, timeout: float) -> None:
+    item = monitor.get(timeout)
+    while item is not None:
+        if isinstance(item, Incoming):
+            progress.take(item, chain_id)
+        item = monitor.get(0)
+
+
+def add_devnet_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agents", type=int, default=4, help="device agents to start")
+    parser.add_argument("--tx-rate", type=float, default=50.0, help="transactions per second")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    parser.add_argument("--broker", help="use this broker instead of starting one")
+    parser.add_argument("--invalid-fraction", type=float, default=0.0,
+                        help="share of deliberately invalid transactions (0..1)")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--chain", default="devnet")
+    parser.add_argument("--senders", type=int, default=32, help="funded load accounts")
+    parser.add_argument("--k", type=int, default=3, help="devices per batch")
+    parser.add_argument("--q", type=int, default=2, help="matching verdicts for a decision")
+    parser.add_argument("--block-interval-ms", type=int, default=1000)
+    parser.add_argument("--settle", type=float, default=30.0,
+                        help="most seconds to let in-flight transactions settle")  # fmt: skip
+    parser.add_argument("--data-dir", help="keep keys, databases and logs here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
