@@ -6,6 +6,7 @@ link's inbox.  The loop hands each message to the core, runs the core's clock ev
 """
 
 import json
+import os
 import random
 import signal
 import threading
@@ -60,7 +61,9 @@ class LedgerService:
         self.status_topic = topics.ledger_status(chain, key.public)
         self.link = MqttLink(
             LinkConfig(
-                client_id=f"ledger-{key.public.hex()[:16]}",
+                # A fresh suffix per process: a restarted node must not contend with its
+                # own dead session (amqtt mishandles a client-id takeover).
+                client_id=f"ledger-{key.public.hex()[:16]}-{os.urandom(3).hex()}",
                 broker_url=config.broker_url,
                 will=Will(self.status_topic, self._status_payload(online=False), 1, True),
                 subscriptions=(
