@@ -20,6 +20,7 @@ from micromine.protocol.kinds import Kind
 from micromine.protocol.limits import (
     MAX_AGENT_VERSION_LEN,
     MAX_BATCH_TXS,
+    MAX_HEARTBEAT_BUSY,
     MAX_TIMESTAMP_MS,
     PUBLIC_KEY_LEN,
     SIGNATURE_LEN,
@@ -43,7 +44,7 @@ class DeviceHello(SignedMessage):
         check_chain_id(self.chain_id)
         check_bytes("device", self.device, PUBLIC_KEY_LEN)
         check_text("agent_version", self.agent_version, MAX_AGENT_VERSION_LEN)
-        check_uint("capacity", self.capacity, MAX_BATCH_TXS)
+        check_uint("capacity", self.capacity, MAX_BATCH_TXS, minimum=1)
         check_uint("timestamp_ms", self.timestamp_ms, MAX_TIMESTAMP_MS)
         check_bytes("signature", self.signature, SIGNATURE_LEN)
 
@@ -80,7 +81,7 @@ class Heartbeat(SignedMessage):
         check_bytes("device", self.device, PUBLIC_KEY_LEN)
         check_uint("seq", self.seq)
         check_uint("timestamp_ms", self.timestamp_ms, MAX_TIMESTAMP_MS)
-        check_uint("busy", self.busy, 1024)
+        check_uint("busy", self.busy, MAX_HEARTBEAT_BUSY)
         check_bytes("signature", self.signature, SIGNATURE_LEN)
 
     @property

@@ -15,11 +15,11 @@ from micromine.protocol.limits import MAX_CHAIN_ID_LEN, MAX_UINT
 _CHAIN_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
-def check_uint(name: str, value: Any, maximum: int = MAX_UINT) -> None:
+def check_uint(name: str, value: Any, maximum: int = MAX_UINT, minimum: int = 0) -> None:
     if type(value) is not int:
         raise DecodeError(DecodeFailure.BAD_TYPE, f"{name} must be an unsigned integer")
-    if not 0 <= value <= maximum:
-        raise DecodeError(DecodeFailure.OUT_OF_RANGE, f"{name}={value} not in 0..{maximum}")
+    if not minimum <= value <= maximum:
+        raise DecodeError(DecodeFailure.OUT_OF_RANGE, f"{name}={value} not in {minimum}..{maximum}")
 
 
 def check_bytes(name: str, value: Any, length: int) -> None:

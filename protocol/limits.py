@@ -34,6 +34,7 @@ MAX_BLOCK_REWARDS: Final = 4096
 MAX_CERTIFICATE_SIGNATURES: Final = 256
 MAX_RECEIPT_ITEMS: Final = 8192
 MAX_AGENT_VERSION_LEN: Final = 32
+MAX_HEARTBEAT_BUSY: Final = 1024  # a heartbeat's count of unfinished batches
 MAX_DEPTH: Final = 6  # deepest valid message: Block > verdicts > verdict > results > pair
 
 # --- whole messages, in bytes, checked before decoding --------------------------------

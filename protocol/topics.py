@@ -15,8 +15,9 @@ Keys appear in topics as lowercase hex.  Every publisher sets the flags from her
 subscriber can rely on them.
 """
 
+import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, unique
 
 ROOT = "micromine"
 
@@ -25,19 +26,24 @@ ROOT = "micromine"
 class TopicSpec:
     qos: int
     retain: bool
+    # The topic below micromine/<chain>/, with + for the key level.  Besides documenting
+    # the tree it keeps every Channel's value distinct: Enum members with equal values
+    # are aliases of one member, so without it WORK would *be* SUBMIT.
+    pattern: str
 
 
+@unique
 class Channel(Enum):
-    SUBMIT = TopicSpec(qos=1, retain=False)
-    RECEIPTS = TopicSpec(qos=1, retain=False)
-    WORK = TopicSpec(qos=1, retain=False)
-    VERDICTS = TopicSpec(qos=1, retain=False)
-    HELLO = TopicSpec(qos=1, retain=False)
-    HEARTBEAT = TopicSpec(qos=0, retain=False)
-    DEVICE_STATUS = TopicSpec(qos=1, retain=True)
-    BLOCKS = TopicSpec(qos=1, retain=True)
-    BLOCKS_JSON = TopicSpec(qos=1, retain=True)
-    LEDGER_STATUS = TopicSpec(qos=1, retain=True)
+    SUBMIT = TopicSpec(qos=1, retain=False, pattern="tx/submit")
+    RECEIPTS = TopicSpec(qos=1, retain=False, pattern="receipts/+")
+    WORK = TopicSpec(qos=1, retain=False, pattern="work/+")
+    VERDICTS = TopicSpec(qos=1, retain=False, pattern="verdicts/+")
+    HELLO = TopicSpec(qos=1, retain=False, pattern="devices/+/hello")
+    HEARTBEAT = TopicSpec(qos=0, retain=False, pattern="devices/+/heartbeat")
+    DEVICE_STATUS = TopicSpec(qos=1, retain=True, pattern="devices/+/status")
+    BLOCKS = TopicSpec(qos=1, retain=True, pattern="blocks")
+    BLOCKS_JSON = TopicSpec(qos=1, retain=True, pattern="blocks/json")
+    LEDGER_STATUS = TopicSpec(qos=1, retain=True, pattern="ledger/+/status")
 
     @property
     def qos(self) -> int:
@@ -139,10 +145,12 @@ def parse(chain_id: str, topic: str) -> ParsedTopic | None:
     return None
 
 
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
+
+
 def _keyed(channel: Channel, key_hex: str, length: int) -> ParsedTopic | None:
-    if len(key_hex) != 2 * length or key_hex != key_hex.lower():
+    # Exactly 2*length lowercase hex digits: bytes.fromhex alone would also skip spaces
+    # and accept uppercase, so a malformed level could yield a key of the wrong length.
+    if len(key_hex) != 2 * length or not _LOWER_HEX.fullmatch(key_hex):
         return None
-    try:
-        return ParsedTopic(channel, bytes.fromhex(key_hex))
-    except ValueError:
-        return None
+    return ParsedTopic(channel, bytes.fromhex(key_hex))

@@ -1,0 +1,285 @@
+"""Keys, domain-separated signatures, ids and RFC 6962 Merkle roots."""
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import nacl.exceptions
+import nacl.signing
+import protocol_samples as s
+import pytest
+
+from micromine.protocol import PROTOCOL_VERSION, codec, crypto
+from micromine.protocol.crypto import DOMAIN_PREFIX, KeyPair, sha256, signing_bytes, verify
+from micromine.protocol.kinds import Kind
+from micromine.protocol.merkle import leaf_hash, merkle_root, node_hash
+
+# RFC 8032 section 7.1, TEST 1.
+RFC8032_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+RFC8032_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+DIGEST = sha256(b"some message id")
+
+
+# --- keys and signing bytes ---------------------------------------------------------------
+
+
+def test_public_key_matches_rfc8032() -> None:
+    assert KeyPair(RFC8032_SEED).public == RFC8032_PUBLIC
+
+
+def test_seed_must_be_32_bytes() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        KeyPair(bytes(31))
+
+
+def test_repr_hides_the_seed() -> None:
+    key = KeyPair(RFC8032_SEED)
+    assert RFC8032_SEED.hex() not in repr(key)
+    assert RFC8032_SEED.hex()[:8] not in repr(key)
+    assert key.public.hex()[:16] in repr(key)
+
+
+def test_generated_keys_differ_and_sign() -> None:
+    a, b = KeyPair.generate(), KeyPair.generate()
+    assert a.seed != b.seed
+    assert verify(a.public, Kind.TRANSACTION, "c", DIGEST, a.sign(Kind.TRANSACTION, "c", DIGEST))
+
+
+def test_signing_bytes_layout() -> None:
+    data = signing_bytes(Kind.TRANSACTION, "testnet-1", DIGEST)
+    assert DOMAIN_PREFIX == b"micromine\x00"
+    assert PROTOCOL_VERSION == 1
+    assert data == b"micromine\x00" + bytes([1, 1, 9]) + b"testnet-1" + DIGEST
+    assert len(data) == 10 + 3 + 9 + 32
+
+
+def test_signing_bytes_rejects_bad_digest() -> None:
+    with pytest.raises(ValueError):
+        signing_bytes(Kind.TRANSACTION, "c", bytes(31))
+
+
+def test_signature_is_plain_ed25519_over_signing_bytes() -> None:
+    key = KeyPair(RFC8032_SEED)
+    signature = key.sign(Kind.VERDICT, "c", DIGEST)
+    expected = nacl.signing.SigningKey(RFC8032_SEED).sign(signing_bytes(Kind.VERDICT, "c", DIGEST))
+    assert signature == expected.signature
+    assert len(signature) == 64
+    nacl.signing.VerifyKey(key.public).verify(signing_bytes(Kind.VERDICT, "c", DIGEST), signature)
+
+
+# --- domain separation --------------------------------------------------------------------
+
+KEY = s.ALICE
+SIG = KEY.sign(Kind.TRANSACTION, "testnet-1", DIGEST)
+
+
+def test_signature_verifies_in_its_own_domain() -> None:
+    assert verify(KEY.public, Kind.TRANSACTION, "testnet-1", DIGEST, SIG)
+
+
+@pytest.mark.parametrize("kind", [k for k in Kind if k is not Kind.TRANSACTION])
+def test_signature_does_not_verify_as_another_kind(kind: Kind) -> None:
+    assert not verify(KEY.public, kind, "testnet-1", DIGEST, SIG)
+
+
+@pytest.mark.parametrize("chain", ["testnet-2", "testnet", "testnet-10", "mainnet", "t"])
+def test_signature_does_not_verify_on_another_chain(chain: str) -> None:
+    assert not verify(KEY.public, Kind.TRANSACTION, chain, DIGEST, SIG)
+
+
+@pytest.mark.parametrize("version", [0, 2, 255])
+def test_signature_does_not_cross_protocol_versions(version: int) -> None:
+    ours = signing_bytes(Kind.TRANSACTION, "testnet-1", DIGEST)
+    theirs = ours[:10] + bytes([version]) + ours[11:]
+    assert ours[10] == PROTOCOL_VERSION
+    # Our signature is not valid over the other version's bytes...
+    with pytest.raises(nacl.exceptions.BadSignatureError):
+        nacl.signing.VerifyKey(KEY.public).verify(theirs, SIG)
+    # ...and the other version's signature does not verify here.
+    foreign = nacl.signing.SigningKey(KEY.seed).sign(theirs).signature
+    assert not verify(KEY.public, Kind.TRANSACTION, "testnet-1", DIGEST, foreign)
+
+
+def test_chain_length_byte_prevents_ambiguity() -> None:
+    # Without the length byte "ab" + digest could equal "a" + (b + digest[:-1]).
+    a = signing_bytes(Kind.TRANSACTION, "ab", DIGEST)
+    b = signing_bytes(Kind.TRANSACTION, "a", b"b" + DIGEST[:-1])
+    assert a != b
+
+
+def test_signature_does_not_verify_for_other_digest_or_key() -> None:
+    assert not verify(KEY.public, Kind.TRANSACTION, "testnet-1", sha256(b"x"), SIG)
+    assert not verify(s.BOB.public, Kind.TRANSACTION, "testnet-1", DIGEST, SIG)
+
+
+@pytest.mark.parametrize(
+    ("public", "signature"),
+    [
+        (bytes(31), SIG),
+        (bytes(33), SIG),
+        (KEY.public, SIG[:-1]),
+        (KEY.public, SIG + b"\x00"),
+        (KEY.public, bytes(64)),
+        (b"\xff" * 32, SIG),  # not a curve point
+        (bytes(32), SIG),  # small-order point
+    ],
+)
+def test_verify_rejects_malformed_inputs(public: bytes, signature: bytes) -> None:
+    assert not verify(public, Kind.TRANSACTION, "testnet-1", DIGEST, signature)
+
+
+def test_verify_rejects_non_canonical_s() -> None:
+    # S + L (the group order) is the same scalar mod L; strict verifiers must refuse it.
+    order = 2**252 + 27742317777372353535851937790883648493
+    s_value = int.from_bytes(SIG[32:], "little") + order
+    assert s_value < 2**256
+    malleated = SIG[:32] + s_value.to_bytes(32, "little")
+    assert not verify(KEY.public, Kind.TRANSACTION, "testnet-1", DIGEST, malleated)
+
+
+def test_verify_handles_non_ascii_chain_id() -> None:
+    assert not verify(KEY.public, Kind.TRANSACTION, "t\u00e9st", DIGEST, SIG)
+
+
+# --- signed messages ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(s.SIGNED_BUILDERS))
+def test_signed_messages_verify(name: str) -> None:
+    message = s.SIGNED_BUILDERS[name]()
+    assert codec.is_signature_valid(message)
+    assert message.signature == crypto.KeyPair(
+        {m.public: m.seed for m in (s.ALICE, s.LEDGER, s.DEVICE)}[message.signer]
+    ).sign(message.KIND, message.chain_id, message.id)
+
+
+def test_sign_refuses_a_key_that_is_not_the_signer() -> None:
+    with pytest.raises(ValueError, match="signer"):
+        codec.sign(s.transaction(), s.BOB)
+
+
+def test_unsigned_message_does_not_verify() -> None:
+    tx = s.transaction(s.BOB, sender=s.ALICE.public)  # built, not signed by ALICE
+    assert tx.signature == bytes(64)
+    assert not codec.is_signature_valid(tx)
+
+
+def _alternative(value: Any, name: str) -> Any:
+    """A different valid value for a field, of the same type."""
+    if name == "chain_id":
+        return value + "x" if len(value) < 32 else value[:-1]
+    if type(value) is bool:
+        return not value
+    if type(value) is int:
+        return value + 1 if value < 255 else value - 1
+    if type(value) is bytes:
+        return bytes([value[0] ^ 1]) + value[1:]
+    if type(value) is str:
+        return value + "!" if len(value) < 32 else value[:-1]
+    if type(value) is tuple:
+        return value[:-1] if len(value) > 1 else value + value
+    raise AssertionError(f"no alternative for {name}={value!r}")
+
+
+@pytest.mark.parametrize("name", sorted(s.SIGNED_BUILDERS))
+def test_tampering_any_field_invalidates_the_signature(name: str) -> None:
+    message = s.SIGNED_BUILDERS[name]()
+    tampered_fields = 0
+    for field in dataclasses.fields(message):
+        if field.name == "signature":
+            continue
+        changed = dataclasses.replace(
+            message, **{field.name: _alternative(getattr(message, field.name), field.name)}
+        )
+        assert changed.id != message.id, field.name
+        assert not codec.is_signature_valid(changed), field.name
+        tampered_fields += 1
+    assert tampered_fields == len(message.to_wire()) - 2  # minus kind tag and signature
+    for i in range(64):
+        flipped = bytearray(message.signature)
+        flipped[i] ^= 0x01
+        assert not codec.is_signature_valid(dataclasses.replace(message, signature=bytes(flipped)))
+
+
+def test_tampering_a_nested_transaction_invalidates_the_batch() -> None:
+    batch = s.work_batch()
+    txs = (dataclasses.replace(batch.txs[0], amount=batch.txs[0].amount + 1), *batch.txs[1:])
+    changed = dataclasses.replace(batch, txs=txs)
+    assert changed.id != batch.id
+    assert not codec.is_signature_valid(changed)
+
+
+def test_commit_signature_domain() -> None:
+    header = s.block_header()
+    signature = codec.sign_block_hash(header.hash, s.CHAIN, s.LEDGER)
+    assert codec.is_commit_signature_valid(s.LEDGER.public, s.CHAIN, header.hash, signature)
+    assert verify(s.LEDGER.public, Kind.COMMIT, s.CHAIN, header.hash, signature)
+    assert not codec.is_commit_signature_valid(s.LEDGER.public, "other", header.hash, signature)
+    assert not codec.is_commit_signature_valid(s.DEVICE.public, s.CHAIN, header.hash, signature)
+    other = s.block_header(height=2).hash
+    assert not codec.is_commit_signature_valid(s.LEDGER.public, s.CHAIN, other, signature)
+    for kind in Kind:
+        if kind is not Kind.COMMIT:
+            assert not verify(s.LEDGER.public, kind, s.CHAIN, header.hash, signature)
+
+
+def test_ids_are_sha256_of_the_unsigned_encoding() -> None:
+    for name, build in s.SIGNED_BUILDERS.items():
+        message = build()
+        unsigned = codec.encode(message)[:-66]  # drop the 0x58 0x40 + 64-byte signature
+        # The array head counts one item fewer without the signature.
+        head_less = bytes([unsigned[0] - 1]) + unsigned[1:]
+        assert message.id == hashlib.sha256(head_less).digest(), name
+
+
+# --- Merkle roots -------------------------------------------------------------------------
+
+
+def rfc6962_root(leaves: Sequence[bytes]) -> bytes:
+    """MTH from RFC 6962 section 2.1, written out literally."""
+    n = len(leaves)
+    if n == 0:
+        return hashlib.sha256(b"").digest()
+    if n == 1:
+        return hashlib.sha256(b"\x00" + leaves[0]).digest()
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    left = rfc6962_root(leaves[:k])
+    right = rfc6962_root(leaves[k:])
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _leaves(n: int) -> list[bytes]:
+    return [hashlib.sha256(bytes([i])).digest() for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 33])
+def test_merkle_root_matches_rfc6962(n: int) -> None:
+    assert merkle_root(_leaves(n)) == rfc6962_root(_leaves(n))
+
+
+def test_merkle_small_trees_by_hand() -> None:
+    a, b, c = b"a", b"b", b"c"
+    la, lb, lc = (hashlib.sha256(b"\x00" + x).digest() for x in (a, b, c))
+    assert merkle_root([]).hex() == (
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
+    assert merkle_root([a]) == la == leaf_hash(a)
+    assert merkle_root([a, b]) == hashlib.sha256(b"\x01" + la + lb).digest()
+    assert merkle_root([a, b, c]) == node_hash(node_hash(la, lb), lc)
+    assert merkle_root([b""]) == hashlib.sha256(b"\x00").digest()
+
+
+def test_merkle_root_is_order_and_count_sensitive() -> None:
+    leaves = _leaves(5)
+    assert merkle_root(leaves) != merkle_root(leaves[::-1])
+    assert merkle_root(leaves) != merkle_root([*leaves, leaves[-1]])  # no odd-leaf duplication
+
+
+def test_merkle_prefixes_stop_second_preimages() -> None:
+    a, b = _leaves(2)
+    # An inner node's preimage presented as a leaf does not give the same root.
+    assert merkle_root([leaf_hash(a) + leaf_hash(b)]) != merkle_root([a, b])
+    assert merkle_root([a]) != a

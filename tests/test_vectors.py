@@ -1,0 +1,231 @@
+"""The committed test vectors in tests/vectors/*.json against the code, and docs/PROTOCOL.md
+against protocol/limits.py.
+
+These tests only read the JSON files; they never regenerate them (that would make them
+pass by construction).  See tests/vectors/generate.py.
+"""
+
+import dataclasses
+import json
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from micromine.protocol import cbor, codec, crypto, limits
+from micromine.protocol.block import Block, BlockHeader, compute_body_hash, compute_tx_root
+from micromine.protocol.crypto import KeyPair
+from micromine.protocol.errors import DecodeError, DecodeFailure
+from micromine.protocol.kinds import Kind, Reason
+from micromine.protocol.merkle import leaf_hash, merkle_root
+from micromine.protocol.messages import Transaction
+from micromine.protocol.validation import check_transaction
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT / "tests" / "vectors"
+DOC = ROOT / "docs" / "PROTOCOL.md"
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((VECTORS / name).read_text(encoding="utf-8"))
+    return data
+
+
+KEYS = load("keys.json")
+MESSAGES = load("messages.json")
+MERKLE = load("merkle.json")
+INVALID = load("invalid.json")
+VALIDATION = load("validation.json")
+
+
+def from_json(cls: type[Any], value: Any) -> Any:
+    """Rebuild a value of type ``cls`` from its JSON form (bytes as hex)."""
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        assert list(value) == names, f"{cls.__name__} fields out of order"
+        return cls(**{name: from_json(hints[name], value[name]) for name in names})
+    if typing.get_origin(cls) is tuple:
+        (element, _ellipsis) = typing.get_args(cls)
+        return tuple(from_json(element, item) for item in value)
+    if cls is bytes:
+        assert value == value.lower()
+        return bytes.fromhex(value)
+    assert type(value) is cls, (cls, value)
+    return value
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+def test_rfc8032_key_is_present() -> None:
+    by_name = {key["name"]: key for key in KEYS["keys"]}
+    assert by_name["rfc8032-test-1"]["public"] == (
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+    )
+    assert by_name["device"]["seed"] == bytes(range(32)).hex()
+    assert KEYS["protocol_version"] == 1
+
+
+@pytest.mark.parametrize("key", KEYS["keys"], ids=lambda k: k["name"])
+def test_public_key_from_seed(key: dict[str, str]) -> None:
+    assert KeyPair(bytes.fromhex(key["seed"])).public.hex() == key["public"]
+
+
+@pytest.mark.parametrize("example", KEYS["signatures"], ids=lambda e: e["kind_name"])
+def test_signature_examples(example: dict[str, Any]) -> None:
+    key = KeyPair(bytes.fromhex(example["seed"]))
+    digest = bytes.fromhex(example["digest"])
+    kind = example["kind"]
+    assert Kind(kind).name == example["kind_name"]
+    signing = crypto.signing_bytes(kind, example["chain_id"], digest)
+    assert signing.hex() == example["signing_bytes"]
+    assert key.sign(kind, example["chain_id"], digest).hex() == example["signature"]
+    assert crypto.verify(
+        key.public, kind, example["chain_id"], digest, bytes.fromhex(example["signature"])
+    )
+
+
+# --- messages -----------------------------------------------------------------------------
+
+
+def test_every_kind_has_a_vector() -> None:
+    tags = {vector["tag"] for vector in MESSAGES["vectors"]}
+    assert tags == set(codec.MESSAGE_TYPES)
+
+
+@pytest.mark.parametrize("vector", MESSAGES["vectors"], ids=lambda v: v["name"])
+def test_message_vector(vector: dict[str, Any]) -> None:
+    cls = codec.MESSAGE_TYPES[vector["tag"]]
+    assert cls.__name__ == vector["kind"]
+    message = from_json(cls, vector["fields"])
+    encoding = bytes.fromhex(vector["encoding"])
+    # Re-encode, and decode the committed bytes.
+    assert codec.encode(message) == encoding
+    assert codec.decode(encoding) == message
+    assert codec.decode(encoding, cls) == message
+    if "signing_bytes" in vector:
+        unsigned = bytes.fromhex(vector["unsigned_encoding"])
+        assert cbor.encode(message.unsigned_wire()) == unsigned
+        assert message.id.hex() == vector["id"] == crypto.sha256(unsigned).hex()
+        signer = getattr(message, vector["signer_field"])
+        assert signer == message.signer
+        signing = crypto.signing_bytes(cls.KIND, message.chain_id, message.id)
+        assert signing.hex() == vector["signing_bytes"]
+        assert message.signature.hex() == vector["signature"]
+        assert codec.is_signature_valid(message)
+    else:
+        assert not hasattr(message, "signature")
+    if isinstance(message, BlockHeader | Block):
+        assert message.hash.hex() == vector["hash"]
+    if isinstance(message, Block):
+        header = message.header
+        assert header.tx_root == compute_tx_root(message.txs)
+        assert header.body_hash == compute_body_hash(message.verdicts, message.rewards)
+        assert len(vector["commit_signing_bytes"]) == len(message.certificate)
+        for entry, signing_hex in zip(
+            message.certificate, vector["commit_signing_bytes"], strict=True
+        ):
+            signing = crypto.signing_bytes(Kind.COMMIT, header.chain_id, message.hash)
+            assert signing.hex() == signing_hex
+            assert codec.is_commit_signature_valid(
+                entry.signer, header.chain_id, message.hash, entry.signature
+            )
+        for verdict in message.verdicts:
+            assert codec.is_signature_valid(verdict)
+        for tx in message.txs:
+            assert codec.is_signature_valid(tx)
+
+
+# --- Merkle -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", MERKLE["vectors"], ids=lambda v: f"{len(v['leaves'])}-leaves")
+def test_merkle_vector(vector: dict[str, Any]) -> None:
+    leaves = [bytes.fromhex(leaf) for leaf in vector["leaves"]]
+    assert [leaf_hash(leaf).hex() for leaf in leaves] == vector["leaf_hashes"]
+    assert merkle_root(leaves).hex() == vector["root"]
+
+
+def test_merkle_vectors_include_the_edge_cases() -> None:
+    counts = {len(v["leaves"]) for v in MERKLE["vectors"]}
+    assert {0, 1, 2, 3, 5, 7} <= counts
+
+
+# --- invalid inputs -----------------------------------------------------------------------
+
+BY_NAME = {cls.__name__: cls for cls in codec.MESSAGE_TYPES.values()}
+
+
+@pytest.mark.parametrize("vector", INVALID["vectors"], ids=lambda v: v["name"])
+def test_invalid_vector(vector: dict[str, Any]) -> None:
+    code = DecodeFailure[vector["failure"]]
+    assert int(code) == vector["code"]
+    expected = BY_NAME[vector["expected"]] if vector["expected"] is not None else None
+    with pytest.raises(DecodeError) as info:
+        codec.decode(bytes.fromhex(vector["hex"]), expected)
+    assert info.value.code is code
+
+
+def test_invalid_vectors_cover_every_failure_code() -> None:
+    assert {v["failure"] for v in INVALID["vectors"]} == {code.name for code in DecodeFailure}
+
+
+# --- stateless validation -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", VALIDATION["vectors"], ids=lambda v: v["name"])
+def test_validation_vector(vector: dict[str, Any]) -> None:
+    tx = codec.decode(bytes.fromhex(vector["tx"]), Transaction)
+    reason = check_transaction(
+        tx, VALIDATION["chain_id"], VALIDATION["now_ms"], VALIDATION["min_fee"]
+    )
+    assert reason is Reason[vector["reason"]]
+    assert int(reason) == vector["code"]
+
+
+def test_validation_vectors_cover_every_device_reason() -> None:
+    reasons = {v["reason"] for v in VALIDATION["vectors"]}
+    assert reasons == {"OK", "WRONG_CHAIN", "BAD_AMOUNT", "BAD_FEE", "SELF_TRANSFER",
+                       "EXPIRED", "BAD_SIGNATURE"}  # fmt: skip
+
+
+# --- docs/PROTOCOL.md repeats the limits --------------------------------------------------
+
+
+def _limit_constants() -> list[tuple[str, int]]:
+    found = [
+        (name, value)
+        for name, value in vars(limits).items()
+        if name.isupper() and type(value) is int
+    ]
+    found += [(f"MAX_MESSAGE_BYTES[{k}]", v) for k, v in limits.MAX_MESSAGE_BYTES.items()]
+    return found
+
+
+@pytest.mark.parametrize(("name", "value"), _limit_constants(), ids=str)
+def test_doc_states_each_limit(name: str, value: int) -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    assert re.search(rf"(?<![0-9]){value}(?![0-9])", doc), f"{name} = {value} not in the doc"
+    # "MAX_MESSAGE_BYTES[work_batch]" is named in the doc by its key, "work_batch".
+    named = name.removeprefix("MAX_MESSAGE_BYTES[").removesuffix("]")
+    assert named in doc, f"{named} not named in the doc"
+
+
+def test_doc_states_the_key_limits() -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    for name, value in [("MAX_TX_BYTES", 512), ("MAX_MEMO_BYTES", 64), ("MAX_BATCH_TXS", 256),
+                        ("MAX_SUBMISSION_TXS", 1024), ("MAX_CHAIN_ID_LEN", 32),
+                        ("MAX_DEPTH", 6)]:  # fmt: skip
+        assert getattr(limits, name) == value
+        assert re.search(rf"{name}\W[^\n]*\b{value}\b", doc), name
+
+
+def test_doc_lists_every_failure_and_reason_code() -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    for code in DecodeFailure:
+        assert re.search(rf"\|\s*{int(code)}\s*\|\s*`?{code.name}`?", doc), code.name
+    for reason in Reason:
+        assert re.search(rf"\|\s*{int(reason)}\s*\|\s*`?{reason.name}`?", doc), reason.name

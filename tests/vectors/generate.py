@@ -1,0 +1,475 @@
+"""Write the protocol test vectors: keys.json, messages.json, merkle.json, invalid.json and
+validation.json next to this file.
+
+    python tests/vectors/generate.py
+
+Deterministic: fixed seeds (``bytes(range(32))`` and SHA-256 of fixed labels), fixed
+timestamps, and Ed25519 signatures are deterministic, so running it again rewrites the
+same bytes.  The committed JSON files are the reference: tests/test_vectors.py checks the
+code against them and never regenerates them.  Regenerate only on a deliberate protocol
+change, and review the diff.
+
+JSON conventions: byte strings are lowercase hex; integers are JSON numbers (some exceed
+2^53, so parse them as unsigned 64-bit); a message's ``fields`` are its dataclass fields
+in wire order, nested messages as objects, sequences as arrays.
+"""
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from micromine.protocol import PROTOCOL_VERSION, cbor, codec, crypto
+from micromine.protocol.block import (
+    Block,
+    BlockHeader,
+    CommitSignature,
+    Reward,
+    compute_body_hash,
+    compute_tx_root,
+)
+from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
+from micromine.protocol.errors import DecodeFailure
+from micromine.protocol.kinds import Kind, Reason, ReceiptStatus
+from micromine.protocol.limits import MAX_TX_BYTES
+from micromine.protocol.merkle import leaf_hash, merkle_root
+from micromine.protocol.messages import (
+    Judgement,
+    Receipt,
+    Receipts,
+    Submission,
+    Transaction,
+    Verdict,
+    WorkBatch,
+)
+
+HERE = Path(__file__).resolve().parent
+CHAIN = "devnet"
+T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z, in ms
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+def labelled_seed(label: str) -> bytes:
+    return hashlib.sha256(b"micromine/vectors/" + label.encode()).digest()
+
+
+SEEDS: dict[str, bytes] = {
+    "device": bytes(range(32)),
+    "device-2": labelled_seed("device-2"),
+    "ledger": labelled_seed("ledger"),
+    "alice": labelled_seed("alice"),
+    "bob": labelled_seed("bob"),
+    "rfc8032-test-1": bytes.fromhex(
+        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
+    ),
+}
+KEYS = {name: KeyPair(seed) for name, seed in SEEDS.items()}
+DEVICE, DEVICE_2, LEDGER = KEYS["device"], KEYS["device-2"], KEYS["ledger"]
+ALICE, BOB = KEYS["alice"], KEYS["bob"]
+
+
+def keys_json() -> dict[str, Any]:
+    digest = sha256(b"micromine")
+    examples = []
+    for name, kind, chain in [
+        ("device", Kind.VERDICT, CHAIN),
+        ("alice", Kind.TRANSACTION, CHAIN),
+        ("ledger", Kind.COMMIT, "a-32-character-chain-id-00000000"),
+    ]:
+        key = KEYS[name]
+        examples.append(
+            {
+                "key": name,
+                "seed": key.seed.hex(),
+                "public": key.public.hex(),
+                "kind": int(kind),
+                "kind_name": kind.name,
+                "chain_id": chain,
+                "digest": digest.hex(),
+                "signing_bytes": crypto.signing_bytes(kind, chain, digest).hex(),
+                "signature": key.sign(kind, chain, digest).hex(),
+            }
+        )
+    return {
+        "description": "Ed25519 keys from 32-byte seeds (RFC 8032), and signatures over "
+        "signing_bytes = 'micromine' 0x00 | version | kind | len(chain_id) | chain_id | digest",
+        "protocol_version": PROTOCOL_VERSION,
+        "keys": [
+            {"name": name, "seed": key.seed.hex(), "public": key.public.hex()}
+            for name, key in KEYS.items()
+        ],
+        "signatures": examples,
+    }
+
+
+# --- messages -----------------------------------------------------------------------------
+
+
+def to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, tuple | list):
+        return [to_json(v) for v in value]
+    if isinstance(value, bool | int | str):
+        return value
+    raise TypeError(f"cannot render {value!r}")
+
+
+def transactions() -> tuple[Transaction, Transaction, Transaction]:
+    basic = Transaction(CHAIN, ALICE.public, BOB.public, 1000, 10, 0, T0 + 60_000, "coffee")
+    # Head-size boundaries: 23/24 (1 byte), 255/256, 65535/65536, 2^32, 2^53, 2^63-1;
+    # a 64-byte memo of 1-, 2-, 3- and 4-byte UTF-8 characters.
+    memo = "a\u00e9\u20ac\U0001f600" * 6 + "z" * 4
+    assert len(memo.encode()) == 64
+    boundaries = Transaction(CHAIN, BOB.public, ALICE.public, 2**63 - 1, 65536, 2**32, 2**53, memo)
+    expired = Transaction(CHAIN, ALICE.public, BOB.public, 24, 255, 1, T0 - 1, "")
+    return (
+        codec.sign(basic, ALICE),
+        codec.sign(boundaries, BOB),
+        codec.sign(expired, ALICE),
+    )
+
+
+def build_messages() -> list[tuple[str, Any]]:
+    tx, tx_boundaries, tx_expired = transactions()
+    submission = Submission(CHAIN, bytes(range(16)), (codec.encode(tx), b"\xff not a transaction"))
+    batch = codec.sign(WorkBatch(CHAIN, LEDGER.public, 42, T0 + 3000, (tx, tx_expired)), LEDGER)
+    verdict = codec.sign(
+        Verdict(
+            CHAIN,
+            batch.id,
+            DEVICE.public,
+            (Judgement(tx.id, int(Reason.OK)), Judgement(tx_expired.id, int(Reason.EXPIRED))),
+        ),
+        DEVICE,
+    )
+    verdict_2 = codec.sign(
+        Verdict(
+            CHAIN,
+            batch.id,
+            DEVICE_2.public,
+            (Judgement(tx.id, int(Reason.OK)), Judgement(tx_expired.id, int(Reason.EXPIRED))),
+        ),
+        DEVICE_2,
+    )
+    rewards = (Reward(DEVICE.public, 25), Reward(DEVICE_2.public, 25))
+    block_txs = (tx,)
+    block_verdicts = (verdict, verdict_2)
+    header = BlockHeader(
+        CHAIN,
+        1,
+        bytes(32),
+        compute_tx_root(block_txs),
+        compute_body_hash(block_verdicts, rewards),
+        sha256(b"micromine/vectors/state"),
+        T0 + 1000,
+        LEDGER.public,
+    )
+    certificate = (
+        CommitSignature(LEDGER.public, codec.sign_block_hash(header.hash, CHAIN, LEDGER)),
+    )
+    block = Block(header, block_txs, block_verdicts, rewards, certificate)
+    hello = codec.sign(DeviceHello(CHAIN, DEVICE.public, "micromine-c/0.1", 64, T0), DEVICE)
+    heartbeat = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0 + 2000, 0), DEVICE)
+    online = codec.sign(DeviceStatus(CHAIN, DEVICE.public, True, T0), DEVICE)
+    offline = codec.sign(DeviceStatus(CHAIN, DEVICE.public, False, T0), DEVICE)
+    receipts = codec.sign(
+        Receipts(
+            CHAIN,
+            LEDGER.public,
+            bytes(range(16)),
+            T0 + 10,
+            (
+                Receipt(tx.id, int(ReceiptStatus.PENDING), 0),
+                Receipt(sha256(submission.items[1]), int(ReceiptStatus.REJECTED), 1),
+                Receipt(tx.id, int(ReceiptStatus.COMMITTED), 1),
+            ),
+        ),
+        LEDGER,
+    )
+    return [
+        ("transaction", tx),
+        ("transaction-boundaries", tx_boundaries),
+        ("transaction-expired", tx_expired),
+        ("submission", submission),
+        ("work-batch", batch),
+        ("verdict", verdict),
+        ("block-header", header),
+        ("block", block),
+        ("device-hello", hello),
+        ("heartbeat", heartbeat),
+        ("device-status-online", online),
+        ("device-status-offline", offline),
+        ("receipts", receipts),
+    ]
+
+
+SIGNER_FIELDS = {
+    Transaction: "sender",
+    WorkBatch: "issuer",
+    Verdict: "device",
+    DeviceHello: "device",
+    Heartbeat: "device",
+    DeviceStatus: "device",
+    Receipts: "issuer",
+}
+
+
+def message_vector(name: str, message: Any) -> dict[str, Any]:
+    vector: dict[str, Any] = {
+        "name": name,
+        "kind": type(message).__name__,
+        "tag": int(message.KIND),
+        "fields": to_json(message),
+        "encoding": codec.encode(message).hex(),
+    }
+    if type(message) in SIGNER_FIELDS:
+        vector["id"] = message.id.hex()
+        vector["unsigned_encoding"] = cbor.encode(message.unsigned_wire()).hex()
+        vector["signer_field"] = SIGNER_FIELDS[type(message)]
+        vector["signing_bytes"] = crypto.signing_bytes(
+            message.KIND, message.chain_id, message.id
+        ).hex()
+        vector["signature"] = message.signature.hex()
+    if isinstance(message, BlockHeader | Block):
+        vector["hash"] = message.hash.hex()
+    if isinstance(message, Block):
+        vector["commit_signing_bytes"] = [
+            crypto.signing_bytes(Kind.COMMIT, message.header.chain_id, message.hash).hex()
+            for _ in message.certificate
+        ]
+    return vector
+
+
+def messages_json() -> dict[str, Any]:
+    return {
+        "description": "One or more valid messages of every kind: fields, canonical "
+        "encoding, id (SHA-256 of unsigned_encoding), signing_bytes and signature",
+        "chain_id": CHAIN,
+        "vectors": [message_vector(name, m) for name, m in build_messages()],
+    }
+
+
+# --- Merkle -------------------------------------------------------------------------------
+
+
+def merkle_json() -> dict[str, Any]:
+    leaf_sets: list[list[bytes]] = [[sha256(bytes([i])) for i in range(n)] for n in
+                                    (0, 1, 2, 3, 4, 5, 7, 8, 9)]  # fmt: skip
+    leaf_sets.append([b"", b"\x00", b"a"])
+    return {
+        "description": "RFC 6962 roots: leaf = SHA-256(0x00 | data), node = SHA-256(0x01 | "
+        "left | right), left subtree = largest power of two < n leaves, root of [] = SHA-256('')",
+        "vectors": [
+            {
+                "leaves": [leaf.hex() for leaf in leaves],
+                "leaf_hashes": [leaf_hash(leaf).hex() for leaf in leaves],
+                "root": merkle_root(leaves).hex(),
+            }
+            for leaves in leaf_sets
+        ],
+    }
+
+
+# --- invalid inputs -----------------------------------------------------------------------
+
+
+def _head(major: int, value: int, width: int | None = None) -> bytes:
+    if width is None:
+        width = 0 if value < 24 else 1 if value < 256 else 2 if value < 65536 else 4
+        if value >= 2**32:
+            width = 8
+    if width == 0:
+        return bytes([major << 5 | value])
+    return bytes([major << 5 | {1: 24, 2: 25, 4: 26, 8: 27}[width]]) + value.to_bytes(width, "big")
+
+
+def _array(items: list[bytes], width: int | None = None) -> bytes:
+    return _head(4, len(items), width) + b"".join(items)
+
+
+def _text(value: str, width: int | None = None) -> bytes:
+    return _head(3, len(value.encode()), width) + value.encode()
+
+
+def _bytes(value: bytes, width: int | None = None) -> bytes:
+    return _head(2, len(value), width) + value
+
+
+def invalid_json() -> dict[str, Any]:
+    tx = transactions()[0]
+    items = [cbor.encode(item) for item in tx.to_wire()]
+    # Transaction wire positions
+    chain, sender, amount, fee, nonce, expiry, memo, signature = 1, 2, 4, 5, 6, 7, 8, 9
+
+    def tx_with(index: int, encoded: bytes) -> bytes:
+        changed = list(items)
+        changed[index] = encoded
+        return _array(changed)
+
+    good = codec.encode(tx)
+    hb = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0, 0), DEVICE)
+    batch = codec.sign(WorkBatch(CHAIN, LEDGER.public, 1, T0, (tx,)), LEDGER)
+    batch_items = [cbor.encode(item) for item in batch.to_wire()]
+
+    def batch_with(index: int, encoded: bytes) -> bytes:
+        changed = list(batch_items)
+        changed[index] = encoded
+        return _array(changed)
+
+    def batch_with_txs(txs: list[bytes]) -> bytes:
+        return batch_with(5, _array(txs))
+
+    wide_nonce_tx = Transaction(CHAIN, ALICE.public, BOB.public, 1000, 10, 1, T0, "")
+    wide_items = [cbor.encode(item) for item in codec.sign(wide_nonce_tx, ALICE).to_wire()]
+    wide_items[nonce] = b"\x18\x01"
+
+    fail = DecodeFailure
+    tx_t, batch_t, none = "Transaction", "WorkBatch", None
+    cases: list[tuple[str, bytes, str | None, DecodeFailure]] = [
+        ("513 bytes, a transaction expected", bytes(MAX_TX_BYTES + 1), tx_t, fail.TOO_LARGE),
+        ("empty input", b"", none, fail.NOT_CBOR),
+        ("lone break byte", b"\xff", none, fail.NOT_CBOR),
+        ("reserved additional information 28", b"\x1c", none, fail.NOT_CBOR),
+        ("transaction missing its last byte", good[:-1], tx_t, fail.NOT_CBOR),
+        ("array head promising more items than present", b"\x8a\x01", none, fail.NOT_CBOR),
+        ("invalid UTF-8 in the memo", tx_with(memo, b"\x61\xff"), tx_t, fail.NOT_CBOR),
+        ("7 nested arrays", b"\x81" * 7 + b"\x00", none, fail.TOO_DEEP),
+        ("indefinite-length transaction array", b"\x9f" + b"".join(items) + b"\xff", tx_t,
+         fail.INDEFINITE_LENGTH),
+        ("indefinite-length text memo", tx_with(memo, b"\x7f\x61a\xff"), tx_t,
+         fail.INDEFINITE_LENGTH),
+        ("indefinite-length byte string sender",
+         tx_with(sender, b"\x5f" + _bytes(tx.sender) + b"\xff"), tx_t, fail.INDEFINITE_LENGTH),
+        ("map with a duplicate key as the memo", tx_with(memo, b"\xa2\x01\x00\x01\x00"), tx_t,
+         fail.DUPLICATE_KEY),
+        ("one byte after a valid transaction", good + b"\x00", tx_t, fail.TRAILING_BYTES),
+        ("nonce 1 encoded as 0x18 0x01", _array(wide_items), tx_t, fail.NOT_CANONICAL),
+        ("amount 1000 in a 4-byte head", tx_with(amount, _head(0, 1000, 4)), tx_t,
+         fail.NOT_CANONICAL),
+        ("kind tag 1 encoded as 0x18 0x01", tx_with(0, b"\x18\x01"), tx_t, fail.NOT_CANONICAL),
+        ("chain id length in a 1-byte head", tx_with(chain, _text(CHAIN, 1)), tx_t,
+         fail.NOT_CANONICAL),
+        ("sender length in a 2-byte head", tx_with(sender, _bytes(tx.sender, 2)), tx_t,
+         fail.NOT_CANONICAL),
+        ("array length in a 1-byte head", _array(items, 1), tx_t, fail.NOT_CANONICAL),
+        ("kind tag 0", _array([b"\x00"]), none, fail.UNKNOWN_KIND),
+        ("kind tag 11 (COMMIT is a signature kind only)", _array([b"\x0b"]), none,
+         fail.UNKNOWN_KIND),
+        ("kind tag 99", _array([b"\x18\x63"]), tx_t, fail.UNKNOWN_KIND),
+        ("a heartbeat where a transaction is expected", codec.encode(hb), tx_t, fail.WRONG_KIND),
+        ("a heartbeat inside a work batch", batch_with_txs([codec.encode(hb)]), batch_t,
+         fail.WRONG_KIND),
+        ("bare integer", b"\x01", none, fail.BAD_SHAPE),
+        ("empty array", b"\x80", none, fail.BAD_SHAPE),
+        ("map", b"\xa1\x01\x02", none, fail.BAD_SHAPE),
+        ("text kind tag", _array([_text("tx")]), none, fail.BAD_SHAPE),
+        ("transaction without its signature", _array(items[:-1]), tx_t, fail.BAD_SHAPE),
+        ("transaction with an extra field", _array([*items, b"\x00"]), tx_t, fail.BAD_SHAPE),
+        ("work batch txs field is an integer", batch_with(5, b"\x01"), batch_t,
+         fail.BAD_SHAPE),
+        ("half float 1.0 as the amount", tx_with(amount, b"\xf9\x3c\x00"), tx_t, fail.BAD_TYPE),
+        ("true as the amount", tx_with(amount, b"\xf5"), tx_t, fail.BAD_TYPE),
+        ("null as the fee", tx_with(fee, b"\xf6"), tx_t, fail.BAD_TYPE),
+        ("empty map as the amount", tx_with(amount, b"\xa0"), tx_t, fail.BAD_TYPE),
+        ("tag 1 around the expiry", tx_with(expiry, b"\xc1" + _head(0, tx.expiry_ms)), tx_t,
+         fail.BAD_TYPE),
+        ("bignum tag 2 as the amount", tx_with(amount, b"\xc2" + _bytes(b"\x03\xe8")), tx_t,
+         fail.BAD_TYPE),
+        ("byte string as the memo", tx_with(memo, _bytes(b"coffee")), tx_t, fail.BAD_TYPE),
+        ("text as the sender", tx_with(sender, _text("k" * 32)), tx_t, fail.BAD_TYPE),
+        ("amount 2^63", tx_with(amount, _head(0, 2**63)), tx_t, fail.OUT_OF_RANGE),
+        ("negative amount -1", tx_with(amount, b"\x20"), tx_t, fail.OUT_OF_RANGE),
+        ("expiry 2^53 + 1", tx_with(expiry, _head(0, 2**53 + 1)), tx_t, fail.OUT_OF_RANGE),
+        ("31-byte sender", tx_with(sender, _bytes(bytes(31))), tx_t, fail.OUT_OF_RANGE),
+        ("63-byte signature", tx_with(signature, _bytes(bytes(63))), tx_t, fail.OUT_OF_RANGE),
+        ("65-byte memo", tx_with(memo, _text("m" * 65)), tx_t, fail.OUT_OF_RANGE),
+        ("upper-case chain id", tx_with(chain, _text("Devnet")), tx_t, fail.OUT_OF_RANGE),
+        ("empty chain id", tx_with(chain, _text("")), tx_t, fail.OUT_OF_RANGE),
+        ("33-character chain id", tx_with(chain, _text("a" * 33)), tx_t, fail.OUT_OF_RANGE),
+        ("work batch with no transactions", batch_with_txs([]), batch_t, fail.OUT_OF_RANGE),
+    ]  # fmt: skip
+    return {
+        "description": "Inputs that each break exactly one rule; decode(hex, expected) must "
+        "fail with `failure` (expected null: decode without an expected kind)",
+        "vectors": [
+            {
+                "name": name,
+                "hex": data.hex(),
+                "expected": expected,
+                "failure": code.name,
+                "code": int(code),
+            }
+            for name, data, expected, code in cases
+        ],
+    }
+
+
+# --- stateless validation -----------------------------------------------------------------
+
+
+def validation_json() -> dict[str, Any]:
+    """Transactions with the Reason check_transaction gives, one per rule, in rule order."""
+    now = T0
+
+    def tx(signer: KeyPair = ALICE, **changes: Any) -> Transaction:
+        base = Transaction(CHAIN, ALICE.public, BOB.public, 1000, 10, 7, now + 60_000, "v")
+        changed = dataclasses.replace(base, **changes)
+        return codec.sign(changed, signer) if changed.sender == signer.public else changed
+
+    good = tx()
+    cases = [
+        ("valid", good, Reason.OK),
+        ("valid, expiry equal to now", tx(expiry_ms=now), Reason.OK),
+        ("another chain", tx(chain_id="othernet"), Reason.WRONG_CHAIN),
+        ("amount 0", tx(amount=0), Reason.BAD_AMOUNT),
+        ("amount above 10^15", tx(amount=10**15 + 1), Reason.BAD_AMOUNT),
+        ("fee above 10^12", tx(fee=10**12 + 1), Reason.BAD_FEE),
+        ("sender = recipient", tx(recipient=ALICE.public), Reason.SELF_TRANSFER),
+        ("expired 1 ms ago", tx(expiry_ms=now - 1), Reason.EXPIRED),
+        ("zero signature", dataclasses.replace(good, signature=bytes(64)), Reason.BAD_SIGNATURE),
+        ("signed by the recipient", tx(BOB, sender=ALICE.public, signature=BOB.sign(
+            Kind.TRANSACTION, CHAIN, good.id)), Reason.BAD_SIGNATURE),
+        ("signed as another kind", dataclasses.replace(
+            good, signature=ALICE.sign(Kind.VERDICT, CHAIN, good.id)), Reason.BAD_SIGNATURE),
+        ("wrong chain and amount 0: the first rule wins", tx(chain_id="othernet", amount=0),
+         Reason.WRONG_CHAIN),
+        ("amount 0 and expired: the first rule wins", tx(amount=0, expiry_ms=0),
+         Reason.BAD_AMOUNT),
+        ("expired and unsigned: the first rule wins", dataclasses.replace(
+            tx(expiry_ms=0), signature=bytes(64)), Reason.EXPIRED),
+    ]  # fmt: skip
+    return {
+        "description": "check_transaction(tx, chain_id, now_ms, min_fee=0): the first rule "
+        "broken, in the order chain, amount, fee, self transfer, expiry, signature",
+        "chain_id": CHAIN,
+        "now_ms": now,
+        "min_fee": 0,
+        "vectors": [
+            {"name": name, "tx": codec.encode(t).hex(), "reason": reason.name, "code": int(reason)}
+            for name, t, reason in cases
+        ],
+    }
+
+
+def write(name: str, content: dict[str, Any]) -> None:
+    text = json.dumps(content, indent=2, ensure_ascii=False) + "\n"
+    (HERE / name).write_text(text, encoding="utf-8")
+    print(f"wrote {HERE / name}")
+
+
+def main() -> None:
+    write("keys.json", keys_json())
+    write("messages.json", messages_json())
+    write("merkle.json", merkle_json())
+    write("invalid.json", invalid_json())
+    write("validation.json", validation_json())
+
+
+if __name__ == "__main__":
+    main()
