@@ -1,0 +1,84 @@
+"""``micromine devnet`` as a user runs it, against the embedded broker and Mosquitto."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from micromine.protocol.block import Block
+from micromine.protocol.codec import decode
+
+pytestmark = pytest.mark.integration
+
+
+def run_devnet(*flags: str, timeout: float = 240) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "micromine", "devnet", "--json", *flags],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return summary
+
+
+def test_devnet_commits_valid_and_never_invalid(tmp_path: Path) -> None:
+    summary = run_devnet(
+        "--agents", "4", "--tx-rate", "50", "--duration", "15",
+        "--invalid-fraction", "0.2", "--data-dir", str(tmp_path),
+    )  # fmt: skip
+    for key in ("blocks", "submitted", "committed", "rejected", "invalid_submitted",
+                "invalid_committed", "tps", "p50_latency_s", "p99_latency_s"):  # fmt: skip
+        assert key in summary
+    assert summary["submitted"] > 400
+    assert summary["committed"] >= 0.95 * summary["submitted"]
+    assert summary["invalid_submitted"] > 50
+    assert summary["invalid_committed"] == 0
+    assert summary["blocks"] > 0
+    assert set(summary["exit_codes"].values()) == {0}, summary["exit_codes"]
+
+
+@pytest.mark.mosquitto
+def test_devnet_on_mosquitto_and_mosquitto_sub_sees_every_block(
+    tmp_path: Path, mosquitto_broker: Any
+) -> None:
+    mosquitto_sub = shutil.which("mosquitto_sub")
+    if mosquitto_sub is None:
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto_sub (Debian package mosquitto-clients) is not installed")
+        pytest.skip("mosquitto_sub (Debian package mosquitto-clients) is not installed")
+    received = tmp_path / "mosquitto_sub.out"
+    with received.open("w") as out:
+        sub = subprocess.Popen(
+            [mosquitto_sub, "-h", "127.0.0.1", "-p", str(mosquitto_broker.port),
+             "-t", "micromine/devnet/blocks/json", "-q", "1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            data_dir = tmp_path / "devnet"
+            summary = run_devnet(
+                "--agents", "4", "--tx-rate", "50", "--duration", "10",
+                "--broker", mosquitto_broker.url, "--data-dir", str(data_dir),
+            )  # fmt: skip
+        finally:
+            sub.send_signal(signal.SIGTERM)
+            sub.wait(timeout=10)
+    assert summary["committed"] >= 0.95 * summary["submitted"] > 0
+    with sqlite3.connect(data_dir / "ledger-1.sqlite") as db:
+        chain = [decode(bytes(r[0]), Block) for r in db.execute("SELECT data FROM blocks")]
+    lines = [json.loads(line) for line in received.read_text().splitlines() if line.strip()]
+    seen = {block["height"]: block["hash"] for block in lines}
+    assert seen == {block.height: block.hash.hex() for block in chain}
+    assert all(
+        {"height", "hash", "prev_hash", "timestamp", "txs", "signers"} <= set(b) for b in lines
+    )
