@@ -150,40 +150,11 @@ def run_devnet(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     devnet = Devnet(args, data_dir)
     progress = Progress()
-    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     say(f"devnet: data and logs in {data_dir}")
     interrupted = False
-    monitor: MqttLink | None = None
     report: dict[str, Any] = {}
     try:
-        devnet.start_cluster()
-        monitor = MqttLink(LinkConfig(
-            client_id=f"devnet-monitor-{free_port()}", broker_url=devnet.broker_url,
-            subscriptions=((topics.blocks_json(args.chain), 1),
-                           (f"micromine/{args.chain}/ledger/+/status", 1)),
-            inbox_max=100_000,
-        ))  # fmt: skip
-        monitor.start()
-        if not monitor.wait_connected(30):
-            raise RuntimeError(f"cannot reach the broker at {devnet.broker_url}")
-        say(f"devnet: broker {devnet.broker_url}; waiting for {args.agents} devices")
-        wait_for_devices(monitor, progress, args)
-        load = devnet.start_load()
-        say(f"devnet: submitting {args.tx_rate:g} tx/s for {args.duration:g} s")
-        next_line = time.monotonic()
-        while load.running():
-            drain(monitor, progress, args.chain, 0.2)
-            if devnet.crashed():
-                names = ", ".join(p.name for p in devnet.crashed())
-                raise RuntimeError(f"{names} exited early; see {data_dir / 'logs'}")
-            if time.monotonic() >= next_line:
-                say(progress.line(args.agents))
-                next_line += PROGRESS_INTERVAL_S
-        drain(monitor, progress, args.chain, 1.0)
-        report_path = data_dir / "load.json"
-        if load.returncode() != 0 or not report_path.exists():
-            raise RuntimeError(f"the load generator failed:\n{load.log_tail()}")
-        report = json.loads(report_path.read_text())
+        report = run_load_with_progress(devnet, progress)
     except KeyboardInterrupt:
         interrupted = True
         say("devnet: interrupted; stopping every process")
@@ -191,9 +162,6 @@ def run_devnet(args: argparse.Namespace) -> int:
         say(f"devnet: error: {exc}")
         devnet.stop_all()
         return 1
-    finally:
-        if monitor is not None:
-            monitor.close()
     codes = devnet.stop_all()
     summary = {
         **report,
@@ -211,6 +179,45 @@ def run_devnet(args: argparse.Namespace) -> int:
     if not args.data_dir and not args.keep:
         shutil.rmtree(data_dir, ignore_errors=True)
     return 0
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run_load_with_progress(devnet: Devnet, progress: Progress) -> dict[str, Any]:
+    """Start the cluster, wait for the devices, run the load while printing progress,
+    and return the load generator's report."""
+    args = devnet.args
+    devnet.start_cluster()
+    monitor = MqttLink(LinkConfig(
+        client_id=f"devnet-monitor-{free_port()}", broker_url=devnet.broker_url,
+        subscriptions=((topics.blocks_json(args.chain), 1),
+                       (f"micromine/{args.chain}/ledger/+/status", 1)),
+        inbox_max=100_000,
+    ))  # fmt: skip
+    with monitor:
+        if not monitor.wait_connected(30):
+            raise RuntimeError(f"cannot reach the broker at {devnet.broker_url}")
+        say(f"devnet: broker {devnet.broker_url}; waiting for {args.agents} devices")
+        wait_for_devices(monitor, progress, args)
+        load = devnet.start_load()
+        say(f"devnet: submitting {args.tx_rate:g} tx/s for {args.duration:g} s")
+        next_line = time.monotonic()
+        while load.running():
+            drain(monitor, progress, args.chain, 0.2)
+            if crashed := devnet.crashed():
+                names = ", ".join(p.name for p in crashed)
+                raise RuntimeError(f"{names} exited early; see {devnet.data_dir / 'logs'}")
+            if time.monotonic() >= next_line:
+                say(progress.line(args.agents))
+                next_line += PROGRESS_INTERVAL_S
+        drain(monitor, progress, args.chain, 1.0)
+    report_path = devnet.data_dir / "load.json"
+    if load.returncode() != 0 or not report_path.exists():
+        raise RuntimeError(f"the load generator failed:\n{load.log_tail()}")
+    report: dict[str, Any] = json.loads(report_path.read_text())
+    return report
 
 
 def wait_for_devices(monitor: MqttLink, progress: Progress, args: argparse.Namespace) -> None:

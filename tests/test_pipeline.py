@@ -115,8 +115,8 @@ def test_ledger_killed_resumes_at_its_height_and_loses_nothing(
     finally:
         wallets.stop()
         watcher.stop()
+        cluster.stop()
     after = cluster.assert_chain_linked()
-    cluster.stop()
     # It resumed at its height (its first log line says so) ...
     first = json.loads((tmp_path / "ledger-2.log").read_text().splitlines()[0])
     assert first["event"] == "ledger node starting" and first["height"] == len(before)

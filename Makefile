@@ -1,0 +1,54 @@
+# micromine: the two commands a fresh machine needs are `make devnet` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEVNET_ARGS ?= --agents 4 --tx-rate 50 --duration 30
+PYTEST_ARGS ?=
+PURE := micromine.protocol micromine.ledger_node micromine.device_agent
+
+.PHONY: help devnet test lint format typecheck mosquitto clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+devnet: $(STAMP)  ## run a local cluster (broker, ledger, 4 agents, load); DEVNET_ARGS to change it
+	$(BIN)/micromine devnet $(DEVNET_ARGS)
+
+test: $(STAMP) mosquitto  ## run the whole test suite (unit, property, real processes)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) typecheck  ## ruff (lint and format check) and mypy on the pure packages
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# mypy cannot follow setuptools' editable-install finder, so it reads the packages through
+# a tree of links that spells out the package-dir mapping of pyproject.toml.
+typecheck: $(STAMP)  ## mypy --strict on protocol/, ledger_node/ and device_agent/
+	@rm -rf build/typecheck && mkdir -p build/typecheck/micromine
+	@for d in protocol broker device_agent ledger_node; do ln -s ../../../$$d build/typecheck/micromine/$$d; done
+	@for f in micromine/*.py; do ln -s ../../../$$f build/typecheck/micromine/$$(basename $$f); done
+	MYPYPATH=build/typecheck $(BIN)/mypy $(addprefix -p ,$(PURE))
+
+# The integration tests start a real Mosquitto (Debian's package) on a free port.
+mosquitto:
+	@if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto mosquitto-clients; \
+	else \
+		echo "The tests need Mosquitto: sudo apt-get install mosquitto mosquitto-clients" >&2; exit 1; \
+	fi
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,101 @@
+"""Command-line surface of the agent, shared by ``micromine agent`` and ``python -m``.
+
+Flags default to None so that :meth:`AgentConfig.from_args` can tell "not given" from
+"given the default value" and fall back to the environment in between.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from micromine.device_agent.config import (
+    DEFAULT_BROKER,
+    DEFAULT_CAPACITY,
+    DEFAULT_CHAIN,
+    DEFAULT_HEARTBEAT_S,
+    ENV_BROKER,
+    ENV_CHAIN,
+    ENV_KEY,
+    AgentConfig,
+)
+from micromine.device_agent.keyfile import KeyFileError, load_or_create_key
+from micromine.device_agent.service import AgentService
+from micromine.logs import LEVELS, configure_logging
+
+__all__ = ["add_agent_arguments", "main", "run_agent"]
+
+EXIT_USAGE = 2  # argparse's own code for bad arguments
+EXIT_KEY = 1
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the agent's flags to ``parser`` (a sub-command parser or a standalone one)."""
+    parser.add_argument(
+        "--broker",
+        metavar="URL",
+        help=f"mqtt://HOST[:PORT] or ws://HOST[:PORT][/PATH] (env {ENV_BROKER}; "
+        f"default {DEFAULT_BROKER})",
+    )
+    parser.add_argument(
+        "--key",
+        metavar="FILE",
+        help=f"device key file, created (mode 0600) if missing (env {ENV_KEY}; "
+        "default $XDG_CONFIG_HOME/micromine/device.key)",
+    )
+    parser.add_argument(
+        "--chain", metavar="ID", help=f"chain id (env {ENV_CHAIN}; default {DEFAULT_CHAIN})"
+    )
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        metavar="N",
+        help=f"most transactions wanted per batch (default {DEFAULT_CAPACITY})",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        metavar="S",
+        help=f"seconds between heartbeats (default {DEFAULT_HEARTBEAT_S})",
+    )
+    parser.add_argument(
+        "--issuer",
+        action="append",
+        metavar="HEX",
+        help="accept work only from this ledger node key (repeatable; default: any)",
+    )
+    parser.add_argument("--log-level", choices=list(LEVELS), type=str.lower, help="default info")
+    parser.add_argument(
+        "--log-json",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="JSON log lines (default: only when stderr is not a terminal)",
+    )
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    """Run the agent until SIGTERM/SIGINT; returns the process exit code."""
+    try:
+        config = AgentConfig.from_args(args)
+    except ValueError as exc:  # ConfigError, or a non-numeric env value
+        print(f"micromine agent: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(config.log_level, config.log_json)
+    try:
+        key = load_or_create_key(config.key_path)
+    except KeyFileError as exc:
+        structlog.get_logger("micromine.device_agent").error("cannot use key", error=str(exc))
+        return EXIT_KEY
+    return AgentService(config, key).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m micromine.device_agent",
+        description="micromine device agent: judges signed transactions for ledger nodes.",
+    )
+    add_agent_arguments(parser)
+    return run_agent(parser.parse_args(argv))

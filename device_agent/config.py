@@ -1,0 +1,139 @@
+"""Agent settings: command-line flag, else environment variable, else default.
+
+Environment fallbacks exist because agents usually run under systemd or in a container,
+where an ``Environment=`` line is easier to manage than a long command line.  Everything
+is validated here, once, so the service never discovers a bad setting mid-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from micromine.logs import LEVELS
+from micromine.mqtt import parse_broker_url
+from micromine.protocol.errors import DecodeError
+from micromine.protocol.fields import check_chain_id
+from micromine.protocol.limits import MAX_BATCH_TXS, PUBLIC_KEY_LEN
+
+__all__ = ["ENV_BROKER", "ENV_CHAIN", "ENV_KEY", "AgentConfig", "ConfigError", "default_key_path"]
+
+ENV_BROKER = "MICROMINE_BROKER"
+ENV_KEY = "MICROMINE_KEY"
+ENV_CHAIN = "MICROMINE_CHAIN"
+
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+DEFAULT_CHAIN = "devnet"
+DEFAULT_CAPACITY = 64
+DEFAULT_HEARTBEAT_S = 2.0
+MIN_HEARTBEAT_S = 0.1
+MAX_HEARTBEAT_S = 300.0
+_CLIENT_ID_HEX = 20  # "mmd" + 20 hex = 23 chars: the longest id every 3.1.1 broker must accept
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the flag/variable and the accepted values."""
+
+
+def default_key_path(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME/micromine/device.key`` (``~/.config`` when unset), per XDG."""
+    base = environ.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+    return Path(base) / "micromine" / "device.key"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    broker_url: str
+    key_path: Path
+    chain_id: str = DEFAULT_CHAIN
+    capacity: int = DEFAULT_CAPACITY
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    log_level: str = "info"
+    log_json: bool | None = None  # None: JSON unless stderr is a terminal
+    # When set, work from any other ledger node is dropped unjudged: without it, anyone who
+    # can publish on the broker can make the device burn CPU on signature checks.
+    known_issuers: frozenset[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            parse_broker_url(self.broker_url)
+        except ValueError as exc:
+            raise ConfigError(f"--broker / {ENV_BROKER}: {exc}") from None
+        if not _is_chain_id(self.chain_id):
+            raise ConfigError(
+                f"--chain / {ENV_CHAIN}: {self.chain_id!r} is not a chain id "
+                "(1..32 characters of a-z, 0-9 and '-', not starting with '-')"
+            )
+        if not 1 <= self.capacity <= MAX_BATCH_TXS:
+            raise ConfigError(f"--capacity must be in 1..{MAX_BATCH_TXS}, got {self.capacity}")
+        if not MIN_HEARTBEAT_S <= self.heartbeat_s <= MAX_HEARTBEAT_S:
+            raise ConfigError(
+                f"--heartbeat must be in {MIN_HEARTBEAT_S}..{MAX_HEARTBEAT_S} s, "
+                f"got {self.heartbeat_s}"
+            )
+        if self.log_level not in LEVELS:
+            raise ConfigError(f"--log-level must be one of {', '.join(LEVELS)}")
+        if self.known_issuers is not None and any(
+            len(k) != PUBLIC_KEY_LEN for k in self.known_issuers
+        ):
+            raise ConfigError("--issuer keys must be 32-byte public keys (64 hex characters)")
+
+    @property
+    def heartbeat_ms(self) -> int:
+        return round(self.heartbeat_s * 1000)
+
+    def client_id(self, device: bytes) -> str:
+        """Stable per device, so a restarted agent takes over its own stale session."""
+        return "mmd" + device.hex()[:_CLIENT_ID_HEX]
+
+    @classmethod
+    def from_args(
+        cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> AgentConfig:
+        """Build from :func:`~micromine.device_agent.cli.add_agent_arguments` flags."""
+        env = os.environ if environ is None else environ
+
+        def pick(name: str, env_name: str | None, default: Any) -> Any:
+            value = getattr(args, name, None)
+            if value is not None:
+                return value
+            if env_name is not None and env.get(env_name):
+                return env[env_name]
+            return default
+
+        issuers = getattr(args, "issuer", None)
+        return cls(
+            broker_url=str(pick("broker", ENV_BROKER, DEFAULT_BROKER)),
+            key_path=Path(pick("key", ENV_KEY, default_key_path(env))).expanduser(),
+            chain_id=str(pick("chain", ENV_CHAIN, DEFAULT_CHAIN)),
+            capacity=int(pick("capacity", None, DEFAULT_CAPACITY)),
+            heartbeat_s=float(pick("heartbeat", None, DEFAULT_HEARTBEAT_S)),
+            log_level=str(pick("log_level", None, "info")).lower(),
+            log_json=getattr(args, "log_json", None),
+            known_issuers=_parse_issuers(issuers) if issuers else None,
+        )
+
+
+def _is_chain_id(value: str) -> bool:
+    try:
+        check_chain_id(value)
+    except DecodeError:
+        return False
+    return True
+
+
+def _parse_issuers(values: list[str]) -> frozenset[bytes]:
+    keys = set()
+    for value in values:
+        try:
+            key = bytes.fromhex(value.strip())
+        except ValueError:
+            raise ConfigError(f"--issuer {value!r} is not hex") from None
+        if len(key) != PUBLIC_KEY_LEN:
+            raise ConfigError(f"--issuer {value!r} is not a 32-byte public key (64 hex chars)")
+        keys.add(key)
+    return frozenset(keys)

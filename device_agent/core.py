@@ -1,0 +1,235 @@
+"""The agent's whole behaviour as a pure state machine: bytes and times in, outputs out.
+
+No sockets, files, threads or clocks here, so every rule (dedupe, issuer checks, heartbeat
+cadence, what a verdict contains) is tested in microseconds without a broker, and a
+firmware author can port it line by line.  :mod:`.service` is the only code that does I/O.
+
+Order of checks on a work batch, cheapest and least exploitable first:
+decode -> chain -> known issuer -> already judged -> issuer signature -> judge each tx.
+Only batches whose signature verified enter the "already judged" set, so a forged copy of
+a batch (same id, bad signature) sent first cannot suppress the genuine one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from micromine.protocol import codec, topics
+from micromine.protocol.crypto import KeyPair
+from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
+from micromine.protocol.errors import DecodeError
+from micromine.protocol.kinds import Reason
+from micromine.protocol.messages import Judgement, Verdict, WorkBatch
+from micromine.protocol.topics import Channel
+from micromine.protocol.validation import check_transaction
+
+__all__ = [
+    "AGENT_VERSION",
+    "AgentCore",
+    "AgentStats",
+    "Discarded",
+    "Drop",
+    "Judged",
+    "Output",
+    "Publish",
+]
+
+AGENT_VERSION = "micromine-agent/0.1.0"
+MAX_BUSY = 1024  # Heartbeat.busy's protocol bound
+DEFAULT_RECENT_BATCHES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Send ``payload`` on ``topic``; flags always come from :class:`topics.Channel`."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Drop(enum.Enum):
+    """Why a work message was not answered."""
+
+    MALFORMED = "malformed"
+    WRONG_CHAIN = "wrong_chain"
+    UNKNOWN_ISSUER = "unknown_issuer"
+    DUPLICATE = "duplicate"
+    BAD_SIGNATURE = "bad_signature"
+
+
+@dataclass(frozen=True, slots=True)
+class Discarded:
+    """A work message dropped unanswered; for the adapter to log, never to send."""
+
+    why: Drop
+    detail: str
+    batch_id: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A batch answered (the verdict itself is the accompanying :class:`Publish`)."""
+
+    batch_id: bytes
+    issuer: bytes
+    txs: int
+    valid: int
+    late: bool  # its deadline had already passed by our clock
+
+
+Output = Publish | Discarded | Judged
+
+
+@dataclass(slots=True)
+class AgentStats:
+    batches: int = 0  # judged and answered
+    txs_judged: int = 0
+    valid: int = 0
+    invalid: int = 0
+    malformed: int = 0
+    malformed_by_code: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    bad_signature_batches: int = 0
+    wrong_chain: int = 0
+    unknown_issuer: int = 0
+    late_batches: int = 0
+    heartbeats: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat, JSON-friendly form for the periodic counters log line."""
+        out: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name != "malformed_by_code"
+        }
+        if self.malformed_by_code:
+            out["malformed_by_code"] = dict(self.malformed_by_code)
+        return out
+
+
+class AgentCore:
+    """One device on one chain.  Not thread-safe: the adapter calls it from one thread."""
+
+    def __init__(
+        self,
+        key: KeyPair,
+        chain_id: str,
+        *,
+        capacity: int = 64,
+        heartbeat_ms: int = 2000,
+        known_issuers: frozenset[bytes] | None = None,
+        recent_batches: int = DEFAULT_RECENT_BATCHES,
+        agent_version: str = AGENT_VERSION,
+    ) -> None:
+        if heartbeat_ms <= 0 or recent_batches <= 0:
+            raise ValueError("heartbeat_ms and recent_batches must be positive")
+        self._key = key
+        self.device = key.public  # derived once: KeyPair.public recomputes it on every call
+        self.chain_id = chain_id
+        self.capacity = capacity
+        self.heartbeat_ms = heartbeat_ms
+        self.known_issuers = known_issuers
+        self.agent_version = agent_version
+        self.stats = AgentStats()
+        self._recent: OrderedDict[bytes, None] = OrderedDict()
+        self._recent_max = recent_batches
+        self._heartbeat_seq = 0
+        self._next_heartbeat_ms = 0  # first tick sends one at once
+        self.work_topic = topics.work(chain_id, self.device)
+        self._verdict_topic = topics.verdicts(chain_id, self.device)
+
+    # --- presence ---------------------------------------------------------------------------
+
+    def hello(self, now_ms: int) -> Publish:
+        hello = DeviceHello(self.chain_id, self.device, self.agent_version, self.capacity, now_ms)
+        return self._device_publish(Channel.HELLO, codec.encode(codec.sign(hello, self._key)))
+
+    def status(self, online: bool, now_ms: int) -> Publish:
+        """Signed retained status; ``status(False, t)`` is also the connection's Last Will."""
+        status = DeviceStatus(self.chain_id, self.device, online, now_ms)
+        return self._device_publish(
+            Channel.DEVICE_STATUS, codec.encode(codec.sign(status, self._key))
+        )
+
+    def on_connected(self, now_ms: int, busy: int = 0) -> list[Output]:
+        """A (re)connect: announce ourselves and prove liveness at once, not an interval later."""
+        self._next_heartbeat_ms = now_ms
+        return [self.hello(now_ms), self.status(True, now_ms), *self.on_tick(now_ms, busy)]
+
+    def on_tick(self, now_ms: int, busy: int = 0) -> list[Output]:
+        """A heartbeat when one is due.  ``busy``: batches waiting to be judged."""
+        if self._next_heartbeat_ms - now_ms > self.heartbeat_ms:
+            self._next_heartbeat_ms = now_ms  # the wall clock stepped back: don't go silent
+        if now_ms < self._next_heartbeat_ms:
+            return []
+        self._next_heartbeat_ms += self.heartbeat_ms
+        if self._next_heartbeat_ms <= now_ms:  # we fell behind: skip, don't burst
+            self._next_heartbeat_ms = now_ms + self.heartbeat_ms
+        self._heartbeat_seq += 1
+        self.stats.heartbeats += 1
+        beat = Heartbeat(
+            self.chain_id, self.device, self._heartbeat_seq, now_ms, min(max(busy, 0), MAX_BUSY)
+        )
+        return [self._device_publish(Channel.HEARTBEAT, codec.encode(codec.sign(beat, self._key)))]
+
+    def ms_until_tick(self, now_ms: int) -> int:
+        """How long the adapter may block before calling :meth:`on_tick` again."""
+        return max(0, min(self._next_heartbeat_ms - now_ms, self.heartbeat_ms))
+
+    # --- work -------------------------------------------------------------------------------
+
+    def on_work(self, payload: bytes, now_ms: int) -> list[Output]:
+        """Judge one WorkBatch: exactly one signed Verdict, or one Discarded saying why not."""
+        try:
+            batch = codec.decode(payload, WorkBatch)
+        except DecodeError as exc:
+            self.stats.malformed += 1
+            self.stats.malformed_by_code[exc.code.name.lower()] += 1
+            return [Discarded(Drop.MALFORMED, str(exc))]
+        if batch.chain_id != self.chain_id:
+            self.stats.wrong_chain += 1
+            return [Discarded(Drop.WRONG_CHAIN, f"batch for chain {batch.chain_id!r}")]
+        if self.known_issuers is not None and batch.issuer not in self.known_issuers:
+            self.stats.unknown_issuer += 1
+            return [Discarded(Drop.UNKNOWN_ISSUER, f"issuer {batch.issuer.hex()[:16]}")]
+        batch_id = batch.id
+        if batch_id in self._recent:
+            self.stats.duplicates += 1
+            self._recent.move_to_end(batch_id)
+            return [Discarded(Drop.DUPLICATE, "already judged", batch_id)]
+        if not codec.is_signature_valid(batch):
+            self.stats.bad_signature_batches += 1
+            return [Discarded(Drop.BAD_SIGNATURE, "issuer signature invalid", batch_id)]
+        self._remember(batch_id)
+        return self._judge(batch, batch_id, now_ms)
+
+    def _judge(self, batch: WorkBatch, batch_id: bytes, now_ms: int) -> list[Output]:
+        judgements = tuple(
+            Judgement(tx.id, int(check_transaction(tx, self.chain_id, now_ms))) for tx in batch.txs
+        )
+        valid = sum(1 for j in judgements if j.reason == Reason.OK)
+        late = batch.deadline_ms < now_ms
+        stats = self.stats
+        stats.batches += 1
+        stats.txs_judged += len(judgements)
+        stats.valid += valid
+        stats.invalid += len(judgements) - valid
+        stats.late_batches += late
+        verdict = codec.sign(Verdict(self.chain_id, batch_id, self.device, judgements), self._key)
+        spec = Channel.VERDICTS
+        return [
+            Publish(self._verdict_topic, codec.encode(verdict), spec.qos, spec.retain),
+            Judged(batch_id, batch.issuer, len(judgements), valid, late),
+        ]
+
+    def _remember(self, batch_id: bytes) -> None:
+        self._recent[batch_id] = None
+        if len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)
+
+    def _device_publish(self, channel: Channel, payload: bytes) -> Publish:
+        topic = topics.device_topic(self.chain_id, self.device, channel)
+        return Publish(topic, payload, channel.qos, channel.retain)

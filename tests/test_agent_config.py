@@ -1,0 +1,119 @@
+"""Agent settings: flag > environment > default, and clear errors for bad values."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from micromine.device_agent import add_agent_arguments
+from micromine.device_agent.config import AgentConfig, ConfigError
+
+
+def parse(*argv: str, env: dict[str, str] | None = None) -> AgentConfig:
+    parser = argparse.ArgumentParser()
+    add_agent_arguments(parser)
+    return AgentConfig.from_args(parser.parse_args(argv), env or {})
+
+
+def test_defaults() -> None:
+    config = parse(env={"XDG_CONFIG_HOME": "/cfg"})
+    assert config.broker_url == "mqtt://127.0.0.1:1883"
+    assert config.key_path == Path("/cfg/micromine/device.key")
+    assert (config.chain_id, config.capacity, config.heartbeat_ms) == ("devnet", 64, 2000)
+    assert (config.log_level, config.log_json, config.known_issuers) == ("info", None, None)
+
+
+def test_flag_beats_environment_beats_default() -> None:
+    env = {
+        "MICROMINE_BROKER": "mqtt://env-host:1",
+        "MICROMINE_KEY": "/env/key",
+        "MICROMINE_CHAIN": "envchain",
+    }
+    from_env = parse(env=env)
+    assert (from_env.broker_url, from_env.key_path, from_env.chain_id) == (
+        "mqtt://env-host:1",
+        Path("/env/key"),
+        "envchain",
+    )
+    from_flags = parse(
+        *("--broker", "ws://flag-host/mqtt", "--key", "/flag/key", "--chain", "flagchain"),
+        env=env,
+    )
+    assert (from_flags.broker_url, from_flags.key_path, from_flags.chain_id) == (
+        "ws://flag-host/mqtt",
+        Path("/flag/key"),
+        "flagchain",
+    )
+
+
+def test_other_flags() -> None:
+    issuer = "ab" * 32
+    config = parse(
+        *("--capacity", "8", "--heartbeat", "0.5", "--log-level", "DEBUG", "--log-json"),
+        *("--issuer", issuer),
+    )
+    assert (config.capacity, config.heartbeat_ms, config.log_level) == (8, 500, "debug")
+    assert config.log_json is True
+    assert config.known_issuers == frozenset({bytes.fromhex(issuer)})
+    assert parse("--no-log-json").log_json is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--broker", "mqtts://h"], "TLS"),
+        (["--broker", "h:1883"], "no scheme"),
+        (["--chain", "Bad_Chain"], "chain id"),
+        (["--chain=-x"], "chain id"),
+        (["--capacity", "0"], "capacity"),
+        (["--capacity", "257"], "capacity"),
+        (["--heartbeat", "0"], "heartbeat"),
+        (["--issuer", "xyz"], "issuer"),
+        (["--issuer", "abcd"], "issuer"),
+    ],
+)
+def test_bad_values_are_rejected_with_a_clear_message(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(*argv)
+
+
+def test_client_id_is_short_stable_and_alphanumeric() -> None:
+    config = parse()
+    client_id = config.client_id(bytes(range(32)))
+    assert client_id == config.client_id(bytes(range(32)))
+    assert len(client_id) <= 23
+    assert client_id.isalnum()
+
+
+def test_agent_imports_no_broker_code() -> None:
+    """The agent runs on a Raspberry Pi without the ``broker`` extra installed."""
+    code = (
+        "import sys, micromine.device_agent.service, micromine.device_agent.cli, "
+        "micromine.mqtt, micromine.logs; "
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('amqtt', 'websockets')); "
+        "print(heavy, file=sys.stderr); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_bad_configuration_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "micromine.device_agent", "--broker", "mqtts://h"),
+            *("--key", str(tmp_path / "k")),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("micromine agent: error:")
+    assert "TLS" in result.stderr
+    assert not (tmp_path / "k").exists()

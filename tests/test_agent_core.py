@@ -1,0 +1,241 @@
+"""AgentCore: pure, clock-free, so every rule is checked in microseconds."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import pytest
+
+from micromine.device_agent.core import AgentCore, Discarded, Drop, Judged, Publish
+from micromine.protocol import codec, topics
+from micromine.protocol.crypto import KeyPair
+from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
+from micromine.protocol.kinds import Reason
+from micromine.protocol.limits import MAX_AMOUNT, MAX_FEE
+from micromine.protocol.messages import Transaction, Verdict, WorkBatch
+from micromine.protocol.topics import Channel
+
+CHAIN = "testchain"
+NOW = 1_700_000_000_000
+DEVICE_KEY = KeyPair(bytes(range(32)))
+ISSUER_KEY = KeyPair(bytes(range(1, 33)))
+ALICE = KeyPair(bytes([7]) * 32)
+BOB = KeyPair(bytes([8]) * 32)
+
+
+def make_tx(**overrides: object) -> Transaction:
+    """A valid signed transfer from Alice to Bob; ``overrides`` break one rule (re-signed)."""
+    signer = overrides.pop("signer", ALICE)
+    assert isinstance(signer, KeyPair)
+    fields: dict[str, object] = {
+        "chain_id": CHAIN,
+        "sender": ALICE.public,
+        "recipient": BOB.public,
+        "amount": 10,
+        "fee": 1,
+        "nonce": 0,
+        "expiry_ms": NOW + 60_000,
+        "memo": "",
+    }
+    fields.update(overrides)
+    tx = Transaction(**fields)  # type: ignore[arg-type]
+    if tx.sender == signer.public:
+        return codec.sign(tx, signer)
+    # Signed by someone other than the sender: a forged transfer.
+    return dataclasses.replace(tx, signature=signer.sign(tx.KIND, tx.chain_id, tx.id))
+
+
+def make_batch(txs: list[Transaction], seq: int = 1, chain: str = CHAIN) -> WorkBatch:
+    batch = WorkBatch(chain, ISSUER_KEY.public, seq, NOW + 5_000, tuple(txs))
+    return codec.sign(batch, ISSUER_KEY)
+
+
+def new_core(**kwargs: object) -> AgentCore:
+    return AgentCore(DEVICE_KEY, CHAIN, heartbeat_ms=2000, **kwargs)  # type: ignore[arg-type]
+
+
+def only_verdict(outputs: Sequence[object]) -> Verdict:
+    publishes = [o for o in outputs if isinstance(o, Publish)]
+    assert len(publishes) == 1
+    pub = publishes[0]
+    assert pub.topic == topics.verdicts(CHAIN, DEVICE_KEY.public)
+    assert (pub.qos, pub.retain) == (Channel.VERDICTS.qos, Channel.VERDICTS.retain)
+    verdict = codec.decode(pub.payload, Verdict)
+    assert codec.is_signature_valid(verdict)
+    return verdict
+
+
+def test_mixed_batch_gets_one_verdict_with_each_reason_in_batch_order() -> None:
+    cases = [
+        (make_tx(), Reason.OK),
+        (make_tx(chain_id="otherchain"), Reason.WRONG_CHAIN),
+        (make_tx(amount=0), Reason.BAD_AMOUNT),
+        (make_tx(amount=MAX_AMOUNT + 1), Reason.BAD_AMOUNT),
+        (make_tx(fee=MAX_FEE + 1), Reason.BAD_FEE),
+        (make_tx(recipient=ALICE.public), Reason.SELF_TRANSFER),
+        (make_tx(expiry_ms=NOW - 1), Reason.EXPIRED),
+        (make_tx(signer=BOB), Reason.BAD_SIGNATURE),
+        (make_tx(nonce=5, memo="second valid"), Reason.OK),
+    ]
+    batch = make_batch([tx for tx, _ in cases])
+    core = new_core()
+    outputs = core.on_work(codec.encode(batch), NOW)
+
+    verdict = only_verdict(outputs)
+    assert verdict.chain_id == CHAIN
+    assert verdict.batch_id == batch.id
+    assert verdict.device == DEVICE_KEY.public
+    assert [(j.tx_id, j.reason) for j in verdict.judgements] == [
+        (tx.id, int(reason)) for tx, reason in cases
+    ]
+    judged = [o for o in outputs if isinstance(o, Judged)]
+    assert judged == [Judged(batch.id, ISSUER_KEY.public, len(cases), 2, late=False)]
+    assert (core.stats.batches, core.stats.txs_judged) == (1, len(cases))
+    assert (core.stats.valid, core.stats.invalid) == (2, len(cases) - 2)
+
+
+def test_duplicate_batch_is_ignored() -> None:
+    core = new_core()
+    payload = codec.encode(make_batch([make_tx()]))
+    assert len([o for o in core.on_work(payload, NOW) if isinstance(o, Publish)]) == 1
+    again = core.on_work(payload, NOW + 10)
+    assert [o.why for o in again if isinstance(o, Discarded)] == [Drop.DUPLICATE]
+    assert not any(isinstance(o, Publish) for o in again)
+    assert (core.stats.batches, core.stats.duplicates) == (1, 1)
+
+
+def test_dedupe_memory_is_bounded_and_forgets_oldest() -> None:
+    core = new_core(recent_batches=2)
+    payloads = [codec.encode(make_batch([make_tx()], seq=s)) for s in (1, 2, 3)]
+    for payload in payloads:
+        core.on_work(payload, NOW)
+    assert core.stats.batches == 3
+    core.on_work(payloads[0], NOW)  # forgotten: judged again
+    assert core.stats.batches == 4
+    core.on_work(payloads[2], NOW)  # remembered
+    assert core.stats.duplicates == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"", "not_cbor"),
+        (b"\xff\x00garbage", "not_cbor"),
+        (codec.encode(codec.sign(make_tx(), ALICE)), "wrong_kind"),
+        (codec.encode(make_batch([make_tx()])) + b"\x00", "trailing_bytes"),
+    ],
+)
+def test_malformed_bytes_are_counted_not_raised(payload: bytes, code: str) -> None:
+    core = new_core()
+    outputs = core.on_work(payload, NOW)
+    assert len(outputs) == 1
+    assert isinstance(outputs[0], Discarded)
+    assert outputs[0].why is Drop.MALFORMED
+    assert core.stats.malformed == 1
+    assert core.stats.malformed_by_code == {code: 1}
+
+
+def test_bad_batch_signature_is_dropped_and_does_not_poison_dedupe() -> None:
+    core = new_core()
+    genuine = make_batch([make_tx()])
+    forged = dataclasses.replace(genuine, signature=bytes(64))
+    outputs = core.on_work(codec.encode(forged), NOW)
+    assert [o.why for o in outputs if isinstance(o, Discarded)] == [Drop.BAD_SIGNATURE]
+    assert core.stats.bad_signature_batches == 1
+    # Same id as the forgery: must still be judged.
+    assert only_verdict(core.on_work(codec.encode(genuine), NOW)).batch_id == genuine.id
+
+
+def test_wrong_chain_batch_is_dropped() -> None:
+    core = new_core()
+    batch = make_batch([make_tx(chain_id="otherchain")], chain="otherchain")
+    outputs = core.on_work(codec.encode(batch), NOW)
+    assert [o.why for o in outputs if isinstance(o, Discarded)] == [Drop.WRONG_CHAIN]
+    assert core.stats.wrong_chain == 1
+    assert core.stats.batches == 0
+
+
+def test_unknown_issuer_dropped_when_issuers_are_pinned() -> None:
+    core = new_core(known_issuers=frozenset({BOB.public}))
+    outputs = core.on_work(codec.encode(make_batch([make_tx()])), NOW)
+    assert [o.why for o in outputs if isinstance(o, Discarded)] == [Drop.UNKNOWN_ISSUER]
+    assert core.stats.unknown_issuer == 1
+    trusting = new_core(known_issuers=frozenset({ISSUER_KEY.public}))
+    only_verdict(trusting.on_work(codec.encode(make_batch([make_tx()])), NOW))
+
+
+def test_late_batch_is_still_answered_but_flagged() -> None:
+    core = new_core()
+    batch = make_batch([make_tx(expiry_ms=NOW + 100_000)])
+    outputs = core.on_work(codec.encode(batch), batch.deadline_ms + 1)
+    only_verdict(outputs)
+    assert [o.late for o in outputs if isinstance(o, Judged)] == [True]
+    assert core.stats.late_batches == 1
+
+
+def heartbeats(outputs: Sequence[object]) -> list[Heartbeat]:
+    topic = topics.device_topic(CHAIN, DEVICE_KEY.public, Channel.HEARTBEAT)
+    beats = []
+    for out in outputs:
+        assert isinstance(out, Publish)
+        assert out.topic == topic
+        assert (out.qos, out.retain) == (0, False)
+        beat = codec.decode(out.payload, Heartbeat)
+        assert codec.is_signature_valid(beat)
+        beats.append(beat)
+    return beats
+
+
+def test_heartbeat_cadence_seq_and_busy() -> None:
+    core = new_core()
+    first = heartbeats(core.on_tick(NOW, busy=3))
+    assert [(b.seq, b.busy, b.timestamp_ms) for b in first] == [(1, 3, NOW)]
+    assert core.ms_until_tick(NOW) == 2000
+    assert core.on_tick(NOW + 1999) == []
+    assert core.ms_until_tick(NOW + 1500) == 500
+    assert [b.seq for b in heartbeats(core.on_tick(NOW + 2000))] == [2]
+    # Late by 10 s: exactly one beat, then the cadence restarts from now (no burst).
+    assert [b.seq for b in heartbeats(core.on_tick(NOW + 12_000))] == [3]
+    assert core.on_tick(NOW + 13_999) == []
+    assert [b.seq for b in heartbeats(core.on_tick(NOW + 14_000, busy=5000))] == [4]
+    assert core.stats.heartbeats == 4
+    assert core.on_tick(NOW + 14_001) == []
+
+
+def test_heartbeat_survives_wall_clock_stepping_back() -> None:
+    core = new_core()
+    core.on_tick(NOW)
+    assert len(heartbeats(core.on_tick(NOW - 3_600_000))) == 1
+
+
+def test_on_connected_announces_hello_online_status_and_a_heartbeat() -> None:
+    core = new_core(capacity=32)
+    core.on_tick(NOW)  # the next beat is not due yet, but a connect sends one anyway
+    hello, status, beat = core.on_connected(NOW + 100)
+    assert isinstance(hello, Publish)
+    assert isinstance(status, Publish)
+    assert hello.topic == topics.device_topic(CHAIN, DEVICE_KEY.public, Channel.HELLO)
+    decoded_hello = codec.decode(hello.payload, DeviceHello)
+    assert codec.is_signature_valid(decoded_hello)
+    assert (decoded_hello.capacity, decoded_hello.timestamp_ms) == (32, NOW + 100)
+    assert status.topic == topics.device_topic(CHAIN, DEVICE_KEY.public, Channel.DEVICE_STATUS)
+    assert (status.qos, status.retain) == (1, True)
+    assert codec.decode(status.payload, DeviceStatus).online is True
+    assert [b.seq for b in heartbeats([beat])] == [2]
+
+
+def test_offline_status_is_signed_and_retained() -> None:
+    pub = new_core().status(False, NOW)
+    status = codec.decode(pub.payload, DeviceStatus)
+    assert (status.online, status.device, status.timestamp_ms) == (False, DEVICE_KEY.public, NOW)
+    assert codec.is_signature_valid(status)
+    assert (pub.qos, pub.retain) == (1, True)
+
+
+def test_stats_as_dict_is_flat() -> None:
+    core = new_core()
+    core.on_work(b"", NOW)
+    flat = core.stats.as_dict()
+    assert flat["malformed"] == 1
+    assert flat["malformed_by_code"] == {"not_cbor": 1}
