@@ -17,7 +17,7 @@ still-undecided transactions go, as a new batch, to one device not yet asked.
 """
 
 import random
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -33,6 +33,7 @@ from micromine.ledger_node.actions import (
 )
 from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.devices import DeviceRegistry
+from micromine.ledger_node.dispatch import Dispatcher
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import Mempool, PendingTx
 from micromine.ledger_node.render import block_to_json
@@ -45,23 +46,13 @@ from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Reason, ReceiptStatus
 from micromine.protocol.limits import MAX_RECEIPT_ITEMS
-from micromine.protocol.messages import Receipt, Receipts, Submission, Verdict, WorkBatch
+from micromine.protocol.messages import Receipt, Receipts, Submission, Verdict
 from micromine.protocol.topics import Channel
 from micromine.protocol.validation import decode_transaction
 
 DeviceMessage = TypeVar("DeviceMessage", DeviceHello, Heartbeat, DeviceStatus)
 
-BATCH_LINGER_MS = 50  # wait this long for a fuller batch before dispatching a small one
 RECENT_COMMITTED = 100_000  # committed tx ids remembered, for idempotent resubmission
-
-
-@dataclass(slots=True)
-class BatchRecord:
-    batch: WorkBatch
-    tx_ids: tuple[bytes, ...]
-    waiting: dict[bytes, int] = field(default_factory=dict)  # device -> deadline_ms
-    entitled: set[bytes] = field(default_factory=set)  # devices ever given this batch
-    answered: set[bytes] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -70,8 +61,6 @@ class CoreStats:
     committed: int = 0
     rejected: int = 0
     blocks: int = 0
-    batches_sent: int = 0
-    redispatched: int = 0
     verdicts: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
 
@@ -100,12 +89,11 @@ class LedgerCore:
         self.devices = DeviceRegistry(self.params.device_timeout_ms)
         self.votes: OrderedDict[bytes, TxVotes] = OrderedDict()  # undecided, admission order
         self.accepted: dict[bytes, TxVotes] = {}  # decided valid, waiting for a block
-        self.fresh: deque[bytes] = deque()  # pending, never dispatched
-        self.retry: deque[bytes] = deque()  # undecided, needing one more device
-        self.batches: dict[bytes, BatchRecord] = {}
+        self.dispatcher = Dispatcher(
+            chain_id=self.chain_id, key=key, params=self.params, devices=self.devices, rng=rng
+        )
         self.recent_committed: OrderedDict[bytes, int] = OrderedDict()
         self.stats = CoreStats()
-        self._batch_seq = 0
         self._last_block_ms = tip.timestamp_ms
         self._receipts: dict[bytes, list[Receipt]] = {}
         self._forgotten: list[bytes] = []  # rejected after admission, not yet persisted
@@ -134,10 +122,9 @@ class LedgerCore:
 
     def on_tick(self, now_ms: int) -> list[Action]:
         actions: list[Action] = []
-        self._expire_deadlines(now_ms)
+        self.dispatcher.expire_deadlines(self.votes, now_ms)
         self._expire_transactions(now_ms, actions)
-        self._dispatch_retries(now_ms, actions)
-        self._dispatch_fresh(now_ms, actions)
+        self.dispatcher.dispatch(self.votes, now_ms, actions)
         if self.accepted and now_ms - self._last_block_ms >= self.params.block_interval_ms:
             self._build_block(now_ms, actions)
         self._flush_receipts(actions, now_ms)
@@ -193,7 +180,7 @@ class LedgerCore:
     def _admit(self, entry: PendingTx) -> None:
         self.mempool.add(entry)
         self.votes[entry.tx_id] = TxVotes(entry.tx, entry.reply_to, entry.admitted_ms)
-        self.fresh.append(entry.tx_id)
+        self.dispatcher.fresh.append(entry.tx_id)
 
     # ---- devices ------------------------------------------------------------------
 
@@ -253,7 +240,7 @@ class LedgerCore:
         except DecodeError as exc:
             self._drop(out, "verdict", f"decode_{exc.code.name.lower()}", exc.detail)
             return
-        record = self.batches.get(verdict.batch_id)
+        record = self.dispatcher.batches.get(verdict.batch_id)
         # [IGNORE] Unknown batch: already decided, or from before a restart.
         if record is None:
             return
@@ -277,11 +264,7 @@ class LedgerCore:
             self._drop(out, "verdict", "bad_signature", verdict.device.hex()[:16])
             return
         self.stats.verdicts += 1
-        record.answered.add(verdict.device)
-        was_waiting = record.waiting.pop(verdict.device, None) is not None
-        device = self.devices.records.get(verdict.device)
-        if was_waiting and device is not None:
-            device.outstanding = max(0, device.outstanding - 1)
+        was_waiting = self.dispatcher.take_answer(record, verdict.device)
         for judgement in verdict.judgements:
             votes = self.votes.get(judgement.tx_id)
             if votes is None:
@@ -290,8 +273,8 @@ class LedgerCore:
                 votes.outstanding -= 1
             record_vote(votes, verdict, judgement.reason)
             if not self._decide(judgement.tx_id, votes) and votes.outstanding <= 0:
-                self.retry.append(judgement.tx_id)  # everyone answered, no quorum yet
-        self._forget_batch_if_done(verdict.batch_id)
+                self.dispatcher.retry.append(judgement.tx_id)  # all answered, no quorum
+        self.dispatcher.forget_if_done(verdict.batch_id, self.votes)
 
     def _decide(self, tx_id: bytes, votes: TxVotes) -> bool:
         outcome = compute_outcome(votes, self.params.q)
@@ -324,29 +307,7 @@ class LedgerCore:
         for later in self.mempool.later_from_sender(entry.tx.sender, entry.tx.nonce):
             self._reject_pending(later, Reason.NONCE_GAP)
 
-    def _forget_batch_if_done(self, batch_id: bytes) -> None:
-        record = self.batches[batch_id]
-        if not record.waiting or all(tx_id not in self.votes for tx_id in record.tx_ids):
-            for device_key in record.waiting:
-                if (device := self.devices.records.get(device_key)) is not None:
-                    device.outstanding = max(0, device.outstanding - 1)
-            del self.batches[batch_id]
-
     # ---- time ---------------------------------------------------------------------
-
-    def _expire_deadlines(self, now_ms: int) -> None:
-        for batch_id, record in list(self.batches.items()):
-            late = [device for device, deadline in record.waiting.items() if deadline < now_ms]
-            for device_key in late:
-                del record.waiting[device_key]
-                self.devices.on_missed_deadline(device_key, now_ms)
-                for tx_id in record.tx_ids:
-                    votes = self.votes.get(tx_id)
-                    if votes is not None:
-                        votes.outstanding -= 1
-                        self.retry.append(tx_id)  # its batch goes to another device
-            if late:
-                self._forget_batch_if_done(batch_id)
 
     def _expire_transactions(self, now_ms: int, actions: list[Action]) -> None:
         while self.votes:
@@ -355,75 +316,6 @@ class LedgerCore:
                 break
             self._reject_pending(tx_id, Reason.NO_QUORUM)
         self._flush_forgotten(actions)
-
-    # ---- dispatch -----------------------------------------------------------------
-
-    def _dispatch_fresh(self, now_ms: int, actions: list[Action]) -> None:
-        while self.fresh:
-            oldest = self.votes.get(self.fresh[0])
-            if oldest is None:  # decided or rejected before dispatch
-                self.fresh.popleft()
-                continue
-            lingering = now_ms - oldest.admitted_ms < BATCH_LINGER_MS
-            if lingering and len(self.fresh) < self.params.batch_size:
-                return
-            available = self.devices.available(now_ms)
-            wanted = min(self.params.k, len(available))
-            if wanted < self.params.q:
-                return  # not enough devices to ever reach quorum; keep waiting
-            chosen = self.rng.sample(available, wanted)
-            size = min(self.params.batch_size, *(device.capacity for device in chosen))
-            tx_ids = self._take(self.fresh, size)
-            if tx_ids:
-                self._send_batch(tx_ids, [device.key for device in chosen], now_ms, actions)
-
-    def _dispatch_retries(self, now_ms: int, actions: list[Action]) -> None:
-        queued = [tx_id for tx_id in dict.fromkeys(self.retry) if tx_id in self.votes]
-        self.retry.clear()
-        while queued:
-            group = queued[: self.params.batch_size]
-            asked = set().union(*(self.votes[tx_id].asked for tx_id in group))
-            candidates = [d for d in self.devices.available(now_ms) if d.key not in asked]
-            if not candidates:
-                self.retry.extend(queued)  # try again on a later tick
-                return
-            device = self.rng.choice(candidates)
-            group = group[: device.capacity]
-            del queued[: len(group)]
-            self._send_batch(group, [device.key], now_ms, actions)
-            self.stats.redispatched += 1
-
-    def _take(self, queue: deque[bytes], size: int) -> list[bytes]:
-        taken: list[bytes] = []
-        while queue and len(taken) < size:
-            tx_id = queue.popleft()
-            if tx_id in self.votes:
-                taken.append(tx_id)
-        return taken
-
-    def _send_batch(
-        self, tx_ids: list[bytes], devices: list[bytes], now_ms: int, actions: list[Action]
-    ) -> None:
-        self._batch_seq += 1
-        deadline = now_ms + self.params.batch_timeout_ms
-        txs = tuple(self.votes[tx_id].tx for tx_id in tx_ids)
-        batch = sign(
-            WorkBatch(self.chain_id, self.key.public, self._batch_seq, deadline, txs), self.key
-        )
-        record = BatchRecord(batch, tuple(tx_ids))
-        self.batches[batch.id] = record
-        payload = encode(batch)
-        for device_key in devices:
-            record.waiting[device_key] = deadline
-            record.entitled.add(device_key)
-            self.devices.records[device_key].outstanding += 1
-            for tx_id in tx_ids:
-                votes = self.votes[tx_id]
-                votes.asked.add(device_key)
-                votes.outstanding += 1
-            topic = topics.work(self.chain_id, device_key)
-            actions.append(Publish(topic, payload, Channel.WORK.qos, Channel.WORK.retain))
-        self.stats.batches_sent += 1
 
     # ---- blocks -------------------------------------------------------------------
 

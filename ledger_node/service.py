@@ -159,8 +159,8 @@ class LedgerService:
             "devices_live": core.devices.count_live(now) if online else 0,
             "committed": core.stats.committed,
             "rejected": core.stats.rejected,
-            "batches_sent": core.stats.batches_sent,
-            "redispatched": core.stats.redispatched,
+            "batches_sent": core.dispatcher.batches_sent,
+            "redispatched": core.dispatcher.redispatched,
             "dropped": dict(core.stats.dropped),
         }
         return json.dumps(status, separators=(",", ":")).encode()

@@ -210,7 +210,7 @@ def test_silent_device_batch_goes_to_another_device() -> None:
     assert len(first) == 2
     h.silent.add(bytes.fromhex(first[0]))
     h.run(60)
-    assert h.core.stats.redispatched >= 1
+    assert h.core.dispatcher.redispatched >= 1
     assert {x.id for b in h.blocks() for x in b.txs} == {t.id}
 
 

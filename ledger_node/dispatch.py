@@ -1,0 +1,173 @@
+"""Handing transactions to devices, and taking them back when a device goes quiet.
+
+Batch lifecycle, per (batch, device) assignment:
+
+    sent --verdict--> answered
+    sent --deadline passes--> missed: the batch's undecided transactions are queued
+                              for one more device that has not judged them yet
+
+A fresh batch goes to k distinct available devices at once (at least q, or it waits).
+A retry batch goes to one device not yet asked about any of its transactions.  Late
+verdicts from a device that missed its deadline still count while the batch is known.
+Device choice uses the rng given by the core, so a seeded simulation replays exactly.
+"""
+
+import random
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from micromine.ledger_node.actions import Action, Publish
+from micromine.ledger_node.devices import DeviceRegistry
+from micromine.ledger_node.genesis import ChainParams
+from micromine.ledger_node.tally import TxVotes
+from micromine.protocol import topics
+from micromine.protocol.codec import encode, sign
+from micromine.protocol.crypto import KeyPair
+from micromine.protocol.messages import WorkBatch
+from micromine.protocol.topics import Channel
+
+BATCH_LINGER_MS = 50  # wait this long for a fuller batch before dispatching a small one
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    batch: WorkBatch
+    tx_ids: tuple[bytes, ...]
+    waiting: dict[bytes, int] = field(default_factory=dict)  # device -> deadline_ms
+    entitled: set[bytes] = field(default_factory=set)  # devices ever given this batch
+    answered: set[bytes] = field(default_factory=set)
+
+
+class Dispatcher:
+    """Owns the batches in flight.  Reads (and updates the assignment counters of) the
+    core's undecided ``votes``; never decides a transaction."""
+
+    def __init__(
+        self,
+        *,
+        chain_id: str,
+        key: KeyPair,
+        params: ChainParams,
+        devices: DeviceRegistry,
+        rng: random.Random,
+    ) -> None:
+        self.chain_id = chain_id
+        self.key = key
+        self.params = params
+        self.devices = devices
+        self.rng = rng
+        self.batches: dict[bytes, BatchRecord] = {}
+        self.fresh: deque[bytes] = deque()  # pending, never dispatched
+        self.retry: deque[bytes] = deque()  # undecided, needing one more device
+        self.batches_sent = 0
+        self.redispatched = 0
+        self._seq = 0
+
+    def take_answer(self, record: BatchRecord, device_key: bytes) -> bool:
+        """Mark ``device_key`` as having answered; True if it was still within deadline."""
+        record.answered.add(device_key)
+        was_waiting = record.waiting.pop(device_key, None) is not None
+        device = self.devices.records.get(device_key)
+        if was_waiting and device is not None:
+            device.outstanding = max(0, device.outstanding - 1)
+        return was_waiting
+
+    def forget_if_done(self, batch_id: bytes, votes: Mapping[bytes, TxVotes]) -> None:
+        record = self.batches[batch_id]
+        if not record.waiting or all(tx_id not in votes for tx_id in record.tx_ids):
+            for device_key in record.waiting:
+                if (device := self.devices.records.get(device_key)) is not None:
+                    device.outstanding = max(0, device.outstanding - 1)
+            del self.batches[batch_id]
+
+    def expire_deadlines(self, votes: Mapping[bytes, TxVotes], now_ms: int) -> None:
+        for batch_id, record in list(self.batches.items()):
+            late = [device for device, deadline in record.waiting.items() if deadline < now_ms]
+            for device_key in late:
+                del record.waiting[device_key]
+                self.devices.on_missed_deadline(device_key, now_ms)
+                for tx_id in record.tx_ids:
+                    if (tx_votes := votes.get(tx_id)) is not None:
+                        tx_votes.outstanding -= 1
+                        self.retry.append(tx_id)  # its batch goes to another device
+            if late:
+                self.forget_if_done(batch_id, votes)
+
+    def dispatch(self, votes: Mapping[bytes, TxVotes], now_ms: int, actions: list[Action]) -> None:
+        self._dispatch_retries(votes, now_ms, actions)
+        self._dispatch_fresh(votes, now_ms, actions)
+
+    def _dispatch_fresh(
+        self, votes: Mapping[bytes, TxVotes], now_ms: int, actions: list[Action]
+    ) -> None:
+        while self.fresh:
+            oldest = votes.get(self.fresh[0])
+            if oldest is None:  # decided or rejected before dispatch
+                self.fresh.popleft()
+                continue
+            lingering = now_ms - oldest.admitted_ms < BATCH_LINGER_MS
+            if lingering and len(self.fresh) < self.params.batch_size:
+                return
+            available = self.devices.available(now_ms)
+            wanted = min(self.params.k, len(available))
+            if wanted < self.params.q:
+                return  # not enough devices to ever reach quorum; keep waiting
+            chosen = self.rng.sample(available, wanted)
+            size = min(self.params.batch_size, *(device.capacity for device in chosen))
+            tx_ids = self._take(votes, size)
+            if tx_ids:
+                self._send(votes, tx_ids, [device.key for device in chosen], now_ms, actions)
+
+    def _dispatch_retries(
+        self, votes: Mapping[bytes, TxVotes], now_ms: int, actions: list[Action]
+    ) -> None:
+        queued = [tx_id for tx_id in dict.fromkeys(self.retry) if tx_id in votes]
+        self.retry.clear()
+        while queued:
+            group = queued[: self.params.batch_size]
+            asked = set().union(*(votes[tx_id].asked for tx_id in group))
+            candidates = [d for d in self.devices.available(now_ms) if d.key not in asked]
+            if not candidates:
+                self.retry.extend(queued)  # try again on a later tick
+                return
+            device = self.rng.choice(candidates)
+            group = group[: device.capacity]
+            del queued[: len(group)]
+            self._send(votes, group, [device.key], now_ms, actions)
+            self.redispatched += 1
+
+    def _take(self, votes: Mapping[bytes, TxVotes], size: int) -> list[bytes]:
+        taken: list[bytes] = []
+        while self.fresh and len(taken) < size:
+            tx_id = self.fresh.popleft()
+            if tx_id in votes:
+                taken.append(tx_id)
+        return taken
+
+    def _send(
+        self,
+        votes: Mapping[bytes, TxVotes],
+        tx_ids: list[bytes],
+        devices: list[bytes],
+        now_ms: int,
+        actions: list[Action],
+    ) -> None:
+        self._seq += 1
+        deadline = now_ms + self.params.batch_timeout_ms
+        txs = tuple(votes[tx_id].tx for tx_id in tx_ids)
+        batch = sign(WorkBatch(self.chain_id, self.key.public, self._seq, deadline, txs), self.key)
+        record = BatchRecord(batch, tuple(tx_ids))
+        self.batches[batch.id] = record
+        payload = encode(batch)
+        for device_key in devices:
+            record.waiting[device_key] = deadline
+            record.entitled.add(device_key)
+            self.devices.records[device_key].outstanding += 1
+            for tx_id in tx_ids:
+                tx_votes = votes[tx_id]
+                tx_votes.asked.add(device_key)
+                tx_votes.outstanding += 1
+            topic = topics.work(self.chain_id, device_key)
+            actions.append(Publish(topic, payload, Channel.WORK.qos, Channel.WORK.retain))
+        self.batches_sent += 1
