@@ -20,6 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
+    from micromine.logs import configure_logging
+
+    configure_logging("warning")  # to stderr; roles that log more reconfigure it
     try:
         return int(args.run(args))
     except KeyboardInterrupt:

@@ -1,0 +1,78 @@
+"""The ``micromine`` command as a user types it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster import Cluster, Watcher, wait_for
+
+from micromine.ledger_node.genesis import Genesis
+
+
+def micromine(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "micromine", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_keys_and_genesis(tmp_path: Path) -> None:
+    key = tmp_path / "node.key"
+    created = micromine("keys", "new", str(key))
+    assert created.returncode == 0, created.stderr
+    public = created.stdout.strip()
+    assert len(public) == 64 and (key.stat().st_mode & 0o777) == 0o600
+    assert micromine("keys", "show", str(key)).stdout.strip() == public
+    again = micromine("keys", "new", str(key))
+    assert again.returncode == 2 and "not overwriting" in again.stderr
+
+    out = tmp_path / "genesis.json"
+    funded = "ab" * 32
+    made = micromine("genesis", "--out", str(out), "--chain", "mychain", "--ledger-key",
+                     str(key), "--fund", f"{funded}=1000", "--k", "3", "--q", "2")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    genesis = Genesis.load(out)
+    assert genesis.ledger_nodes == (bytes.fromhex(public),)
+    assert genesis.balances == ((bytes.fromhex(funded), 1000),)
+    bad = micromine("genesis", "--out", str(tmp_path / "g2.json"), "--ledger-key", str(key),
+                    "--k", "2", "--q", "3")  # fmt: skip
+    assert bad.returncode == 2 and "q <= k" in bad.stderr
+
+
+@pytest.mark.integration
+def test_tx_send_wait_and_blocks_watch(tmp_path: Path, embedded_broker: Any) -> None:
+    cluster = Cluster(tmp_path, embedded_broker.url, agents=3).start()
+    watcher = Watcher(embedded_broker.url).start()
+    try:
+        wait_for(lambda: watcher.status.get("devices_live", 0) >= 3, 60, "three live devices")
+        key = tmp_path / "wallet.key"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, cluster.senders[0].seed.hex().encode() + b"\n")
+        os.close(fd)
+        common = ("--broker", embedded_broker.url, "--chain", "testchain", "--key", str(key),
+                  "--to", "cd" * 32, "--wait", "--timeout", "60")  # fmt: skip
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "micromine", "blocks", "watch", "--broker",
+             embedded_broker.url, "--chain", "testchain", "--json", "--count", "1"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        sent = micromine("tx", "send", *common, "--amount", "25")
+        assert sent.returncode == 0, sent.stderr
+        assert "committed at height" in sent.stdout
+        tx_id = sent.stdout.split()[1]
+        assert (tmp_path / "wallet.key.nonce").read_text().strip() == "1"
+        block = json.loads(watch.communicate(timeout=60)[0].splitlines()[-1])
+        assert tx_id in block["txs"] and block["signers"] == [cluster.ledger_key.public.hex()]
+
+        overspend = micromine("tx", "send", *common, "--amount", str(10**13))
+        assert overspend.returncode == 1 and "rejected: overspend" in overspend.stdout
+    finally:
+        watcher.stop()
+        cluster.stop()
