@@ -43,7 +43,7 @@ typecheck: $(STAMP)  ## mypy --strict on protocol/, ledger_node/ and device_agen
 
 # The integration tests start a real Mosquitto (Debian's package) on a free port.
 mosquitto:
-	@if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; then exit 0; fi; \
+	@if { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } && command -v mosquitto_sub >/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto mosquitto-clients; \
 	else \
