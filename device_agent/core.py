@@ -22,8 +22,9 @@ from micromine.protocol.crypto import KeyPair
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Reason
+from micromine.protocol.limits import MAX_HEARTBEAT_BUSY
 from micromine.protocol.messages import Judgement, Verdict, WorkBatch
-from micromine.protocol.topics import Channel
+from micromine.protocol.topics import Channel, Publish
 from micromine.protocol.validation import check_transaction
 
 __all__ = [
@@ -38,18 +39,7 @@ __all__ = [
 ]
 
 AGENT_VERSION = "micromine-agent/0.1.0"
-MAX_BUSY = 1024  # Heartbeat.busy's protocol bound
 DEFAULT_RECENT_BATCHES = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """Send ``payload`` on ``topic``; flags always come from :class:`topics.Channel`."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
 
 
 class Drop(enum.Enum):
@@ -171,7 +161,11 @@ class AgentCore:
         self._heartbeat_seq += 1
         self.stats.heartbeats += 1
         beat = Heartbeat(
-            self.chain_id, self.device, self._heartbeat_seq, now_ms, min(max(busy, 0), MAX_BUSY)
+            self.chain_id,
+            self.device,
+            self._heartbeat_seq,
+            now_ms,
+            min(max(busy, 0), MAX_HEARTBEAT_BUSY),
         )
         return [self._device_publish(Channel.HEARTBEAT, codec.encode(codec.sign(beat, self._key)))]
 
@@ -219,9 +213,8 @@ class AgentCore:
         stats.invalid += len(judgements) - valid
         stats.late_batches += late
         verdict = codec.sign(Verdict(self.chain_id, batch_id, self.device, judgements), self._key)
-        spec = Channel.VERDICTS
         return [
-            Publish(self._verdict_topic, codec.encode(verdict), spec.qos, spec.retain),
+            Publish.on(Channel.VERDICTS, self._verdict_topic, codec.encode(verdict)),
             Judged(batch_id, batch.issuer, len(judgements), valid, late),
         ]
 
@@ -232,4 +225,4 @@ class AgentCore:
 
     def _device_publish(self, channel: Channel, payload: bytes) -> Publish:
         topic = topics.device_topic(self.chain_id, self.device, channel)
-        return Publish(topic, payload, channel.qos, channel.retain)
+        return Publish.on(channel, topic, payload)

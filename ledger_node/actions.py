@@ -1,4 +1,5 @@
-"""What the ledger core asks its adapters to do, in order.
+"""What the ledger core asks its adapters to do, in order (``Publish`` is shared with
+the agent and lives in protocol.topics).
 
 The adapter carries out the actions of one event in the order given: persistence
 before any publication that acknowledges it (a PENDING receipt follows StorePending,
@@ -10,14 +11,7 @@ from dataclasses import dataclass
 from micromine.ledger_node.mempool import PendingTx
 from micromine.ledger_node.state import Account
 from micromine.protocol.block import Block
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
+from micromine.protocol.topics import Publish
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,14 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from micromine.ledger_node import blocks as block_builder
-from micromine.ledger_node.actions import (
-    Action,
-    CommitBlock,
-    Dropped,
-    ForgetPending,
-    Publish,
-    StorePending,
-)
+from micromine.ledger_node.actions import Action, CommitBlock, Dropped, ForgetPending, StorePending
 from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.devices import DeviceRegistry
 from micromine.ledger_node.dispatch import Dispatcher
@@ -47,7 +40,7 @@ from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Reason, ReceiptStatus
 from micromine.protocol.limits import MAX_RECEIPT_ITEMS
 from micromine.protocol.messages import Receipt, Receipts, Submission, Verdict
-from micromine.protocol.topics import Channel
+from micromine.protocol.topics import Channel, Publish
 from micromine.protocol.validation import decode_transaction
 
 DeviceMessage = TypeVar("DeviceMessage", DeviceHello, Heartbeat, DeviceStatus)
@@ -355,8 +348,8 @@ class LedgerCore:
         self.stats.blocks += 1
         self.stats.committed += len(block.txs)
         blocks_topic, json_topic = topics.blocks(self.chain_id), topics.blocks_json(self.chain_id)
-        actions.append(Publish(blocks_topic, encode(block), Channel.BLOCKS.qos, True))
-        actions.append(Publish(json_topic, block_to_json(block), Channel.BLOCKS_JSON.qos, True))
+        actions.append(Publish.on(Channel.BLOCKS, blocks_topic, encode(block)))
+        actions.append(Publish.on(Channel.BLOCKS_JSON, json_topic, block_to_json(block)))
 
     # ---- receipts and bookkeeping ----------------------------------------------------
 
@@ -371,7 +364,7 @@ class LedgerCore:
                 message = Receipts(self.chain_id, self.key.public, reply_to, now_ms, chunk)
                 payload = encode(sign(message, self.key))
                 topic = topics.receipts(self.chain_id, reply_to)
-                actions.append(Publish(topic, payload, Channel.RECEIPTS.qos, False))
+                actions.append(Publish.on(Channel.RECEIPTS, topic, payload))
         self._receipts.clear()
 
     def _flush_forgotten(self, actions: list[Action]) -> None:

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from micromine.ledger_node.actions import Action, Publish
+from micromine.ledger_node.actions import Action
 from micromine.ledger_node.devices import DeviceRegistry
 from micromine.ledger_node.genesis import ChainParams
 from micromine.ledger_node.tally import TxVotes
@@ -25,7 +25,7 @@ from micromine.protocol import topics
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.messages import WorkBatch
-from micromine.protocol.topics import Channel
+from micromine.protocol.topics import Channel, Publish
 
 BATCH_LINGER_MS = 50  # wait this long for a fuller batch before dispatching a small one
 
@@ -169,5 +169,5 @@ class Dispatcher:
                 tx_votes.asked.add(device_key)
                 tx_votes.outstanding += 1
             topic = topics.work(self.chain_id, device_key)
-            actions.append(Publish(topic, payload, Channel.WORK.qos, Channel.WORK.retain))
+            actions.append(Publish.on(Channel.WORK, topic, payload))
         self.batches_sent += 1

@@ -16,14 +16,7 @@ from types import FrameType
 
 import structlog
 
-from micromine.ledger_node.actions import (
-    Action,
-    CommitBlock,
-    Dropped,
-    ForgetPending,
-    Publish,
-    StorePending,
-)
+from micromine.ledger_node.actions import Action, CommitBlock, Dropped, ForgetPending, StorePending
 from micromine.ledger_node.config import LedgerConfig
 from micromine.ledger_node.core import RECENT_COMMITTED, LedgerCore
 from micromine.ledger_node.genesis import Genesis
@@ -31,7 +24,7 @@ from micromine.ledger_node.storage import LedgerStore
 from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, MqttLink, Will
 from micromine.protocol import topics
 from micromine.protocol.crypto import KeyPair
-from micromine.protocol.topics import Channel
+from micromine.protocol.topics import Channel, Publish
 
 log = structlog.get_logger("micromine.ledger")
 

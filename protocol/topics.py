@@ -54,6 +54,23 @@ class Channel(Enum):
         return self.value.retain
 
 
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """A message to send: what the pure cores return and the MQTT adapters carry out.
+
+    Build it with ``Publish.on`` so the QoS and retain flags always come from the channel.
+    """
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+    @classmethod
+    def on(cls, channel: Channel, topic: str, payload: bytes) -> "Publish":
+        return cls(topic, payload, channel.qos, channel.retain)
+
+
 def _base(chain_id: str) -> str:
     if not chain_id or any(c in chain_id for c in "/+#\x00"):
         raise ValueError(f"chain id {chain_id!r} cannot be a topic level")

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from micromine.ledger_node.actions import Action, CommitBlock, Dropped, Publish, StorePending
+from micromine.ledger_node.actions import Action, CommitBlock, Dropped, StorePending
 from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.core import LedgerCore
 from micromine.ledger_node.genesis import ChainParams, Genesis
@@ -24,7 +24,7 @@ from micromine.protocol.messages import (
     Verdict,
     WorkBatch,
 )
-from micromine.protocol.topics import Channel
+from micromine.protocol.topics import Channel, Publish
 from micromine.protocol.validation import check_transaction
 
 CHAIN = "testchain"
