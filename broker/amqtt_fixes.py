@@ -1,0 +1,207 @@
+"""Workarounds for amqtt 0.12.1 behaviour that breaks micromine, each one covered by a test.
+
+Kept apart from :mod:`micromine.broker.embedded` so that upgrading amqtt means reviewing
+exactly this file: every fix overrides a *private* ``Broker`` method, which is only safe
+because pyproject pins ``amqtt==0.12.1``.  Each fix names the test in
+``tests/test_broker.py`` that fails without it (the same test passes on mosquitto).
+
+1. Retained-message leak on connect.  ``Broker._handle_client_session`` sends every new
+   client the retained messages matching *every other client's* subscription filters, even
+   though the new client subscribed to nothing (mosquitto sends nothing).  A device would
+   receive other devices' retained state on connect.  Test:
+   ``test_retained_message_reaches_late_subscriber`` (received twice without the fix).
+2. Keep-alive not enforced.  ``BrokerProtocolHandler.handle_read_timeout`` is a no-op, so a
+   client that vanishes without a FIN (power cut, Wi-Fi drop) stays "connected" forever and
+   its Last Will never fires.  MQTT-3.1.2-24 requires disconnecting after 1.5 x keep-alive.
+   Test: ``test_last_will_when_keepalive_expires``.
+3. WebSocket frame limit.  The WS listener uses websockets' default 1 MiB ``max_size``; a
+   2 MB publish over WebSocket silently kills the connection.  Test:
+   ``test_websocket_two_megabyte_payload``.
+4. Log noise.  A TCP probe logs an ERROR, a WebSocket probe an ERROR with a traceback.
+   Test: ``test_probes_and_crashes_leave_no_tracebacks``.
+5. Socket leak.  When a connection closes before a valid CONNECT (a port probe, a health
+   check), ``Broker._client_connected`` returns without closing the server-side socket;
+   the fd lives until garbage collection.  Test: ``test_run_broker_in_process_ready_and_stop``
+   (ResourceWarning, an error under ``filterwarnings = error``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import ssl
+from contextvars import ContextVar
+from functools import partial
+from typing import Any
+
+import websockets
+from amqtt.broker import Broker
+from amqtt.contexts import ListenerType
+from websockets.exceptions import InvalidMessage
+
+__all__ = ["MicromineBroker", "quiet_amqtt_logging"]
+
+log = logging.getLogger("micromine.broker")
+
+KEEPALIVE_GRACE = 1.5
+"""MQTT-3.1.2-24: disconnect after one and a half keep-alive periods of silence."""
+
+_IN_SUBSCRIBE: ContextVar[bool] = ContextVar("micromine_broker_in_subscribe", default=False)
+# Strong references to fire-and-forget tasks (asyncio keeps only weak ones).
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _expire_silent_client(handler: Any) -> None:
+    """Keep-alive expired: treat it as a lost connection, which publishes the Last Will."""
+    session = handler.session
+    log.info("client %s silent for %ss, disconnecting", session.client_id, session.keep_alive)
+    task = asyncio.ensure_future(handler.handle_connection_closed())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+class MicromineBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
+    """amqtt's ``Broker`` with fixes 1-3 and 5 from the module docstring."""
+
+    def __init__(self, config: dict[str, Any], *, ws_max_size: int | None) -> None:
+        super().__init__(config)
+        self._ws_max_size = ws_max_size
+
+    # Fix 1 ----------------------------------------------------------------------------
+    async def _handle_subscription(self, *args: Any, **kwargs: Any) -> None:
+        token = _IN_SUBSCRIBE.set(True)
+        try:
+            await super()._handle_subscription(*args, **kwargs)
+        finally:
+            _IN_SUBSCRIBE.reset(token)
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Any
+    ) -> None:
+        # Retained messages are owed only in answer to a SUBSCRIBE (MQTT-3.3.1-6); the other
+        # caller is the buggy on-connect loop over all clients' filters.  Per-connection
+        # tasks each have their own context, so the flag cannot leak between clients.
+        if _IN_SUBSCRIBE.get():
+            await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    # Fixes 2 and 5 ----------------------------------------------------------------------
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> tuple[Any, Any]:
+        try:
+            handler, session = await super()._initialize_client_session(
+                reader, writer, remote_address, remote_port
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):  # the peer is usually gone already
+                await writer.close()
+            raise
+        if session.keep_alive > 0:
+            # amqtt uses session.keep_alive as the read timeout for each packet header.
+            session.keep_alive = math.ceil(session.keep_alive * KEEPALIVE_GRACE)
+            handler.handle_read_timeout = partial(_expire_silent_client, handler)
+        return handler, session
+
+    # Fix 3 ----------------------------------------------------------------------------
+    async def _create_server_instance(
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> Any:
+        if listener_type != ListenerType.WS:
+            return await super()._create_server_instance(
+                listener_name, listener_type, address, port, ssl_context
+            )
+        return await websockets.serve(
+            partial(self.ws_connected, listener_name=listener_name),
+            address,
+            port,
+            ssl=ssl_context,
+            subprotocols=[websockets.Subprotocol("mqtt")],
+            max_size=self._ws_max_size,
+        )
+
+    async def close_listeners(self) -> None:
+        """Close whatever listeners did bind; amqtt leaks them when ``start()`` fails."""
+        for server in self._servers.values():
+            await server.close_instance()
+        self._servers.clear()
+
+
+# Fix 4 --------------------------------------------------------------------------------
+# Loggers of amqtt and of the libraries it drives whose INFO chatter (one line per client
+# connection) would drown the ledger's own output.
+_NOISY_LOGGERS = ("amqtt", "transitions", "websockets")
+# Filters do not inherit down the logger tree, so attach to every logger with a
+# ``logger.exception``/``exc_info=True``/ERROR call site reachable from a client (0.12.1).
+_FILTERED_LOGGERS = (
+    "amqtt.broker",
+    "amqtt.mqtt.protocol.handler",
+    "amqtt.mqtt.protocol.broker_handler",
+    "websockets.server",
+)
+_PROBE_MESSAGES = ("No data to decode MQTT packet fixed header",)
+"""amqtt messages that mean "a client connected and left without sending CONNECT"."""
+
+
+def _is_probe(record: logging.LogRecord) -> bool:
+    """True for a connection closed before its first packet: a port probe or health check.
+
+    Our own test harness (``wait_for_port``), load balancers and container health checks
+    all do this; mosquitto logs it at notice level, amqtt at ERROR and websockets at ERROR
+    with a three-part traceback.
+    """
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError):
+        return True
+    message = record.getMessage()
+    return any(fragment in message for fragment in _PROBE_MESSAGES)
+
+
+class _QuietBelowDebug(logging.Filter):
+    """Below DEBUG: drop probe noise and log broken clients as one line, not a traceback.
+
+    amqtt and websockets use ``logger.exception`` for events that are routine for a broker
+    (a client socket reset mid-packet, a handshake from a port scanner).  The one-line
+    message is worth keeping at WARNING; the traceback only helps when debugging amqtt.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record unless it is probe noise, minus its traceback."""
+        if logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return True
+        if _is_probe(record):
+            return False
+        if record.exc_info:
+            exc = record.exc_info[1]
+            if exc is not None:
+                record.msg = f"{record.getMessage()}: {exc!r}"
+                record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_FILTER = _QuietBelowDebug()
+
+
+def quiet_amqtt_logging(level: int = logging.WARNING) -> None:
+    """Keep amqtt (and the libraries under it) at ``level``, without tracebacks or probe noise.
+
+    Loggers the embedding application already configured (level not NOTSET) are left at
+    their level, so ``logging.getLogger("amqtt").setLevel(logging.DEBUG)`` before starting
+    the broker still gives full output for debugging.  Idempotent.
+    """
+    for name in _NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(level)
+    for name in _FILTERED_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)

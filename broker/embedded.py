@@ -1,0 +1,158 @@
+"""Run amqtt 0.12.1 as micromine's embedded MQTT 3.1.1 broker.
+
+Why an embedded broker at all: a devnet or a classroom demo must work after ``pip install
+micromine[broker]`` with no system packages.  Production deployments are expected to use
+mosquitto; the integration tests run every scenario against both so the two stay
+interchangeable.  amqtt bugs we work around live in :mod:`micromine.broker.amqtt_fixes`.
+
+amqtt 0.12.1 config format (verified against ``amqtt/contexts.py`` and
+``amqtt/plugins/manager.py``): a dict validated by ``BrokerConfig.from_dict`` with dacite
+in strict mode, so unknown keys are errors and keys use underscores.  Plugins are listed
+under ``plugins`` as ``{"dotted.ClassPath": {options}}``; listing them explicitly also stops
+amqtt from loading its defaults (packet/event loggers and the ``$SYS`` plugin, which emits a
+psutil DeprecationWarning).  With no topic plugin loaded every topic is allowed.  The old
+``auth``/``topic-check`` sections are deprecated and would warn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from amqtt.contexts import ListenerType
+from amqtt.errors import BrokerError
+
+from micromine.broker.amqtt_fixes import MicromineBroker, quiet_amqtt_logging
+from micromine.broker.config import BrokerConfig
+
+__all__ = ["amqtt_config", "main_run", "run_broker"]
+
+log = logging.getLogger("micromine.broker")
+
+ANONYMOUS_AUTH_PLUGIN = "amqtt.plugins.authentication.AnonymousAuthPlugin"
+WS_FRAME_OVERHEAD = 64 * 1024
+"""Room above ``max_message_bytes`` for the MQTT fixed header, topic and packet id."""
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def amqtt_config(cfg: BrokerConfig) -> dict[str, Any]:
+    """Translate our :class:`BrokerConfig` into the amqtt 0.12.1 broker config dict.
+
+    The ``"default"`` listener is mandatory in amqtt (other listeners inherit its unset
+    fields), so the TCP listener is always ``default``; ``max_connections: 0`` = unlimited.
+    """
+    listeners: dict[str, dict[str, Any]] = {
+        "default": {
+            "type": ListenerType.TCP.value,
+            "bind": f"{cfg.host}:{cfg.port}",
+            "max_connections": 0,
+        },
+    }
+    if cfg.ws_port is not None:
+        listeners["ws"] = {
+            "type": ListenerType.WS.value,
+            "bind": f"{cfg.host}:{cfg.ws_port}",
+            "max_connections": 0,
+        }
+    return {
+        "listeners": listeners,
+        # Seconds amqtt adds to a client's keep-alive before its read timeout; the 1.5x
+        # grace of the spec is applied by MicromineBroker instead, so no extra slack here.
+        "timeout_disconnect_delay": 0,
+        "plugins": {ANONYMOUS_AUTH_PLUGIN: {"allow_anonymous": True}},
+    }
+
+
+def ws_max_size(cfg: BrokerConfig) -> int | None:
+    """WebSocket frame limit: ``max_message_bytes`` plus header room, or None (unlimited)."""
+    if cfg.max_message_bytes is None:
+        return None
+    return cfg.max_message_bytes + WS_FRAME_OVERHEAD
+
+
+def _install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> bool:
+    """Make SIGINT/SIGTERM set ``stop``; False where asyncio cannot (non-main thread, Windows)."""
+    try:
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop.set)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+async def run_broker(
+    cfg: BrokerConfig,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+    *,
+    handle_signals: bool = True,
+) -> None:
+    """Serve MQTT until ``stop`` is set or SIGINT/SIGTERM arrives, then shut down cleanly.
+
+    ``ready`` is set once every listener is bound, so a caller in the same event loop can
+    start clients without polling the port.  With ``handle_signals`` the coroutine installs
+    SIGINT/SIGTERM handlers for its lifetime (only possible in the main thread).  An
+    application that runs the broker next to other services and owns signal handling
+    should pass ``handle_signals=False`` and set ``stop`` itself: asyncio keeps one handler
+    per signal, and the one we replace cannot be restored afterwards.
+
+    Raises :class:`amqtt.errors.BrokerError` if a listener cannot bind (port in use); any
+    listener that did bind is closed first, so a retry on other ports can succeed.
+    """
+    quiet_amqtt_logging()
+    loop = asyncio.get_running_loop()
+    stop_event = stop if stop is not None else asyncio.Event()
+    signals_installed = handle_signals and _install_signal_handlers(loop, stop_event)
+    try:
+        broker = MicromineBroker(amqtt_config(cfg), ws_max_size=ws_max_size(cfg))
+        try:
+            await broker.start()
+        except BrokerError:
+            await broker.close_listeners()
+            raise
+        try:
+            log.info("broker listening on %s (websocket: %s)", cfg.url, cfg.ws_url or "off")
+            if ready is not None:
+                ready.set()
+            await stop_event.wait()
+        finally:
+            # Shielded so a cancelled caller still closes the sockets instead of leaking them.
+            await asyncio.shield(broker.shutdown())
+    finally:
+        if signals_installed:
+            for sig in _STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+
+
+def main_run(cfg: BrokerConfig) -> int:
+    """Blocking entry point for ``micromine broker``: 0 after SIGINT/SIGTERM, 1 if it can't bind.
+
+    Prints one line on stderr once listening (so a human sees it came up) and a one-line
+    error instead of a traceback when startup fails.  Configures stderr logging at WARNING
+    only if the caller (the CLI) has not configured logging already.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    async def _main() -> None:
+        ready = asyncio.Event()
+        serving = asyncio.create_task(run_broker(cfg, ready=ready))
+        ready_wait = asyncio.create_task(ready.wait())
+        await asyncio.wait({serving, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
+        ready_wait.cancel()
+        if ready.is_set():
+            ws = f", {cfg.ws_url}" if cfg.ws_url else ""
+            print(f"micromine broker listening on {cfg.url}{ws}", file=sys.stderr, flush=True)
+        await serving
+
+    try:
+        asyncio.run(_main())
+    except BrokerError as exc:
+        print(f"micromine broker: cannot start: {exc.__cause__ or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # SIGINT before the handlers were installed
+        return 0
+    return 0
