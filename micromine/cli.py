@@ -261,11 +261,14 @@ def cmd_tx_send(args: argparse.Namespace) -> int:
             print(f"micromine tx send: {exc} ({args.broker})", file=sys.stderr)
             return 1
         client.submit([item])
-        if not args.wait:
-            client.wait_final([tx.id], timeout=0)  # flush nothing; ack is best effort
-            client.poll(2.0)
+        if not args.wait:  # wait only for the acknowledgement (PENDING or a rejection)
+            deadline = time.monotonic() + min(args.timeout, 10.0)
+            while tx.id not in client.fates and time.monotonic() < deadline:
+                client.poll(0.2)
             fate = client.fates.get(tx.id)
-            print(fate.describe() if fate else "submitted (no acknowledgement yet)")
+            print(fate.describe() if fate else "submitted; no acknowledgement yet")
+            if fate is not None and fate.status is ReceiptStatus.REJECTED:
+                return 1
         else:
             client.wait_final([tx.id], timeout=args.timeout, resend=[item])
             fate = client.fates.get(tx.id)
