@@ -163,6 +163,9 @@ def run_devnet(args: argparse.Namespace) -> int:
         devnet.stop_all()
         return 1
     codes = devnet.stop_all()
+    report_path = data_dir / "load.json"
+    if not report and report_path.exists():  # interrupted: the load generator's last word
+        report = json.loads(report_path.read_text())
     summary = {
         **report,
         "blocks": progress.blocks,

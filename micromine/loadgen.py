@@ -12,11 +12,13 @@ from the blocks themselves, latencies from submission to the COMMITTED receipt.
 import argparse
 import json
 import random
+import signal
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import structlog
@@ -131,23 +133,32 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
     with client:
         client.connect(timeout=30)
         started = time.monotonic()
-        sent = 0
-        while (elapsed := time.monotonic() - started) < args.duration:
-            due = int(elapsed * args.tx_rate) + 1 - sent
-            if due > 0:
-                submit_bundle(state, client, due, args.invalid_fraction)
-                sent += due
-            resend_unacknowledged(state, client)
-            client.poll(BUNDLE_INTERVAL_S)
-        submit_done = time.monotonic()
-        log.info("submission finished; settling", submitted=len(state.submitted_at))
-        settle_deadline = submit_done + args.settle
-        while time.monotonic() < settle_deadline:
-            if all(i in client.fates and client.fates[i].final for i in state.submitted_at):
-                break
-            resend_unacknowledged(state, client)
-            client.poll(0.2)
+        try:
+            submit_for(args, state, client, started)
+            log.info("submission finished; settling", submitted=len(state.submitted_at))
+            settle_deadline = time.monotonic() + args.settle
+            while time.monotonic() < settle_deadline:
+                if all(i in client.fates and client.fates[i].final for i in state.submitted_at):
+                    break
+                resend_unacknowledged(state, client)
+                client.poll(0.2)
+        except KeyboardInterrupt:  # SIGINT, or SIGTERM from devnet: report what we have
+            log.info("interrupted; reporting so far", submitted=len(state.submitted_at))
         return summarise(state, client, started)
+
+
+def submit_for(
+    args: argparse.Namespace, state: LoadState, client: LedgerClient, started: float
+) -> None:
+    """Submit at ``args.tx_rate`` for ``args.duration`` seconds, in 100 ms bundles."""
+    sent = 0
+    while (elapsed := time.monotonic() - started) < args.duration:
+        due = int(elapsed * args.tx_rate) + 1 - sent
+        if due > 0:
+            submit_bundle(state, client, due, args.invalid_fraction)
+            sent += due
+        resend_unacknowledged(state, client)
+        client.poll(BUNDLE_INTERVAL_S)
 
 
 def submit_bundle(state: LoadState, client: LedgerClient, count: int, fraction: float) -> None:
@@ -238,12 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     add_loadgen_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging("info")
+    signal.signal(signal.SIGTERM, _interrupt)
     report = run_load(args)
     text = json.dumps(report)
     if args.report:
         args.report.write_text(text + "\n")
     print(text, file=sys.stdout)
     return 0
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
