@@ -36,6 +36,7 @@ class Progress:
     blocks: int = 0
     height: int = 0
     txs_committed: int = 0
+    last_block_txs: int = 0
     ledger: dict[str, Any] = field(default_factory=dict)
     window: list[tuple[float, int]] = field(default_factory=list)  # (time, committed)
 
@@ -52,7 +53,8 @@ class Progress:
         if parsed.channel is topics.Channel.BLOCKS_JSON and not item.retained:
             self.blocks += 1
             self.height = max(self.height, int(document.get("height", 0)))
-            self.txs_committed += int(document.get("tx_count", 0))
+            self.last_block_txs = int(document.get("tx_count", 0))
+            self.txs_committed += self.last_block_txs
         elif parsed.channel is topics.Channel.LEDGER_STATUS:
             self.ledger = document
             self.height = max(self.height, int(document.get("height", 0)))
@@ -67,7 +69,8 @@ class Progress:
     def line(self, agents: int) -> str:
         elapsed = time.monotonic() - self.started
         return (
-            f"[{elapsed:5.0f}s] height {self.height:5d}  committed {self.txs_committed:7d}"
+            f"[{elapsed:5.0f}s] height {self.height:5d} ({self.last_block_txs:4d} txs)"
+            f"  committed {self.txs_committed:7d}"
             f"  {self.rate():7.1f} tx/s  devices {self.ledger.get('devices_live', 0)}/{agents}"
             f"  mempool {self.ledger.get('mempool', 0)}"
         )
