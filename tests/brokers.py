@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+
+from micromine.processes import free_port, port_open
 
 __all__ = [
     "BrokerProcess",
@@ -47,19 +48,6 @@ START_TIMEOUT = 20.0
 amqtt (pydantic, websockets, transitions) can take several seconds."""
 STOP_TIMEOUT = 10.0
 """Seconds between SIGTERM and SIGKILL."""
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago.
-
-    The port is released before returning, so another process could grab it in between;
-    on loopback with kernel-assigned ephemeral ports that race is rare enough, and a broker
-    that loses it fails loudly at startup (see :meth:`BrokerProcess.start`).
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(
@@ -85,15 +73,6 @@ def wait_until(
             text = message() if callable(message) else message
             raise TimeoutError(f"condition not met within {timeout:.1f}s: {text or predicate!r}")
         time.sleep(interval)
-
-
-def port_open(host: str, port: int) -> bool:
-    """True if something accepts TCP connections on ``host:port`` right now."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def wait_for_port(host: str, port: int, timeout: float = START_TIMEOUT) -> None:

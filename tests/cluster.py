@@ -11,9 +11,10 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from brokers import wait_until
 
 from micromine.client import LedgerClient
 from micromine.device_agent.keyfile import load_or_create_key
@@ -28,16 +29,6 @@ from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.messages import Transaction
 
 CHAIN = "testchain"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    if not predicate():
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Watcher:
@@ -59,7 +50,7 @@ class Watcher:
     def start(self) -> "Watcher":
         self.link.start()
         self._thread.start()
-        wait_for(lambda: self.link.connected, 30, "the watcher to connect")
+        wait_until(lambda: self.link.connected, 30, message="the watcher to connect")
         return self
 
     def _run(self) -> None:
@@ -75,6 +66,13 @@ class Watcher:
                     self.blocks[block["height"]] = block
                 else:
                     self.messages.append(item)
+
+    def wait_for_devices(self, count: int, timeout: float = 60) -> None:
+        wait_until(
+            lambda: self.status.get("devices_live", 0) >= count,
+            timeout,
+            message=f"{count} live devices in the ledger's status",
+        )
 
     def stop(self) -> None:
         self._stop.set()

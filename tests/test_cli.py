@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import Cluster, Watcher, wait_for
+from brokers import wait_until
+from cluster import Cluster, Watcher
 
 from micromine.ledger_node.genesis import Genesis
 
@@ -51,7 +52,9 @@ def test_tx_send_wait_and_blocks_watch(tmp_path: Path, embedded_broker: Any) -> 
     cluster = Cluster(tmp_path, embedded_broker.url, agents=3).start()
     watcher = Watcher(embedded_broker.url).start()
     try:
-        wait_for(lambda: watcher.status.get("devices_live", 0) >= 3, 60, "three live devices")
+        wait_until(
+            lambda: watcher.status.get("devices_live", 0) >= 3, 60, message="three live devices"
+        )
         key = tmp_path / "wallet.key"
         fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.write(fd, cluster.senders[0].seed.hex().encode() + b"\n")

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import CHAIN, Cluster, Wallets, Watcher, submit_items, wait_for
+from brokers import wait_until
+from cluster import CHAIN, Cluster, Wallets, Watcher, submit_items
 
 from micromine.protocol import topics
 from micromine.protocol.codec import encode
@@ -70,7 +71,9 @@ def test_agent_killed_mid_batch_its_batch_goes_to_another_device(
     watcher = Watcher(embedded_broker.url, extra=(topics.work(CHAIN, victim),)).start()
     client = cluster.client()
     try:
-        wait_for(lambda: watcher.status.get("devices_live", 0) >= 3, 60, "three live devices")
+        wait_until(
+            lambda: watcher.status.get("devices_live", 0) >= 3, 60, message="three live devices"
+        )
         cluster.agents[0].kill(signal.SIGSTOP)  # frozen: it will receive work and never answer
         submitted = []
         for _ in range(20):  # until a batch is addressed to the frozen agent
@@ -85,7 +88,7 @@ def test_agent_killed_mid_batch_its_batch_goes_to_another_device(
         ids = [tx.id for tx in submitted]
         client.wait_final(ids, timeout=90, resend=[encode(tx) for tx in submitted])
         assert all(client.fates[i].status is ReceiptStatus.COMMITTED for i in ids)
-        wait_for(lambda: watcher.status.get("redispatched", 0) >= 1, 10, "a re-dispatch")
+        wait_until(lambda: watcher.status.get("redispatched", 0) >= 1, 10, message="a re-dispatch")
     finally:
         client.link.close()
         watcher.stop()
@@ -99,9 +102,11 @@ def test_ledger_killed_resumes_at_its_height_and_loses_nothing(
     watcher = Watcher(embedded_broker.url).start()
     wallets = Wallets(cluster)
     try:
-        wait_for(lambda: watcher.status.get("devices_live", 0) >= 3, 60, "three live devices")
+        wait_until(
+            lambda: watcher.status.get("devices_live", 0) >= 3, 60, message="three live devices"
+        )
         wallets.start()
-        wait_for(lambda: len(watcher.blocks) >= 3, 60, "three blocks")
+        wait_until(lambda: len(watcher.blocks) >= 3, 60, message="three blocks")
         cluster.kill_ledger()
         before = cluster.assert_chain_linked()
         assert len(before) >= 3
@@ -109,9 +114,11 @@ def test_ledger_killed_resumes_at_its_height_and_loses_nothing(
             i for i, fate in wallets.fates().items() if fate.status is not ReceiptStatus.REJECTED
         }
         cluster.start_ledger()
-        wait_for(lambda: len(cluster.chain_on_disk()) > len(before), 60, "a block after restart")
+        wait_until(
+            lambda: len(cluster.chain_on_disk()) > len(before), 60, message="a block after restart"
+        )
         wallets.submitting.clear()
-        wait_for(wallets.all_final, 120, "every submitted transaction to be decided")
+        wait_until(wallets.all_final, 120, message="every submitted transaction to be decided")
     finally:
         wallets.stop()
         watcher.stop()
