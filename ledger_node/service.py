@@ -29,6 +29,7 @@ from micromine.protocol.topics import Channel, Publish
 log = structlog.get_logger("micromine.ledger")
 
 DROP_LOG_INTERVAL_S = 1.0
+STATUS_MAX_DEVICES = 256  # keep the retained status message small
 
 
 def now_ms() -> int:
@@ -155,6 +156,15 @@ class LedgerService:
             "batches_sent": core.dispatcher.batches_sent,
             "redispatched": core.dispatcher.redispatched,
             "dropped": dict(core.stats.dropped),
+            # each device's agreement with decided outcomes (the tally records it)
+            "devices": {
+                key.hex()[:16]: {
+                    "live": core.devices.is_live(record, now),
+                    "agreed": record.agreed,
+                    "disagreed": record.disagreed,
+                }
+                for key, record in list(core.devices.records.items())[:STATUS_MAX_DEVICES]
+            },
         }
         return json.dumps(status, separators=(",", ":")).encode()
 
