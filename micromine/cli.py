@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from micromine import __version__
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--chain", default="devnet")
     watch.add_argument("--json", action="store_true", help="one JSON object per block")
     watch.add_argument("--count", type=int, default=0, help="stop after this many blocks")
+    watch.add_argument("--verify", action="store_true",
+                       help="check each certificate against the genesis validators")  # fmt: skip
+    watch.add_argument("--genesis", type=Path, help="genesis file, for --verify")
     watch.set_defaults(run=cmd_blocks_watch)
 
     from micromine.devnet import add_devnet_arguments
@@ -285,15 +289,25 @@ def cmd_tx_send(args: argparse.Namespace) -> int:
 
 
 def cmd_blocks_watch(args: argparse.Namespace) -> int:
+    from micromine.ledger_node.certificate import check_certificate
+    from micromine.ledger_node.genesis import Genesis, GenesisError
     from micromine.ledger_node.render import block_to_dict
-    from micromine.logs import configure_logging
     from micromine.mqtt import Incoming, LinkConfig, MqttLink
     from micromine.protocol import topics
     from micromine.protocol.block import Block
     from micromine.protocol.codec import decode
     from micromine.protocol.errors import DecodeError
 
-    configure_logging("warning")
+    validators: tuple[bytes, ...] = ()
+    if args.verify:
+        try:
+            if args.genesis is None:
+                raise GenesisError("--verify needs --genesis FILE (the validator set)")
+            genesis = Genesis.load(args.genesis)
+        except GenesisError as exc:
+            print(f"micromine blocks watch: {exc}", file=sys.stderr)
+            return 2
+        validators = genesis.ledger_nodes
     link = MqttLink(LinkConfig(
         client_id=f"watch-{time.time_ns() % 10**9}", broker_url=args.broker,
         subscriptions=((topics.blocks(args.chain), 1),),
@@ -303,6 +317,7 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
         if not link.wait_connected(30):
             print(f"micromine blocks watch: cannot reach {args.broker}", file=sys.stderr)
             return 1
+        print(f"watching {topics.blocks(args.chain)} on {args.broker}", file=sys.stderr, flush=True)
         while not args.count or seen < args.count:
             item = link.get(1.0)
             if not isinstance(item, Incoming):
@@ -313,12 +328,25 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
                 print(f"undecodable block message: {exc}", file=sys.stderr)
                 continue
             seen += 1
+            document = block_to_dict(block)
+            verdict = ""
+            if args.verify:
+                check = check_certificate(block, validators)
+                if block.header.chain_id != args.chain:
+                    check = replace(check, ok=False, problems=("wrong chain", *check.problems))
+                document["certificate"] = {
+                    "ok": check.ok,
+                    "signers": check.signers,
+                    "needed": check.needed,
+                    "problems": check.problems,
+                }
+                verdict = "  " + check.describe()
             if args.json:
-                print(json.dumps(block_to_dict(block)), flush=True)
+                print(json.dumps(document), flush=True)
             else:
                 header = block.header
                 stamp = time.strftime("%H:%M:%S", time.localtime(header.timestamp_ms / 1000))
                 print(f"height {header.height:6d}  {stamp}  txs {len(block.txs):5d}  "
-                      f"hash {block.hash.hex()[:16]}  signers {len(block.certificate)}",
+                      f"hash {block.hash.hex()[:16]}  signers {len(block.certificate)}{verdict}",
                       flush=True)  # fmt: skip
     return 0

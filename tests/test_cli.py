@@ -12,6 +12,11 @@ from brokers import wait_until
 from cluster import Cluster, Watcher
 
 from micromine.ledger_node.genesis import Genesis
+from micromine.mqtt import LinkConfig, MqttLink
+from micromine.protocol import topics
+from micromine.protocol.block import Block, BlockHeader, CommitSignature
+from micromine.protocol.codec import encode, sign_block_hash
+from micromine.protocol.crypto import KeyPair, sha256
 
 
 def micromine(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -63,7 +68,8 @@ def test_tx_send_wait_and_blocks_watch(tmp_path: Path, embedded_broker: Any) -> 
                   "--to", "cd" * 32, "--wait", "--timeout", "60")  # fmt: skip
         watch = subprocess.Popen(
             [sys.executable, "-m", "micromine", "blocks", "watch", "--broker",
-             embedded_broker.url, "--chain", "testchain", "--json", "--count", "1"],
+             embedded_broker.url, "--chain", "testchain", "--json", "--count", "1",
+             "--verify", "--genesis", str(cluster.genesis_path)],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         sent = micromine("tx", "send", *common, "--amount", "25")
@@ -73,9 +79,45 @@ def test_tx_send_wait_and_blocks_watch(tmp_path: Path, embedded_broker: Any) -> 
         assert (tmp_path / "wallet.key.nonce").read_text().strip() == "1"
         block = json.loads(watch.communicate(timeout=60)[0].splitlines()[-1])
         assert tx_id in block["txs"] and block["signers"] == [cluster.ledger_key.public.hex()]
+        assert block["certificate"]["ok"] and block["certificate"]["signers"] == 1
 
         overspend = micromine("tx", "send", *common, "--amount", str(10**13))
         assert overspend.returncode == 1 and "rejected: overspend" in overspend.stdout
     finally:
         watcher.stop()
         cluster.stop()
+
+
+@pytest.mark.integration
+def test_blocks_watch_verify_rejects_a_short_or_forged_certificate(
+    tmp_path: Path, embedded_broker: Any
+) -> None:
+    keys = [KeyPair(sha256(b"watch validator %d" % i)) for i in range(4)]
+    genesis = Genesis("watchchain", 0, tuple(sorted(k.public for k in keys)), ())
+    genesis_path = tmp_path / "genesis.json"
+    genesis_path.write_text(genesis.to_json())
+    header = BlockHeader("watchchain", 1, genesis.hash, *(bytes(32),) * 3, 1, keys[0].public)
+
+    def block(signers: list[KeyPair]) -> bytes:
+        certificate = tuple(
+            CommitSignature(k.public, sign_block_hash(header.hash, "watchchain", k))
+            for k in signers
+        )
+        return encode(Block(header, (), (), (), certificate))
+
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "micromine", "blocks", "watch", "--broker", embedded_broker.url,
+         "--chain", "watchchain", "--verify", "--genesis", str(genesis_path), "--count", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert watch.stderr is not None
+    assert watch.stderr.readline().startswith("watching")  # connected and subscribed
+    impostor = KeyPair(sha256(b"impostor"))
+    with MqttLink(LinkConfig("watch-test-publisher", embedded_broker.url)) as link:
+        assert link.wait_connected(10)
+        for payload in (block(keys[:3]), block(keys[:2]), block([impostor, *keys[:2]])):
+            assert link.publish(topics.blocks("watchchain"), payload, 1, wait=5)
+    lines = watch.communicate(timeout=60)[0].splitlines()
+    assert "verified: 3/3" in lines[0]
+    assert "REJECTED" in lines[1] and "short certificate" in lines[1]
+    assert "REJECTED" in lines[2] and "not a validator" in lines[2]
