@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 from micromine.protocol import cbor
 from micromine.protocol.block import Block, BlockHeader
+from micromine.protocol.consensus import Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair, verify
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeError, DecodeFailure
@@ -28,6 +29,7 @@ from micromine.protocol.messages import (
 Message = (
     Transaction | Submission | WorkBatch | Verdict | BlockHeader | Block
     | DeviceHello | Heartbeat | DeviceStatus | Receipts
+    | Proposal | Prevote | Precommit | SyncRequest
 )  # fmt: skip
 
 MESSAGE_TYPES: dict[int, type[Any]] = {
@@ -41,6 +43,10 @@ MESSAGE_TYPES: dict[int, type[Any]] = {
     Kind.HEARTBEAT: Heartbeat,
     Kind.DEVICE_STATUS: DeviceStatus,
     Kind.RECEIPTS: Receipts,
+    Kind.PROPOSAL: Proposal,
+    Kind.PREVOTE: Prevote,
+    Kind.PRECOMMIT: Precommit,
+    Kind.SYNC_REQUEST: SyncRequest,
 }
 
 _SIZE_NAMES: dict[type[Any], str] = {
@@ -54,6 +60,10 @@ _SIZE_NAMES: dict[type[Any], str] = {
     Heartbeat: "heartbeat",
     DeviceStatus: "device_status",
     Receipts: "receipts",
+    Proposal: "proposal",
+    Prevote: "prevote",
+    Precommit: "precommit",
+    SyncRequest: "sync_request",
 }
 
 M = TypeVar("M")

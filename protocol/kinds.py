@@ -17,6 +17,10 @@ class Kind(IntEnum):
     DEVICE_STATUS = 9
     RECEIPTS = 10
     COMMIT = 11  # signature kind only: a ledger node's commit signature over a header hash
+    PROPOSAL = 12
+    PREVOTE = 13
+    PRECOMMIT = 14
+    SYNC_REQUEST = 15
 
 
 class Reason(IntEnum):

@@ -49,5 +49,9 @@ MAX_MESSAGE_BYTES: Final = {
     "device_status": 1_024,
     "receipts": 1_048_576,
     "block_header": 1_024,
+    "proposal": 16_777_216,
+    "prevote": 1_024,
+    "precommit": 1_024,
+    "sync_request": 1_024,
 }
 MAX_ANY_MESSAGE_BYTES: Final = max(MAX_MESSAGE_BYTES.values())

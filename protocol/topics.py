@@ -10,6 +10,9 @@
     micromine/<chain>/blocks                         Block (CBOR)    QoS 1, latest retained
     micromine/<chain>/blocks/json                    block as JSON   QoS 1, latest retained
     micromine/<chain>/ledger/<node hex>/status       JSON status     QoS 1, retained
+    micromine/<chain>/consensus/<node hex>           Proposal, Prevote, Precommit  QoS 1
+    micromine/<chain>/sync/request                   SyncRequest     QoS 1
+    micromine/<chain>/sync/<reply_to hex>            Block (CBOR)    QoS 1
 
 Keys appear in topics as lowercase hex.  Every publisher sets the flags from here, so a
 subscriber can rely on them.
@@ -44,6 +47,9 @@ class Channel(Enum):
     BLOCKS = TopicSpec(qos=1, retain=True, pattern="blocks")
     BLOCKS_JSON = TopicSpec(qos=1, retain=True, pattern="blocks/json")
     LEDGER_STATUS = TopicSpec(qos=1, retain=True, pattern="ledger/+/status")
+    CONSENSUS = TopicSpec(qos=1, retain=False, pattern="consensus/+")
+    SYNC_REQUEST = TopicSpec(qos=1, retain=False, pattern="sync/request")
+    SYNC_REPLY = TopicSpec(qos=1, retain=False, pattern="sync/+")
 
     @property
     def qos(self) -> int:
@@ -117,6 +123,22 @@ def blocks_json(chain_id: str) -> str:
     return f"{_base(chain_id)}/blocks/json"
 
 
+def consensus(chain_id: str, node: bytes) -> str:
+    return f"{_base(chain_id)}/consensus/{node.hex()}"
+
+
+def all_consensus(chain_id: str) -> str:
+    return f"{_base(chain_id)}/consensus/+"
+
+
+def sync_request(chain_id: str) -> str:
+    return f"{_base(chain_id)}/sync/request"
+
+
+def sync_reply(chain_id: str, reply_to: bytes) -> str:
+    return f"{_base(chain_id)}/sync/{reply_to.hex()}"
+
+
 def ledger_status(chain_id: str, node: bytes) -> str:
     return f"{_base(chain_id)}/ledger/{node.hex()}/status"
 
@@ -159,6 +181,12 @@ def parse(chain_id: str, topic: str) -> ParsedTopic | None:
             return _keyed(_DEVICE_LEAVES[leaf], key, 32)
         case ["ledger", key, "status"]:
             return _keyed(Channel.LEDGER_STATUS, key, 32)
+        case ["consensus", key]:
+            return _keyed(Channel.CONSENSUS, key, 32)
+        case ["sync", "request"]:
+            return ParsedTopic(Channel.SYNC_REQUEST, None)
+        case ["sync", key]:
+            return _keyed(Channel.SYNC_REPLY, key, 16)
     return None
 
 

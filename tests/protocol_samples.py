@@ -16,10 +16,12 @@ from micromine.protocol.block import (
     compute_body_hash,
     compute_tx_root,
 )
+from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.kinds import ReceiptStatus
 from micromine.protocol.messages import (
+    NO_SIGNATURE,
     Judgement,
     Receipt,
     Receipts,
@@ -174,6 +176,78 @@ def receipts(**overrides: Any) -> Receipts:
     return codec.sign(Receipts(**fields), LEDGER)
 
 
+# --- consensus ------------------------------------------------------------------------
+
+
+def proposed_block() -> Block:
+    """The sample block as a proposer offers it: everything but the certificate."""
+    return dataclasses.replace(block(), certificate=())
+
+
+def proposal(signer: KeyPair = LEDGER, **overrides: Any) -> Proposal:
+    # Round 2 with no polka: a re-proposal after a round that timed out.
+    fields: dict[str, Any] = {
+        "chain_id": CHAIN,
+        "height": 1,
+        "round": 2,
+        "pol_round": 0,
+        "block": proposed_block(),
+        "proposer": signer.public,
+    }
+    fields.update(overrides)
+    return codec.sign(Proposal(**fields), signer)
+
+
+def prevote(signer: KeyPair = LEDGER, **overrides: Any) -> Prevote:
+    fields: dict[str, Any] = {
+        "chain_id": CHAIN,
+        "height": 1,
+        "round": 2,
+        "block_hash": proposed_block().hash,
+        "voter": signer.public,
+    }
+    fields.update(overrides)
+    return codec.sign(Prevote(**fields), signer)
+
+
+def precommit(signer: KeyPair = LEDGER, **overrides: Any) -> Precommit:
+    """A precommit whose commit_signature is genuine (or zeros, for a nil vote)."""
+    fields: dict[str, Any] = {
+        "chain_id": CHAIN,
+        "height": 1,
+        "round": 2,
+        "block_hash": proposed_block().hash,
+        "voter": signer.public,
+    }
+    fields.update(overrides)
+    if "commit_signature" not in fields:
+        fields["commit_signature"] = (
+            NO_SIGNATURE
+            if fields["block_hash"] == NIL
+            else codec.sign_block_hash(fields["block_hash"], fields["chain_id"], signer)
+        )
+    return codec.sign(Precommit(**fields), signer)
+
+
+def prevote_nil(**overrides: Any) -> Prevote:
+    return prevote(block_hash=NIL, **overrides)
+
+
+def precommit_nil(**overrides: Any) -> Precommit:
+    return precommit(block_hash=NIL, **overrides)
+
+
+def sync_request(**overrides: Any) -> SyncRequest:
+    fields: dict[str, Any] = {
+        "chain_id": CHAIN,
+        "from_height": 2,
+        "to_height": 9,
+        "reply_to": REPLY_TO,
+    }
+    fields.update(overrides)
+    return SyncRequest(**fields)
+
+
 def all_messages() -> list[Any]:
     """One valid message of every kind, in kind-tag order."""
     return [
@@ -187,7 +261,16 @@ def all_messages() -> list[Any]:
         heartbeat(),
         device_status(),
         receipts(),
+        proposal(),
+        prevote(),
+        precommit(),
+        sync_request(),
     ]
+
+
+def variant_messages() -> dict[str, Any]:
+    """Further valid messages whose kind already has a sample: the nil votes."""
+    return {"Prevote-nil": prevote_nil(), "Precommit-nil": precommit_nil()}
 
 
 SIGNED_BUILDERS = {
@@ -198,6 +281,11 @@ SIGNED_BUILDERS = {
     "heartbeat": heartbeat,
     "device_status": device_status,
     "receipts": receipts,
+    "proposal": proposal,
+    "prevote": prevote,
+    "prevote_nil": prevote_nil,
+    "precommit": precommit,
+    "precommit_nil": precommit_nil,
 }
 
 

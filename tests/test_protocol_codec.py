@@ -14,6 +14,7 @@ from micromine.protocol.block import (
     compute_body_hash,
     compute_tx_root,
 )
+from micromine.protocol.consensus import Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeError, DecodeFailure
@@ -35,9 +36,10 @@ from micromine.protocol.messages import (
     WorkBatch,
 )
 
-ALL = s.all_messages()
-ALL_IDS = [type(m).__name__ for m in ALL]
-TYPES = [type(m) for m in ALL]
+ONE_PER_KIND = s.all_messages()
+ALL = [*ONE_PER_KIND, *s.variant_messages().values()]
+ALL_IDS = [type(m).__name__ for m in ONE_PER_KIND] + list(s.variant_messages())
+TYPES = [type(m) for m in ONE_PER_KIND]
 
 
 def failure(data: bytes, expected: type[Any] | None = None) -> DecodeFailure:
@@ -51,6 +53,7 @@ def failure(data: bytes, expected: type[Any] | None = None) -> DecodeFailure:
 
 
 def test_every_kind_has_a_sample() -> None:
+    assert [type(m).KIND for m in ONE_PER_KIND] == sorted(set(Kind) - {Kind.COMMIT})
     assert {type(m).KIND for m in ALL} == set(Kind) - {Kind.COMMIT}
     assert set(codec.MESSAGE_TYPES.values()) == set(TYPES)
     for tag, message_type in codec.MESSAGE_TYPES.items():
@@ -258,6 +261,7 @@ CASES: list[tuple[str, bytes, type[Any] | None, DecodeFailure]] = [
     # UNKNOWN_KIND
     ("kind 0", s.raw_array([b"\x00"]), None, DecodeFailure.UNKNOWN_KIND),
     ("kind 11 (COMMIT, signature only)", s.raw_array([b"\x0b"]), None, DecodeFailure.UNKNOWN_KIND),
+    ("kind 16, after the last", s.raw_array([b"\x10"]), None, DecodeFailure.UNKNOWN_KIND),
     ("kind 99", s.raw_array([b"\x18\x63", b"\x01"]), None, DecodeFailure.UNKNOWN_KIND),
     ("kind 2^64-1", s.raw_array([b"\x1b" + b"\xff" * 8]), None, DecodeFailure.UNKNOWN_KIND),
     ("kind -1", s.raw_array([b"\x20"]), None, DecodeFailure.UNKNOWN_KIND),
@@ -448,6 +452,10 @@ def test_depth_six_is_allowed() -> None:
     # Block > verdicts > verdict > judgements > judgement is five deep; six still parses.
     assert cbor.decode(nested(6), 100) == [[[[[[0]]]]]]
     assert codec.decode(codec.encode(s.block())) == s.block()
+    # Proposal > block > verdicts > verdict > judgements > judgement: exactly MAX_DEPTH.
+    proposal = s.proposal()
+    assert proposal.block.verdicts and proposal.block.verdicts[0].judgements
+    assert codec.decode(codec.encode(proposal)) == proposal
 
 
 # --- constructing messages runs the same checks -----------------------------------------
@@ -506,14 +514,21 @@ def test_limits_are_inclusive() -> None:
 
 def test_all_signed_kinds_use_signature_as_last_field() -> None:
     for message in (s.transaction(), s.work_batch(), s.verdict(), s.device_hello(),
-                    s.heartbeat(), s.device_status(), s.receipts()):  # fmt: skip
+                    s.heartbeat(), s.device_status(), s.receipts(), s.proposal(),
+                    s.prevote(), s.precommit(), s.prevote_nil(),
+                    s.precommit_nil()):  # fmt: skip
         assert message.to_wire()[-1] == message.signature
         assert len(message.signature) == 64
 
 
+SIGNED_TYPES = (Transaction, WorkBatch, Verdict, DeviceHello, Heartbeat, DeviceStatus,
+                Receipts, Proposal, Prevote, Precommit)  # fmt: skip
+UNSIGNED_TYPES = (Submission, BlockHeader, Block, SyncRequest)
+
+
 def test_other_kinds_are_unsigned() -> None:
-    for message_type in (Submission, BlockHeader, Block):
+    assert set(SIGNED_TYPES) | set(UNSIGNED_TYPES) == set(TYPES)
+    for message_type in UNSIGNED_TYPES:
         assert not hasattr(message_type, "signature")
-    for message_type in (Transaction, WorkBatch, Verdict, DeviceHello, Heartbeat,
-                         DeviceStatus, Receipts):  # fmt: skip
+    for message_type in SIGNED_TYPES:
         assert hasattr(message_type, "signer")

@@ -11,7 +11,10 @@ import protocol_samples as s
 import pytest
 
 from micromine.protocol import PROTOCOL_VERSION, codec, crypto
+from micromine.protocol.block import Block, CommitSignature
+from micromine.protocol.consensus import NIL, Precommit, Prevote
 from micromine.protocol.crypto import DOMAIN_PREFIX, KeyPair, sha256, signing_bytes, verify
+from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Kind
 from micromine.protocol.merkle import leaf_hash, merkle_root, node_hash
 
@@ -167,6 +170,9 @@ def test_unsigned_message_does_not_verify() -> None:
 
 def _alternative(value: Any, name: str) -> Any:
     """A different valid value for a field, of the same type."""
+    if type(value) is Block:  # a proposal's block: another block, as small
+        header = dataclasses.replace(value.header, timestamp_ms=value.header.timestamp_ms + 1)
+        return dataclasses.replace(value, header=header)
     if name == "chain_id":
         return value + "x" if len(value) < 32 else value[:-1]
     if type(value) is bool:
@@ -188,6 +194,13 @@ def test_tampering_any_field_invalidates_the_signature(name: str) -> None:
     tampered_fields = 0
     for field in dataclasses.fields(message):
         if field.name == "signature":
+            continue
+        nil_precommit = type(message) is Precommit and message.block_hash == NIL
+        if nil_precommit and field.name == "commit_signature":
+            # A nil precommit's commit_signature can only be zeros: no other value exists.
+            with pytest.raises(DecodeError):
+                dataclasses.replace(message, commit_signature=bytes([1]) + bytes(63))
+            tampered_fields += 1
             continue
         changed = dataclasses.replace(
             message, **{field.name: _alternative(getattr(message, field.name), field.name)}
@@ -222,6 +235,119 @@ def test_commit_signature_domain() -> None:
     for kind in Kind:
         if kind is not Kind.COMMIT:
             assert not verify(s.LEDGER.public, kind, s.CHAIN, header.hash, signature)
+
+
+# --- consensus votes ----------------------------------------------------------------------
+
+
+def _vote_fields(vote: Prevote | Precommit) -> dict[str, Any]:
+    return {
+        "chain_id": vote.chain_id,
+        "height": vote.height,
+        "round": vote.round,
+        "block_hash": vote.block_hash,
+        "voter": vote.voter,
+    }
+
+
+@pytest.mark.parametrize("nil", [False, True], ids=["block", "nil"])
+def test_prevote_signature_is_not_a_precommit_signature(nil: bool) -> None:
+    prevote = s.prevote_nil() if nil else s.prevote()
+    assert codec.is_signature_valid(prevote)
+    # The same vote fields, as a precommit carrying the prevote's signature.
+    commit = bytes(64) if nil else codec.sign_block_hash(prevote.block_hash, s.CHAIN, s.LEDGER)
+    forged = Precommit(**_vote_fields(prevote), commit_signature=commit,
+                       signature=prevote.signature)  # fmt: skip
+    assert not codec.is_signature_valid(forged)
+    # Even over the prevote's own id, the PRECOMMIT domain refuses it (and vice versa).
+    assert not verify(prevote.voter, Kind.PRECOMMIT, s.CHAIN, prevote.id, prevote.signature)
+    precommit = s.precommit_nil() if nil else s.precommit()
+    assert codec.is_signature_valid(precommit)
+    assert not verify(precommit.voter, Kind.PREVOTE, s.CHAIN, precommit.id, precommit.signature)
+    back = Prevote(**_vote_fields(precommit), signature=precommit.signature)
+    assert back.id == prevote.id
+    assert not codec.is_signature_valid(back)
+
+
+@pytest.mark.parametrize("builder", [s.prevote, s.precommit, s.prevote_nil, s.precommit_nil])
+@pytest.mark.parametrize(
+    "changes",
+    [{"round": 1}, {"round": 3}, {"height": 2}, {"height": 0}, {"chain_id": "testnet-2"}],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+)
+def test_vote_signature_is_bound_to_its_height_round_and_chain(
+    builder: Any, changes: dict[str, Any]
+) -> None:
+    vote = builder()
+    replayed = dataclasses.replace(vote, **changes)
+    assert replayed.id != vote.id
+    assert not codec.is_signature_valid(replayed)
+    assert codec.is_signature_valid(builder(**changes))  # the honest vote for it does verify
+
+
+def test_vote_signature_is_bound_to_its_block() -> None:
+    for vote in (s.prevote(), s.precommit()):
+        nil: dict[str, Any] = {"block_hash": NIL}
+        if type(vote) is Precommit:
+            nil["commit_signature"] = bytes(64)  # a nil precommit carries none
+        as_nil = dataclasses.replace(vote, **nil)
+        assert not codec.is_signature_valid(as_nil)
+        other = dataclasses.replace(vote, block_hash=sha256(b"another block"))
+        assert not codec.is_signature_valid(other)
+    for vote in (s.prevote_nil(), s.precommit_nil()):
+        assert not codec.is_signature_valid(dataclasses.replace(vote, block_hash=DIGEST))
+
+
+def test_precommit_commit_signature_is_a_commit_not_a_vote() -> None:
+    precommit = s.precommit()
+    voter, block_hash, commit = precommit.voter, precommit.block_hash, precommit.commit_signature
+    assert codec.is_commit_signature_valid(voter, s.CHAIN, block_hash, commit)
+    assert commit == codec.sign_block_hash(block_hash, s.CHAIN, s.LEDGER)
+    # Not a vote: neither as the precommit's own signature nor in any vote domain.
+    assert not codec.is_signature_valid(dataclasses.replace(precommit, signature=commit))
+    for kind in (Kind.PREVOTE, Kind.PRECOMMIT, Kind.PROPOSAL, Kind.BLOCK):
+        assert not verify(voter, kind, s.CHAIN, block_hash, commit)
+        assert not verify(voter, kind, s.CHAIN, precommit.id, commit)
+    # ...and the vote signature is no commit signature: it cannot enter a certificate.
+    assert not codec.is_commit_signature_valid(voter, s.CHAIN, block_hash, precommit.signature)
+    assert not codec.is_commit_signature_valid(voter, "testnet-2", block_hash, commit)
+    assert not codec.is_commit_signature_valid(s.BOB.public, s.CHAIN, block_hash, commit)
+
+
+def test_precommit_commit_signature_is_bound_to_the_block_hash_only() -> None:
+    # The same block precommitted in two rounds: one commit signature, two distinct votes.
+    first, later = s.precommit(round=1), s.precommit(round=5)
+    assert first.commit_signature == later.commit_signature
+    assert first.signature != later.signature
+    other = s.precommit(block_hash=sha256(b"another block"))
+    assert not codec.is_commit_signature_valid(
+        other.voter, s.CHAIN, first.block_hash, other.commit_signature
+    )
+
+
+def test_precommit_commit_signatures_form_the_block_certificate() -> None:
+    validators = [s.LEDGER, s.key("ledger-2"), s.key("ledger-3")]
+    block = s.proposed_block()
+    precommits = [s.precommit(signer=v, block_hash=block.hash) for v in validators]
+    certificate = tuple(CommitSignature(p.voter, p.commit_signature) for p in precommits)
+    committed = dataclasses.replace(block, certificate=certificate)
+    assert codec.decode(codec.encode(committed), Block) == committed
+    for entry in committed.certificate:
+        assert codec.is_commit_signature_valid(entry.signer, s.CHAIN, block.hash, entry.signature)
+    # The single-node certificate of the sample block is the same bytes as the precommit's.
+    assert s.block().certificate[0].signature == precommits[0].commit_signature
+
+
+def test_proposal_signature_does_not_vouch_for_the_block() -> None:
+    proposal = s.proposal()
+    assert codec.is_signature_valid(proposal)
+    block_hash = proposal.block.hash
+    assert not codec.is_commit_signature_valid(
+        proposal.proposer, s.CHAIN, block_hash, proposal.signature
+    )
+    assert not verify(proposal.proposer, Kind.PROPOSAL, s.CHAIN, block_hash, proposal.signature)
+    for kind in (Kind.PREVOTE, Kind.PRECOMMIT):
+        assert not verify(proposal.proposer, kind, s.CHAIN, proposal.id, proposal.signature)
 
 
 def test_ids_are_sha256_of_the_unsigned_encoding() -> None:

@@ -15,6 +15,15 @@ from hypothesis import strategies as st
 
 from micromine.protocol import codec
 from micromine.protocol.block import Block, BlockHeader, CommitSignature, Reward
+from micromine.protocol.consensus import (
+    MAX_ROUND,
+    MAX_SYNC_BLOCKS,
+    NIL,
+    Precommit,
+    Prevote,
+    Proposal,
+    SyncRequest,
+)
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeError, DecodeFailure
@@ -27,6 +36,7 @@ from micromine.protocol.limits import (
     MAX_UINT,
 )
 from micromine.protocol.messages import (
+    NO_SIGNATURE,
     Judgement,
     Receipt,
     Receipts,
@@ -174,6 +184,52 @@ def receipts(draw: Any) -> Receipts:
     return signed(draw, message, "issuer")
 
 
+rounds = st.one_of(st.integers(1, 5), st.integers(1, MAX_ROUND))
+vote_hashes = st.one_of(st.just(NIL), hashes)
+
+
+@st.composite
+def proposals(draw: Any) -> Proposal:
+    round_ = draw(rounds)
+    pol_round = draw(st.one_of(st.just(0), st.just(round_ - 1), st.integers(0, round_ - 1)))
+    block = draw(blocks.map(lambda b: dataclasses.replace(b, certificate=())))
+    proposal = Proposal(
+        draw(chain_ids), draw(uints), round_, pol_round, block, draw(keys32), draw(signatures)
+    )
+    return signed(draw, proposal, "proposer")
+
+
+@st.composite
+def prevotes(draw: Any) -> Prevote:
+    vote = Prevote(
+        draw(chain_ids), draw(uints), draw(rounds), draw(vote_hashes), draw(keys32),
+        draw(signatures),
+    )  # fmt: skip
+    return signed(draw, vote, "voter")
+
+
+@st.composite
+def precommits(draw: Any) -> Precommit:
+    chain_id, block_hash = draw(chain_ids), draw(vote_hashes)
+    commit = NO_SIGNATURE if block_hash == NIL else draw(signatures)
+    vote = Precommit(
+        chain_id, draw(uints), draw(rounds), block_hash, draw(keys32), commit, draw(signatures)
+    )
+    if not draw(st.booleans()):
+        return vote
+    key = KeyPair(draw(seeds))  # a genuine precommit: commit signature and vote signature
+    if block_hash != NIL:
+        commit = codec.sign_block_hash(block_hash, chain_id, key)
+    return codec.sign(dataclasses.replace(vote, voter=key.public, commit_signature=commit), key)
+
+
+@st.composite
+def sync_requests(draw: Any) -> SyncRequest:
+    first = draw(st.one_of(st.integers(1, 300), st.integers(1, MAX_UINT)))
+    last = draw(st.integers(first, min(first + MAX_SYNC_BLOCKS - 1, MAX_UINT)))
+    return SyncRequest(draw(chain_ids), first, last, draw(st.binary(min_size=16, max_size=16)))
+
+
 STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Transaction: transactions(),
     Submission: submissions(),
@@ -185,6 +241,10 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Heartbeat: heartbeats(),
     DeviceStatus: statuses(),
     Receipts: receipts(),
+    Proposal: proposals(),
+    Prevote: prevotes(),
+    Precommit: precommits(),
+    SyncRequest: sync_requests(),
 }
 messages = st.one_of(*STRATEGIES.values())
 expected_types = st.sampled_from([None, *MESSAGE_TYPES])
@@ -245,13 +305,14 @@ def test_random_bytes_raise_only_decode_error(data: bytes, expected: Any) -> Non
 
 # A plausible head (an array of the right arity led by a real kind tag) makes random
 # tails reach the field checks instead of failing at the first byte.
-ARITIES = {1: 10, 2: 4, 3: 7, 4: 6, 5: 9, 6: 6, 7: 7, 8: 7, 9: 6, 10: 7}
+ARITIES = {1: 10, 2: 4, 3: 7, 4: 6, 5: 9, 6: 6, 7: 7, 8: 7, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5}
 HEADS = [bytes([0x80 | arity, tag]) for tag, arity in ARITIES.items()]
 
 
 def test_heads_match_the_wire_arity() -> None:
     for sample in protocol_samples.all_messages():
         assert len(sample.to_wire()) == ARITIES[sample.KIND]
+    assert set(ARITIES) == set(codec.MESSAGE_TYPES)
 
 
 @PROFILE
@@ -344,7 +405,7 @@ def test_arbitrary_cbor_trees_raise_only_decode_error(
 
 
 @PROFILE
-@given(st.integers(0, 12), st.lists(trees, max_size=10), st.booleans(), expected_types)
+@given(st.integers(0, 17), st.lists(trees, max_size=10), st.booleans(), expected_types)
 def test_message_shaped_trees_raise_only_decode_error(
     tag: int, fields: list[Any], canonical: bool, expected: Any
 ) -> None:
@@ -367,3 +428,52 @@ def test_one_field_replaced_by_any_tree(message: Any, index: int, tree: Any) -> 
     if decoded is not None:
         assert type(decoded) is type(message)
         assert codec.encode(decoded) == data
+
+
+# --- (e) the consensus range rules ---------------------------------------------------------
+
+any_rounds = st.one_of(st.integers(0, 8), st.integers(0, 2**64 - 1), st.integers(-3, -1))
+
+
+@PROFILE
+@given(any_rounds, any_rounds)
+def test_proposal_rounds_accepted_exactly_when_in_range(round_: int, pol_round: int) -> None:
+    """Valid iff 1 <= round <= MAX_ROUND and 0 <= pol_round < round, built or decoded."""
+    sample = protocol_samples.proposal()
+    valid = 1 <= round_ <= MAX_ROUND and 0 <= pol_round < round_
+    wire = sample.to_wire()
+    wire[3], wire[4] = round_, pol_round
+    data = cbor2.dumps(wire, canonical=True)
+    try:
+        built = dataclasses.replace(sample, round=round_, pol_round=pol_round)
+    except DecodeError as exc:
+        assert not valid
+        assert exc.code is DecodeFailure.OUT_OF_RANGE
+        assert decode_or_error(data) is None
+        return
+    assert valid
+    assert codec.decode(data, Proposal) == built
+
+
+heights = st.one_of(st.integers(0, 300), st.integers(0, MAX_UINT + 1))
+
+
+@PROFILE
+@given(heights, st.one_of(heights, st.integers(-2, MAX_SYNC_BLOCKS + 1)), st.booleans())
+def test_sync_range_accepted_exactly_when_valid(first: int, other: int, relative: bool) -> None:
+    last = first + other if relative else other  # near first, or anywhere
+    assume(last >= 0)
+    valid = 1 <= first <= last < first + MAX_SYNC_BLOCKS and last <= MAX_UINT
+    data = cbor2.dumps([15, "c", first, last, bytes(16)], canonical=True)
+    decoded = decode_or_error(data, SyncRequest)
+    assert (decoded is not None) == valid
+    if decoded is not None:
+        assert (decoded.from_height, decoded.to_height) == (first, last)
+
+
+@PROFILE
+@given(vote_hashes, st.one_of(st.just(NO_SIGNATURE), signatures))
+def test_precommit_commit_signature_only_for_a_block(block_hash: bytes, commit: bytes) -> None:
+    valid = block_hash != NIL or commit == NO_SIGNATURE
+    data = cbor2.dumps([14, "c", 1, 1, block_hash, bytes(32), commit, bytes(64)], canonical=True)
+    assert (decode_or_error(data, Precommit) is not None) == valid

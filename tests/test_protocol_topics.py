@@ -31,16 +31,23 @@ def test_builders_produce_the_documented_tree() -> None:
     assert topics.blocks(CHAIN) == f"{BASE}/blocks"
     assert topics.blocks_json(CHAIN) == f"{BASE}/blocks/json"
     assert topics.ledger_status(CHAIN, NODE) == f"{BASE}/ledger/{NODE.hex()}/status"
+    assert topics.consensus(CHAIN, NODE) == f"{BASE}/consensus/{NODE.hex()}"
+    assert topics.all_consensus(CHAIN) == f"{BASE}/consensus/+"
+    assert topics.sync_request(CHAIN) == f"{BASE}/sync/request"
+    assert topics.sync_reply(CHAIN, REPLY) == f"{BASE}/sync/{REPLY.hex()}"
     assert DEV.hex() == DEV.hex().lower()
 
 
 def test_channels_are_distinct() -> None:
     # Regression: equal TopicSpec values made WORK, VERDICTS... aliases of SUBMIT.
-    assert len(list(Channel)) == 10
-    assert len({c.name for c in Channel}) == 10
+    assert len(list(Channel)) == 13
+    assert len({c.name for c in Channel}) == 13
+    assert len({c.value.pattern for c in Channel}) == 13
     assert Channel.WORK is not Channel.SUBMIT
     assert Channel.BLOCKS is not Channel.DEVICE_STATUS
     assert Channel["VERDICTS"].name == "VERDICTS"
+    assert Channel.SYNC_REQUEST is not Channel.SYNC_REPLY
+    assert Channel.CONSENSUS is not Channel.WORK
 
 
 QOS_RETAIN = {
@@ -54,6 +61,9 @@ QOS_RETAIN = {
     Channel.BLOCKS: (1, True),
     Channel.BLOCKS_JSON: (1, True),
     Channel.LEDGER_STATUS: (1, True),
+    Channel.CONSENSUS: (1, False),
+    Channel.SYNC_REQUEST: (1, False),
+    Channel.SYNC_REPLY: (1, False),
 }
 
 
@@ -73,6 +83,9 @@ ROUND_TRIPS = [
     (topics.blocks(CHAIN), Channel.BLOCKS, None),
     (topics.blocks_json(CHAIN), Channel.BLOCKS_JSON, None),
     (topics.ledger_status(CHAIN, NODE), Channel.LEDGER_STATUS, NODE),
+    (topics.consensus(CHAIN, NODE), Channel.CONSENSUS, NODE),
+    (topics.sync_request(CHAIN), Channel.SYNC_REQUEST, None),
+    (topics.sync_reply(CHAIN, REPLY), Channel.SYNC_REPLY, REPLY),
 ]
 
 
@@ -131,12 +144,47 @@ JUNK = [
     f"{BASE}/ledger/{HEX64}",
     f"{BASE}/ledger/{HEX64}/hello",
     f"{BASE}/unknown/{HEX64}",
+    f"{BASE}/consensus",
+    f"{BASE}/consensus/",
+    f"{BASE}/consensus/+",
+    f"{BASE}/consensus/{REPLY.hex()}",  # 16-byte key where 32 are needed
+    f"{BASE}/consensus/{HEX64.upper()}",
+    f"{BASE}/consensus/{HEX64}/",
+    f"{BASE}/consensus/{HEX64}/prevote",
+    f"{BASE}/sync",
+    f"{BASE}/sync/",
+    f"{BASE}/sync/+",
+    f"{BASE}/sync/Request",
+    f"{BASE}/sync/requests",
+    f"{BASE}/sync/request/",
+    f"{BASE}/sync/request/{REPLY.hex()}",
+    f"{BASE}/sync/{HEX64}",  # 32-byte key where a 16-byte reply_to is needed
+    f"{BASE}/sync/{REPLY.hex().upper()}",
+    f"{BASE}/sync/{REPLY.hex()}/",
 ]
 
 
 @pytest.mark.parametrize("topic", JUNK)
 def test_parse_rejects_junk(topic: str) -> None:
     assert topics.parse(CHAIN, topic) is None
+
+
+def test_sync_request_is_not_a_reply_channel() -> None:
+    # "request" is a fixed level; no reply_to (32 lowercase hex digits) can spell it.
+    assert topics.parse(CHAIN, f"{BASE}/sync/request") == ParsedTopic(Channel.SYNC_REQUEST, None)
+    reply = bytes(16)
+    assert topics.parse(CHAIN, topics.sync_reply(CHAIN, reply)) == ParsedTopic(
+        Channel.SYNC_REPLY, reply
+    )
+
+
+def test_consensus_topic_is_per_sender() -> None:
+    other = bytes(range(64, 96))
+    assert topics.consensus(CHAIN, NODE) != topics.consensus(CHAIN, other)
+    parsed = topics.parse(CHAIN, topics.consensus(CHAIN, other))
+    assert parsed == ParsedTopic(Channel.CONSENSUS, other)
+    assert topics.consensus("othernet", NODE) != topics.consensus(CHAIN, NODE)
+    assert topics.parse("othernet", topics.consensus(CHAIN, NODE)) is None
 
 
 @pytest.mark.parametrize("chain", ["", "a/b", "a+", "#", "a\x00"])

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from micromine.protocol import cbor, codec, crypto, limits
+from micromine.protocol import consensus as consensus_rules
 from micromine.protocol.block import Block, BlockHeader, compute_body_hash, compute_tx_root
+from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.kinds import Kind, Reason
@@ -137,6 +139,53 @@ def test_message_vector(vector: dict[str, Any]) -> None:
             assert codec.is_signature_valid(verdict)
         for tx in message.txs:
             assert codec.is_signature_valid(tx)
+    if isinstance(message, Proposal):
+        block = message.block
+        assert block.certificate == ()
+        assert block.hash.hex() == vector["block_hash"]
+        assert message.pol_round < message.round
+        assert block.header.tx_root == compute_tx_root(block.txs)
+        assert block.header.body_hash == compute_body_hash(block.verdicts, block.rewards)
+        assert all(codec.is_signature_valid(m) for m in (*block.txs, *block.verdicts))
+    if isinstance(message, Precommit):
+        if message.block_hash == NIL:
+            assert message.commit_signature == bytes(64)
+            assert "commit_signing_bytes" not in vector
+        else:
+            signing = crypto.signing_bytes(Kind.COMMIT, message.chain_id, message.block_hash)
+            assert signing.hex() == vector["commit_signing_bytes"]
+            assert codec.is_commit_signature_valid(
+                message.voter, message.chain_id, message.block_hash, message.commit_signature
+            )
+
+
+def _vectors_of(cls: type[Any]) -> dict[str, Any]:
+    return {
+        v["name"]: from_json(cls, v["fields"]) for v in MESSAGES["vectors"] if v["tag"] == cls.KIND
+    }
+
+
+def test_consensus_vectors_cover_nil_votes_and_pol_rounds() -> None:
+    for cls in (Prevote, Precommit):
+        hashes = [vote.block_hash for vote in _vectors_of(cls).values()]
+        assert NIL in hashes, cls.__name__
+        assert any(h != NIL for h in hashes), cls.__name__
+    assert {p.pol_round == 0 for p in _vectors_of(Proposal).values()} == {True, False}
+    assert _vectors_of(SyncRequest)
+
+
+def test_consensus_vectors_are_one_height_of_one_chain() -> None:
+    (block,) = _vectors_of(Block).values()
+    proposals = _vectors_of(Proposal).values()
+    assert all(p.block.hash == block.hash and p.height == block.height for p in proposals)
+    for vote in (*_vectors_of(Prevote).values(), *_vectors_of(Precommit).values()):
+        assert vote.block_hash in (block.hash, NIL)
+        assert vote.height == block.height
+    # A precommit's commit signature is a certificate entry, byte for byte.
+    certificate = {(c.signer, c.signature) for c in block.certificate}
+    for vote in _vectors_of(Precommit).values():
+        if vote.block_hash != NIL:
+            assert (vote.voter, vote.commit_signature) in certificate
 
 
 # --- Merkle -------------------------------------------------------------------------------
@@ -173,6 +222,16 @@ def test_invalid_vectors_cover_every_failure_code() -> None:
     assert {v["failure"] for v in INVALID["vectors"]} == {code.name for code in DecodeFailure}
 
 
+def test_invalid_vectors_cover_the_consensus_rules() -> None:
+    expected = {v["expected"] for v in INVALID["vectors"]}
+    assert {"Proposal", "Prevote", "Precommit", "SyncRequest"} <= expected
+    names = " | ".join(v["name"] for v in INVALID["vectors"])
+    for rule in ("round 0", "pol_round equal to its round", "block with a certificate",
+                 "nil precommit with a commit signature", "from height 0",
+                 "to_height below from_height", "65 blocks"):  # fmt: skip
+        assert rule in names, rule
+
+
 # --- stateless validation -----------------------------------------------------------------
 
 
@@ -202,6 +261,8 @@ def _limit_constants() -> list[tuple[str, int]]:
         if name.isupper() and type(value) is int
     ]
     found += [(f"MAX_MESSAGE_BYTES[{k}]", v) for k, v in limits.MAX_MESSAGE_BYTES.items()]
+    # The consensus limits live next to the messages they bound (protocol/consensus.py).
+    found += [(name, getattr(consensus_rules, name)) for name in ("MAX_ROUND", "MAX_SYNC_BLOCKS")]
     return found
 
 
@@ -221,6 +282,20 @@ def test_doc_states_the_key_limits() -> None:
                         ("MAX_DEPTH", 6)]:  # fmt: skip
         assert getattr(limits, name) == value
         assert re.search(rf"{name}\W[^\n]*\b{value}\b", doc), name
+
+
+def test_doc_states_the_consensus_limits() -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    for name, value in [("MAX_ROUND", 2**31), ("MAX_SYNC_BLOCKS", 64)]:
+        assert getattr(consensus_rules, name) == value
+        assert re.search(rf"\|\s*`{name}`\s*\|\s*{value}\s*\|", doc), name
+
+
+def test_doc_has_a_section_for_every_kind() -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    for tag, cls in codec.MESSAGE_TYPES.items():
+        assert re.search(rf"^### 6\.\d+ {cls.__name__} — kind {tag}$", doc, re.M), cls.__name__
+        assert re.search(rf"\b{tag} {cls.__name__}\b", doc), f"kind tag list: {cls.__name__}"
 
 
 def test_doc_lists_every_failure_and_reason_code() -> None:

@@ -29,6 +29,15 @@ from micromine.protocol.block import (
     compute_body_hash,
     compute_tx_root,
 )
+from micromine.protocol.consensus import (
+    MAX_ROUND,
+    MAX_SYNC_BLOCKS,
+    NIL,
+    Precommit,
+    Prevote,
+    Proposal,
+    SyncRequest,
+)
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeFailure
@@ -36,6 +45,7 @@ from micromine.protocol.kinds import Kind, Reason, ReceiptStatus
 from micromine.protocol.limits import MAX_TX_BYTES
 from micromine.protocol.merkle import leaf_hash, merkle_root
 from micromine.protocol.messages import (
+    NO_SIGNATURE,
     Judgement,
     Receipt,
     Receipts,
@@ -206,6 +216,29 @@ def build_messages() -> list[tuple[str, Any]]:
         ("device-status-online", online),
         ("device-status-offline", offline),
         ("receipts", receipts),
+        *consensus_messages(block),
+    ]
+
+
+def consensus_messages(block: Block) -> list[tuple[str, Any]]:
+    """Messages of height 1, all signed by the ledger key: a round-1 proposal and one
+    with a pol_round, votes for the block and nil votes, and a sync request."""
+    proposed = dataclasses.replace(block, certificate=())
+    block_hash = proposed.hash
+    commit = codec.sign_block_hash(block_hash, CHAIN, LEDGER)
+    assert commit == block.certificate[0].signature  # the certificate is made of these
+
+    def signed(message: Any) -> Any:
+        return codec.sign(message, LEDGER)
+
+    return [
+        ("proposal", signed(Proposal(CHAIN, 1, 1, 0, proposed, LEDGER.public))),
+        ("proposal-pol-round", signed(Proposal(CHAIN, 1, 3, 2, proposed, LEDGER.public))),
+        ("prevote", signed(Prevote(CHAIN, 1, 1, block_hash, LEDGER.public))),
+        ("prevote-nil", signed(Prevote(CHAIN, 1, 2, NIL, LEDGER.public))),
+        ("precommit", signed(Precommit(CHAIN, 1, 1, block_hash, LEDGER.public, commit))),
+        ("precommit-nil", signed(Precommit(CHAIN, 1, 2, NIL, LEDGER.public, NO_SIGNATURE))),
+        ("sync-request", SyncRequest(CHAIN, 1, MAX_SYNC_BLOCKS, bytes(range(16, 32)))),
     ]
 
 
@@ -217,6 +250,9 @@ SIGNER_FIELDS = {
     Heartbeat: "device",
     DeviceStatus: "device",
     Receipts: "issuer",
+    Proposal: "proposer",
+    Prevote: "voter",
+    Precommit: "voter",
 }
 
 
@@ -243,6 +279,12 @@ def message_vector(name: str, message: Any) -> dict[str, Any]:
             crypto.signing_bytes(Kind.COMMIT, message.header.chain_id, message.hash).hex()
             for _ in message.certificate
         ]
+    if isinstance(message, Proposal):
+        vector["block_hash"] = message.block.hash.hex()
+    if isinstance(message, Precommit) and message.block_hash != NIL:
+        vector["commit_signing_bytes"] = crypto.signing_bytes(
+            Kind.COMMIT, message.chain_id, message.block_hash
+        ).hex()
     return vector
 
 
@@ -393,6 +435,7 @@ def invalid_json() -> dict[str, Any]:
         ("empty chain id", tx_with(chain, _text("")), tx_t, fail.OUT_OF_RANGE),
         ("33-character chain id", tx_with(chain, _text("a" * 33)), tx_t, fail.OUT_OF_RANGE),
         ("work batch with no transactions", batch_with_txs([]), batch_t, fail.OUT_OF_RANGE),
+        *consensus_invalid_cases(),
     ]  # fmt: skip
     return {
         "description": "Inputs that each break exactly one rule; decode(hex, expected) must "
@@ -408,6 +451,54 @@ def invalid_json() -> dict[str, Any]:
             for name, data, expected, code in cases
         ],
     }
+
+
+def _with_item(message: Any, index: int, encoded: bytes) -> bytes:
+    """The message's encoding with wire item ``index`` replaced by raw CBOR."""
+    items = [cbor.encode(item) for item in message.to_wire()]
+    items[index] = encoded
+    return _array(items)
+
+
+def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailure]]:
+    by_name = dict(build_messages())
+    proposal, prevote = by_name["proposal-pol-round"], by_name["prevote"]
+    precommit, nil_precommit = by_name["precommit"], by_name["precommit-nil"]
+    sync, block = by_name["sync-request"], by_name["block"]
+    short_sync = SyncRequest(CHAIN, 1, 3, sync.reply_to)  # from 0 to 3: one rule broken
+    # Wire positions: Proposal round 3, pol_round 4, block 5; votes round 3; Precommit
+    # commit_signature 6; SyncRequest from_height 2, to_height 3.  Each case breaks one
+    # rule only, so there is no "proposal round 0": no pol_round is below round 0.
+    fail = DecodeFailure
+    p_t, v_t, c_t, s_t = "Proposal", "Prevote", "Precommit", "SyncRequest"
+    precommit_items = [cbor.encode(item) for item in precommit.to_wire()]
+    return [
+        ("kind tag 16", _array([_head(0, 16)]), None, fail.UNKNOWN_KIND),
+        ("a prevote where a precommit is expected", codec.encode(prevote), c_t,
+         fail.WRONG_KIND),
+        ("precommit without its commit signature",
+         _array(precommit_items[:6] + precommit_items[7:]), c_t, fail.BAD_SHAPE),
+        ("proposal round 2^31 + 1", _with_item(proposal, 3, _head(0, MAX_ROUND + 1)), p_t,
+         fail.OUT_OF_RANGE),
+        ("proposal pol_round equal to its round", _with_item(proposal, 4, _head(0, 3)), p_t,
+         fail.OUT_OF_RANGE),
+        ("proposal pol_round above its round", _with_item(proposal, 4, _head(0, 4)), p_t,
+         fail.OUT_OF_RANGE),
+        ("proposal of a block with a certificate",
+         _with_item(proposal, 5, cbor.encode(block.to_wire())), p_t, fail.OUT_OF_RANGE),
+        ("prevote round 0", _with_item(prevote, 3, _head(0, 0)), v_t, fail.OUT_OF_RANGE),
+        ("precommit round 0", _with_item(precommit, 3, _head(0, 0)), c_t, fail.OUT_OF_RANGE),
+        ("nil precommit with a commit signature",
+         _with_item(nil_precommit, 6, _bytes(precommit.commit_signature)), c_t,
+         fail.OUT_OF_RANGE),
+        ("sync request from height 0", _with_item(short_sync, 2, _head(0, 0)), s_t,
+         fail.OUT_OF_RANGE),
+        ("sync request to_height below from_height",
+         _with_item(sync, 3, _head(0, 0)), s_t,
+         fail.OUT_OF_RANGE),
+        ("sync request for 65 blocks", _with_item(sync, 3, _head(0, MAX_SYNC_BLOCKS + 1)),
+         s_t, fail.OUT_OF_RANGE),
+    ]  # fmt: skip
 
 
 # --- stateless validation -----------------------------------------------------------------
