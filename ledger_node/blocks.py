@@ -7,7 +7,7 @@ round down; the remainder goes to the device with the most judgements (lowest ke
 tie), so exactly ``pool`` is paid and every node computes the same split.
 """
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +32,10 @@ from micromine.protocol.codec import sign_block_hash
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import Transaction, Verdict
+
+
+class InvalidBlockError(ValueError):
+    """The block breaks the rule named in the message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,27 @@ def compute_rewards(pool: int, judged: Mapping[bytes, int]) -> tuple[Reward, ...
     return tuple(Reward(device, amount) for device, amount in sorted(shares.items()) if amount)
 
 
+def compute_judged(
+    txs: Sequence[Transaction], verdicts: Sequence[Verdict], q: int
+) -> Counter[bytes]:
+    """Judgements that earn: per transaction, the q lowest device keys among the block's
+    verdicts that judged it valid.  Raises InvalidBlockError when one has fewer than q."""
+    valid_devices: defaultdict[bytes, set[bytes]] = defaultdict(set)
+    for verdict in verdicts:
+        for judgement in verdict.judgements:
+            if judgement.reason == Reason.OK:
+                valid_devices[judgement.tx_id].add(verdict.device)
+    judged: Counter[bytes] = Counter()
+    for tx in txs:
+        devices = sorted(valid_devices.get(tx.id, ()))[:q]
+        if len(devices) < q:
+            raise InvalidBlockError(
+                f"tx {tx.id.hex()[:16]} has {len(devices)} valid verdicts < q={q}"
+            )
+        judged.update(devices)
+    return judged
+
+
 def order_candidates(txs: Sequence[Transaction]) -> list[Transaction]:
     """Deterministic order that respects each sender's nonce sequence."""
     return sorted(txs, key=lambda tx: (tx.sender, tx.nonce, tx.id))
@@ -75,6 +100,7 @@ def build_block(
     candidates: Sequence[Transaction],
     justification: Mapping[bytes, Sequence[Verdict]],
     params: ChainParams,
+    seal: bool = True,
 ) -> BuiltBlock:
     """Apply ``candidates`` in order over ``accounts`` and seal the result.
 
@@ -99,16 +125,16 @@ def build_block(
             rejected.append((tx, reason))
 
     verdicts: dict[bytes, Verdict] = {}
-    judged: Counter[bytes] = Counter()
     for tx in included:
         for verdict in justification[tx.id][: params.q]:
             verdicts[verdict.id] = verdict
-            judged[verdict.device] += 1
+    ordered_verdicts = tuple(verdicts[key] for key in sorted(verdicts))
+    # Rewards follow from the block's own contents, so every node can recompute them.
+    judged = compute_judged(included, ordered_verdicts, params.q)
     pool = params.block_reward + sum(tx.fee for tx in included)
     rewards = compute_rewards(pool, judged)
     process_rewards(view, rewards)
 
-    ordered_verdicts = tuple(verdicts[key] for key in sorted(verdicts))
     header = BlockHeader(
         chain_id=chain_id,
         height=tip.height + 1,
@@ -119,12 +145,17 @@ def build_block(
         timestamp_ms=timestamp_ms,
         proposer=proposer.public,
     )
-    signature = sign_block_hash(header.hash, chain_id, proposer)
+    # A single node seals its own block; under consensus the certificate comes from the
+    # precommits and the proposal carries none.
+    certificate = ()
+    if seal:
+        signature = sign_block_hash(header.hash, chain_id, proposer)
+        certificate = (CommitSignature(proposer.public, signature),)
     block = Block(
         header=header,
         txs=tuple(included),
         verdicts=ordered_verdicts,
         rewards=rewards,
-        certificate=(CommitSignature(proposer.public, signature),),
+        certificate=certificate,
     )
     return BuiltBlock(block, view.changes, tuple(rejected), tuple(deferred))

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from micromine.ledger_node.actions import Action, CommitBlock, Dropped, StorePending
-from micromine.ledger_node.blocks import ChainTip
+from micromine.ledger_node.blocks import ChainTip, InvalidBlockError
 from micromine.ledger_node.core import LedgerCore
 from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.ledger_node.state import Account, compute_state_root
+from micromine.ledger_node.verify import verify_block
 from micromine.protocol import topics
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode, is_commit_signature_valid, sign
@@ -258,3 +259,28 @@ def test_garbage_on_every_topic_is_dropped_not_raised(payload: bytes) -> None:
     ):
         actions = h.feed(topic, payload)
         assert all(isinstance(a, Dropped) for a in actions) or payload == b""
+
+
+def test_every_built_block_passes_the_honest_validity_rules() -> None:
+    """What the proposer builds, verify_block accepts; tampering with it is caught."""
+    h = make_harness()
+    parent_accounts = dict(h.core.accounts)
+    txs = [tx(s, n) for s in SENDERS for n in range(2)]
+    h.submit([encode(t) for t in txs])
+    h.run()
+    block = h.blocks()[0]
+    validators = (NODE.public,)
+    genesis_tip = ChainTip(0, h.core.genesis.hash, T0)
+    changes = verify_block(parent_accounts, genesis_tip, block, h.core.params, validators)
+    assert changes  # the senders, the recipient and the rewarded devices
+    tampered = [
+        replace(block, header=replace(block.header, state_root=bytes(32))),
+        replace(block, rewards=block.rewards[1:]),
+        replace(block, txs=block.txs[1:]),
+        replace(block, verdicts=block.verdicts[1:]),
+        replace(block, header=replace(block.header, height=5)),
+        replace(block, header=replace(block.header, proposer=key(77).public)),
+    ]
+    for bad in tampered:
+        with pytest.raises(InvalidBlockError):
+            verify_block(parent_accounts, genesis_tip, bad, h.core.params, validators)
