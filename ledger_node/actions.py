@@ -8,9 +8,12 @@ a block is published after CommitBlock).
 
 from dataclasses import dataclass
 
+from micromine.ledger_node.consensus import PersistSigned
+from micromine.ledger_node.consensus_votes import ConsensusMessage
 from micromine.ledger_node.mempool import PendingTx
 from micromine.ledger_node.state import Account
 from micromine.protocol.block import Block
+from micromine.protocol.consensus import SyncRequest
 from micromine.protocol.topics import Publish
 
 
@@ -44,4 +47,22 @@ class Dropped:
     detail: str
 
 
-Action = Publish | StorePending | ForgetPending | CommitBlock | Dropped
+@dataclass(frozen=True, slots=True)
+class EvidenceFound:
+    """A validator signed two different messages for one slot: log both as evidence."""
+
+    first: ConsensusMessage
+    second: ConsensusMessage
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSync:
+    """Send the committed blocks a peer asked for (the adapter reads them from storage)."""
+
+    request: SyncRequest
+
+
+Action = (
+    Publish | StorePending | ForgetPending | CommitBlock | Dropped
+    | PersistSigned | EvidenceFound | ServeSync
+)  # fmt: skip

@@ -147,7 +147,7 @@ def build_block(
     )
     # A single node seals its own block; under consensus the certificate comes from the
     # precommits and the proposal carries none.
-    certificate = ()
+    certificate: tuple[CommitSignature, ...] = ()
     if seal:
         signature = sign_block_hash(header.hash, chain_id, proposer)
         certificate = (CommitSignature(proposer.public, signature),)

@@ -1,7 +1,9 @@
 """The ledger node's deterministic state machine: events in, actions out.
 
-    on_message(topic, payload, now_ms) -> [Action]   a submission, verdict or device message
-    on_tick(now_ms)                    -> [Action]   time passed: dispatch, deadlines, blocks
+    start(now_ms)                      -> [Action]   begin taking part in consensus
+    on_message(topic, payload, now_ms) -> [Action]   a submission, verdict, device or
+                                                       consensus message
+    on_tick(now_ms)                    -> [Action]   time passed: dispatch, deadlines, rounds
 
 No sockets, files, clocks or global randomness: time comes with each event and the
 random choice of devices comes from the ``rng`` given at construction, so a seeded
@@ -14,6 +16,10 @@ simulation replays exactly.  Transaction lifecycle:
 A batch is given to k distinct available devices at once.  When a device misses the
 batch deadline, or when every asked device has answered without q agreeing, the
 still-undecided transactions go, as a new batch, to one device not yet asked.
+
+Every ledger node admits every submission and tallies every verdict; only a
+transaction's owner (peers.py) dispatches it and answers its submitter.  Blocks are
+agreed by the validators through replica.py (consensus); this module commits them.
 """
 
 import random
@@ -22,30 +28,35 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from micromine.ledger_node import blocks as block_builder
 from micromine.ledger_node.actions import Action, CommitBlock, Dropped, ForgetPending, StorePending
 from micromine.ledger_node.blocks import ChainTip
+from micromine.ledger_node.consensus import SignedState
 from micromine.ledger_node.devices import DeviceRegistry
 from micromine.ledger_node.dispatch import Dispatcher
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import Mempool, PendingTx
+from micromine.ledger_node.peers import PeerTracker
 from micromine.ledger_node.render import block_to_json
+from micromine.ledger_node.replica import Replica
 from micromine.ledger_node.state import Account
 from micromine.ledger_node.tally import TxVotes, agreement, compute_outcome, record_vote
 from micromine.protocol import topics
+from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode, is_signature_valid, sign
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Reason, ReceiptStatus
 from micromine.protocol.limits import MAX_RECEIPT_ITEMS
-from micromine.protocol.messages import Receipt, Receipts, Submission, Verdict
+from micromine.protocol.messages import Receipt, Receipts, Submission, Transaction, Verdict
 from micromine.protocol.topics import Channel, Publish
 from micromine.protocol.validation import decode_transaction
 
 DeviceMessage = TypeVar("DeviceMessage", DeviceHello, Heartbeat, DeviceStatus)
 
 RECENT_COMMITTED = 100_000  # committed tx ids remembered, for idempotent resubmission
+PEER_TIMEOUT_MS = 5000  # a validator unheard for this long loses its share of the work
+OWNERSHIP_SCAN_MS = 1000  # how often to pick up transactions a silent peer owned
 
 
 @dataclass(slots=True)
@@ -70,6 +81,8 @@ class LedgerCore:
         accounts: dict[bytes, Account],
         tip: ChainTip,
         pending: Iterable[PendingTx] = (),
+        last_signed: SignedState | None = None,
+        now_ms: int = 0,
     ) -> None:
         self.genesis = genesis
         self.chain_id = genesis.chain_id
@@ -87,22 +100,37 @@ class LedgerCore:
         )
         self.recent_committed: OrderedDict[bytes, int] = OrderedDict()
         self.stats = CoreStats()
-        self._last_block_ms = tip.timestamp_ms
+        self.peers = PeerTracker(genesis.ledger_nodes, key.public, PEER_TIMEOUT_MS, now_ms)
+        self.replica = Replica(self, rng.randbytes(16), last_signed)
+        self._next_ownership_scan = now_ms
+        self._now = now_ms  # time of the event being handled
         self._receipts: dict[bytes, list[Receipt]] = {}
         self._forgotten: list[bytes] = []  # rejected after admission, not yet persisted
+        self._drops: list[Dropped] = []  # see note_drop
         self._handlers: dict[Channel, Callable[[bytes | None, bytes, int, list[Action]], None]] = {
             Channel.SUBMIT: self._on_submission,
             Channel.VERDICTS: self._on_verdict,
             Channel.HELLO: self._on_hello,
             Channel.HEARTBEAT: self._on_heartbeat,
             Channel.DEVICE_STATUS: self._on_device_status,
+            Channel.CONSENSUS: self.replica.on_consensus,
+            Channel.SYNC_REQUEST: self.replica.on_sync_request,
+            Channel.SYNC_REPLY: self.replica.on_sync_reply,
         }
         for entry in pending:  # resumed from storage: judge them again
-            self._admit(entry)
+            self._admit(entry, now_ms)
+
+    def start(self, now_ms: int) -> list[Action]:
+        self._now = now_ms
+        actions: list[Action] = []
+        self.replica.start(now_ms, actions)
+        self._flush_receipts(actions, now_ms)
+        return actions
 
     # ---- events -------------------------------------------------------------------
 
     def on_message(self, topic: str, payload: bytes, now_ms: int) -> list[Action]:
+        self._now = now_ms
         actions: list[Action] = []
         parsed = topics.parse(self.chain_id, topic)
         handler = self._handlers.get(parsed.channel) if parsed else None
@@ -114,12 +142,15 @@ class LedgerCore:
         return actions
 
     def on_tick(self, now_ms: int) -> list[Action]:
+        self._now = now_ms
         actions: list[Action] = []
         self.dispatcher.expire_deadlines(self.votes, now_ms)
         self._expire_transactions(now_ms, actions)
+        if now_ms >= self._next_ownership_scan:
+            self._take_over_orphans(now_ms)
+            self._next_ownership_scan = now_ms + OWNERSHIP_SCAN_MS
         self.dispatcher.dispatch(self.votes, now_ms, actions)
-        if self.accepted and now_ms - self._last_block_ms >= self.params.block_interval_ms:
-            self._build_block(now_ms, actions)
+        self.replica.on_tick(now_ms, actions)
         self._flush_receipts(actions, now_ms)
         return actions
 
@@ -146,34 +177,44 @@ class LedgerCore:
     def _admit_item(
         self, item: bytes, reply_to: bytes, now_ms: int, admitted: list[PendingTx]
     ) -> None:
+        # Every node decides the same; only the item's owner answers (peers.py).
         decoded = decode_transaction(item)
         if isinstance(decoded, Reason):
-            self._receipt(reply_to, sha256(item), ReceiptStatus.REJECTED, decoded)
+            self._receipt_if_mine(reply_to, sha256(item), ReceiptStatus.REJECTED, decoded, now_ms)
             self.stats.rejected += 1
             return
         tx, tx_id = decoded, decoded.id
         if tx_id in self.mempool:  # [IGNORE] already pending: acknowledge again
-            self._receipt(reply_to, tx_id, ReceiptStatus.PENDING, 0)
+            self._receipt_if_mine(reply_to, tx_id, ReceiptStatus.PENDING, 0, now_ms)
             return
         height = self.recent_committed.get(tx_id)
         if height is not None:  # [IGNORE] already committed: say where
-            self._receipt(reply_to, tx_id, ReceiptStatus.COMMITTED, height)
+            self._receipt_if_mine(reply_to, tx_id, ReceiptStatus.COMMITTED, height, now_ms)
             return
         reason = self.mempool.check_admission(tx, now_ms, self.accounts)
         if reason is not Reason.OK:
-            self._receipt(reply_to, tx_id, ReceiptStatus.REJECTED, reason)
+            self._receipt_if_mine(reply_to, tx_id, ReceiptStatus.REJECTED, reason, now_ms)
             self.stats.rejected += 1
             return
         entry = PendingTx(tx, tx_id, reply_to, now_ms)
-        self._admit(entry)
+        self._admit(entry, now_ms)
         admitted.append(entry)
-        self._receipt(reply_to, tx_id, ReceiptStatus.PENDING, 0)
+        self._receipt_if_mine(reply_to, tx_id, ReceiptStatus.PENDING, 0, now_ms)
         self.stats.admitted += 1
 
-    def _admit(self, entry: PendingTx) -> None:
+    def _admit(self, entry: PendingTx, now_ms: int) -> None:
         self.mempool.add(entry)
         self.votes[entry.tx_id] = TxVotes(entry.tx, entry.reply_to, entry.admitted_ms)
-        self.dispatcher.fresh.append(entry.tx_id)
+        if self.peers.mine(entry.tx_id, now_ms):
+            self.dispatcher.fresh.append(entry.tx_id)
+
+    def _take_over_orphans(self, now_ms: int) -> None:
+        """Dispatch the undecided transactions that became ours because their owner went
+        silent (we never asked a device about them)."""
+        queued = set(self.dispatcher.fresh) | set(self.dispatcher.retry)
+        for tx_id, votes in self.votes.items():
+            if not votes.asked and tx_id not in queued and self.peers.mine(tx_id, now_ms):
+                self.dispatcher.fresh.append(tx_id)
 
     # ---- devices ------------------------------------------------------------------
 
@@ -233,13 +274,13 @@ class LedgerCore:
         except DecodeError as exc:
             self._drop(out, "verdict", f"decode_{exc.code.name.lower()}", exc.detail)
             return
-        record = self.dispatcher.batches.get(verdict.batch_id)
-        # [IGNORE] Unknown batch: already decided, or from before a restart.
-        if record is None:
-            return
         # [REJECT] The verdict is for this chain, on the device's own topic.
         if verdict.chain_id != self.chain_id or verdict.device != key:
             self._drop(out, "verdict", "topic_mismatch", verdict.device.hex()[:16])
+            return
+        record = self.dispatcher.batches.get(verdict.batch_id)
+        if record is None:  # another node's batch (or one from before a restart)
+            self._count_foreign_verdict(verdict, out)
             return
         # [REJECT] The device was given this batch.
         if verdict.device not in record.entitled:
@@ -269,6 +310,24 @@ class LedgerCore:
                 self.dispatcher.retry.append(judgement.tx_id)  # all answered, no quorum
         self.dispatcher.forget_if_done(verdict.batch_id, self.votes)
 
+    def _count_foreign_verdict(self, verdict: Verdict, out: list[Action]) -> None:
+        """Tally a verdict on a batch another ledger node issued, so that every node
+        learns which transactions are accepted.  Which devices may judge which batch is
+        not yet checked here (see docs/CONSENSUS.md, "device assignment")."""
+        # [IGNORE] Nothing in it is still undecided here.
+        if not any(j.tx_id in self.votes for j in verdict.judgements):
+            return
+        # [REJECT] The device signed it.
+        if not is_signature_valid(verdict):
+            self._drop(out, "verdict", "bad_signature", verdict.device.hex()[:16])
+            return
+        self.stats.verdicts += 1
+        for judgement in verdict.judgements:
+            votes = self.votes.get(judgement.tx_id)
+            if votes is not None:
+                record_vote(votes, verdict, judgement.reason)
+                self._decide(judgement.tx_id, votes)
+
     def _decide(self, tx_id: bytes, votes: TxVotes) -> bool:
         outcome = compute_outcome(votes, self.params.q)
         if outcome is None:
@@ -284,21 +343,21 @@ class LedgerCore:
         if outcome.accepted:
             self.accepted[tx_id] = votes
         else:
-            self._reject_pending(tx_id, outcome.reason)
+            self.reject_pending(tx_id, outcome.reason)
         return True
 
-    def _reject_pending(self, tx_id: bytes, reason: Reason) -> None:
+    def reject_pending(self, tx_id: bytes, reason: Reason) -> None:
         """Reject an admitted transaction, and the sender's later ones with NONCE_GAP."""
         entry = self.mempool.remove(tx_id)
         if entry is None:
             return
         self.votes.pop(tx_id, None)
         self.accepted.pop(tx_id, None)
-        self._receipt(entry.reply_to, tx_id, ReceiptStatus.REJECTED, reason)
+        self._receipt_if_mine(entry.reply_to, tx_id, ReceiptStatus.REJECTED, reason, self._now)
         self.stats.rejected += 1
         self._forgotten.append(tx_id)
         for later in self.mempool.later_from_sender(entry.tx.sender, entry.tx.nonce):
-            self._reject_pending(later, Reason.NONCE_GAP)
+            self.reject_pending(later, Reason.NONCE_GAP)
 
     # ---- time ---------------------------------------------------------------------
 
@@ -307,56 +366,58 @@ class LedgerCore:
             tx_id, votes = next(iter(self.votes.items()))
             if now_ms - votes.admitted_ms < self.params.tx_timeout_ms:
                 break
-            self._reject_pending(tx_id, Reason.NO_QUORUM)
+            self.reject_pending(tx_id, Reason.NO_QUORUM)
         self._flush_forgotten(actions)
 
     # ---- blocks -------------------------------------------------------------------
 
-    def _build_block(self, now_ms: int, actions: list[Action]) -> None:
-        candidates = [votes.tx for votes in self.accepted.values()]
-        justification = {
-            tx_id: list(votes.valid.values()) for tx_id, votes in self.accepted.items()
-        }
-        built = block_builder.build_block(
-            tip=self.tip,
-            chain_id=self.chain_id,
-            timestamp_ms=now_ms,
-            proposer=self.key,
-            accounts=self.accounts,
-            candidates=candidates,
-            justification=justification,
-            params=self.params,
-        )
-        for tx, reason in built.rejected:
-            self._reject_pending(tx.id, reason)
-        self._flush_forgotten(actions)
-        block = built.block
-        if not block.txs:
-            return
-        actions.append(CommitBlock(block, built.changes))
-        self.accounts.update(built.changes)
+    def on_block_committed(
+        self, block: Block, changes: dict[bytes, Account], now_ms: int, actions: list[Action]
+    ) -> None:
+        """A block was decided (by consensus, or learned with its certificate): store it,
+        advance the state, settle its transactions, and publish it if we proposed it."""
+        actions.append(CommitBlock(block, changes))
+        self.accounts.update(changes)
         self.tip = ChainTip(block.height, block.hash, block.header.timestamp_ms)
-        self._last_block_ms = now_ms
         for tx in block.txs:
             tx_id = tx.id
-            votes = self.accepted.pop(tx_id)
-            self.mempool.remove(tx_id)
-            self._receipt(votes.reply_to, tx_id, ReceiptStatus.COMMITTED, block.height)
+            self.accepted.pop(tx_id, None)
+            self.votes.pop(tx_id, None)
+            entry = self.mempool.remove(tx_id)
+            if entry is not None:
+                self._receipt_if_mine(
+                    entry.reply_to, tx_id, ReceiptStatus.COMMITTED, block.height, now_ms
+                )
             self.recent_committed[tx_id] = block.height
         while len(self.recent_committed) > RECENT_COMMITTED:
             self.recent_committed.popitem(last=False)
+        # Transactions of ours that the block made impossible (nonce now used) go too.
+        for tx_id in [i for i, v in self.accepted.items() if self._spent_nonce(v.tx)]:
+            self.reject_pending(tx_id, Reason.BAD_NONCE)
         self.stats.blocks += 1
         self.stats.committed += len(block.txs)
-        blocks_topic, json_topic = topics.blocks(self.chain_id), topics.blocks_json(self.chain_id)
-        actions.append(Publish.on(Channel.BLOCKS, blocks_topic, encode(block)))
-        actions.append(Publish.on(Channel.BLOCKS_JSON, json_topic, block_to_json(block)))
+        if block.header.proposer == self.key.public:  # one publisher per block
+            blocks_topic = topics.blocks(self.chain_id)
+            json_topic = topics.blocks_json(self.chain_id)
+            actions.append(Publish.on(Channel.BLOCKS, blocks_topic, encode(block)))
+            actions.append(Publish.on(Channel.BLOCKS_JSON, json_topic, block_to_json(block)))
+
+    def _spent_nonce(self, tx: Transaction) -> bool:
+        account = self.accounts.get(tx.sender)
+        return account is not None and tx.nonce < account.nonce
 
     # ---- receipts and bookkeeping ----------------------------------------------------
 
-    def _receipt(self, reply_to: bytes, item_id: bytes, status: ReceiptStatus, value: int) -> None:
-        self._receipts.setdefault(reply_to, []).append(Receipt(item_id, int(status), int(value)))
+    def _receipt_if_mine(
+        self, reply_to: bytes, item_id: bytes, status: ReceiptStatus, value: int, now_ms: int
+    ) -> None:
+        if self.peers.mine(item_id, now_ms):
+            receipt = Receipt(item_id, int(status), int(value))
+            self._receipts.setdefault(reply_to, []).append(receipt)
 
     def _flush_receipts(self, actions: list[Action], now_ms: int) -> None:
+        actions.extend(self._drops)
+        self._drops.clear()
         self._flush_forgotten(actions)
         for reply_to, items in self._receipts.items():
             for start in range(0, len(items), MAX_RECEIPT_ITEMS):
@@ -375,3 +436,9 @@ class LedgerCore:
     def _drop(self, actions: list[Action], source: str, reason: str, detail: str) -> None:
         self.stats.dropped[f"{source}.{reason}"] += 1
         actions.append(Dropped(source, reason, detail))
+
+    def note_drop(self, source: str, reason: str, detail: str) -> None:
+        """A drop noticed where no action list is at hand (consensus callbacks); it goes
+        out with the event's other actions."""
+        self.stats.dropped[f"{source}.{reason}"] += 1
+        self._drops.append(Dropped(source, reason, detail))

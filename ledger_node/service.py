@@ -16,13 +16,24 @@ from types import FrameType
 
 import structlog
 
-from micromine.ledger_node.actions import Action, CommitBlock, Dropped, ForgetPending, StorePending
+from micromine.ledger_node.actions import (
+    Action,
+    CommitBlock,
+    Dropped,
+    EvidenceFound,
+    ForgetPending,
+    ServeSync,
+    StorePending,
+)
 from micromine.ledger_node.config import LedgerConfig
+from micromine.ledger_node.consensus import PersistSigned
 from micromine.ledger_node.core import RECENT_COMMITTED, LedgerCore
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.storage import LedgerStore
 from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, MqttLink, Will
 from micromine.protocol import topics
+from micromine.protocol.codec import encode
+from micromine.protocol.consensus import SyncRequest
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.topics import Channel, Publish
 
@@ -49,6 +60,8 @@ class LedgerService:
             accounts=self.store.accounts(),
             tip=self.store.tip(genesis),
             pending=self.store.pending(),
+            last_signed=self.store.last_signed(),
+            now_ms=now_ms(),
         )
         self.core.recent_committed.update(self.store.recent_committed(RECENT_COMMITTED))
         chain = genesis.chain_id
@@ -64,6 +77,9 @@ class LedgerService:
                     (topics.submit(chain), Channel.SUBMIT.qos),
                     (topics.all_verdicts(chain), Channel.VERDICTS.qos),
                     (topics.all_devices(chain), Channel.HELLO.qos),
+                    (topics.all_consensus(chain), Channel.CONSENSUS.qos),
+                    (topics.sync_request(chain), Channel.SYNC_REQUEST.qos),
+                    (topics.sync_reply(chain, self.core.replica.reply_to), Channel.SYNC_REPLY.qos),
                 ),
                 inbox_max=100_000,
                 max_queued_messages=100_000,
@@ -84,6 +100,8 @@ class LedgerService:
             db=str(self.config.db_path),
         )
         self.link.start()
+        self.link.wait_connected(timeout=10)
+        self.execute(self.core.start(now_ms()))
         tick_s = self.config.tick_ms / 1000
         next_tick = time.monotonic()
         next_status = time.monotonic()
@@ -125,6 +143,26 @@ class LedgerService:
                     )
                 case Dropped(source, reason, detail):
                     self._log_drop(source, reason, detail)
+                case PersistSigned(state):
+                    self.store.save_signed(state)
+                case ServeSync(request):
+                    self._serve_sync(request)
+                case EvidenceFound(first, second):
+                    log.warning(
+                        "equivocation detected",
+                        validator=first.signer.hex(),
+                        height=first.height,
+                        round=first.round,
+                        kind=type(first).__name__,
+                        first=encode(first).hex(),
+                        second=encode(second).hex(),
+                    )
+
+    def _serve_sync(self, request: SyncRequest) -> None:
+        topic = topics.sync_reply(self.genesis.chain_id, request.reply_to)
+        last = min(request.to_height, self.core.tip.height)
+        for payload in self.store.blocks_bytes(request.from_height, last):
+            self.link.publish(topic, payload, Channel.SYNC_REPLY.qos, False)
 
     def _log_drop(self, source: str, reason: str, detail: str) -> None:
         self._drops_since_log += 1
@@ -148,6 +186,9 @@ class LedgerService:
             "online": online,
             "timestamp": now,
             "height": core.tip.height,
+            "round": core.replica.consensus.round,
+            "validators_live": core.peers.count_live(now),
+            "evidence": core.replica.evidence,
             "tip": core.tip.hash.hex(),
             "mempool": len(core.mempool),
             "devices_live": core.devices.count_live(now) if online else 0,

@@ -7,7 +7,8 @@ killed process (the WAL is in the OS's hands); a power cut may lose the last few
 commits, which peers re-supply once there are several ledger nodes.
 
 Admitted transactions are stored before their PENDING receipt is sent, so an
-acknowledged transaction survives a crash and is judged again after restart.
+acknowledged transaction survives a crash and is judged again after restart.  What the
+node last signed in consensus is stored before the signed message is sent.
 """
 
 import sqlite3
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from micromine.ledger_node.blocks import ChainTip
+from micromine.ledger_node.consensus import SignedState
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import PendingTx
 from micromine.ledger_node.state import Account
@@ -43,6 +45,15 @@ CREATE TABLE IF NOT EXISTS accounts (
     balance INTEGER NOT NULL,
     nonce INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS signed (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    height INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    block_hash BLOB NOT NULL,
+    locked_round INTEGER NOT NULL,
+    locked_hash BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pending (
     id BLOB PRIMARY KEY,
     data BLOB NOT NULL,
@@ -148,7 +159,28 @@ class LedgerStore:
         row = self.db.execute("SELECT height FROM committed_txs WHERE id = ?", (tx_id,)).fetchone()
         return None if row is None else int(row[0])
 
+    def last_signed(self) -> SignedState | None:
+        row = self.db.execute(
+            "SELECT height, round, step, block_hash, locked_round, locked_hash FROM signed"
+        ).fetchone()
+        if row is None:
+            return None
+        height, round_, step, block_hash, locked_round, locked_hash = row
+        return SignedState(
+            height, round_, step, bytes(block_hash), locked_round, bytes(locked_hash)
+        )
+
     # ---- writes -------------------------------------------------------------------
+
+    def save_signed(self, state: SignedState) -> None:
+        """What this validator last signed; written before the message leaves, so that a
+        restarted node never signs a different message for the same slot."""
+        with self._transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO signed VALUES (1, ?, ?, ?, ?, ?, ?)",
+                (state.height, state.round, state.step, state.block_hash,
+                 state.locked_round, state.locked_hash),
+            )  # fmt: skip
 
     def store_pending(self, entries: Iterable[PendingTx]) -> None:
         with self._transaction():

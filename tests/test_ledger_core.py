@@ -135,8 +135,10 @@ def make_harness(n_devices: int = 4, **params: int) -> Harness:
         rng=random.Random(7),
         accounts=accounts,
         tip=ChainTip(0, genesis.hash, T0),
+        now_ms=T0 + 1000,
     )
     harness = Harness(core, [key(10 + i) for i in range(n_devices)], now=T0 + 1000)
+    harness._record(core.start(harness.now))
     harness.hello_all()
     return harness
 

@@ -1,0 +1,225 @@
+"""The ledger node's part in consensus: the app the consensus core asks, and the wiring
+of its outputs, plus catch-up (sync) and re-broadcasting.
+
+    ConsensusCore (consensus.py) decides *which* block; this module
+      - answers its questions: has_work / propose (blocks.build_block) / is_valid
+        (verify.verify_block against our committed state);
+      - turns its outputs into actions: Broadcast -> Publish on consensus/<us>,
+        PersistSigned -> persisted before that Publish, Decide -> commit (core.py),
+        Evidence -> logged with both signed messages, Rejected -> a counted drop;
+      - re-sends our own messages of the current height every REBROADCAST_MS, since the
+        broker may drop them (liveness needs eventual delivery, safety does not);
+      - asks peers for the blocks it missed (SyncRequest) when it hears a validator at a
+        later height, and feeds the certified blocks that come back, in order.
+"""
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from micromine.ledger_node.actions import Action, EvidenceFound, ServeSync
+from micromine.ledger_node.blocks import BuiltBlock, InvalidBlockError, build_block
+from micromine.ledger_node.consensus import (
+    Broadcast,
+    ConsensusCore,
+    Decide,
+    Evidence,
+    Output,
+    PersistSigned,
+    Rejected,
+    SignedState,
+    Timeouts,
+)
+from micromine.ledger_node.state import Account
+from micromine.ledger_node.verify import apply_block, verify_block
+from micromine.protocol import topics
+from micromine.protocol.block import Block
+from micromine.protocol.codec import Message, decode, encode
+from micromine.protocol.consensus import MAX_SYNC_BLOCKS, Precommit, Prevote, Proposal, SyncRequest
+from micromine.protocol.errors import DecodeError
+from micromine.protocol.topics import Channel, Publish
+
+if TYPE_CHECKING:
+    from micromine.ledger_node.core import LedgerCore
+
+REBROADCAST_MS = 2000
+SYNC_RETRY_MS = 2000
+MAX_SYNC_BUFFER = 2 * MAX_SYNC_BLOCKS
+
+
+class Replica:
+    def __init__(
+        self, ledger: "LedgerCore", reply_to: bytes, last_signed: SignedState | None
+    ) -> None:
+        self.ledger = ledger
+        self.chain_id = ledger.chain_id
+        self.reply_to = reply_to  # our sync reply channel
+        self.consensus = ConsensusCore(
+            chain_id=ledger.chain_id,
+            key=ledger.key,
+            validators=tuple(sorted(ledger.genesis.ledger_nodes)),
+            app=self,
+            timeouts=Timeouts(commit_ms=ledger.params.block_interval_ms),
+            height=ledger.tip.height + 1,
+            last_signed=last_signed,
+        )
+        self._built: dict[bytes, BuiltBlock] = {}  # our proposals, by block hash
+        self._checked: dict[bytes, dict[bytes, Account]] = {}  # valid blocks' changes
+        self._sent: list[bytes] = []  # our messages of the current height, encoded
+        self._next_rebroadcast = 0
+        self._next_sync_request = 0
+        self._synced: dict[int, Block] = {}  # certified blocks from peers, by height
+        self.evidence = 0
+
+    # ---- the app the consensus core asks ------------------------------------------
+
+    def has_work(self) -> bool:
+        return bool(self.ledger.accepted)
+
+    def propose(self, height: int, round: int, now_ms: int) -> Block | None:
+        ledger = self.ledger
+        if height != ledger.tip.height + 1:
+            return None
+        built = build_block(
+            tip=ledger.tip,
+            chain_id=self.chain_id,
+            timestamp_ms=now_ms,
+            proposer=ledger.key,
+            accounts=ledger.accounts,
+            candidates=[votes.tx for votes in ledger.accepted.values()],
+            justification={i: list(v.valid.values()) for i, v in ledger.accepted.items()},
+            params=ledger.params,
+            seal=False,
+        )
+        for tx, reason in built.rejected:
+            ledger.reject_pending(tx.id, reason)
+        if round == 1 and not built.block.txs:
+            return None  # nothing to propose yet; later rounds may propose an empty block
+        self._built[built.block.hash] = built
+        self._checked[built.block.hash] = built.changes
+        return built.block
+
+    def is_valid(self, block: Block) -> bool:
+        ledger = self.ledger
+        try:
+            changes = verify_block(
+                ledger.accounts, ledger.tip, block, ledger.params, self.consensus.validators
+            )
+        except InvalidBlockError as exc:
+            ledger.note_drop("consensus", "invalid_block", str(exc))
+            return False
+        self._checked[block.hash] = changes
+        return True
+
+    # ---- events ----------------------------------------------------------------------
+
+    def start(self, now_ms: int, actions: list[Action]) -> None:
+        self._apply(self.consensus.start(now_ms), now_ms, actions)
+
+    def on_tick(self, now_ms: int, actions: list[Action]) -> None:
+        self._apply(self.consensus.on_tick(now_ms), now_ms, actions)
+        if self._sent and now_ms >= self._next_rebroadcast:
+            topic = topics.consensus(self.chain_id, self.ledger.key.public)
+            actions.extend(Publish.on(Channel.CONSENSUS, topic, p) for p in self._sent)
+            self._next_rebroadcast = now_ms + REBROADCAST_MS
+
+    def on_consensus(
+        self, key: bytes | None, payload: bytes, now_ms: int, actions: list[Action]
+    ) -> None:
+        try:
+            message: Message = decode(payload)
+        except DecodeError as exc:
+            self.ledger.note_drop("consensus", f"decode_{exc.code.name.lower()}", exc.detail)
+            return
+        # [REJECT] A consensus message, on its signer's own topic.
+        if not isinstance(message, Proposal | Prevote | Precommit):
+            self.ledger.note_drop("consensus", "unexpected_kind", type(message).__name__)
+            return
+        if message.signer != key:
+            self.ledger.note_drop("consensus", "topic_mismatch", message.signer.hex()[:16])
+            return
+        if key == self.ledger.key.public:
+            return  # [IGNORE] our own, echoed by the broker: the core counted it already
+        self.ledger.peers.heard(key, now_ms)
+        if message.height > self.consensus.height:
+            self._request_sync(message.height - 1, now_ms, actions)
+        self._apply(self.consensus.on_message(message, now_ms), now_ms, actions)
+
+    def on_sync_request(
+        self, _key: bytes | None, payload: bytes, _now_ms: int, actions: list[Action]
+    ) -> None:
+        try:
+            request = decode(payload, SyncRequest)
+        except DecodeError as exc:
+            self.ledger.note_drop("sync", f"decode_{exc.code.name.lower()}", exc.detail)
+            return
+        # [IGNORE] Another chain, our own request, or blocks we do not have.
+        if request.chain_id != self.chain_id or request.reply_to == self.reply_to:
+            return
+        if request.from_height > self.ledger.tip.height:
+            return
+        actions.append(ServeSync(request))
+
+    def on_sync_reply(
+        self, key: bytes | None, payload: bytes, now_ms: int, actions: list[Action]
+    ) -> None:
+        # [IGNORE] Someone else's sync channel (we subscribe to ours only).
+        if key != self.reply_to:
+            return
+        try:
+            block = decode(payload, Block)
+        except DecodeError as exc:
+            self.ledger.note_drop("sync", f"decode_{exc.code.name.lower()}", exc.detail)
+            return
+        height = block.height
+        if height < self.consensus.height or height >= self.consensus.height + MAX_SYNC_BUFFER:
+            return  # [IGNORE] already decided, or too far ahead to hold
+        self._synced.setdefault(height, block)
+        while (next_block := self._synced.pop(self.consensus.height, None)) is not None:
+            before = self.consensus.height
+            self._apply(self.consensus.on_certified_block(next_block, now_ms), now_ms, actions)
+            if self.consensus.height == before:
+                break  # rejected (bad certificate or invalid): wait for another copy
+
+    # ---- outputs ---------------------------------------------------------------------
+
+    def _apply(self, outputs: Sequence[Output], now_ms: int, actions: list[Action]) -> None:
+        for output in outputs:
+            match output:
+                case PersistSigned():
+                    actions.append(output)  # stored before the Broadcast that follows
+                case Broadcast(message):
+                    payload = encode(message)
+                    self._sent.append(payload)
+                    topic = topics.consensus(self.chain_id, self.ledger.key.public)
+                    actions.append(Publish.on(Channel.CONSENSUS, topic, payload))
+                case Decide(block, _round):
+                    self._commit(block, now_ms, actions)
+                case Evidence(first, second):
+                    self.evidence += 1
+                    actions.append(EvidenceFound(first, second))
+                case Rejected(reason, sender):
+                    who = sender.hex()[:16] if sender else "?"
+                    self.ledger.note_drop("consensus", reason, who)
+
+    def _commit(self, block: Block, now_ms: int, actions: list[Action]) -> None:
+        ledger = self.ledger
+        changes = self._checked.get(block.hash)
+        if changes is None:  # learned with a certificate: the core checked is_valid
+            changes = apply_block(ledger.accounts, ledger.tip, block, ledger.params)
+        self._built.clear()
+        self._checked.clear()
+        self._sent.clear()
+        for height in [h for h in self._synced if h <= block.height]:
+            del self._synced[height]
+        ledger.on_block_committed(block, changes, now_ms, actions)
+
+    def _request_sync(self, target_height: int, now_ms: int, actions: list[Action]) -> None:
+        start = self.consensus.height
+        if target_height < start or now_ms < self._next_sync_request:
+            return
+        end = min(target_height, start + MAX_SYNC_BLOCKS - 1)
+        request = SyncRequest(self.chain_id, start, end, self.reply_to)
+        actions.append(
+            Publish.on(Channel.SYNC_REQUEST, topics.sync_request(self.chain_id), encode(request))
+        )
+        self._next_sync_request = now_ms + SYNC_RETRY_MS

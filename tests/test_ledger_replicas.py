@@ -1,0 +1,162 @@
+"""Four ledger cores in memory, wired by a broker-like router: the consensus path end to
+end without processes (the real-process tests are in test_consensus_cluster.py)."""
+
+import random
+from dataclasses import dataclass, field
+
+from micromine.ledger_node.actions import Action, CommitBlock, EvidenceFound
+from micromine.ledger_node.blocks import ChainTip
+from micromine.ledger_node.certificate import check_certificate
+from micromine.ledger_node.consensus import PersistSigned
+from micromine.ledger_node.core import LedgerCore
+from micromine.ledger_node.genesis import ChainParams, Genesis
+from micromine.ledger_node.state import Account
+from micromine.protocol import topics
+from micromine.protocol.block import Block
+from micromine.protocol.codec import decode, encode, sign
+from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.device import DeviceHello, Heartbeat
+from micromine.protocol.messages import Judgement, Submission, Transaction, Verdict, WorkBatch
+from micromine.protocol.topics import Channel, Publish
+from micromine.protocol.validation import check_transaction
+
+CHAIN = "replicas"
+T0 = 1_700_000_000_000
+
+
+def key(label: str) -> KeyPair:
+    return KeyPair(sha256(label.encode()))
+
+
+NODES = [key(f"node {i}") for i in range(4)]
+DEVICES = [key(f"device {i}") for i in range(4)]
+SENDERS = [key(f"sender {i}") for i in range(4)]
+
+
+@dataclass
+class Net:
+    cores: list[LedgerCore]
+    now: int = T0
+    queue: list[Publish] = field(default_factory=list)
+    committed: dict[int, list[Block]] = field(default_factory=dict)
+    down: set[int] = field(default_factory=set)
+    evidence: int = 0
+
+    def take(self, index: int, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Publish):
+                self.queue.append(action)
+            elif isinstance(action, CommitBlock):
+                self.committed.setdefault(index, []).append(action.block)
+            elif isinstance(action, EvidenceFound):
+                self.evidence += 1
+            elif isinstance(action, PersistSigned):
+                pass
+
+    def deliver(self) -> None:
+        while self.queue:
+            publish = self.queue.pop(0)
+            if "/work/" in publish.topic:
+                self.answer(publish)
+                continue
+            for index, core in enumerate(self.cores):
+                if index not in self.down:
+                    self.take(index, core.on_message(publish.topic, publish.payload, self.now))
+
+    def answer(self, publish: Publish) -> None:
+        device = next(d for d in DEVICES if publish.topic.endswith(d.public.hex()))
+        batch = decode(publish.payload, WorkBatch)
+        judgements = tuple(
+            Judgement(t.id, int(check_transaction(t, CHAIN, self.now))) for t in batch.txs
+        )
+        verdict = sign(Verdict(CHAIN, batch.id, device.public, judgements), device)
+        self.queue.append(
+            Publish.on(Channel.VERDICTS, topics.verdicts(CHAIN, device.public), encode(verdict))
+        )
+
+    def broadcast(self, topic: str, payload: bytes) -> None:
+        self.queue.append(Publish(topic, payload, 1, False))
+        self.deliver()
+
+    def step(self, ms: int = 100) -> None:
+        self.now += ms
+        for device in DEVICES:
+            beat = sign(Heartbeat(CHAIN, device.public, 1, self.now, 0), device)
+            self.queue.append(
+                Publish.on(
+                    Channel.HEARTBEAT,
+                    topics.device_topic(CHAIN, device.public, Channel.HEARTBEAT),
+                    encode(beat),
+                )
+            )
+        for index, core in enumerate(self.cores):
+            if index not in self.down:
+                self.take(index, core.on_tick(self.now))
+        self.deliver()
+
+
+def make_net() -> Net:
+    genesis = Genesis(
+        chain_id=CHAIN,
+        timestamp_ms=T0,
+        ledger_nodes=tuple(sorted(n.public for n in NODES)),
+        balances=tuple(sorted((s.public, 10**9) for s in SENDERS)),
+        params=ChainParams(block_interval_ms=500),
+    )
+    cores = [
+        LedgerCore(
+            genesis=genesis,
+            key=node,
+            rng=random.Random(i),
+            accounts={a: Account(b, 0) for a, b in genesis.balances},
+            tip=ChainTip(0, genesis.hash, T0),
+            now_ms=T0,
+        )
+        for i, node in enumerate(NODES)
+    ]
+    net = Net(cores)
+    for index, core in enumerate(cores):
+        net.take(index, core.start(T0))
+    for device in DEVICES:
+        hello = sign(DeviceHello(CHAIN, device.public, "t", 64, T0), device)
+        net.broadcast(topics.device_topic(CHAIN, device.public, Channel.HELLO), encode(hello))
+    return net
+
+
+def submit(net: Net, count: int, nonce0: int = 0) -> list[Transaction]:
+    txs = [
+        sign(Transaction(CHAIN, s.public, sha256(b"sink"), 5, 1, nonce0 + n, T0 + 10**9, ""), s)
+        for s in SENDERS
+        for n in range(count)
+    ]
+    submission = Submission(CHAIN, bytes(16), tuple(encode(t) for t in txs))
+    net.broadcast(topics.submit(CHAIN), encode(submission))
+    return txs
+
+
+def test_four_replicas_agree_on_every_block_with_quorum_certificates() -> None:
+    net = make_net()
+    txs = submit(net, 3)
+    for _ in range(80):
+        net.step()
+    chains = [net.committed.get(i, []) for i in range(4)]
+    assert chains[0], "no block committed"
+    assert all([b.hash for b in c] == [b.hash for b in chains[0]] for c in chains)
+    assert {t.id for b in chains[0] for t in b.txs} == {t.id for t in txs}
+    validators = sorted(n.public for n in NODES)
+    assert all(check_certificate(b, validators).signers >= 3 for b in chains[0])
+    assert net.evidence == 0
+
+
+def test_three_of_four_keep_committing_while_one_is_down() -> None:
+    net = make_net()
+    submit(net, 1)
+    for _ in range(40):
+        net.step()
+    net.down.add(1)
+    txs = submit(net, 2, nonce0=1)
+    for _ in range(200):
+        net.step()
+    live = [net.committed[i] for i in (0, 2, 3)]
+    assert all([b.hash for b in c] == [b.hash for b in live[0]] for c in live)
+    assert {t.id for t in txs} <= {t.id for b in live[0] for t in b.txs}
