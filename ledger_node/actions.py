@@ -56,6 +56,15 @@ class EvidenceFound:
 
 
 @dataclass(frozen=True, slots=True)
+class ImproveCertificate:
+    """A committed block gathered more commit signatures: store the fuller certificate.
+    Nodes converge on the same certificate (every validator that signed the block), so
+    their stored chains end up byte-identical, not just agreeing on hashes."""
+
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
 class ServeSync:
     """Send the committed blocks a peer asked for (the adapter reads them from storage)."""
 
@@ -64,5 +73,5 @@ class ServeSync:
 
 Action = (
     Publish | StorePending | ForgetPending | CommitBlock | Dropped
-    | PersistSigned | EvidenceFound | ServeSync
+    | PersistSigned | EvidenceFound | ServeSync | ImproveCertificate
 )  # fmt: skip

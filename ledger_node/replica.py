@@ -13,10 +13,11 @@ of its outputs, plus catch-up (sync) and re-broadcasting.
         later height, and feeds the certified blocks that come back, in order.
 """
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from micromine.ledger_node.actions import Action, EvidenceFound, ServeSync
+from micromine.ledger_node.actions import Action, EvidenceFound, ImproveCertificate, ServeSync
 from micromine.ledger_node.blocks import BuiltBlock, InvalidBlockError, build_block
 from micromine.ledger_node.consensus import (
     Broadcast,
@@ -32,8 +33,14 @@ from micromine.ledger_node.consensus import (
 from micromine.ledger_node.state import Account
 from micromine.ledger_node.verify import apply_block, verify_block
 from micromine.protocol import topics
-from micromine.protocol.block import Block
-from micromine.protocol.codec import Message, decode, encode
+from micromine.protocol.block import Block, CommitSignature
+from micromine.protocol.codec import (
+    Message,
+    decode,
+    encode,
+    is_commit_signature_valid,
+    is_signature_valid,
+)
 from micromine.protocol.consensus import MAX_SYNC_BLOCKS, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.topics import Channel, Publish
@@ -65,6 +72,8 @@ class Replica:
         self._built: dict[bytes, BuiltBlock] = {}  # our proposals, by block hash
         self._checked: dict[bytes, dict[bytes, Account]] = {}  # valid blocks' changes
         self._sent: list[bytes] = []  # our messages of the current height, encoded
+        self._last_decided: Block | None = None
+        self._last_sent: list[bytes] = []  # our messages of the last decided height
         self._next_rebroadcast = 0
         self._next_sync_request = 0
         self._synced: dict[int, Block] = {}  # certified blocks from peers, by height
@@ -110,6 +119,11 @@ class Replica:
         self._checked[block.hash] = changes
         return True
 
+    @property
+    def tip_signers(self) -> int:
+        """Commit signatures we hold for the last block we decided."""
+        return len(self._last_decided.certificate) if self._last_decided else 0
+
     # ---- events ----------------------------------------------------------------------
 
     def start(self, now_ms: int, actions: list[Action]) -> None:
@@ -117,9 +131,11 @@ class Replica:
 
     def on_tick(self, now_ms: int, actions: list[Action]) -> None:
         self._apply(self.consensus.on_tick(now_ms), now_ms, actions)
-        if self._sent and now_ms >= self._next_rebroadcast:
+        if now_ms >= self._next_rebroadcast and (self._sent or self._last_sent):
+            # The last height's precommit too: late peers complete their certificates.
             topic = topics.consensus(self.chain_id, self.ledger.key.public)
-            actions.extend(Publish.on(Channel.CONSENSUS, topic, p) for p in self._sent)
+            for payload in (*self._last_sent[-1:], *self._sent):
+                actions.append(Publish.on(Channel.CONSENSUS, topic, payload))
             self._next_rebroadcast = now_ms + REBROADCAST_MS
 
     def on_consensus(
@@ -140,6 +156,8 @@ class Replica:
         if key == self.ledger.key.public:
             return  # [IGNORE] our own, echoed by the broker: the core counted it already
         self.ledger.peers.heard(key, now_ms)
+        if isinstance(message, Precommit):
+            self._complete_certificate(message, actions)
         if message.height > self.consensus.height:
             self._request_sync(message.height - 1, now_ms, actions)
         self._apply(self.consensus.on_message(message, now_ms), now_ms, actions)
@@ -208,10 +226,29 @@ class Replica:
             changes = apply_block(ledger.accounts, ledger.tip, block, ledger.params)
         self._built.clear()
         self._checked.clear()
-        self._sent.clear()
+        self._last_sent, self._sent = self._sent, []
+        self._last_decided = block
         for height in [h for h in self._synced if h <= block.height]:
             del self._synced[height]
         ledger.on_block_committed(block, changes, now_ms, actions)
+
+    def _complete_certificate(self, precommit: Precommit, actions: list[Action]) -> None:
+        """Add a late commit signature to the block we decided last."""
+        block = self._last_decided
+        if block is None or precommit.height != block.height or precommit.block_hash != block.hash:
+            return
+        signers = {entry.signer for entry in block.certificate}
+        # [IGNORE] Known already, or not a validator's valid vote and commit signature.
+        if precommit.voter in signers or precommit.voter not in self.consensus.validators:
+            return
+        if not is_signature_valid(precommit) or not is_commit_signature_valid(
+            precommit.voter, self.chain_id, block.hash, precommit.commit_signature
+        ):
+            return
+        entry = CommitSignature(precommit.voter, precommit.commit_signature)
+        certificate = tuple(sorted((*block.certificate, entry), key=lambda e: e.signer))
+        self._last_decided = dataclasses.replace(block, certificate=certificate)
+        actions.append(ImproveCertificate(self._last_decided))
 
     def _request_sync(self, target_height: int, now_ms: int, actions: list[Action]) -> None:
         start = self.consensus.height

@@ -22,6 +22,7 @@ from micromine.ledger_node.actions import (
     Dropped,
     EvidenceFound,
     ForgetPending,
+    ImproveCertificate,
     ServeSync,
     StorePending,
 )
@@ -147,6 +148,8 @@ class LedgerService:
                     self.store.save_signed(state)
                 case ServeSync(request):
                     self._serve_sync(request)
+                case ImproveCertificate(block):
+                    self.store.improve_certificate(block)
                 case EvidenceFound(first, second):
                     log.warning(
                         "equivocation detected",
@@ -187,6 +190,7 @@ class LedgerService:
             "timestamp": now,
             "height": core.tip.height,
             "round": core.replica.consensus.round,
+            "tip_signers": core.replica.tip_signers,
             "validators_live": core.peers.count_live(now),
             "evidence": core.replica.evidence,
             "tip": core.tip.hash.hex(),

@@ -193,6 +193,14 @@ class LedgerStore:
         with self._transaction():
             self.db.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in tx_ids])
 
+    def improve_certificate(self, block: Block) -> None:
+        """Replace a stored block's certificate by a fuller one (same header, same hash)."""
+        with self._transaction():
+            self.db.execute(
+                "UPDATE blocks SET data = ? WHERE height = ? AND hash = ?",
+                (encode(block), block.height, block.hash),
+            )
+
     def commit_block(self, block: Block, changes: dict[bytes, Account]) -> None:
         tx_ids = [(tx.id,) for tx in block.txs]
         with self._transaction():

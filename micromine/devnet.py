@@ -1,6 +1,7 @@
 """``micromine devnet``: a whole local cluster as real processes on loopback.
 
-Broker (unless ``--broker`` names one), ledger node, N agents and a load generator,
+Broker (unless ``--broker`` names one), ``--ledgers`` ledger nodes that agree on every
+block by consensus, N agents and a load generator,
 each its own process with its own log under the data directory.  Live progress goes
 to stderr; the summary goes to stderr, and with ``--json`` also to stdout as one JSON
 object on the last line.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from micromine.chains import compare_chains
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.loadgen import bad_sender_key, sender_key
@@ -37,7 +39,7 @@ class Progress:
     height: int = 0
     txs_committed: int = 0
     last_block_txs: int = 0
-    ledger: dict[str, Any] = field(default_factory=dict)
+    ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> status
     window: list[tuple[float, int]] = field(default_factory=list)  # (time, committed)
 
     def take(self, item: Incoming, chain_id: str) -> None:
@@ -55,9 +57,18 @@ class Progress:
             self.height = max(self.height, int(document.get("height", 0)))
             self.last_block_txs = int(document.get("tx_count", 0))
             self.txs_committed += self.last_block_txs
-        elif parsed.channel is topics.Channel.LEDGER_STATUS:
-            self.ledger = document
+        elif parsed.channel is topics.Channel.LEDGER_STATUS and parsed.key is not None:
+            self.ledgers[parsed.key.hex()] = document
             self.height = max(self.height, int(document.get("height", 0)))
+
+    @property
+    def ledger(self) -> dict[str, Any]:
+        """The most advanced online ledger node's status."""
+        online = [d for d in self.ledgers.values() if d.get("online")]
+        return max(online, key=lambda d: int(d.get("height", 0)), default={})
+
+    def online_heights(self) -> list[int]:
+        return [int(d.get("height", 0)) for d in self.ledgers.values() if d.get("online")]
 
     def rate(self) -> float:
         now = time.monotonic()
@@ -73,25 +84,27 @@ class Progress:
             f"  committed {self.txs_committed:7d}"
             f"  {self.rate():7.1f} tx/s  devices {self.ledger.get('devices_live', 0)}/{agents}"
             f"  mempool {self.ledger.get('mempool', 0)}"
+            f"  ledgers {len(self.online_heights())}"
         )
 
 
-def write_genesis(args: argparse.Namespace, data_dir: Path) -> tuple[Path, Path]:
-    ledger_key_path = data_dir / "ledger-1.key"
-    ledger_key = load_or_create_key(ledger_key_path)
+def write_genesis(args: argparse.Namespace, data_dir: Path) -> Path:
+    ledger_keys = [
+        load_or_create_key(data_dir / f"ledger-{i}.key") for i in range(1, args.ledgers + 1)
+    ]
     k = min(args.k, max(1, args.agents))
     balances = {sender_key(i).public: SENDER_BALANCE for i in range(args.senders)}
     balances.update({bad_sender_key(i).public: BAD_SENDER_BALANCE for i in range(64)})
     genesis = Genesis(
         chain_id=args.chain,
         timestamp_ms=time.time_ns() // 1_000_000,
-        ledger_nodes=(ledger_key.public,),
+        ledger_nodes=tuple(sorted(key.public for key in ledger_keys)),
         balances=tuple(sorted(balances.items())),
         params=ChainParams(k=k, q=min(args.q, k), block_interval_ms=args.block_interval_ms),
     )
     genesis_path = data_dir / "genesis.json"
     genesis_path.write_text(genesis.to_json())
-    return genesis_path, ledger_key_path
+    return genesis_path
 
 
 class Devnet:
@@ -108,7 +121,7 @@ class Devnet:
 
     def start_cluster(self) -> None:
         args = self.args
-        genesis_path, ledger_key = write_genesis(args, self.data_dir)
+        genesis_path = write_genesis(args, self.data_dir)
         if not args.broker:
             port, ws_port = free_port(), free_port()
             self.spawn("broker", python_module(
@@ -118,11 +131,13 @@ class Devnet:
             if not wait_until(lambda: port_open("127.0.0.1", port), timeout=30):
                 raise RuntimeError("the embedded broker did not open its port within 30 s")
             self.broker_url = f"mqtt://127.0.0.1:{port}"
-        self.spawn("ledger-1", python_module(
-            "micromine.ledger_node", "--broker", self.broker_url, "--key", str(ledger_key),
-            "--genesis", str(genesis_path), "--db", str(self.data_dir / "ledger-1.sqlite"),
-            "--log-json",
-        ))  # fmt: skip
+        for index in range(1, args.ledgers + 1):
+            self.spawn(f"ledger-{index}", python_module(
+                "micromine.ledger_node", "--broker", self.broker_url,
+                "--key", str(self.data_dir / f"ledger-{index}.key"),
+                "--genesis", str(genesis_path),
+                "--db", str(self.data_dir / f"ledger-{index}.sqlite"), "--log-json",
+            ))  # fmt: skip
         for index in range(1, args.agents + 1):
             self.spawn(f"agent-{index}", python_module(
                 "micromine.device_agent", "--broker", self.broker_url, "--chain", args.chain,
@@ -166,6 +181,10 @@ def run_devnet(args: argparse.Namespace) -> int:
         devnet.stop_all()
         return 1
     codes = devnet.stop_all()
+    chains = compare_chains(
+        {f"ledger-{i}": data_dir / f"ledger-{i}.sqlite" for i in range(1, args.ledgers + 1)}
+    )
+    say(f"devnet: {chains.describe()}")
     report_path = data_dir / "load.json"
     if not report and report_path.exists():  # interrupted: the load generator's last word
         report = json.loads(report_path.read_text())
@@ -174,6 +193,10 @@ def run_devnet(args: argparse.Namespace) -> int:
         "blocks": progress.blocks,
         "height": progress.height,
         "agents": args.agents,
+        "ledgers": args.ledgers,
+        "ledger_heights": chains.heights,
+        "chains_identical": chains.identical and chains.same_height,
+        "min_certificate_signers": chains.min_signers,
         "duration_s": args.duration,
         "interrupted": interrupted,
         "exit_codes": codes,
@@ -219,6 +242,7 @@ def run_load_with_progress(devnet: Devnet, progress: Progress) -> dict[str, Any]
                 say(progress.line(args.agents))
                 next_line += PROGRESS_INTERVAL_S
         drain(monitor, progress, args.chain, 1.0)
+        wait_for_ledgers_to_agree(monitor, progress, args)
     report_path = devnet.data_dir / "load.json"
     if load.returncode() != 0 or not report_path.exists():
         raise RuntimeError(f"the load generator failed:\n{load.log_tail()}")
@@ -235,6 +259,21 @@ def wait_for_devices(monitor: MqttLink, progress: Progress, args: argparse.Names
     raise RuntimeError(f"only {progress.ledger.get('devices_live', 0)} devices online after 60 s")
 
 
+def wait_for_ledgers_to_agree(
+    monitor: MqttLink, progress: Progress, args: argparse.Namespace
+) -> None:
+    """Before stopping, give every ledger node a moment to reach the same height (the
+    last decision reaches them at slightly different times)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        drain(monitor, progress, args.chain, 0.5)
+        heights = progress.online_heights()
+        signers = {int(d.get("tip_signers", 0)) for d in progress.ledgers.values()}
+        if len(heights) == args.ledgers and len(set(heights)) == 1 and signers == {len(heights)}:
+            return  # same height, and every node holds every validator's commit signature
+    say(f"devnet: ledger heights still differ: {sorted(progress.online_heights())}")
+
+
 def drain(monitor: MqttLink, progress: Progress, chain_id: str, timeout: float) -> None:
     item = monitor.get(timeout)
     while item is not None:
@@ -245,6 +284,8 @@ def drain(monitor: MqttLink, progress: Progress, chain_id: str, timeout: float) 
 
 def add_devnet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agents", type=int, default=4, help="device agents to start")
+    parser.add_argument("--ledgers", type=int, default=4,
+                        help="ledger nodes (validators; 3f + 1 tolerate f faulty)")  # fmt: skip
     parser.add_argument("--tx-rate", type=float, default=50.0, help="transactions per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     parser.add_argument("--broker", help="use this broker instead of starting one")
