@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 REBROADCAST_MS = 2000
 SYNC_RETRY_MS = 2000
 MAX_SYNC_BUFFER = 2 * MAX_SYNC_BLOCKS
+RECENT_DECIDED = 16  # decided blocks whose certificates late precommits may still complete
 
 
 class Replica:
@@ -72,7 +73,8 @@ class Replica:
         self._built: dict[bytes, BuiltBlock] = {}  # our proposals, by block hash
         self._checked: dict[bytes, dict[bytes, Account]] = {}  # valid blocks' changes
         self._sent: list[bytes] = []  # our messages of the current height, encoded
-        self._last_decided: Block | None = None
+        self._decided: dict[int, Block] = {}  # the last RECENT_DECIDED blocks, by height
+        self._own_precommits: list[Precommit] = []  # of the height being decided
         self._last_sent: list[bytes] = []  # our messages of the last decided height
         self._next_rebroadcast = 0
         self._next_sync_request = 0
@@ -122,7 +124,8 @@ class Replica:
     @property
     def tip_signers(self) -> int:
         """Commit signatures we hold for the last block we decided."""
-        return len(self._last_decided.certificate) if self._last_decided else 0
+        last = self._decided.get(self.consensus.height - 1)
+        return len(last.certificate) if last else 0
 
     # ---- events ----------------------------------------------------------------------
 
@@ -132,9 +135,10 @@ class Replica:
     def on_tick(self, now_ms: int, actions: list[Action]) -> None:
         self._apply(self.consensus.on_tick(now_ms), now_ms, actions)
         if now_ms >= self._next_rebroadcast and (self._sent or self._last_sent):
-            # The last height's precommit too: late peers complete their certificates.
+            # The last height's messages too: a peer that missed the decision can still
+            # make it (proposal + precommits), and late peers complete their certificates.
             topic = topics.consensus(self.chain_id, self.ledger.key.public)
-            for payload in (*self._last_sent[-1:], *self._sent):
+            for payload in (*self._last_sent, *self._sent):
                 actions.append(Publish.on(Channel.CONSENSUS, topic, payload))
             self._next_rebroadcast = now_ms + REBROADCAST_MS
 
@@ -153,11 +157,15 @@ class Replica:
         if message.signer != key:
             self.ledger.note_drop("consensus", "topic_mismatch", message.signer.hex()[:16])
             return
-        if key == self.ledger.key.public:
-            return  # [IGNORE] our own, echoed by the broker: the core counted it already
-        self.ledger.peers.heard(key, now_ms)
         if isinstance(message, Precommit):
             self._complete_certificate(message, actions)
+        if key == self.ledger.key.public:
+            return  # [IGNORE] our own, echoed by the broker: the core counted it already
+        # [IGNORE] Liveness and catch-up follow only messages the validator really signed.
+        if not is_signature_valid(message):
+            self.ledger.note_drop("consensus", "bad_signature", key.hex()[:16])
+            return
+        self.ledger.peers.heard(key, now_ms)
         if message.height > self.consensus.height:
             self._request_sync(message.height - 1, now_ms, actions)
         self._apply(self.consensus.on_message(message, now_ms), now_ms, actions)
@@ -206,6 +214,8 @@ class Replica:
                 case PersistSigned():
                     actions.append(output)  # stored before the Broadcast that follows
                 case Broadcast(message):
+                    if isinstance(message, Precommit):
+                        self._own_precommits.append(message)
                     payload = encode(message)
                     self._sent.append(payload)
                     topic = topics.consensus(self.chain_id, self.ledger.key.public)
@@ -227,15 +237,20 @@ class Replica:
         self._built.clear()
         self._checked.clear()
         self._last_sent, self._sent = self._sent, []
-        self._last_decided = block
+        self._decided[block.height] = block
+        self._decided.pop(block.height - RECENT_DECIDED, None)
         for height in [h for h in self._synced if h <= block.height]:
             del self._synced[height]
         ledger.on_block_committed(block, changes, now_ms, actions)
+        # A block learned from a peer lacks the commit signature we may have made for it.
+        for precommit in self._own_precommits:
+            self._complete_certificate(precommit, actions)
+        self._own_precommits = []
 
     def _complete_certificate(self, precommit: Precommit, actions: list[Action]) -> None:
-        """Add a late commit signature to the block we decided last."""
-        block = self._last_decided
-        if block is None or precommit.height != block.height or precommit.block_hash != block.hash:
+        """Add a late commit signature to a block we decided recently."""
+        block = self._decided.get(precommit.height)
+        if block is None or precommit.block_hash != block.hash:
             return
         signers = {entry.signer for entry in block.certificate}
         # [IGNORE] Known already, or not a validator's valid vote and commit signature.
@@ -247,8 +262,8 @@ class Replica:
             return
         entry = CommitSignature(precommit.voter, precommit.commit_signature)
         certificate = tuple(sorted((*block.certificate, entry), key=lambda e: e.signer))
-        self._last_decided = dataclasses.replace(block, certificate=certificate)
-        actions.append(ImproveCertificate(self._last_decided))
+        improved = self._decided[block.height] = dataclasses.replace(block, certificate=certificate)
+        actions.append(ImproveCertificate(improved))
 
     def _request_sync(self, target_height: int, now_ms: int, actions: list[Action]) -> None:
         start = self.consensus.height

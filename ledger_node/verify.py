@@ -86,6 +86,14 @@ def verify_block(
     # [REJECT] The proposer is a validator.
     if header.proposer not in validators:
         raise InvalidBlockError("proposer is not a validator")
+    # [REJECT] Each transaction is signed by its sender.  Interim rule: until device
+    # entitlement is verifiable (docs/CONSENSUS.md, "device assignment"), a Byzantine
+    # proposer could back a forged transaction with verdicts from devices it invented,
+    # so every node re-checks what the devices checked.  It costs one Ed25519
+    # verification per transaction per node.
+    for tx in block.txs:
+        if not is_signature_valid(tx):
+            raise InvalidBlockError(f"tx {tx.id.hex()[:16]} has a bad signature")
     # [REJECT] Each verdict is signed by its device, for this chain, and listed once.
     if len({v.id for v in block.verdicts}) != len(block.verdicts):
         raise InvalidBlockError("a verdict appears twice")

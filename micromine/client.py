@@ -3,7 +3,8 @@
 Used by ``micromine tx send``, ``micromine blocks watch``, the devnet load generator and
 the integration tests, so they all speak to the ledger the one way a wallet would.
 Delivery is at-least-once: ``submit`` may be repeated with the same items (the ledger
-dedupes by id and answers again), which is how callers recover from a lost message.
+dedupes by id and answers again with the item's current fate), which is how callers
+recover from a lost message or receipt.
 """
 
 import os
@@ -128,7 +129,9 @@ class LedgerClient:
         self, ids: Sequence[bytes], timeout: float, resend: Sequence[bytes] = ()
     ) -> None:
         """Poll until every id has a final fate or ``timeout`` passes.  While some are not
-        even acknowledged, ``resend`` is submitted again every few seconds."""
+        final, ``resend`` is submitted again every few seconds: resubmitting is how a
+        client asks again (the ledger dedupes, and answers with the current fate), which
+        also covers a receipt lost while ledger nodes handed work over."""
         deadline = time.monotonic() + timeout
         next_resend = time.monotonic() + 5.0
         while time.monotonic() < deadline:
@@ -136,7 +139,6 @@ class LedgerClient:
                 return
             self.poll(min(0.2, max(0.0, deadline - time.monotonic())))
             if resend and time.monotonic() >= next_resend:
-                unacknowledged = [i for i in ids if i not in self.fates]
-                if unacknowledged:
+                if any(i not in self.fates or not self.fates[i].final for i in ids):
                     self.submit(resend)
                 next_resend = time.monotonic() + 5.0

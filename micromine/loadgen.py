@@ -67,8 +67,8 @@ class LoadState:
     rng: random.Random
     nonces: dict[bytes, int] = field(default_factory=dict)
     submitted_at: dict[bytes, float] = field(default_factory=dict)
-    unacked: dict[bytes, bytes] = field(default_factory=dict)  # id -> item, until acked
-    last_sent: dict[bytes, float] = field(default_factory=dict)  # of unacked items
+    unsettled: dict[bytes, bytes] = field(default_factory=dict)  # id -> item, until final
+    last_sent: dict[bytes, float] = field(default_factory=dict)  # of unsettled items
     valid: set[bytes] = field(default_factory=set)
     invalid: set[bytes] = field(default_factory=set)
     invalid_kinds: Counter[str] = field(default_factory=Counter)
@@ -140,7 +140,7 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
             while time.monotonic() < settle_deadline:
                 if all(i in client.fates and client.fates[i].final for i in state.submitted_at):
                     break
-                resend_unacknowledged(state, client)
+                resend_unsettled(state, client)
                 client.poll(0.2)
         except KeyboardInterrupt:  # SIGINT, or SIGTERM from devnet: report what we have
             log.info("interrupted; reporting so far", submitted=len(state.submitted_at))
@@ -157,7 +157,7 @@ def submit_for(
         if due > 0:
             submit_bundle(state, client, due, args.invalid_fraction)
             sent += due
-        resend_unacknowledged(state, client)
+        resend_unsettled(state, client)
         client.poll(BUNDLE_INTERVAL_S)
 
 
@@ -176,7 +176,7 @@ def submit_bundle(state: LoadState, client: LedgerClient, count: int, fraction: 
             item_id = _item_id(item)
             state.valid.add(item_id)
         state.submitted_at[item_id] = state.last_sent[item_id] = time.monotonic()
-        state.unacked[item_id] = item
+        state.unsettled[item_id] = item
         items.append(item)
     client.submit(items)
 
@@ -187,15 +187,16 @@ def _item_id(item: bytes) -> bytes:
     return sha256(item) if not isinstance(decoded, Transaction) else decoded.id
 
 
-def resend_unacknowledged(state: LoadState, client: LedgerClient) -> None:
+def resend_unsettled(state: LoadState, client: LedgerClient) -> None:
     now = time.monotonic()
-    for item_id in [i for i in state.unacked if i in client.fates]:
-        del state.unacked[item_id]
+    fates = client.fates
+    for item_id in [i for i in state.unsettled if i in fates and fates[i].final]:
+        del state.unsettled[item_id]
         del state.last_sent[item_id]
-    stale = [i for i in state.unacked if now - state.last_sent[i] > RESEND_AFTER_S]
+    stale = [i for i in state.unsettled if now - state.last_sent[i] > RESEND_AFTER_S]
     if stale:
-        log.info("resubmitting unacknowledged transactions", count=len(stale))
-        client.submit([state.unacked[i] for i in stale])
+        log.info("resubmitting transactions without a final receipt", count=len(stale))
+        client.submit([state.unsettled[i] for i in stale])
         for item_id in stale:
             state.last_sent[item_id] = now
 

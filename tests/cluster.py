@@ -40,7 +40,8 @@ class Watcher:
             client_id=f"watcher-{id(self)}", broker_url=broker_url,
             subscriptions=tuple((f, 1) for f in filters), inbox_max=100_000,
         ))  # fmt: skip
-        self.status: dict[str, Any] = {}
+        self.status: dict[str, Any] = {}  # the latest ledger status, from any node
+        self.statuses: dict[str, dict[str, Any]] = {}  # node key hex -> its latest status
         self.blocks: dict[int, dict[str, Any]] = {}
         self.messages: list[Incoming] = []
         self._lock = threading.Lock()
@@ -61,11 +62,20 @@ class Watcher:
             with self._lock:
                 if item.topic.endswith("/status") and "/ledger/" in item.topic:
                     self.status = json.loads(item.payload)
+                    self.statuses[self.status["node"]] = self.status
                 elif item.topic == topics.blocks_json(CHAIN):
                     block = json.loads(item.payload)
                     self.blocks[block["height"]] = block
                 else:
                     self.messages.append(item)
+
+    def height_of(self, node: bytes) -> int:
+        with self._lock:
+            return int(self.statuses.get(node.hex(), {}).get("height", -1))
+
+    def top_height(self) -> int:
+        with self._lock:
+            return max((int(s.get("height", 0)) for s in self.statuses.values()), default=0)
 
     def wait_for_devices(self, count: int, timeout: float = 60) -> None:
         wait_until(
@@ -81,47 +91,63 @@ class Watcher:
 
 
 class Cluster:
-    """One ledger node and N agents against a broker the test started."""
+    """``ledgers`` ledger nodes (validators) and N agents against a broker the test
+    started.  Ledger 0 keeps the single-node names (``ledger``, ``ledger_key``,
+    ``db_path``, logs ``ledger-<start>.log``); the others log ``ledger<i>-<start>.log``."""
 
-    def __init__(self, root: Path, broker_url: str, agents: int = 3, **params: int) -> None:
+    def __init__(
+        self, root: Path, broker_url: str, agents: int = 3, ledgers: int = 1, **params: int
+    ) -> None:
         self.root = root
         self.broker_url = broker_url
-        self.ledger_key_path = root / "ledger.key"
-        self.ledger_key = load_or_create_key(self.ledger_key_path)
+        self.ledger_key_paths = [
+            root / ("ledger.key" if i == 0 else f"ledger{i}.key") for i in range(ledgers)
+        ]
+        self.ledger_keys = [load_or_create_key(path) for path in self.ledger_key_paths]
+        self.ledger_key_path, self.ledger_key = self.ledger_key_paths[0], self.ledger_keys[0]
         self.senders = [sender_key(i) for i in range(8)]
         self.genesis = Genesis(
             chain_id=CHAIN,
             timestamp_ms=time.time_ns() // 1_000_000,
-            ledger_nodes=(self.ledger_key.public,),
+            ledger_nodes=tuple(sorted(key.public for key in self.ledger_keys)),
             balances=tuple(sorted((s.public, 10**9) for s in self.senders)),
             params=ChainParams(**{"block_interval_ms": 500, **params}),
         )
         self.genesis_path = root / "genesis.json"
         self.genesis_path.write_text(self.genesis.to_json())
-        self.db_path = root / "ledger.sqlite"
+        self.db_paths = [
+            root / ("ledger.sqlite" if i == 0 else f"ledger{i}.sqlite") for i in range(ledgers)
+        ]
+        self.db_path = self.db_paths[0]
         self.agents: list[ManagedProcess] = []
         self.agent_count = agents
-        self.ledger: ManagedProcess | None = None
+        self.ledgers: list[ManagedProcess | None] = [None] * ledgers
         self.nonces: dict[bytes, int] = {}
-        self.ledger_starts = 0
+        self.starts = [0] * ledgers
 
-    def start_ledger(self) -> None:
-        self.ledger_starts += 1
-        self.ledger = ManagedProcess(
-            "ledger",
-            python_module(
-                "micromine.ledger_node",
-                "--broker",
-                self.broker_url,
-                "--key",
-                str(self.ledger_key_path),
-                "--genesis",
-                str(self.genesis_path),
-                "--db",
-                str(self.db_path),
-                "--log-json",
-            ),
-            self.root / f"ledger-{self.ledger_starts}.log",
+    @property
+    def ledger(self) -> ManagedProcess | None:
+        return self.ledgers[0]
+
+    @property
+    def ledger_starts(self) -> int:
+        return self.starts[0]
+
+    def ledger_log(self, index: int, start: int) -> Path:
+        return self.root / (f"ledger-{start}.log" if index == 0 else f"ledger{index}-{start}.log")
+
+    def start_ledger(self, index: int = 0, program: list[str] | None = None) -> None:
+        """Start ledger ``index`` (again); ``program`` replaces ``python -m
+        micromine.ledger_node`` (a Byzantine stand-in, say)."""
+        self.starts[index] += 1
+        argv = [
+            *(program or python_module("micromine.ledger_node")),
+            "--broker", self.broker_url, "--key", str(self.ledger_key_paths[index]),
+            "--genesis", str(self.genesis_path), "--db", str(self.db_paths[index]),
+            "--log-json",
+        ]  # fmt: skip
+        self.ledgers[index] = ManagedProcess(
+            f"ledger{index}", argv, self.ledger_log(index, self.starts[index])
         ).start()
 
     def start_agent(self, index: int) -> ManagedProcess:
@@ -143,7 +169,8 @@ class Cluster:
         return agent
 
     def start(self) -> "Cluster":
-        self.start_ledger()
+        for index in range(len(self.ledgers)):
+            self.start_ledger(index)
         for index in range(self.agent_count):
             self.start_agent(index)
         return self
@@ -151,13 +178,15 @@ class Cluster:
     def stop(self) -> None:
         for agent in self.agents:
             agent.stop()
-        if self.ledger is not None:
-            self.ledger.stop()
+        for ledger in self.ledgers:
+            if ledger is not None:
+                ledger.stop()
 
-    def kill_ledger(self) -> None:
-        assert self.ledger is not None
-        self.ledger.kill(signal.SIGKILL)
-        self.ledger.stop()
+    def kill_ledger(self, index: int = 0) -> None:
+        ledger = self.ledgers[index]
+        assert ledger is not None
+        ledger.kill(signal.SIGKILL)
+        ledger.stop()
 
     def agent_public_key(self, index: int) -> bytes:
         return load_or_create_key(self.root / f"agent-{index}.key").public
@@ -183,13 +212,13 @@ class Cluster:
 
     # ---- the chain on disk ----------------------------------------------------------
 
-    def chain_on_disk(self) -> list[Block]:
-        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as db:
+    def chain_on_disk(self, index: int = 0) -> list[Block]:
+        with sqlite3.connect(f"file:{self.db_paths[index]}?mode=ro", uri=True) as db:
             rows = db.execute("SELECT data FROM blocks ORDER BY height").fetchall()
         return [decode(bytes(row[0]), Block) for row in rows]
 
-    def assert_chain_linked(self) -> list[Block]:
-        chain = self.chain_on_disk()
+    def assert_chain_linked(self, index: int = 0) -> list[Block]:
+        chain = self.chain_on_disk(index)
         previous = self.genesis.hash
         for height, block in enumerate(chain, start=1):
             assert block.height == height, f"gap at height {height}"
@@ -206,9 +235,10 @@ def submit_items(client: LedgerClient, txs: list[Transaction]) -> list[bytes]:
 
 class Wallets(threading.Thread):
     """Background load that behaves like careful wallets: a few transfers every 200 ms,
-    receipts followed, and anything not acknowledged within 3 s submitted again."""
+    receipts followed, and anything without a final receipt after 3 s submitted again."""
 
     RESEND_AFTER_S = 3.0
+    INTERVAL_S = 0.2
 
     def __init__(self, cluster: Cluster, senders: int = 4) -> None:
         super().__init__(daemon=True)
@@ -225,8 +255,11 @@ class Wallets(threading.Thread):
     def run(self) -> None:
         with self.client:
             self.client.connect(30)
+            next_submit = time.monotonic()
             while not self.done.is_set():
-                if self.submitting.is_set():
+                # Paced by the clock: poll returns early whenever receipts arrive.
+                if self.submitting.is_set() and time.monotonic() >= next_submit:
+                    next_submit += self.INTERVAL_S
                     txs = [self.cluster.transfer(s) for s in self.senders]
                     with self.lock:
                         for tx in txs:
@@ -241,7 +274,8 @@ class Wallets(threading.Thread):
         with self.lock:
             stale = [
                 i for i, sent in self.last_sent.items()
-                if i not in self.client.fates and now - sent > self.RESEND_AFTER_S
+                if (i not in self.client.fates or not self.client.fates[i].final)
+                and now - sent > self.RESEND_AFTER_S
             ]  # fmt: skip
             for tx_id in stale:
                 self.last_sent[tx_id] = now
