@@ -42,9 +42,17 @@ one, so forged messages can never produce evidence or take buffer space):
              validator: the block was first proposed in an earlier round)
     [REJECT] the signature is valid
     [REJECT] a non-nil precommit's commit signature is valid over its block hash
-    then: the next height -> buffered; this height -> counted (first per validator per
-    (round, step); a different second one -> Evidence once).  A proposal whose block
-    the app finds invalid is still counted (so we prevote nil); Rejected reports it.
+    then: the next height -> buffered (bounded); this height -> recorded.
+
+Counting (consensus_votes.py): "2f+1 prevotes for v" means 2f+1 distinct validators
+that signed a prevote for v; "2f+1 prevotes" (any value) means 2f+1 distinct validators.
+A second, different message of a validator in one (height, round, step) is reported
+once as Evidence, and still counts for its own value (never twice for one value, never
+twice among "any"), as the paper's message counting implies: otherwise an equivocator
+could show a polka to some honest nodes and hide it from others for ever.  A proposal
+whose block the app finds invalid is recorded (so we prevote nil) and reported as
+Rejected.  Validity is asked of the app per block, not per hash: the hash covers the
+header only, so a faulty proposer may pair one header with two bodies.
 
 Additions to the paper, each for a stated reason:
 
@@ -56,20 +64,28 @@ Additions to the paper, each for a stated reason:
   across restarts (``last_signed``); the lock is persisted with it (see SignedState).
 * Rule 55 jumps to the highest round that f + 1 validators have reached, which is the
   paper's rule applied to the latest round each validator was seen in.
+* A re-proposed block (pol_round > 0) keeps its first proposer in its header.
+* ``gossip_messages()`` gives an adapter what to relay: the paper assumes that what one
+  honest node received reaches all (its gossip layer); re-sending only our own votes
+  does not give that after crashes and lost messages.
 """
 
 import dataclasses
 import heapq
-from dataclasses import dataclass
-from enum import IntEnum
-from typing import Protocol
 
-from micromine.ledger_node.consensus_votes import (
-    Added,
-    ConsensusMessage,
-    FutureBuffer,
-    HeightLog,
+from micromine.ledger_node.consensus_types import (
+    Broadcast,
+    ConsensusApp,
+    Decide,
+    Evidence,
+    Output,
+    PersistSigned,
+    Rejected,
+    SignedState,
+    Step,
+    Timeouts,
 )
+from micromine.ledger_node.consensus_votes import ConsensusMessage, FutureBuffer, HeightLog
 from micromine.protocol.block import Block, CommitSignature
 from micromine.protocol.codec import (
     is_commit_signature_valid,
@@ -99,107 +115,6 @@ __all__ = [
 
 ROUND_WINDOW = 2  # rounds beyond round + 2 are parked (latest per validator), not stored
 MAX_FUTURE_MESSAGES = 1000  # next-height messages buffered in all
-
-
-class Step(IntEnum):
-    NEW_HEIGHT = 0  # decided the previous height; waiting commit_ms before round 1
-    PROPOSE = 1
-    PREVOTE = 2
-    PRECOMMIT = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Timeouts grow linearly with the round, so that after GST (when the real message
-    delay is bounded but unknown) some round is long enough for honest nodes to hear
-    each other: this is what the paper's liveness proof needs."""
-
-    propose_ms: int = 1000
-    propose_delta_ms: int = 500
-    prevote_ms: int = 500
-    prevote_delta_ms: int = 250
-    precommit_ms: int = 500
-    precommit_delta_ms: int = 250
-    commit_ms: int = 1000  # wait after a decision before starting the next height
-
-    def propose(self, round: int) -> int:
-        return self.propose_ms + self.propose_delta_ms * (round - 1)
-
-    def prevote(self, round: int) -> int:
-        return self.prevote_ms + self.prevote_delta_ms * (round - 1)
-
-    def precommit(self, round: int) -> int:
-        return self.precommit_ms + self.precommit_delta_ms * (round - 1)
-
-
-class ConsensusApp(Protocol):
-    def has_work(self) -> bool:
-        """Is anything worth a block?  Round 1 waits for it (see the module docstring)."""
-        ...
-
-    def propose(self, height: int, round: int, now_ms: int) -> Block | None:
-        """A block (empty certificate, this height, our key as proposer); None: not yet."""
-        ...
-
-    def is_valid(self, block: Block) -> bool:
-        """The honest validity rules for ``block`` at the current height."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class SignedState:
-    """The last message this validator signed; persisted before the message leaves, so a
-    restarted node never signs a different message in the same slot.
-
-    ``locked_round`` / ``locked_hash`` (0 / NIL: none) are the lock held when signing.
-    They are an addition to the four fields a slot needs: a node that precommitted a
-    block and then restarted without its lock could prevote a different block in a later
-    round, and enough such restarts would break agreement without any Byzantine node.
-    """
-
-    height: int
-    round: int
-    step: int  # 1 proposal, 2 prevote, 3 precommit
-    block_hash: bytes
-    locked_round: int = 0
-    locked_hash: bytes = NIL
-
-
-@dataclass(frozen=True, slots=True)
-class Broadcast:
-    message: ConsensusMessage
-
-
-@dataclass(frozen=True, slots=True)
-class PersistSigned:
-    """Store ``state`` durably before carrying out the Broadcast that follows it."""
-
-    state: SignedState
-
-
-@dataclass(frozen=True, slots=True)
-class Decide:
-    """``block`` is decided, with its certificate; commit it (once per height)."""
-
-    block: Block
-    round: int  # 0 when learned from a certified block
-
-
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """``first.signer`` signed both messages for one (height, round, step)."""
-
-    first: ConsensusMessage
-    second: ConsensusMessage
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    reason: str
-    sender: bytes | None
-
-
-Output = Broadcast | PersistSigned | Decide | Evidence | Rejected
 
 
 class ConsensusCore:
@@ -254,7 +169,7 @@ class ConsensusCore:
         if last is not None and last.height == self.height and last.locked_round > 0:
             self.locked_round, self.locked_hash = last.locked_round, last.locked_hash
         self._log = HeightLog(ROUND_WINDOW, self.quorum)
-        self._validity: dict[bytes, bool] = {}  # block hash -> app.is_valid, this height
+        self._validity: dict[bytes, list[tuple[Block, bool]]] = {}  # hash -> app.is_valid
         self._timeouts: list[tuple[int, int, Step, int, int]] = []  # (due, seq, kind, h, r)
         self._seq = 0
         self._propose_open = False  # round 1 waits for work before this is set
@@ -327,6 +242,8 @@ class ConsensusCore:
         if not self._is_valid(block):
             out.append(Rejected("invalid_block", None))
             return out
+        # Decided with the certificate normalised: valid signatures only, one per
+        # validator, sorted by signer (as our own certificates are).
         certificate = tuple(signed[signer] for signer in sorted(signed))
         self._decide(dataclasses.replace(block, certificate=certificate), 0, now_ms, out)
         return out
@@ -348,6 +265,17 @@ class ConsensusCore:
         if proposal.pol_round > 0 and self.locked_round <= proposal.pol_round:
             return block_hash
         return NIL
+
+    def gossip_messages(self) -> list[ConsensusMessage]:
+        """Every validly signed message this core keeps: those of the current height
+        (all rounds, ours included) and the buffered ones of the next.
+
+        For an adapter that relays.  Tendermint's liveness needs every message one
+        honest node received to reach all honest nodes after GST; re-sending only our
+        own latest votes is not enough: a proposal may cite a polka whose prevotes only
+        some nodes hold, and a validator that crashed no longer holds its own old
+        votes.  Receivers drop identical copies before any signature check."""
+        return self._log.messages() + self._future.messages()
 
     # ---- incoming messages ----------------------------------------------------------
 
@@ -390,7 +318,9 @@ class ConsensusCore:
             if message.pol_round >= message.round:
                 return "bad_pol_round"
             # [REJECT] The block is for this chain and this height.
-            if header.chain_id != self.chain_id or header.height != message.height:
+            if header.chain_id != self.chain_id:
+                return "wrong_block_chain"
+            if header.height != message.height:
                 return "wrong_block_height"
             # [REJECT] A fresh block is the proposer's own; a re-proposed one (pol_round
             # > 0) keeps the header of whichever validator first proposed it.
@@ -415,9 +345,9 @@ class ConsensusCore:
 
     def _store(self, message: ConsensusMessage, out: list[Output]) -> None:
         """Count a checked message of the current height (ours included)."""
-        added, first = self._log.add(message, self.round)
-        if added is Added.CONFLICT and first is not None:
-            out.append(Evidence(first, message))
+        conflicts_with = self._log.add(message, self.round).conflicts_with
+        if conflicts_with is not None:
+            out.append(Evidence(conflicts_with, message))
 
     # ---- the upon-rules ---------------------------------------------------------------
 
@@ -443,15 +373,12 @@ class ConsensusCore:
         """Lines 49-54: in any round, the proposal plus 2f+1 precommits for its block."""
         for round, block_hash in self._log.commit_quorums():
             log = self._log.rounds[round]
-            proposal = log.proposal_for(block_hash)
+            proposal = self._valid_proposal_for(log.proposals_for(block_hash), out)
             if proposal is None:
                 continue
-            if not self._proposal_valid(proposal, out):
-                continue
+            voters = log.precommits.for_value(block_hash)
             certificate = tuple(
-                CommitSignature(voter, log.precommits[voter].commit_signature)
-                for voter in sorted(log.precommits)
-                if log.precommits[voter].block_hash == block_hash
+                CommitSignature(voter, voters[voter].commit_signature) for voter in sorted(voters)
             )
             block = dataclasses.replace(proposal.block, certificate=certificate)
             self._decide(block, round, now_ms, out)
@@ -476,7 +403,7 @@ class ConsensusCore:
             return False
         if proposal.pol_round > 0:
             pol_log = self._log.get(proposal.pol_round)
-            if pol_log is None or pol_log.prevote_tally[proposal.block.hash] < self.quorum:
+            if pol_log is None or pol_log.prevotes.count(proposal.block.hash) < self.quorum:
                 return False  # wait for the polka it cites, or for timeoutPropose
         valid = self._proposal_valid(proposal, out)
         self._prevote(self.prevote_value(proposal, valid), out)
@@ -487,7 +414,7 @@ class ConsensusCore:
         log = self._log.get(self.round)
         if self.step != Step.PREVOTE or self._prevote_timeout_round == self.round:
             return
-        if log is not None and len(log.prevotes) >= self.quorum:
+        if log is not None and log.prevotes.voters() >= self.quorum:
             self._prevote_timeout_round = self.round
             self._schedule(Step.PREVOTE, now_ms + self.timeouts.prevote(self.round))
 
@@ -500,9 +427,12 @@ class ConsensusCore:
         log = self._log.get(self.round)
         if log is None:
             return False
-        polka = [h for h, count in log.prevote_tally.items() if count >= self.quorum]
-        proposal = log.proposal_for(polka[0]) if polka and polka[0] != NIL else None
-        if proposal is None or not self._proposal_valid(proposal, out):
+        proposal = None
+        for block_hash in log.prevotes.quorum_values(self.quorum):
+            proposal = self._valid_proposal_for(log.proposals_for(block_hash), out)
+            if proposal is not None:
+                break
+        if proposal is None:
             return False
         block_hash = proposal.block.hash
         self._polka_round = self.round
@@ -515,7 +445,7 @@ class ConsensusCore:
     def _rule_nil_polka(self, out: list[Output]) -> bool:
         """Lines 44-46."""
         log = self._log.get(self.round)
-        if self.step != Step.PREVOTE or log is None or log.prevote_tally[NIL] < self.quorum:
+        if self.step != Step.PREVOTE or log is None or log.prevotes.count(NIL) < self.quorum:
             return False
         self._precommit(NIL, out)
         return True
@@ -525,7 +455,7 @@ class ConsensusCore:
         log = self._log.get(self.round)
         if self._precommit_timeout_round == self.round or log is None:
             return
-        if len(log.precommits) >= self.quorum:
+        if log.precommits.voters() >= self.quorum:
             self._precommit_timeout_round = self.round
             self._schedule(Step.PRECOMMIT, now_ms + self.timeouts.precommit(self.round))
 
@@ -649,17 +579,29 @@ class ConsensusCore:
     # ---- validity ---------------------------------------------------------------------
 
     def _is_valid(self, block: Block) -> bool:
-        """``app.is_valid``, asked once per block per height (it may be costly).  Asked
-        only once the height has started, after the previous Decide was carried out."""
-        block_hash = block.hash
-        valid = self._validity.get(block_hash)
-        if valid is None:
-            valid = self._validity[block_hash] = self.app.is_valid(block)
-        return valid
+        """``app.is_valid``, asked once per block per height (it may be costly), after
+        the previous Decide was carried out.  Cached by hash *and* block: the hash covers
+        the header only, and a faulty proposer may send one header with two bodies."""
+        return self._validity_of(block)[0]
+
+    def _validity_of(self, block: Block) -> tuple[bool, bool]:
+        """(valid, asked the app just now)."""
+        known = self._validity.setdefault(block.hash, [])
+        for seen, valid in known:
+            if seen is block or seen == block:
+                return valid, False
+        valid = self.app.is_valid(block)
+        known.append((block, valid))
+        return valid, True
 
     def _proposal_valid(self, proposal: Proposal, out: list[Output]) -> bool:
-        known = proposal.block.hash in self._validity
-        valid = self._is_valid(proposal.block)
-        if not valid and not known:
+        valid, fresh = self._validity_of(proposal.block)
+        if not valid and fresh:
             out.append(Rejected("invalid_block", proposal.proposer))
         return valid
+
+    def _valid_proposal_for(self, proposals: list[Proposal], out: list[Output]) -> Proposal | None:
+        for proposal in proposals:
+            if self._proposal_valid(proposal, out):
+                return proposal
+        return None

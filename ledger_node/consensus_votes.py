@@ -1,12 +1,21 @@
-"""The consensus message log of one height: what each validator said, counted once.
+"""The consensus message log of one height: who said what, and how it counts.
 
 Split from ``consensus.py`` so that the state machine there reads as the paper's rules
 while this module owns the bookkeeping they rely on:
 
-* ``RoundLog``: one round's proposal, prevotes and precommits.  A validator's *first*
-  message per (round, step) is the one that counts; an identical copy is ignored; a
-  different, validly signed one is equivocation, reported once and never counted
-  (counting both would let one faulty validator weigh twice in a quorum).
+* ``RoundLog``: one round's proposals, prevotes and precommits.  Counting follows the
+  paper: "2f+1 PREVOTE messages for id(v)" means 2f+1 *distinct validators* that signed
+  a prevote for v, and "2f+1 PREVOTE messages" (any value) means 2f+1 distinct
+  validators.  So a validator's first vote in a slot (round, step) counts for the "any"
+  rules and for its value; an identical copy is ignored; a different, validly signed
+  one is equivocation: Evidence is reported once, and the vote also counts *for its own
+  value* (never twice for one value, never twice in an "any" count).  This is safe: two
+  different values cannot both gather 2f+1 distinct signers unless f+1 validators
+  equivocate.  It is needed for liveness: otherwise an equivocator can show a polka to
+  some honest nodes and hide it from the others for ever (a lock nobody else can
+  follow).  A conflicting vote counts only for NIL or for a block some proposal of this
+  height carries -- the only values any rule can use -- which bounds what a faulty
+  validator can make us store; a vote dropped for that reason comes back by gossip.
 * ``HeightLog``: the rounds of the current height, the highest round each validator has
   been seen in (rule 55, round skipping), and, for rounds too far ahead to store, only
   each validator's latest messages.
@@ -18,15 +27,17 @@ Messages reach this module only after their signatures were checked.
 """
 
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass, field
-from enum import Enum
+from typing import Generic, NamedTuple, TypeVar
 
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal
 
 ConsensusMessage = Proposal | Prevote | Precommit
+V = TypeVar("V", Prevote, Precommit)
 
 PROPOSAL_STEP, PREVOTE_STEP, PRECOMMIT_STEP = 1, 2, 3
-MAX_PROPOSALS_PER_ROUND = 4  # the counted one and, from an equivocating proposer, 3 more
+MAX_PROPOSALS_PER_ROUND = 4  # the first and, from an equivocating proposer, 3 more
 
 
 def step_of(message: ConsensusMessage) -> int:
@@ -36,21 +47,64 @@ def step_of(message: ConsensusMessage) -> int:
     return PREVOTE_STEP if isinstance(message, Prevote) else PRECOMMIT_STEP
 
 
-class Added(Enum):
-    NEW = "new"  # first message of its signer in its slot: counted
-    SAME = "same"  # identical to the counted one, or a conflict already reported: ignored
-    CONFLICT = "conflict"  # first different message in an occupied slot: evidence
+class Recorded(NamedTuple):
+    counted: bool  # the message now counts somewhere
+    conflicts_with: ConsensusMessage | None  # set once per slot: the Evidence pair
+
+
+SAME = Recorded(False, None)
+
+
+@dataclass(slots=True)
+class VoteSet(Generic[V]):
+    """The prevotes (or precommits) of one round."""
+
+    first: dict[bytes, V] = field(default_factory=dict)  # voter -> its first vote
+    by_value: dict[bytes, dict[bytes, V]] = field(default_factory=dict)  # hash -> voter -> vote
+
+    def voters(self) -> int:
+        """Distinct validators with a vote of any value (rules 34, 47)."""
+        return len(self.first)
+
+    def count(self, block_hash: bytes) -> int:
+        """Distinct validators with a vote for ``block_hash`` (rules 28, 36, 44, 49)."""
+        return len(self.by_value.get(block_hash, ()))
+
+    def for_value(self, block_hash: bytes) -> dict[bytes, V]:
+        return self.by_value.get(block_hash, {})
+
+    def quorum_values(self, quorum: int) -> list[bytes]:
+        return [value for value, voters in self.by_value.items() if len(voters) >= quorum]
+
+    def has_identical(self, vote: V) -> bool:
+        return self.for_value(vote.block_hash).get(vote.voter) == vote
+
+    def messages(self) -> list[V]:
+        return [vote for voters in self.by_value.values() for vote in voters.values()]
+
+    def add(self, vote: V, useful: Container[bytes]) -> Recorded:
+        voter, value = vote.voter, vote.block_hash
+        first = self.first.get(voter)
+        if first is None:
+            self.first[voter] = vote
+            self.by_value.setdefault(value, {})[voter] = vote
+            return Recorded(True, None)
+        if first.id == vote.id:
+            return SAME  # a copy
+        # Equivocation (even for the same value: a second, different signed message).
+        counted = voter not in self.for_value(value) and (value == NIL or value in useful)
+        if counted:
+            self.by_value.setdefault(value, {})[voter] = vote
+        return Recorded(counted, first)
 
 
 @dataclass(slots=True)
 class RoundLog:
     """One round of one height."""
 
-    proposals: list[Proposal] = field(default_factory=list)  # the first one counts
-    prevotes: dict[bytes, Prevote] = field(default_factory=dict)  # voter -> first prevote
-    precommits: dict[bytes, Precommit] = field(default_factory=dict)
-    prevote_tally: Counter[bytes] = field(default_factory=Counter)  # block hash -> voters
-    precommit_tally: Counter[bytes] = field(default_factory=Counter)
+    proposals: list[Proposal] = field(default_factory=list)  # the first one is prevoted on
+    prevotes: VoteSet[Prevote] = field(default_factory=VoteSet)
+    precommits: VoteSet[Precommit] = field(default_factory=VoteSet)
     reported: set[tuple[bytes, int]] = field(default_factory=set)  # (signer, step)
 
     @property
@@ -58,55 +112,43 @@ class RoundLog:
         """The round's proposal: the first one the proposer signed that reached us."""
         return self.proposals[0] if self.proposals else None
 
-    def proposal_for(self, block_hash: bytes) -> Proposal | None:
-        """A proposal of this round for ``block_hash``, the first or an equivocating
-        one: rules 36 and 49 hold for any block the proposer signed (safety comes from
-        the votes), and keeping the others lets us decide what the others decided."""
-        for proposal in self.proposals:
-            if proposal.block.hash == block_hash:
-                return proposal
-        return None
+    def proposals_for(self, block_hash: bytes) -> list[Proposal]:
+        """This round's proposals of a block with ``block_hash``, the first or
+        equivocating ones: rules 36 and 49 hold for any block the proposer signed (safety
+        comes from the votes), and keeping the others lets us decide what the others
+        decided.  Several may share a hash with different bodies (the hash covers the
+        header only): the caller takes the first valid one."""
+        return [p for p in self.proposals if p.block.hash == block_hash]
 
     def has_identical(self, message: ConsensusMessage) -> bool:
         if isinstance(message, Proposal):
             return message in self.proposals
-        return self.first(message) == message
-
-    def first(self, message: ConsensusMessage) -> ConsensusMessage | None:
-        """The counted message in the slot ``message`` would take, if any."""
-        if isinstance(message, Proposal):
-            return self.proposal
         if isinstance(message, Prevote):
-            return self.prevotes.get(message.voter)
-        return self.precommits.get(message.voter)
+            return self.prevotes.has_identical(message)
+        return self.precommits.has_identical(message)
 
-    def add(self, message: ConsensusMessage) -> tuple[Added, ConsensusMessage | None]:
-        """Record ``message``; on CONFLICT also return the counted message it conflicts
-        with (the evidence pair).  Two messages are the same when their signed contents
-        are (``id``): a re-broadcast is not equivocation."""
-        first = self.first(message)
-        if first is not None:
-            if isinstance(message, Proposal):
-                if any(p.id == message.id for p in self.proposals):
-                    return Added.SAME, None
-                if len(self.proposals) < MAX_PROPOSALS_PER_ROUND:
-                    self.proposals.append(message)  # kept aside, never prevoted on
-            elif first.id == message.id:
-                return Added.SAME, None
+    def messages(self) -> list[ConsensusMessage]:
+        return [*self.proposals, *self.prevotes.messages(), *self.precommits.messages()]
+
+    def add(self, message: ConsensusMessage, useful: Container[bytes]) -> Recorded:
+        """Record a checked message; ``useful``: the block hashes proposed this height."""
+        if isinstance(message, Proposal):
+            if any(p.id == message.id for p in self.proposals):
+                return SAME
+            first = self.proposal
+            if len(self.proposals) < MAX_PROPOSALS_PER_ROUND:
+                self.proposals.append(message)
+            recorded = Recorded(True, first)
+        elif isinstance(message, Prevote):
+            recorded = self.prevotes.add(message, useful)
+        else:
+            recorded = self.precommits.add(message, useful)
+        if recorded.conflicts_with is not None:
             slot = (message.signer, step_of(message))
             if slot in self.reported:
-                return Added.SAME, None
+                return Recorded(recorded.counted, None)
             self.reported.add(slot)
-            return Added.CONFLICT, first
-        if isinstance(message, Proposal):
-            self.proposals.append(message)
-        elif isinstance(message, Prevote):
-            self.prevotes[message.voter] = message
-            self.prevote_tally[message.block_hash] += 1
-        else:
-            self.precommits[message.voter] = message
-            self.precommit_tally[message.block_hash] += 1
-        return Added.NEW, None
+        return recorded
 
 
 class HeightLog:
@@ -114,7 +156,7 @@ class HeightLog:
 
     Rounds up to ``current round + window`` are stored whole: rules 28 and 49 may need a
     polka or a commit of *any* earlier round, and dropping one could stall a re-proposal
-    forever (peers re-broadcast only their latest votes).  The number of rounds stored
+    for ever.  The number of rounds stored
     grows only as rounds are really reached (by timeouts, which grow, or with f + 1
     validators ahead), so a faulty minority cannot inflate it.  Beyond the window, only
     each validator's highest round and its messages of that round are kept.
@@ -124,7 +166,8 @@ class HeightLog:
         self.window = window
         self.quorum = quorum
         self.rounds: dict[int, RoundLog] = {}
-        self.commits: dict[int, bytes] = {}  # round -> the non-nil hash with a quorum
+        self.commits: dict[tuple[int, bytes], None] = {}  # (round, hash) with a quorum
+        self.proposed: set[bytes] = set()  # block hashes of the proposals kept
         self.highest_round: dict[bytes, int] = {}  # validator -> highest round seen
         self._far: dict[bytes, tuple[int, dict[int, ConsensusMessage]]] = {}
 
@@ -142,26 +185,27 @@ class HeightLog:
         log = self.rounds.get(message.round)
         return log is not None and log.has_identical(message)
 
-    def add(
-        self, message: ConsensusMessage, current_round: int
-    ) -> tuple[Added, ConsensusMessage | None]:
+    def add(self, message: ConsensusMessage, current_round: int) -> Recorded:
         """Store a checked message of this height (or park it if too far ahead)."""
         signer = message.signer
         if message.round > self.highest_round.get(signer, 0):
             self.highest_round[signer] = message.round
         if message.round > current_round + self.window:
             self._park(message)
-            return Added.NEW, None
+            return SAME
         log = self.at(message.round)
-        added = log.add(message)
-        if (
-            added[0] is Added.NEW
-            and isinstance(message, Precommit)
+        recorded = log.add(message, self.proposed)
+        if not recorded.counted:
+            return recorded
+        if isinstance(message, Proposal):
+            self.proposed.add(message.block.hash)
+        elif (
+            isinstance(message, Precommit)
             and message.block_hash != NIL
-            and log.precommit_tally[message.block_hash] >= self.quorum
+            and log.precommits.count(message.block_hash) >= self.quorum
         ):
-            self.commits.setdefault(message.round, message.block_hash)
-        return added
+            self.commits[(message.round, message.block_hash)] = None
+        return recorded
 
     def _park(self, message: ConsensusMessage) -> None:
         signer, step = message.signer, step_of(message)
@@ -180,6 +224,15 @@ class HeightLog:
                 del self._far[signer]
         return due
 
+    def messages(self) -> list[ConsensusMessage]:
+        """Every message kept, by round then step (parked ones last)."""
+        found: list[ConsensusMessage] = []
+        for round in sorted(self.rounds):
+            found.extend(self.rounds[round].messages())
+        for _round, parked in self._far.values():
+            found.extend(parked[step] for step in sorted(parked))
+        return found
+
     def skip_target(self, f: int) -> int:
         """The highest round that at least f + 1 validators have reached (0 if none):
         at least one of them is honest, so some honest node really is there (rule 55)."""
@@ -187,10 +240,9 @@ class HeightLog:
         return rounds[f] if len(rounds) > f else 0
 
     def commit_quorums(self) -> list[tuple[int, bytes]]:
-        """(round, block hash) of every round with a quorum of precommits for one
-        non-nil hash, lowest round first.  At most one hash per round can reach a
-        quorum, because each validator counts once per round."""
-        return sorted(self.commits.items())
+        """(round, block hash) pairs with a quorum of precommits, lowest round first.
+        With at most f faulty validators there is at most one per round."""
+        return sorted(self.commits)
 
 
 class FutureBuffer:
@@ -219,6 +271,9 @@ class FutureBuffer:
         self._messages.append(message)
         self._per_sender[message.signer] += 1
         return True
+
+    def messages(self) -> list[ConsensusMessage]:
+        return list(self._messages)
 
     def take(self, height: int) -> list[ConsensusMessage]:
         """Remove and return the messages of ``height`` in arrival order; drop those of

@@ -1,0 +1,117 @@
+"""The values that cross the consensus core's boundary: its inputs' types, the app it
+calls, the state it asks to persist, and its outputs.  Re-exported by ``consensus.py``,
+which is where to import them from; kept apart so that the state machine there reads as
+the paper's rules.
+
+The adapter carries out one call's outputs in order; every own message is announced by
+a PersistSigned immediately before its Broadcast.
+"""
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+from micromine.ledger_node.consensus_votes import ConsensusMessage
+from micromine.protocol.block import Block
+from micromine.protocol.consensus import NIL
+
+
+class Step(IntEnum):
+    NEW_HEIGHT = 0  # decided the previous height; waiting commit_ms before round 1
+    PROPOSE = 1
+    PREVOTE = 2
+    PRECOMMIT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Timeouts grow linearly with the round, so that after GST (when the real message
+    delay is bounded but unknown) some round is long enough for honest nodes to hear
+    each other: this is what the paper's liveness proof needs."""
+
+    propose_ms: int = 1000
+    propose_delta_ms: int = 500
+    prevote_ms: int = 500
+    prevote_delta_ms: int = 250
+    precommit_ms: int = 500
+    precommit_delta_ms: int = 250
+    commit_ms: int = 1000  # wait after a decision before starting the next height
+
+    def propose(self, round: int) -> int:
+        return self.propose_ms + self.propose_delta_ms * (round - 1)
+
+    def prevote(self, round: int) -> int:
+        return self.prevote_ms + self.prevote_delta_ms * (round - 1)
+
+    def precommit(self, round: int) -> int:
+        return self.precommit_ms + self.precommit_delta_ms * (round - 1)
+
+
+class ConsensusApp(Protocol):
+    def has_work(self) -> bool:
+        """Is anything worth a block?  Round 1 waits for it (see the module docstring)."""
+        ...
+
+    def propose(self, height: int, round: int, now_ms: int) -> Block | None:
+        """A block (empty certificate, this height, our key as proposer); None: not yet."""
+        ...
+
+    def is_valid(self, block: Block) -> bool:
+        """The honest validity rules for ``block`` at the current height."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SignedState:
+    """The last message this validator signed; persisted before the message leaves, so a
+    restarted node never signs a different message in the same slot.
+
+    ``locked_round`` / ``locked_hash`` (0 / NIL: none) are the lock held when signing.
+    They are an addition to the four fields a slot needs: a node that precommitted a
+    block and then restarted without its lock could prevote a different block in a later
+    round, and enough such restarts would break agreement without any Byzantine node.
+    """
+
+    height: int
+    round: int
+    step: int  # 1 proposal, 2 prevote, 3 precommit
+    block_hash: bytes
+    locked_round: int = 0
+    locked_hash: bytes = NIL
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    message: ConsensusMessage
+
+
+@dataclass(frozen=True, slots=True)
+class PersistSigned:
+    """Store ``state`` durably before carrying out the Broadcast that follows it."""
+
+    state: SignedState
+
+
+@dataclass(frozen=True, slots=True)
+class Decide:
+    """``block`` is decided, with its certificate; commit it (once per height)."""
+
+    block: Block
+    round: int  # 0 when learned from a certified block
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """``first.signer`` signed both messages for one (height, round, step)."""
+
+    first: ConsensusMessage
+    second: ConsensusMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+    sender: bytes | None
+
+
+Output = Broadcast | PersistSigned | Decide | Evidence | Rejected
