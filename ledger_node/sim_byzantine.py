@@ -1,0 +1,355 @@
+"""The Byzantine node: a real core to follow the protocol, and a wrapper that lies.
+
+It holds a validator's real key, so everything it signs verifies.  Its internal core
+(whose app accepts every block, so it votes for invalid ones) tells it the height and
+round; each message the core wants to send passes through ``misbehave``, which, by the
+modes drawn for the run (sim_faults.BYZANTINE_MODES), may:
+
+    equivocate         send a conflicting signed twin to some peers, both to a witness
+    invalid-proposals  replace its proposal by a block breaking one validity rule, and
+                       vote for that block
+    invalid-votes      vote for hashes of no block
+    garbage            every so often: random bytes, mutated encodings, votes with bad
+                       signatures or COMMIT signatures, far-future heights, stray kinds
+    replay             every so often: re-send another node's old message
+    bad-sync           answer SyncRequests with tampered or forged certified blocks
+    amnesia            (the lock attack) vote for every proposal at once, in every round,
+                       precommits to a random subset; propose a fresh block every round
+"""
+
+import dataclasses
+import random
+from typing import Any
+
+from micromine.ledger_node.consensus import (
+    Broadcast,
+    ConsensusApp,
+    Decide,
+    Evidence,
+    Output,
+    PersistSigned,
+    Rejected,
+)
+from micromine.ledger_node.sim_app import SimApp, state_root, stray_pool, tx_pool
+from micromine.ledger_node.sim_faults import AMNESIA
+from micromine.ledger_node.sim_node import SimNode
+from micromine.protocol.block import Block, CommitSignature, compute_tx_root
+from micromine.protocol.codec import encode, sign, sign_block_hash
+from micromine.protocol.consensus import MAX_ROUND, NIL, Precommit, Prevote, Proposal, SyncRequest
+from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.messages import NO_SIGNATURE
+
+Vote = Prevote | Precommit
+RECENT = 48  # encodings remembered for replay and mutation
+
+DEFECTS = (
+    "prev_hash", "unacknowledged", "committed", "duplicate", "state_root", "tx_root",
+    "height", "timestamp", "body", "proposer",
+)  # fmt: skip
+
+
+class _Gullible:
+    """The Byzantine core's app: proposes like an honest one, accepts every block."""
+
+    def __init__(self, app: SimApp) -> None:
+        self.app = app
+
+    def has_work(self) -> bool:
+        return self.app.has_work()
+
+    def propose(self, height: int, round: int, now_ms: int) -> Block | None:
+        return self.app.propose(height, round, now_ms)
+
+    def is_valid(self, block: Block) -> bool:
+        return True
+
+
+class ByzantineNode(SimNode):
+    honest = False
+
+    def __init__(self, *, modes: frozenset[str], rng: random.Random, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.modes = modes
+        self.rng = rng
+        self.recent: list[bytes] = []
+        self.substituted: dict[tuple[int, int], tuple[bytes, bytes]] = {}  # (h, r) -> old, new
+        self.amnesia_voted: set[tuple[int, int]] = set()
+        self.outsider = KeyPair(sha256(b"micromine-sim/outsider"))
+
+    def consensus_app(self) -> ConsensusApp:
+        return _Gullible(self.app)
+
+    # ---- signing ------------------------------------------------------------------
+
+    def vote(self, kind: type[Vote], height: int, round_: int, block_hash: bytes) -> Vote:
+        if kind is Prevote:
+            return sign(Prevote(self.chain_id, height, round_, block_hash, self.public), self.key)
+        commit = (
+            NO_SIGNATURE
+            if block_hash == NIL
+            else sign_block_hash(block_hash, self.chain_id, self.key)
+        )
+        message = Precommit(self.chain_id, height, round_, block_hash, self.public, commit)
+        return sign(message, self.key)
+
+    def propose_block(self, proposal: Proposal, block: Block) -> Proposal:
+        message = Proposal(
+            self.chain_id, proposal.height, proposal.round, proposal.pol_round, block, self.public
+        )
+        return sign(message, self.key)
+
+    # ---- sending ------------------------------------------------------------------
+
+    def send_to(
+        self, peers: list[int] | tuple[int, ...], message: Proposal | Vote | Block, now_ms: int
+    ) -> None:
+        payload = encode(message)
+        self.remember(payload)
+        for peer in peers:
+            self.send(peer, payload, now_ms)
+
+    def remember(self, payload: bytes) -> None:
+        self.recent.append(payload)
+        if len(self.recent) > RECENT:
+            del self.recent[0]
+
+    def apply_one(self, output: Output, now_ms: int) -> None:
+        match output:
+            case Broadcast(message):
+                self.misbehave(message, now_ms)
+            case Decide(block, _round):
+                self.app.commit(block)
+                self.last_decide_ms = now_ms
+            case Evidence() | Rejected():
+                self.world.counters["byzantine.own_core_output"] += 1
+            case PersistSigned():
+                pass  # it will sign whatever suits it
+
+    def misbehave(self, message: Proposal | Vote, now_ms: int) -> None:
+        rng, counters = self.rng, self.world.counters
+        if AMNESIA in self.modes:
+            if isinstance(message, Proposal):
+                fresh = self.app.propose(message.height, message.round, now_ms)
+                if fresh is not None:  # never re-propose: a new block every round
+                    message = self.propose_block(dataclasses.replace(message, pol_round=0), fresh)
+                self.send_to(self.peers, message, now_ms)
+                self.amnesia_vote(message, now_ms)
+            return  # its votes come from amnesia_vote
+        slot = (message.height, message.round)
+        if (
+            isinstance(message, Proposal)
+            and "invalid-proposals" in self.modes
+            and rng.random() < 0.6
+        ):
+            bad = self.invalid_proposal(message, now_ms)
+            self.substituted[slot] = (message.block.hash, bad.block.hash)
+            message = bad
+            counters["byzantine.invalid_proposals"] += 1
+        elif isinstance(message, Prevote | Precommit):
+            old, new = self.substituted.get(slot, (None, None))
+            if new is not None and message.block_hash in (old, NIL):
+                message = self.vote(type(message), *slot, new)  # vote for our invalid block
+            elif "invalid-votes" in self.modes and rng.random() < 0.4:
+                message = self.vote(type(message), *slot, sha256(rng.randbytes(8)))
+                counters["byzantine.invalid_votes"] += 1
+        if "equivocate" in self.modes and rng.random() < 0.6:
+            twin = self.conflicting(message, now_ms)
+            witness = rng.choice(self.peers)
+            others = [p for p in self.peers if p != witness]
+            rng.shuffle(others)
+            cut = rng.randint(0, len(others))
+            self.send_to([witness, *others[:cut]], message, now_ms)
+            self.send_to([witness, *others[cut:]], twin, now_ms)
+            counters["byzantine.equivocations"] += 1
+            return
+        self.send_to(self.peers, message, now_ms)
+
+    def conflicting(self, message: Proposal | Vote, now_ms: int) -> Proposal | Vote:
+        if isinstance(message, Proposal):
+            header = message.block.header
+            later = dataclasses.replace(
+                header, timestamp_ms=header.timestamp_ms + 1 + self.rng.randrange(999)
+            )
+            return self.propose_block(message, dataclasses.replace(message.block, header=later))
+        other = NIL if message.block_hash != NIL else sha256(self.rng.randbytes(8))
+        return self.vote(type(message), message.height, message.round, other)
+
+    def invalid_proposal(self, proposal: Proposal, now_ms: int) -> Proposal:
+        """``proposal``'s block changed to break exactly one validity rule."""
+        block, rng = proposal.block, self.rng
+        header, txs = block.header, list(block.txs)
+        defect = rng.choice(DEFECTS)
+        chain = self.app.chain
+        if defect == "timestamp" and not chain:
+            defect = "prev_hash"  # height 1 has no parent to precede
+        self.world.counters[f"byzantine.defect.{defect}"] += 1
+        if defect == "unacknowledged":
+            txs.append(rng.choice(stray_pool()))
+        elif defect == "committed":
+            old = [tx for b in chain for tx in b.txs]
+            txs.append(rng.choice(old or stray_pool()))
+        elif defect == "duplicate":
+            txs += [txs[0]] if txs else [tx_pool()[0]] * 2
+        changes: dict[str, Any] = {
+            "tx_root": compute_tx_root(txs),
+            "state_root": state_root([*self.app.committed, *(tx.id for tx in txs)]),
+        }
+        random_hash = sha256(rng.randbytes(8))
+        if defect in ("prev_hash", "state_root", "tx_root", "body"):
+            changes[{"body": "body_hash"}.get(defect, defect)] = random_hash
+        elif defect == "height":
+            changes["height"] = header.height + 1
+        elif defect == "timestamp":
+            changes["timestamp_ms"] = chain[-1].header.timestamp_ms - rng.randrange(2)
+        elif defect == "proposer":
+            changes["proposer"] = self.outsider.public
+        bad = Block(dataclasses.replace(header, **changes), tuple(txs), (), (), ())
+        return self.propose_block(proposal, bad)
+
+    # ---- reacting to others -------------------------------------------------------
+
+    def deliver(self, src: int, payload: bytes, now_ms: int) -> None:
+        if self.core is not None:
+            self.remember(payload)
+        super().deliver(src, payload, now_ms)
+
+    def on_consensus(self, message: Proposal | Vote, now_ms: int) -> None:
+        if (
+            AMNESIA in self.modes
+            and isinstance(message, Proposal)
+            and self.core is not None
+            and message.height == self.core.height
+        ):
+            self.amnesia_vote(message, now_ms)
+        super().on_consensus(message, now_ms)
+
+    def amnesia_vote(self, proposal: Proposal, now_ms: int) -> None:
+        """Vote at once for every proposal, whatever was seen before (no lock).
+
+        Its own proposal: prevote and precommit it to everyone.  Another's block: show
+        it to a victim, if possible one that cannot be heard just now (an adversary that
+        knows the network), so that the victim alone may commit it: prevote it to the
+        victim and one more node and nil to the rest (the rest may then miss the polka
+        and precommit nil), precommit it to the victim only and nil to the others (they
+        time out into later rounds, where this node proposes a different block)."""
+        slot = (proposal.height, proposal.round)
+        if slot in self.amnesia_voted:
+            return
+        self.amnesia_voted.add(slot)
+        block_hash = proposal.block.hash
+        if proposal.proposer == self.public:
+            self.send_to(self.peers, self.vote(Prevote, *slot, block_hash), now_ms)
+            self.send_to(self.peers, self.vote(Precommit, *slot, block_hash), now_ms)
+            return
+        unheard = [peer for peer in self.peers if peer in self.world.unheard(now_ms)]
+        victim = self.rng.choice(unheard or self.peers)
+        others = [peer for peer in self.peers if peer != victim]
+        self.rng.shuffle(others)
+        shown, hidden = [victim, *others[:1]], others[1:]
+        self.send_to(shown, self.vote(Prevote, *slot, block_hash), now_ms)
+        self.send_to(hidden, self.vote(Prevote, *slot, NIL), now_ms)
+        self.send_to([victim], self.vote(Precommit, *slot, block_hash), now_ms)
+        self.send_to(others, self.vote(Precommit, *slot, NIL), now_ms)
+
+    def on_sync_request(self, request: SyncRequest, now_ms: int) -> None:
+        if AMNESIA in self.modes:
+            return  # withholds the blocks that would end the split
+        if "bad-sync" not in self.modes or self.rng.random() < 0.3:
+            super().on_sync_request(request, now_ms)
+            return
+        dst = self.world.node_of_reply_to(request.reply_to)
+        chain = self.app.chain
+        if dst is None:
+            return
+        last = min(request.to_height, len(chain) + 1)
+        for height in range(request.from_height, last + 1):
+            self.world.counters["byzantine.bad_sync"] += 1
+            self.send_to(
+                [dst],
+                self.tampered(chain[height - 1] if height <= len(chain) else None, height, now_ms),
+                now_ms,
+            )
+
+    def tampered(self, block: Block | None, height: int, now_ms: int) -> Block:
+        """A certified-looking block that must not be accepted (or a forged one)."""
+        rng = self.rng
+        if block is None or rng.random() < 0.3:  # forge: a fresh block, our signature + junk
+            made = self.app.propose(len(self.app.chain) + 1, 1, now_ms)
+            assert made is not None  # our own next height: always a block
+            header = dataclasses.replace(made.header, height=height)
+            block = Block(header, (), (), (), ())
+            junk = tuple(
+                CommitSignature(v, rng.randbytes(64)) for v in self.validators if v != self.public
+            )
+            mine = CommitSignature(
+                self.public, sign_block_hash(header.hash, self.chain_id, self.key)
+            )
+            return dataclasses.replace(block, certificate=(mine, mine, *junk))
+        choice = rng.randrange(3)
+        if choice == 0:  # too few signatures
+            return dataclasses.replace(block, certificate=block.certificate[:1])
+        if choice == 1:  # the certified header with other transactions
+            txs = block.txs[1:] if block.txs else (rng.choice(tx_pool()),)
+            return dataclasses.replace(block, txs=txs)
+        mine = CommitSignature(self.public, sign_block_hash(block.hash, self.chain_id, self.key))
+        return dataclasses.replace(block, certificate=(mine,) * 3)
+
+    # ---- noise --------------------------------------------------------------------
+
+    def noise(self, now_ms: int) -> None:
+        """One piece of garbage or one replayed message, to one random peer."""
+        if self.core is None:
+            return
+        rng, counters = self.rng, self.world.counters
+        peer = rng.choice(self.peers)
+        if "replay" in self.modes and self.recent and rng.random() < 0.5:
+            counters["byzantine.replays"] += 1
+            self.send(peer, rng.choice(self.recent), now_ms)
+            return
+        if "garbage" not in self.modes:
+            return
+        counters["byzantine.garbage"] += 1
+        height, round_ = self.core.height, max(1, self.core.round)
+        payload: bytes
+        match rng.randrange(8):
+            case 0:
+                payload = rng.randbytes(rng.randrange(200))
+            case 1 | 2:
+                payload = mutate(rng, rng.choice(self.recent)) if self.recent else b"\x80"
+            case 3:  # a valid vote with a broken signature
+                vote = self.vote(rng.choice((Prevote, Precommit)), height, round_, sha256(b"x"))
+                payload = encode(dataclasses.replace(vote, signature=rng.randbytes(64)))
+            case 4:  # a validly signed precommit whose COMMIT signature is junk
+                junk = Precommit(
+                    self.chain_id, height, round_, sha256(rng.randbytes(4)), self.public,
+                    rng.randbytes(64),
+                )  # fmt: skip
+                payload = encode(sign(junk, self.key))
+            case 5:  # signed by a key outside the validator set
+                outsider = Prevote(self.chain_id, height, round_, NIL, self.outsider.public)
+                payload = encode(sign(outsider, self.outsider))
+            case 6:  # far in the future
+                far = self.vote(
+                    Prevote, height + rng.randint(1, 1_000), rng.randint(1, MAX_ROUND), NIL
+                )
+                payload = encode(far)
+            case _:  # a valid message of a kind consensus does not expect
+                payload = encode(rng.choice(tx_pool()))
+        self.send(peer, payload, now_ms)
+
+
+def mutate(rng: random.Random, data: bytes) -> bytes:
+    """A small random corruption of a valid encoding."""
+    if not data:
+        return b"\x00"
+    buffer = bytearray(data)
+    match rng.randrange(4):
+        case 0:
+            buffer[rng.randrange(len(buffer))] ^= 1 << rng.randrange(8)
+        case 1:
+            del buffer[rng.randrange(len(buffer)) :]
+        case 2:
+            buffer.insert(rng.randrange(len(buffer) + 1), rng.randrange(256))
+        case _:
+            buffer[rng.randrange(len(buffer))] = rng.randrange(256)
+    return bytes(buffer)

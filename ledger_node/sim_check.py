@@ -1,0 +1,189 @@
+"""The simulator's invariants: what every run must satisfy, checked from observations.
+
+During the run (the first violation stops the run):
+    agreement          no two honest nodes commit different blocks at one height
+    certificates       every block an honest node decides is its next height and carries
+                       > 2/3 valid COMMIT signatures from distinct validators
+    no equivocation    no honest node signs two different messages for one
+                       (kind, height, round) -- across crashes and restarts too
+    evidence is true   every Evidence names two conflicting, validly signed messages of
+                       one validator, and never an honest one
+    no crash           the core never raises, whatever bytes arrive
+
+At the end of the run:
+    progress           after the faults end (GST, last restart, end of a silence), every
+                       live honest node commits H more blocks (and at least min_blocks
+                       in all) within progress_ms; "live" leaves out only a node that is
+                       silent for good (it is the faulty one)
+    nothing lost       then, within drain_ms, every acknowledged transaction is
+                       committed exactly once on every live honest node
+    validity           every block an honest node committed passes the honest validity
+                       rules, replayed by a fresh honest app that knows every
+                       acknowledged transaction
+    evidence produced  if the Byzantine node's equivocation reached one honest core
+                       while at that height (within the rounds it stores), some honest
+                       node reported Evidence against it
+"""
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from micromine.ledger_node.sim_app import CertificateChecker, SimApp, block_problem
+from micromine.protocol.block import Block
+from micromine.protocol.codec import is_signature_valid
+from micromine.protocol.consensus import Precommit, Prevote, Proposal
+from micromine.protocol.crypto import KeyPair
+from micromine.protocol.messages import Transaction
+
+Vote = Proposal | Prevote | Precommit
+
+
+def short(data: bytes) -> str:
+    return data.hex()[:10]
+
+
+def _slot(message: Vote) -> tuple[str, int, int]:
+    return (type(message).__name__, message.height, message.round)
+
+
+def _value(message: Vote) -> bytes:
+    return message.block.hash if isinstance(message, Proposal) else message.block_hash
+
+
+@dataclass(slots=True)
+class Observer:
+    """Collects what the run did and the violations found along the way."""
+
+    names: dict[bytes, str]  # validator key -> "n2"
+    honest: frozenset[bytes]
+    byzantine: bytes | None
+    violations: list[str] = field(default_factory=list)
+    decided: dict[int, tuple[bytes, int]] = field(default_factory=dict)  # height -> hash, node
+    signed: dict[tuple[int, str, int, int], bytes] = field(default_factory=dict)
+    evidence: Counter[str] = field(default_factory=Counter)  # accused name -> reports
+    witnessed: dict[tuple[int, str, int, int], set[bytes]] = field(default_factory=dict)
+    equivocation_witnessed: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.violations)
+
+    def violation(self, now_ms: int, text: str) -> None:
+        self.violations.append(f"t={now_ms}ms {text}")
+
+    def on_signed(self, node: int, message: Vote, now_ms: int) -> None:
+        """An honest node broadcast ``message``: it must not contradict what it signed."""
+        slot = (node, *_slot(message))
+        before = self.signed.setdefault(slot, message.id)
+        if before != message.id:
+            kind, height, round_ = _slot(message)
+            self.violation(
+                now_ms,
+                f"honest equivocation: n{node} signed two different {kind}s "
+                f"at height {height} round {round_}",
+            )
+
+    def on_decide(self, node: int, block: Block, now_ms: int) -> None:
+        first = self.decided.setdefault(block.height, (block.hash, node))
+        if first[0] != block.hash:
+            self.violation(
+                now_ms,
+                f"agreement: n{node} committed {short(block.hash)} at height {block.height}, "
+                f"n{first[1]} committed {short(first[0])}",
+            )
+
+    def on_evidence(self, node: int, first: Vote, second: Vote, now_ms: int) -> None:
+        accused = self.names.get(first.signer, short(first.signer))
+        conflicting = (
+            type(first) is type(second)
+            and first.signer == second.signer
+            and _slot(first) == _slot(second)
+            and first.id != second.id
+            and is_signature_valid(first)
+            and is_signature_valid(second)
+        )
+        if not conflicting:
+            self.violation(now_ms, f"n{node} reported bogus evidence against {accused}")
+        elif first.signer in self.honest:
+            self.violation(now_ms, f"n{node} reported evidence against honest {accused}")
+        self.evidence[accused] += 1
+
+    def on_delivered(self, node: int, message: Vote, height: int, max_round: int) -> None:
+        """A message reached a core at ``height`` that stores rounds up to ``max_round``:
+        note the Byzantine node's equivocations that this core can see."""
+        if message.signer != self.byzantine or message.height != height:
+            return
+        if message.round > max_round:
+            return
+        ids = self.witnessed.setdefault((node, *_slot(message)), set())
+        ids.add(message.id)
+        if len(ids) > 1:
+            self.equivocation_witnessed = True
+
+    def on_crash(self, node: int) -> None:
+        """A crashed core forgets what it saw (not what it signed)."""
+        for key in [key for key in self.witnessed if key[0] == node]:
+            del self.witnessed[key]
+
+
+def check_validity(
+    chains: Mapping[int, Sequence[Block]],
+    *,
+    chain_id: str,
+    validators: Sequence[bytes],
+    acknowledged: Sequence[Transaction],
+    certificates: CertificateChecker,
+) -> list[str]:
+    """Replay each honest chain through a fresh honest app that knows every ack."""
+    problems: list[str] = []
+    replayed: set[bytes] = set()  # tips of chains already replayed (prefixes are shared)
+    members = frozenset(validators)
+    registry = frozenset(tx.id for tx in acknowledged)
+    for node, chain in chains.items():
+        if not chain or chain[-1].hash in replayed:
+            continue
+        replayed.add(chain[-1].hash)
+        app = SimApp(
+            chain_id=chain_id,
+            key=KeyPair(bytes(32)),
+            validators=validators,
+            certificates=certificates,
+            registry=registry,
+        )
+        for block in chain:
+            problem = block_problem(
+                block,
+                chain_id=chain_id,
+                chain=app.chain,
+                committed=app.committed,
+                acknowledged=registry,
+                validators=members,
+            )
+            problem = problem or app.commit(block)
+            if problem is not None:
+                problems.append(
+                    f"validity: n{node} committed an invalid block at height {block.height} "
+                    f"({short(block.hash)}): {problem}"
+                )
+                break
+    return problems
+
+
+def check_nothing_lost(
+    chains: Mapping[int, Sequence[Block]], acknowledged: Sequence[Transaction]
+) -> list[str]:
+    problems: list[str] = []
+    for node, chain in chains.items():
+        counts = Counter(tx.id for block in chain for tx in block.txs)
+        missing = [tx for tx in acknowledged if counts[tx.id] == 0]
+        twice = [tx_id for tx_id, count in counts.items() if count > 1]
+        if missing:
+            problems.append(
+                f"lost: n{node} never committed {len(missing)} of {len(acknowledged)} "
+                f"acknowledged transactions (first {short(missing[0].id)}, "
+                f"height {len(chain)})"
+            )
+        if twice:
+            problems.append(f"lost: n{node} committed {short(twice[0])} more than once")
+    return problems
