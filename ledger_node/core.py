@@ -36,19 +36,19 @@ from micromine.ledger_node.dispatch import Dispatcher
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import Mempool, PendingTx
 from micromine.ledger_node.peers import PeerTracker
+from micromine.ledger_node.receipts import ReceiptBook
 from micromine.ledger_node.render import block_to_json
 from micromine.ledger_node.replica import Replica
 from micromine.ledger_node.state import Account
 from micromine.ledger_node.tally import TxVotes, agreement, compute_outcome, record_vote
 from micromine.protocol import topics
 from micromine.protocol.block import Block
-from micromine.protocol.codec import decode, encode, is_signature_valid, sign
+from micromine.protocol.codec import decode, encode, is_signature_valid
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Reason, ReceiptStatus
-from micromine.protocol.limits import MAX_RECEIPT_ITEMS
-from micromine.protocol.messages import Receipt, Receipts, Submission, Transaction, Verdict
+from micromine.protocol.messages import Submission, Transaction, Verdict
 from micromine.protocol.topics import Channel, Publish
 from micromine.protocol.validation import decode_transaction
 
@@ -101,10 +101,10 @@ class LedgerCore:
         self.recent_committed: OrderedDict[bytes, int] = OrderedDict()
         self.stats = CoreStats()
         self.peers = PeerTracker(genesis.ledger_nodes, key.public, PEER_TIMEOUT_MS, now_ms)
+        self.receipts = ReceiptBook(self.chain_id, key, self.peers)
         self.replica = Replica(self, rng.randbytes(16), last_signed)
         self._next_ownership_scan = now_ms
         self._now = now_ms  # time of the event being handled
-        self._receipts: dict[bytes, list[Receipt]] = {}
         self._forgotten: list[bytes] = []  # rejected after admission, not yet persisted
         self._drops: list[Dropped] = []  # see note_drop
         self._handlers: dict[Channel, Callable[[bytes | None, bytes, int, list[Action]], None]] = {
@@ -147,7 +147,7 @@ class LedgerCore:
         self.dispatcher.expire_deadlines(self.votes, now_ms)
         self._expire_transactions(now_ms, actions)
         if now_ms >= self._next_ownership_scan:
-            self._take_over_orphans(now_ms)
+            self.dispatcher.take_over(self.votes, lambda tx_id: self.peers.mine(tx_id, now_ms))
             self._next_ownership_scan = now_ms + OWNERSHIP_SCAN_MS
         self.dispatcher.dispatch(self.votes, now_ms, actions)
         self.replica.on_tick(now_ms, actions)
@@ -180,26 +180,28 @@ class LedgerCore:
         # Every node decides the same; only the item's owner answers (peers.py).
         decoded = decode_transaction(item)
         if isinstance(decoded, Reason):
-            self._receipt_if_mine(reply_to, sha256(item), ReceiptStatus.REJECTED, decoded, now_ms)
+            self.receipts.note_if_mine(
+                reply_to, sha256(item), ReceiptStatus.REJECTED, decoded, now_ms
+            )
             self.stats.rejected += 1
             return
         tx, tx_id = decoded, decoded.id
         if tx_id in self.mempool:  # [IGNORE] already pending: acknowledge again
-            self._receipt_if_mine(reply_to, tx_id, ReceiptStatus.PENDING, 0, now_ms)
+            self.receipts.note_if_mine(reply_to, tx_id, ReceiptStatus.PENDING, 0, now_ms)
             return
         height = self.recent_committed.get(tx_id)
         if height is not None:  # [IGNORE] already committed: say where
-            self._receipt_if_mine(reply_to, tx_id, ReceiptStatus.COMMITTED, height, now_ms)
+            self.receipts.note_if_mine(reply_to, tx_id, ReceiptStatus.COMMITTED, height, now_ms)
             return
         reason = self.mempool.check_admission(tx, now_ms, self.accounts)
         if reason is not Reason.OK:
-            self._receipt_if_mine(reply_to, tx_id, ReceiptStatus.REJECTED, reason, now_ms)
+            self.receipts.note_if_mine(reply_to, tx_id, ReceiptStatus.REJECTED, reason, now_ms)
             self.stats.rejected += 1
             return
         entry = PendingTx(tx, tx_id, reply_to, now_ms)
         self._admit(entry, now_ms)
         admitted.append(entry)
-        self._receipt_if_mine(reply_to, tx_id, ReceiptStatus.PENDING, 0, now_ms)
+        self.receipts.note_if_mine(reply_to, tx_id, ReceiptStatus.PENDING, 0, now_ms)
         self.stats.admitted += 1
 
     def _admit(self, entry: PendingTx, now_ms: int) -> None:
@@ -207,14 +209,6 @@ class LedgerCore:
         self.votes[entry.tx_id] = TxVotes(entry.tx, entry.reply_to, entry.admitted_ms)
         if self.peers.mine(entry.tx_id, now_ms):
             self.dispatcher.fresh.append(entry.tx_id)
-
-    def _take_over_orphans(self, now_ms: int) -> None:
-        """Dispatch the undecided transactions that became ours because their owner went
-        silent (we never asked a device about them)."""
-        queued = set(self.dispatcher.fresh) | set(self.dispatcher.retry)
-        for tx_id, votes in self.votes.items():
-            if not votes.asked and tx_id not in queued and self.peers.mine(tx_id, now_ms):
-                self.dispatcher.fresh.append(tx_id)
 
     # ---- devices ------------------------------------------------------------------
 
@@ -353,7 +347,7 @@ class LedgerCore:
             return
         self.votes.pop(tx_id, None)
         self.accepted.pop(tx_id, None)
-        self._receipt_if_mine(entry.reply_to, tx_id, ReceiptStatus.REJECTED, reason, self._now)
+        self.receipts.note_if_mine(entry.reply_to, tx_id, ReceiptStatus.REJECTED, reason, self._now)
         self.stats.rejected += 1
         self._forgotten.append(tx_id)
         for later in self.mempool.later_from_sender(entry.tx.sender, entry.tx.nonce):
@@ -385,7 +379,7 @@ class LedgerCore:
             self.votes.pop(tx_id, None)
             entry = self.mempool.remove(tx_id)
             if entry is not None:
-                self._receipt_if_mine(
+                self.receipts.note_if_mine(
                     entry.reply_to, tx_id, ReceiptStatus.COMMITTED, block.height, now_ms
                 )
             self.recent_committed[tx_id] = block.height
@@ -408,25 +402,11 @@ class LedgerCore:
 
     # ---- receipts and bookkeeping ----------------------------------------------------
 
-    def _receipt_if_mine(
-        self, reply_to: bytes, item_id: bytes, status: ReceiptStatus, value: int, now_ms: int
-    ) -> None:
-        if self.peers.mine(item_id, now_ms):
-            receipt = Receipt(item_id, int(status), int(value))
-            self._receipts.setdefault(reply_to, []).append(receipt)
-
     def _flush_receipts(self, actions: list[Action], now_ms: int) -> None:
         actions.extend(self._drops)
         self._drops.clear()
         self._flush_forgotten(actions)
-        for reply_to, items in self._receipts.items():
-            for start in range(0, len(items), MAX_RECEIPT_ITEMS):
-                chunk = tuple(items[start : start + MAX_RECEIPT_ITEMS])
-                message = Receipts(self.chain_id, self.key.public, reply_to, now_ms, chunk)
-                payload = encode(sign(message, self.key))
-                topic = topics.receipts(self.chain_id, reply_to)
-                actions.append(Publish.on(Channel.RECEIPTS, topic, payload))
-        self._receipts.clear()
+        actions.extend(self.receipts.flush(now_ms))
 
     def _flush_forgotten(self, actions: list[Action]) -> None:
         if self._forgotten:

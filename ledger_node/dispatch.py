@@ -14,7 +14,7 @@ Device choice uses the rng given by the core, so a seeded simulation replays exa
 
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from micromine.ledger_node.actions import Action
@@ -63,6 +63,14 @@ class Dispatcher:
         self.batches_sent = 0
         self.redispatched = 0
         self._seq = 0
+
+    def take_over(self, votes: Mapping[bytes, TxVotes], is_mine: Callable[[bytes], bool]) -> None:
+        """Queue the undecided transactions that became ours because their owner went
+        silent (we never asked a device about them)."""
+        queued = set(self.fresh) | set(self.retry)
+        for tx_id, tx_votes in votes.items():
+            if not tx_votes.asked and tx_id not in queued and is_mine(tx_id):
+                self.fresh.append(tx_id)
 
     def take_answer(self, record: BatchRecord, device_key: bytes) -> bool:
         """Mark ``device_key`` as having answered; True if it was still within deadline."""
