@@ -8,7 +8,9 @@ DEVNET_ARGS ?= --agents 4 --tx-rate 50 --duration 30
 PYTEST_ARGS ?=
 PURE := micromine.protocol micromine.ledger_node micromine.device_agent
 
-.PHONY: help devnet test lint format typecheck mosquitto clean
+SEEDS ?= 100000
+
+.PHONY: help devnet test lint format typecheck sim mosquitto clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -24,6 +26,9 @@ devnet: $(STAMP)  ## run a local cluster (broker, ledger, 4 agents, load); DEVNE
 
 test: $(STAMP) mosquitto  ## run the whole test suite (unit, property, real processes)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+sim: $(STAMP)  ## long consensus simulation: SEEDS seeds (default 100000), all fault scenarios
+	$(BIN)/python -m micromine.ledger_node.simulator --seeds $(SEEDS) --byzantine --jobs 2
 
 lint: $(STAMP) typecheck  ## ruff (lint and format check) and mypy on the pure packages
 	$(BIN)/ruff check .
