@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-devnet: $(STAMP)  ## run a local cluster (broker, ledger, 4 agents, load); DEVNET_ARGS to change it
+devnet: $(STAMP)  ## run a local cluster (broker, 4 ledger nodes, 4 agents, load); DEVNET_ARGS to change it
 	$(BIN)/micromine devnet $(DEVNET_ARGS)
 
 test: $(STAMP) mosquitto  ## run the whole test suite (unit, property, real processes)
