@@ -10,7 +10,7 @@ faulty, two different blocks at one height can never both gather such a certific
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from micromine.protocol.block import Block
+from micromine.protocol.block import Block, CommitSignature
 from micromine.protocol.codec import is_commit_signature_valid
 
 
@@ -25,6 +25,7 @@ class CertificateCheck:
     signers: int  # distinct validators with a valid signature
     needed: int
     problems: tuple[str, ...]
+    valid: tuple[CommitSignature, ...]  # the counted entries, one per validator, by signer
 
     def describe(self) -> str:
         verdict = "verified" if self.ok else "REJECTED"
@@ -36,7 +37,7 @@ def check_certificate(block: Block, validators: Sequence[bytes]) -> CertificateC
     needed = quorum(len(validators))
     members = set(validators)
     chain_id, block_hash = block.header.chain_id, block.hash
-    valid: set[bytes] = set()
+    valid: dict[bytes, CommitSignature] = {}
     problems: list[str] = []
     for entry in block.certificate:
         name = entry.signer.hex()[:16]
@@ -47,7 +48,8 @@ def check_certificate(block: Block, validators: Sequence[bytes]) -> CertificateC
         elif not is_commit_signature_valid(entry.signer, chain_id, block_hash, entry.signature):
             problems.append(f"bad signature from {name}")
         else:
-            valid.add(entry.signer)
+            valid[entry.signer] = entry
     if len(valid) < needed:
         problems.insert(0, "short certificate")
-    return CertificateCheck(len(valid) >= needed, len(valid), needed, tuple(problems))
+    entries = tuple(valid[signer] for signer in sorted(valid))
+    return CertificateCheck(len(valid) >= needed, len(valid), needed, tuple(problems), entries)

@@ -73,6 +73,7 @@ Additions to the paper, each for a stated reason:
 import dataclasses
 import heapq
 
+from micromine.ledger_node.certificate import check_certificate
 from micromine.ledger_node.consensus_types import (
     Broadcast,
     ConsensusApp,
@@ -224,18 +225,9 @@ class ConsensusCore:
         if header.height != self.height:
             out.append(Rejected("wrong_height", None))
             return out
-        signed: dict[bytes, CommitSignature] = {}
-        for item in block.certificate:
-            if (
-                item.signer in self._members
-                and item.signer not in signed
-                and is_commit_signature_valid(
-                    item.signer, self.chain_id, block.hash, item.signature
-                )
-            ):
-                signed[item.signer] = item
+        check = check_certificate(block, self.validators)
         # [REJECT] More than 2/3 of the validators signed it (invalid ones do not count).
-        if len(signed) < self.quorum:
+        if not check.ok:
             out.append(Rejected("short_certificate", None))
             return out
         # [REJECT] It is valid: a certificate never makes us accept a bad block.
@@ -244,8 +236,7 @@ class ConsensusCore:
             return out
         # Decided with the certificate normalised: valid signatures only, one per
         # validator, sorted by signer (as our own certificates are).
-        certificate = tuple(signed[signer] for signer in sorted(signed))
-        self._decide(dataclasses.replace(block, certificate=certificate), 0, now_ms, out)
+        self._decide(dataclasses.replace(block, certificate=check.valid), 0, now_ms, out)
         return out
 
     def prevote_value(self, proposal: Proposal, valid_proposal: bool) -> bytes:
