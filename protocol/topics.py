@@ -104,8 +104,8 @@ def all_verdicts(chain_id: str) -> str:
 
 
 def device_topic(chain_id: str, device: bytes, channel: Channel) -> str:
-    leaf = {Channel.HELLO: "hello", Channel.HEARTBEAT: "heartbeat"}.get(channel, "status")
-    if channel not in (Channel.HELLO, Channel.HEARTBEAT, Channel.DEVICE_STATUS):
+    leaf = _DEVICE_LEAF_OF.get(channel)
+    if leaf is None:
         raise ValueError(f"{channel} is not a device channel")
     return f"{_base(chain_id)}/devices/{device.hex()}/{leaf}"
 
@@ -156,6 +156,7 @@ _DEVICE_LEAVES = {
     "heartbeat": Channel.HEARTBEAT,
     "status": Channel.DEVICE_STATUS,
 }
+_DEVICE_LEAF_OF = {channel: leaf for leaf, channel in _DEVICE_LEAVES.items()}
 
 
 def parse(chain_id: str, topic: str) -> ParsedTopic | None:
