@@ -73,7 +73,15 @@ def test_a_killed_ledger_node_catches_up_to_an_identical_chain(
         watcher.stop()
         cluster.stop()
     comparison = compare_chains({f"n{i}": path for i, path in enumerate(cluster.db_paths)})
-    assert comparison.identical and comparison.same_height, comparison.describe()
+    # All four reported one height and certificate above.  A block may still have been
+    # in flight when the nodes were stopped one after another, so the stored chains may
+    # end one block apart, but never diverge and never fall below the agreed height.
+    agreed = min(int(s["height"]) for s in watcher.statuses.values() if s["online"])
+    assert comparison.identical, comparison.describe()
+    assert min(comparison.heights.values()) >= agreed, comparison.describe()
+    assert max(comparison.heights.values()) - min(comparison.heights.values()) <= 1, (
+        comparison.describe()
+    )
     validators = sorted(cluster.genesis.ledger_nodes)
     chain = cluster.assert_chain_linked(index)
     assert len(chain) >= at_kill + 3
