@@ -268,6 +268,15 @@ class ConsensusCore:
         votes.  Receivers drop identical copies before any signature check."""
         return self._log.messages() + self._future.messages()
 
+    def knows(self, message: ConsensusMessage) -> bool:
+        """Whether an identical copy of this message was already checked and kept.
+
+        Lets an adapter skip the signature check of re-broadcasts and relayed copies,
+        which outnumber new messages n to 1 once nodes relay."""
+        if message.height == self.height:
+            return self._log.has_identical(message)
+        return message.height == self.height + 1 and message in self._future
+
     # ---- incoming messages ----------------------------------------------------------
 
     def _receive(self, message: ConsensusMessage, out: list[Output]) -> None:
@@ -280,9 +289,7 @@ class ConsensusCore:
         if not self.height <= message.height <= self.height + 1:
             return
         # [IGNORE] An identical copy of a message already kept: re-broadcasts are normal.
-        if message.height == self.height and self._log.has_identical(message):
-            return
-        if message.height > self.height and message in self._future:
+        if self.knows(message):
             return
         reason = self._check(message)
         if reason is not None:

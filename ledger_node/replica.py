@@ -8,7 +8,8 @@ of its outputs, plus catch-up (sync) and re-broadcasting.
         PersistSigned -> persisted before that Publish, Decide -> commit (core.py),
         Evidence -> logged with both signed messages, Rejected -> a counted drop;
       - re-sends our own messages of the current height every REBROADCAST_MS, since the
-        broker may drop them (liveness needs eventual delivery, safety does not);
+        broker may drop them (liveness needs eventual delivery, safety does not), and
+        relays everyone's once a height is slow to decide;
       - asks peers for the blocks it missed (SyncRequest) when it hears a validator at a
         later height, and feeds the certified blocks that come back, in order.
 """
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 REBROADCAST_MS = 2000
 SYNC_RETRY_MS = 2000
 MAX_SYNC_BUFFER = 2 * MAX_SYNC_BLOCKS
+RELAY_AFTER_MS = 3000  # a height undecided this long: relay others' messages too
 RECENT_DECIDED = 16  # decided blocks whose certificates late precommits may still complete
 
 
@@ -77,6 +79,7 @@ class Replica:
         self._own_precommits: list[Precommit] = []  # of the height being decided
         self._last_sent: list[bytes] = []  # our messages of the last decided height
         self._next_rebroadcast = 0
+        self._height_started_ms = 0  # set by start() and each decision
         self._next_sync_request = 0
         self._synced: dict[int, Block] = {}  # certified blocks from peers, by height
         self.evidence = 0
@@ -130,17 +133,29 @@ class Replica:
     # ---- events ----------------------------------------------------------------------
 
     def start(self, now_ms: int, actions: list[Action]) -> None:
+        self._height_started_ms = now_ms
         self._apply(self.consensus.start(now_ms), now_ms, actions)
 
     def on_tick(self, now_ms: int, actions: list[Action]) -> None:
         self._apply(self.consensus.on_tick(now_ms), now_ms, actions)
-        if now_ms >= self._next_rebroadcast and (self._sent or self._last_sent):
-            # The last height's messages too: a peer that missed the decision can still
-            # make it (proposal + precommits), and late peers complete their certificates.
+        if now_ms >= self._next_rebroadcast:
             topic = topics.consensus(self.chain_id, self.ledger.key.public)
-            for payload in (*self._last_sent, *self._sent):
+            for payload in self._gossip(now_ms):
                 actions.append(Publish.on(Channel.CONSENSUS, topic, payload))
             self._next_rebroadcast = now_ms + REBROADCAST_MS
+
+    def _gossip(self, now_ms: int) -> list[bytes]:
+        """What to re-send on our topic: our own messages of this height and the last.
+
+        The last height's too: a peer that missed the decision can still make it
+        (proposal + precommits), and late peers complete their certificates.  Once a
+        height has lasted RELAY_AFTER_MS, also every message of it that the core holds,
+        whoever signed it: liveness needs each message one honest node has to reach all
+        of them, and a crashed validator can no longer re-send its own old votes
+        (docs/CONSENSUS.md, "Gossip").  Receivers drop identical copies unchecked."""
+        if now_ms - self._height_started_ms < RELAY_AFTER_MS:
+            return [*self._last_sent, *self._sent]
+        return [*self._last_sent, *(encode(m) for m in self.consensus.gossip_messages())]
 
     def on_consensus(
         self, key: bytes | None, payload: bytes, now_ms: int, actions: list[Action]
@@ -150,25 +165,35 @@ class Replica:
         except DecodeError as exc:
             self.ledger.note_drop("consensus", f"decode_{exc.code.name.lower()}", exc.detail)
             return
-        # [REJECT] A consensus message, on its signer's own topic.
+        # [REJECT] A consensus message, on a validator's topic: its signer's own, or a
+        # relaying validator's (see _gossip).
         if not isinstance(message, Proposal | Prevote | Precommit):
             self.ledger.note_drop("consensus", "unexpected_kind", type(message).__name__)
             return
-        if message.signer != key:
-            self.ledger.note_drop("consensus", "topic_mismatch", message.signer.hex()[:16])
+        if key not in self.consensus.validators:
+            self.ledger.note_drop("consensus", "topic_not_validator", (key or b"").hex()[:16])
             return
         if isinstance(message, Precommit):
             self._complete_certificate(message, actions)
-        if key == self.ledger.key.public:
-            return  # [IGNORE] our own, echoed by the broker: the core counted it already
+        # [IGNORE] Our own (echoed, or relayed back): the core counted it already.  A
+        # relayed copy of a height the core no longer or not yet holds.
+        if message.signer == self.ledger.key.public:
+            return
+        relayed = message.signer != key
+        if relayed and not 0 <= message.height - self.consensus.height <= 1:
+            return
+        # [IGNORE] An identical copy of a message already checked: no signature check.
+        known = self.consensus.knows(message)
         # [IGNORE] Liveness and catch-up follow only messages the validator really signed.
-        if not is_signature_valid(message):
+        if not known and not is_signature_valid(message):
             self.ledger.note_drop("consensus", "bad_signature", key.hex()[:16])
             return
-        self.ledger.peers.heard(key, now_ms)
+        if not relayed:
+            self.ledger.peers.heard(key, now_ms)
         if message.height > self.consensus.height:
             self._request_sync(message.height - 1, now_ms, actions)
-        self._apply(self.consensus.on_message(message, now_ms), now_ms, actions)
+        if not known:
+            self._apply(self.consensus.on_message(message, now_ms), now_ms, actions)
 
     def on_sync_request(
         self, _key: bytes | None, payload: bytes, _now_ms: int, actions: list[Action]
@@ -237,6 +262,7 @@ class Replica:
         self._built.clear()
         self._checked.clear()
         self._last_sent, self._sent = self._sent, []
+        self._height_started_ms = now_ms
         self._decided[block.height] = block
         self._decided.pop(block.height - RECENT_DECIDED, None)
         for height in [h for h in self._synced if h <= block.height]:
