@@ -12,7 +12,8 @@ modes drawn for the run (sim_faults.BYZANTINE_MODES), may:
     garbage            every so often: random bytes, mutated encodings, votes with bad
                        signatures or COMMIT signatures, far-future heights, stray kinds
     replay             every so often: re-send another node's old message
-    bad-sync           answer SyncRequests with tampered or forged certified blocks
+    bad-sync           answer SyncRequests with tampered or forged certified blocks, or
+                       certificates whose signatures are of another round than named
     amnesia            (the lock attack) vote for every proposal at once, in every round,
                        precommits to a random subset; propose a fresh block every round
 """
@@ -286,12 +287,23 @@ class ByzantineNode(SimNode):
                 self.public, sign_commit(1, header.hash, self.chain_id, self.key)
             )
             return dataclasses.replace(block, commit_round=1, certificate=(mine, mine, *junk))
-        choice = rng.randrange(3)
+        choice = rng.randrange(5)
         if choice == 0:  # too few signatures
             return dataclasses.replace(block, certificate=block.certificate[:1])
         if choice == 1:  # the certified header with other transactions
             txs = block.txs[1:] if block.txs else (rng.choice(tx_pool()),)
             return dataclasses.replace(block, txs=txs)
+        other_round = block.commit_round + rng.randint(1, 3)
+        if choice == 2:  # the real signatures, relabelled as another round's
+            return dataclasses.replace(block, commit_round=other_round)
+        ours = CommitSignature(
+            self.public, sign_commit(other_round, block.hash, self.chain_id, self.key)
+        )
+        if choice == 3:  # rounds mixed: the quorum's last signature is ours, of another round
+            needed = 2 * len(self.validators) // 3 + 1
+            honest = [e for e in block.certificate if e.signer != self.public][: needed - 1]
+            mixed = tuple(sorted((*honest, ours), key=lambda e: e.signer))
+            return dataclasses.replace(block, certificate=mixed)
         mine = CommitSignature(
             self.public, sign_commit(block.commit_round, block.hash, self.chain_id, self.key)
         )
