@@ -129,6 +129,12 @@ class Replica:
         last = self._decided.get(self.consensus.height - 1)
         return len(last.certificate) if last else 0
 
+    @property
+    def tip_round(self) -> int:
+        """The round of our certificate of the last block we decided (0: none here)."""
+        last = self._decided.get(self.consensus.height - 1)
+        return last.commit_round if last else 0
+
     # ---- events ----------------------------------------------------------------------
 
     def start(self, now_ms: int, actions: list[Action]) -> None:
