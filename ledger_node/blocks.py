@@ -28,10 +28,12 @@ from micromine.protocol.block import (
     compute_body_hash,
     compute_tx_root,
 )
-from micromine.protocol.codec import sign_block_hash
+from micromine.protocol.codec import sign_commit
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import Transaction, Verdict
+
+SEAL_ROUND = 1  # the round of a block sealed by its proposer alone (seal=True)
 
 
 class InvalidBlockError(ValueError):
@@ -145,17 +147,20 @@ def build_block(
         timestamp_ms=timestamp_ms,
         proposer=proposer.public,
     )
-    # A single node seals its own block; under consensus the certificate comes from the
-    # precommits and the proposal carries none.
+    # A single node seals its own block, as a lone validator decides it: in round 1.
+    # Under consensus the certificate comes from the precommits; a proposal has none.
+    commit_round = 0
     certificate: tuple[CommitSignature, ...] = ()
     if seal:
-        signature = sign_block_hash(header.hash, chain_id, proposer)
+        commit_round = SEAL_ROUND
+        signature = sign_commit(SEAL_ROUND, header.hash, chain_id, proposer)
         certificate = (CommitSignature(proposer.public, signature),)
     block = Block(
         header=header,
         txs=tuple(included),
         verdicts=ordered_verdicts,
         rewards=rewards,
+        commit_round=commit_round,
         certificate=certificate,
     )
     return BuiltBlock(block, view.changes, tuple(rejected), tuple(deferred))

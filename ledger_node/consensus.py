@@ -41,7 +41,7 @@ one, so forged messages can never produce evidence or take buffer space):
              whose header names the proposer (or, re-proposed with pol_round > 0, a
              validator: the block was first proposed in an earlier round)
     [REJECT] the signature is valid
-    [REJECT] a non-nil precommit's commit signature is valid over its block hash
+    [REJECT] a non-nil precommit's commit signature is valid over its round and hash
     then: the next height -> buffered (bounded); this height -> recorded.
 
 Counting (consensus_votes.py): "2f+1 prevotes for v" means 2f+1 distinct validators
@@ -92,7 +92,7 @@ from micromine.protocol.codec import (
     is_commit_signature_valid,
     is_signature_valid,
     sign,
-    sign_block_hash,
+    sign_commit,
 )
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal
 from micromine.protocol.crypto import KeyPair
@@ -215,7 +215,8 @@ class ConsensusCore:
 
     def on_certified_block(self, block: Block, now_ms: int) -> list[Output]:
         """Catch up: adopt a block of the current height that > 2/3 of the validators
-        signed (COMMIT signatures, which no two blocks of one height can both gather)."""
+        precommitted in one round (COMMIT signatures over that round and the block hash:
+        no two blocks of one height can both gather them), as decided in that round."""
         out: list[Output] = []
         header = block.header
         # [REJECT] The block is for this chain and the height we are deciding.
@@ -226,7 +227,8 @@ class ConsensusCore:
             out.append(Rejected("wrong_height", None))
             return out
         check = check_certificate(block, self.validators)
-        # [REJECT] More than 2/3 of the validators signed it (invalid ones do not count).
+        # [REJECT] More than 2/3 of the validators signed it in the round the certificate
+        # names (invalid ones, including signatures of other rounds, do not count).
         if not check.ok:
             out.append(Rejected("short_certificate", None))
             return out
@@ -234,9 +236,10 @@ class ConsensusCore:
         if not self._is_valid(block):
             out.append(Rejected("invalid_block", None))
             return out
-        # Decided with the certificate normalised: valid signatures only, one per
-        # validator, sorted by signer (as our own certificates are).
-        self._decide(dataclasses.replace(block, certificate=check.valid), 0, now_ms, out)
+        # Decided in the certificate's round, the certificate normalised: valid
+        # signatures only, one per validator, sorted by signer (as our own are).
+        certified = dataclasses.replace(block, certificate=check.valid)
+        self._decide(certified, block.commit_round, now_ms, out)
         return out
 
     def prevote_value(self, proposal: Proposal, valid_proposal: bool) -> bytes:
@@ -329,13 +332,13 @@ class ConsensusCore:
         # [REJECT] The signer signed it.
         if not is_signature_valid(message):
             return "bad_signature"
-        # [REJECT] A non-nil precommit carries a valid COMMIT signature over its hash:
-        # the certificate is built from these.
+        # [REJECT] A non-nil precommit carries a valid COMMIT signature over its round
+        # and block hash: the certificate of that round is built from these.
         if (
             isinstance(message, Precommit)
             and message.block_hash != NIL
             and not is_commit_signature_valid(
-                signer, self.chain_id, message.block_hash, message.commit_signature
+                signer, self.chain_id, message.round, message.block_hash, message.commit_signature
             )
         ):
             return "bad_commit_signature"
@@ -368,7 +371,8 @@ class ConsensusCore:
             return
 
     def _rule_decide(self, now_ms: int, out: list[Output]) -> bool:
-        """Lines 49-54: in any round, the proposal plus 2f+1 precommits for its block."""
+        """Lines 49-54: in any round, the proposal plus 2f+1 precommits for its block.
+        The certificate is those precommits' COMMIT signatures, all of that round."""
         for round, block_hash in self._log.commit_quorums():
             log = self._log.rounds[round]
             proposal = self._valid_proposal_for(log.proposals_for(block_hash), out)
@@ -378,7 +382,7 @@ class ConsensusCore:
             certificate = tuple(
                 CommitSignature(voter, voters[voter].commit_signature) for voter in sorted(voters)
             )
-            block = dataclasses.replace(proposal.block, certificate=certificate)
+            block = dataclasses.replace(proposal.block, commit_round=round, certificate=certificate)
             self._decide(block, round, now_ms, out)
             return True
         return False
@@ -514,7 +518,7 @@ class ConsensusCore:
     def _precommit(self, block_hash: bytes, out: list[Output]) -> None:
         commit = NO_SIGNATURE
         if block_hash != NIL and self._is_validator:
-            commit = sign_block_hash(block_hash, self.chain_id, self.key)
+            commit = sign_commit(self.round, block_hash, self.chain_id, self.key)
         vote = Precommit(self.chain_id, self.height, self.round, block_hash, self.me, commit)
         self._send(vote, Step.PRECOMMIT, block_hash, out)
         self.step = Step.PRECOMMIT

@@ -97,7 +97,7 @@ class Decide:
     """``block`` is decided, with its certificate; commit it (once per height)."""
 
     block: Block
-    round: int  # 0 when learned from a certified block
+    round: int  # the deciding round: the certificate's (block.commit_round)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,13 @@ of its outputs, plus catch-up (sync) and re-broadcasting.
         Evidence -> logged with both signed messages, Rejected -> a counted drop;
       - re-sends our own messages of the current height every REBROADCAST_MS, since the
         broker may drop them (liveness needs eventual delivery, safety does not), and
-        relays everyone's once a height is slow to decide;
+        relays everyone's once a height is slow to decide, and re-sends our messages of
+        the last decided height, so late peers can decide it and complete its
+        certificate;
+      - keeps the COMMIT signatures of the current, next and last RECENT_DECIDED heights
+        (certificate.CommitPool) and stores each decided block with its canonical
+        certificate, improved as signatures arrive, so that every node ends with the
+        same bytes whichever round it decided in;
       - asks peers for the blocks it missed (SyncRequest) when it hears a validator at a
         later height, and feeds the certified blocks that come back, in order.
 """
@@ -20,7 +26,9 @@ from typing import TYPE_CHECKING
 
 from micromine.ledger_node.actions import Action, EvidenceFound, ImproveCertificate, ServeSync
 from micromine.ledger_node.blocks import BuiltBlock, InvalidBlockError, build_block
+from micromine.ledger_node.certificate import CommitPool
 from micromine.ledger_node.consensus import (
+    ROUND_WINDOW,
     Broadcast,
     ConsensusCore,
     Decide,
@@ -35,13 +43,7 @@ from micromine.ledger_node.state import Account
 from micromine.ledger_node.verify import apply_block, verify_block
 from micromine.protocol import topics
 from micromine.protocol.block import Block, CommitSignature
-from micromine.protocol.codec import (
-    Message,
-    decode,
-    encode,
-    is_commit_signature_valid,
-    is_signature_valid,
-)
+from micromine.protocol.codec import Message, decode, encode, is_signature_valid
 from micromine.protocol.consensus import MAX_SYNC_BLOCKS, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.topics import Channel, Publish
@@ -53,7 +55,7 @@ REBROADCAST_MS = 2000
 SYNC_RETRY_MS = 2000
 MAX_SYNC_BUFFER = 2 * MAX_SYNC_BLOCKS
 RELAY_AFTER_MS = 3000  # a height undecided this long: relay others' messages too
-RECENT_DECIDED = 16  # decided blocks whose certificates late precommits may still complete
+RECENT_DECIDED = 16  # decided blocks whose certificates late precommits may still improve
 
 
 class Replica:
@@ -76,7 +78,7 @@ class Replica:
         self._checked: dict[bytes, dict[bytes, Account]] = {}  # valid blocks' changes
         self._sent: list[bytes] = []  # our messages of the current height, encoded
         self._decided: dict[int, Block] = {}  # the last RECENT_DECIDED blocks, by height
-        self._own_precommits: list[Precommit] = []  # of the height being decided
+        self._pools: dict[int, CommitPool] = {}  # COMMIT signatures, by height
         self._last_sent: list[bytes] = []  # our messages of the last decided height
         self._next_rebroadcast = 0
         self._height_started_ms = 0  # set by start() and each decision
@@ -130,6 +132,12 @@ class Replica:
         last = self._decided.get(self.consensus.height - 1)
         return len(last.certificate) if last else 0
 
+    @property
+    def tip_round(self) -> int:
+        """The round of our certificate of the last block we decided (0: none here)."""
+        last = self._decided.get(self.consensus.height - 1)
+        return last.commit_round if last else 0
+
     # ---- events ----------------------------------------------------------------------
 
     def start(self, now_ms: int, actions: list[Action]) -> None:
@@ -173,8 +181,8 @@ class Replica:
         if key not in self.consensus.validators:
             self.ledger.note_drop("consensus", "topic_not_validator", (key or b"").hex()[:16])
             return
-        if isinstance(message, Precommit):
-            self._complete_certificate(message, actions)
+        if isinstance(message, Precommit):  # ours too: we may have signed before a restart
+            self._note_commit_signature(message, actions)
         # [IGNORE] Our own (echoed, or relayed back): the core counted it already.  A
         # relayed copy of a height the core no longer or not yet holds.
         if message.signer == self.ledger.key.public:
@@ -239,8 +247,10 @@ class Replica:
                 case PersistSigned():
                     actions.append(output)  # stored before the Broadcast that follows
                 case Broadcast(message):
-                    if isinstance(message, Precommit):
-                        self._own_precommits.append(message)
+                    if isinstance(message, Precommit):  # the pool ignores nil ones
+                        entry = CommitSignature(message.voter, message.commit_signature)
+                        pool = self._pool(message.height)
+                        pool.add(message.round, message.block_hash, (entry,))
                     payload = encode(message)
                     self._sent.append(payload)
                     topic = topics.consensus(self.chain_id, self.ledger.key.public)
@@ -263,33 +273,69 @@ class Replica:
         self._checked.clear()
         self._last_sent, self._sent = self._sent, []
         self._height_started_ms = now_ms
-        self._decided[block.height] = block
+        # Stored with the canonical certificate of what we know: possibly of a lower
+        # round than the one we decided in, or with more signatures (ours among them).
+        self._pool(block.height).add(block.commit_round, block.hash, block.certificate)
+        block = self._decided[block.height] = self._canonical(block)
         self._decided.pop(block.height - RECENT_DECIDED, None)
+        for height in [h for h in self._pools if h <= block.height - RECENT_DECIDED]:
+            del self._pools[height]
         for height in [h for h in self._synced if h <= block.height]:
             del self._synced[height]
         ledger.on_block_committed(block, changes, now_ms, actions)
-        # A block learned from a peer lacks the commit signature we may have made for it.
-        for precommit in self._own_precommits:
-            self._complete_certificate(precommit, actions)
-        self._own_precommits = []
 
-    def _complete_certificate(self, precommit: Precommit, actions: list[Action]) -> None:
-        """Add a late commit signature to a block we decided recently."""
-        block = self._decided.get(precommit.height)
-        if block is None or precommit.block_hash != block.hash:
+    def _pool(self, height: int) -> CommitPool:
+        pool = self._pools.get(height)
+        if pool is None:
+            pool = self._pools[height] = CommitPool(self.chain_id, self.consensus.validators)
+        return pool
+
+    def _canonical(self, block: Block) -> Block:
+        """``block`` with the canonical certificate of its height's pool (certificate.py);
+        rounds above the chosen one can no longer matter and are forgotten."""
+        pool = self._pools[block.height]
+        found = pool.certificate(block.hash)
+        if found is None:  # cannot happen: the decided certificate is in the pool
+            return block
+        round, certificate = found
+        pool.forget_above(round)
+        return dataclasses.replace(block, commit_round=round, certificate=certificate)
+
+    def _note_commit_signature(self, precommit: Precommit, actions: list[Action]) -> None:
+        """Keep the COMMIT signature of a precommit (a peer's, or ours echoed) of a recent,
+        the current or the next height; improve the stored certificate when it changes
+        the canonical one."""
+        height, current = precommit.height, self.consensus.height
+        decided = self._decided.get(height)
+        # [IGNORE] A height too old or too far ahead, or a vote for another block than
+        # the one decided (nil precommits the pool ignores).
+        if decided is None and not current <= height <= current + 1:
             return
-        signers = {entry.signer for entry in block.certificate}
-        # [IGNORE] Known already, or not a validator's valid vote and commit signature.
-        if precommit.voter in signers or precommit.voter not in self.consensus.validators:
+        if decided is not None and precommit.block_hash != decided.hash:
             return
-        if not is_signature_valid(precommit) or not is_commit_signature_valid(
-            precommit.voter, self.chain_id, block.hash, precommit.commit_signature
+        # [IGNORE] A round that can no longer matter (above the certificate's), or that
+        # is beyond what the core stores: rounds really reached bound the pool.
+        if decided is not None:
+            limit = decided.commit_round
+        elif height == current:
+            limit = max(self.consensus.round, 1) + ROUND_WINDOW
+        else:
+            limit = 1 + ROUND_WINDOW
+        if precommit.round > limit:
+            return
+        pool = self._pool(height)
+        if not pool.offer(
+            precommit.voter, precommit.round, precommit.block_hash, precommit.commit_signature
         ):
             return
-        entry = CommitSignature(precommit.voter, precommit.commit_signature)
-        certificate = tuple(sorted((*block.certificate, entry), key=lambda e: e.signer))
-        improved = self._decided[block.height] = dataclasses.replace(block, certificate=certificate)
-        actions.append(ImproveCertificate(improved))
+        if decided is not None:
+            improved = self._canonical(decided)
+            if (improved.commit_round, improved.certificate) != (
+                decided.commit_round,
+                decided.certificate,
+            ):
+                self._decided[height] = improved
+                actions.append(ImproveCertificate(improved))
 
     def _request_sync(self, target_height: int, now_ms: int, actions: list[Action]) -> None:
         start = self.consensus.height

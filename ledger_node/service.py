@@ -191,6 +191,7 @@ class LedgerService:
             "height": core.tip.height,
             "round": core.replica.consensus.round,
             "tip_signers": core.replica.tip_signers,
+            "tip_round": core.replica.tip_round,
             "validators_live": core.peers.count_live(now),
             "evidence": core.replica.evidence,
             "tip": core.tip.hash.hex(),

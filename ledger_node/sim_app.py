@@ -90,37 +90,43 @@ def state_root(committed: Iterable[bytes]) -> bytes:
 
 
 class CertificateChecker:
-    """Counts distinct validators with a valid COMMIT signature over a block's hash.
+    """Counts distinct validators with a valid COMMIT signature over (the round the
+    block's certificate names, its hash).
 
     Written independently of ``ledger_node/certificate.py`` so that a bug there cannot
     hide the same bug in the core.  Verifications are memoised (a pure function of the
-    signer, hash and signature), which spares most of the Ed25519 work of a run.
+    signer, round, hash and signature), which spares most of the Ed25519 work of a run.
     """
 
     def __init__(self, chain_id: str, validators: Sequence[bytes]) -> None:
         self.chain_id = chain_id
         self.validators = frozenset(validators)
         self.needed = 2 * len(validators) // 3 + 1
-        self._memo: dict[tuple[bytes, bytes, bytes], bool] = {}
+        self._memo: dict[tuple[bytes, int, bytes, bytes], bool] = {}
 
-    def valid(self, signer: bytes, block_hash: bytes, signature: bytes) -> bool:
-        memo_key = (signer, block_hash, signature)
+    def valid(self, signer: bytes, round_: int, block_hash: bytes, signature: bytes) -> bool:
+        memo_key = (signer, round_, block_hash, signature)
         found = self._memo.get(memo_key)
         if found is None:
-            found = is_commit_signature_valid(signer, self.chain_id, block_hash, signature)
+            found = is_commit_signature_valid(signer, self.chain_id, round_, block_hash, signature)
             self._memo[memo_key] = found
         return found
 
     def problem(self, block: Block) -> str | None:
-        block_hash = block.hash
+        block_hash, round_ = block.hash, block.commit_round
+        if round_ == 0:
+            return "no certificate (commit round 0)"
         signers = {
             entry.signer
             for entry in block.certificate
             if entry.signer in self.validators
-            and self.valid(entry.signer, block_hash, entry.signature)
+            and self.valid(entry.signer, round_, block_hash, entry.signature)
         }
         if len(signers) < self.needed:
-            return f"certificate has {len(signers)} valid signers, needs {self.needed}"
+            return (
+                f"certificate has {len(signers)} valid signers for round {round_}, "
+                f"needs {self.needed}"
+            )
         return None
 
 
@@ -229,7 +235,7 @@ class SimApp:
             timestamp_ms=timestamp,
             proposer=self.public,
         )
-        return Block(header, txs, (), (), ())
+        return Block(header, txs, (), (), 0, ())
 
     def is_valid(self, block: Block) -> bool:
         return self.problem(block) is None

@@ -12,7 +12,8 @@ modes drawn for the run (sim_faults.BYZANTINE_MODES), may:
     garbage            every so often: random bytes, mutated encodings, votes with bad
                        signatures or COMMIT signatures, far-future heights, stray kinds
     replay             every so often: re-send another node's old message
-    bad-sync           answer SyncRequests with tampered or forged certified blocks
+    bad-sync           answer SyncRequests with tampered or forged certified blocks, or
+                       certificates whose signatures are of another round than named
     amnesia            (the lock attack) vote for every proposal at once, in every round,
                        precommits to a random subset; propose a fresh block every round
 """
@@ -34,9 +35,10 @@ from micromine.ledger_node.sim_app import SimApp, state_root, stray_pool, tx_poo
 from micromine.ledger_node.sim_faults import AMNESIA
 from micromine.ledger_node.sim_node import SimNode
 from micromine.protocol.block import Block, CommitSignature, compute_tx_root
-from micromine.protocol.codec import encode, sign, sign_block_hash
-from micromine.protocol.consensus import MAX_ROUND, NIL, Precommit, Prevote, Proposal, SyncRequest
+from micromine.protocol.codec import encode, sign, sign_commit
+from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.limits import MAX_ROUND
 from micromine.protocol.messages import NO_SIGNATURE
 
 Vote = Prevote | Precommit
@@ -87,7 +89,7 @@ class ByzantineNode(SimNode):
         commit = (
             NO_SIGNATURE
             if block_hash == NIL
-            else sign_block_hash(block_hash, self.chain_id, self.key)
+            else sign_commit(round_, block_hash, self.chain_id, self.key)
         )
         message = Precommit(self.chain_id, height, round_, block_hash, self.public, commit)
         return sign(message, self.key)
@@ -203,7 +205,7 @@ class ByzantineNode(SimNode):
             changes["timestamp_ms"] = chain[-1].header.timestamp_ms - rng.randrange(2)
         elif defect == "proposer":
             changes["proposer"] = self.outsider.public
-        bad = Block(dataclasses.replace(header, **changes), tuple(txs), (), (), ())
+        bad = Block(dataclasses.replace(header, **changes), tuple(txs), (), (), 0, ())
         return self.propose_block(proposal, bad)
 
     # ---- reacting to others -------------------------------------------------------
@@ -277,21 +279,34 @@ class ByzantineNode(SimNode):
             made = self.app.propose(len(self.app.chain) + 1, 1, now_ms)
             assert made is not None  # our own next height: always a block
             header = dataclasses.replace(made.header, height=height)
-            block = Block(header, (), (), (), ())
+            block = Block(header, (), (), (), 0, ())
             junk = tuple(
                 CommitSignature(v, rng.randbytes(64)) for v in self.validators if v != self.public
             )
             mine = CommitSignature(
-                self.public, sign_block_hash(header.hash, self.chain_id, self.key)
+                self.public, sign_commit(1, header.hash, self.chain_id, self.key)
             )
-            return dataclasses.replace(block, certificate=(mine, mine, *junk))
-        choice = rng.randrange(3)
+            return dataclasses.replace(block, commit_round=1, certificate=(mine, mine, *junk))
+        choice = rng.randrange(5)
         if choice == 0:  # too few signatures
             return dataclasses.replace(block, certificate=block.certificate[:1])
         if choice == 1:  # the certified header with other transactions
             txs = block.txs[1:] if block.txs else (rng.choice(tx_pool()),)
             return dataclasses.replace(block, txs=txs)
-        mine = CommitSignature(self.public, sign_block_hash(block.hash, self.chain_id, self.key))
+        other_round = block.commit_round + rng.randint(1, 3)
+        if choice == 2:  # the real signatures, relabelled as another round's
+            return dataclasses.replace(block, commit_round=other_round)
+        ours = CommitSignature(
+            self.public, sign_commit(other_round, block.hash, self.chain_id, self.key)
+        )
+        if choice == 3:  # rounds mixed: the quorum's last signature is ours, of another round
+            needed = 2 * len(self.validators) // 3 + 1
+            honest = [e for e in block.certificate if e.signer != self.public][: needed - 1]
+            mixed = tuple(sorted((*honest, ours), key=lambda e: e.signer))
+            return dataclasses.replace(block, certificate=mixed)
+        mine = CommitSignature(
+            self.public, sign_commit(block.commit_round, block.hash, self.chain_id, self.key)
+        )
         return dataclasses.replace(block, certificate=(mine,) * 3)
 
     # ---- noise --------------------------------------------------------------------

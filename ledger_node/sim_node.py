@@ -223,7 +223,7 @@ class SimNode:
             return False
         if isinstance(message, Precommit) and message.block_hash != NIL:
             return self.certificates.valid(
-                message.voter, message.block_hash, message.commit_signature
+                message.voter, message.round, message.block_hash, message.commit_signature
             )
         if isinstance(message, Proposal):
             header = message.block.header
@@ -328,12 +328,14 @@ class SimNode:
                     self.send(peer, payload, now_ms)
             case Decide(block, round_):
                 problem = self.app.commit(block)
+                if problem is None and round_ != block.commit_round:
+                    problem = f"Decide names round {round_}, the certificate {block.commit_round}"
                 if problem is not None:
                     observer.violation(now_ms, f"n{self.index} decided a bad block: {problem}")
                 observer.on_decide(self.index, block, now_ms)
                 self.world.trace(
                     f"n{self.index} decided height {block.height} {block.hash.hex()[:10]} "
-                    f"({len(block.txs)} txs, round {round_ or 'sync'})"
+                    f"({len(block.txs)} txs, round {round_})"
                 )
                 self.last_decide_ms = now_ms
                 self.world.counters["decisions"] += 1

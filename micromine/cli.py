@@ -336,6 +336,7 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
                     check = replace(check, ok=False, problems=("wrong chain", *check.problems))
                 document["certificate"] = {
                     "ok": check.ok,
+                    "round": check.round,
                     "signers": check.signers,
                     "needed": check.needed,
                     "problems": check.problems,
@@ -347,6 +348,7 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
                 header = block.header
                 stamp = time.strftime("%H:%M:%S", time.localtime(header.timestamp_ms / 1000))
                 print(f"height {header.height:6d}  {stamp}  txs {len(block.txs):5d}  "
-                      f"hash {block.hash.hex()[:16]}  signers {len(block.certificate)}{verdict}",
+                      f"hash {block.hash.hex()[:16]}  round {block.commit_round}  "
+                      f"signers {len(block.certificate)}{verdict}",
                       flush=True)  # fmt: skip
     return 0

@@ -268,9 +268,12 @@ def wait_for_ledgers_to_agree(
     while time.monotonic() < deadline:
         drain(monitor, progress, args.chain, 0.5)
         heights = progress.online_heights()
-        signers = {int(d.get("tip_signers", 0)) for d in progress.ledgers.values()}
-        if len(heights) == args.ledgers and len(set(heights)) == 1 and len(signers) == 1:
-            return  # same height, and the same certificate on every node
+        certificates = {
+            (int(d.get("tip_signers", 0)), int(d.get("tip_round", 0)))
+            for d in progress.ledgers.values()
+        }
+        if len(heights) == args.ledgers and len(set(heights)) == 1 and len(certificates) == 1:
+            return  # same height, and the same certificate (round, signers) on every node
     say(f"devnet: ledger heights still differ: {sorted(progress.online_heights())}")
 
 

@@ -2,10 +2,13 @@
 
 The block hash is SHA-256 of the canonical header encoding.  The header commits to
 the transactions (``tx_root``, an RFC 6962 Merkle root of their ids), to the body's
-verdicts and rewards (``body_hash``) and to the post-state (``state_root``).  The
-certificate is a list of ledger-node signatures of kind COMMIT over the block hash:
-one suffices with a single ledger node; with consensus it is > 2/3 of the validators,
-in the same format.
+verdicts and rewards (``body_hash``) and to the post-state (``state_root``).
+
+The certificate is outside the hash: ``commit_round`` and the ledger nodes' signatures
+of kind COMMIT over ``compute_commit_digest(commit_round, block hash)``, which binds
+each signature to the consensus round whose precommits it came from.  A decided block
+holds > 2/3 of the validators' signatures, all of that one round (one suffices with a
+single ledger node).  An uncertified block (a proposal's) has round 0 and none.
 """
 
 from collections.abc import Sequence
@@ -23,6 +26,7 @@ from micromine.protocol.limits import (
     MAX_BLOCK_TXS,
     MAX_BLOCK_VERDICTS,
     MAX_CERTIFICATE_SIGNATURES,
+    MAX_ROUND,
     MAX_TIMESTAMP_MS,
     PUBLIC_KEY_LEN,
     SIGNATURE_LEN,
@@ -93,7 +97,8 @@ class Reward:
 
 @dataclass(frozen=True, slots=True)
 class CommitSignature:
-    """A ledger node's signature of kind COMMIT over a block hash."""
+    """A ledger node's signature of kind COMMIT over (round, block hash): an entry of a
+    certificate, whose round the block names (``Block.commit_round``)."""
 
     signer: bytes
     signature: bytes
@@ -109,6 +114,15 @@ class CommitSignature:
     def from_wire(cls, items: Sequence[Any]) -> Self:
         pair = array("commit signature", items, 2)
         return cls(pair[0], pair[1])
+
+
+def compute_commit_digest(round: int, block_hash: bytes) -> bytes:
+    """What a COMMIT signature covers (inside crypto.signing_bytes, kind COMMIT): SHA-256
+    of the canonical encoding of ``[round, block_hash]``.  The round makes a certificate
+    a quorum of *one* round; the height is in the block hash."""
+    check_uint("round", round, MAX_ROUND, minimum=1)
+    check_bytes("block_hash", block_hash, HASH_LEN)
+    return sha256(cbor.encode([round, block_hash]))
 
 
 def compute_tx_root(txs: Sequence[Transaction]) -> bytes:
@@ -127,7 +141,8 @@ class Block:
     txs: tuple[Transaction, ...]
     verdicts: tuple[Verdict, ...]  # the signed verdicts that justify ``txs``
     rewards: tuple[Reward, ...]
-    certificate: tuple[CommitSignature, ...]
+    commit_round: int  # the round all of the certificate's signatures are for; 0: none
+    certificate: tuple[CommitSignature, ...]  # empty exactly when commit_round is 0
 
     def __post_init__(self) -> None:
         if type(self.header) is not BlockHeader:
@@ -135,6 +150,7 @@ class Block:
         check_tuple("txs", self.txs, 0, MAX_BLOCK_TXS)
         check_tuple("verdicts", self.verdicts, 0, MAX_BLOCK_VERDICTS)
         check_tuple("rewards", self.rewards, 0, MAX_BLOCK_REWARDS)
+        check_uint("commit_round", self.commit_round, MAX_ROUND)
         check_tuple("certificate", self.certificate, 0, MAX_CERTIFICATE_SIGNATURES)
         for name, items, kind in (
             ("txs", self.txs, Transaction),
@@ -144,6 +160,11 @@ class Block:
         ):
             if any(type(item) is not kind for item in items):
                 raise DecodeError(DecodeFailure.BAD_TYPE, f"{name} must hold {kind.__name__}")
+        if (self.commit_round == 0) != (not self.certificate):
+            raise DecodeError(
+                DecodeFailure.OUT_OF_RANGE,
+                "a certificate names its round (1 or more); an uncertified block has round 0",
+            )
 
     @property
     def hash(self) -> bytes:
@@ -160,16 +181,18 @@ class Block:
             [tx.to_wire() for tx in self.txs],
             [v.to_wire() for v in self.verdicts],
             [r.to_wire() for r in self.rewards],
+            self.commit_round,
             [c.to_wire() for c in self.certificate],
         ]
 
     @classmethod
     def from_wire(cls, items: Sequence[Any]) -> Self:
-        expect_tag(items, cls.KIND, 6)
+        expect_tag(items, cls.KIND, 7)
         return cls(
             BlockHeader.from_wire(array("header", items[1])),
             tuple(Transaction.from_wire(array("tx", t)) for t in array("txs", items[2])),
             tuple(Verdict.from_wire(array("verdict", v)) for v in array("verdicts", items[3])),
             tuple(Reward.from_wire(r) for r in array("rewards", items[4])),
-            tuple(CommitSignature.from_wire(c) for c in array("certificate", items[5])),
+            items[5],
+            tuple(CommitSignature.from_wire(c) for c in array("certificate", items[6])),
         )

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, TypeVar, cast
 
 from micromine.protocol import cbor
-from micromine.protocol.block import Block, BlockHeader
+from micromine.protocol.block import Block, BlockHeader, compute_commit_digest
 from micromine.protocol.consensus import Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair, verify
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
@@ -124,12 +124,18 @@ def is_signature_valid(message: SignedMessage) -> bool:
     return verify(message.signer, message.KIND, message.chain_id, message.id, message.signature)
 
 
-def sign_block_hash(block_hash: bytes, chain_id: str, key: KeyPair) -> bytes:
-    """A COMMIT signature: what goes in a block's certificate."""
-    return key.sign(Kind.COMMIT, chain_id, block_hash)
+def sign_commit(round: int, block_hash: bytes, chain_id: str, key: KeyPair) -> bytes:
+    """A COMMIT signature over (round, block hash): what a precommit carries and a
+    certificate of that round holds.  Raises DecodeError for a round outside 1..MAX_ROUND."""
+    return key.sign(Kind.COMMIT, chain_id, compute_commit_digest(round, block_hash))
 
 
 def is_commit_signature_valid(
-    signer: bytes, chain_id: str, block_hash: bytes, signature: bytes
+    signer: bytes, chain_id: str, round: int, block_hash: bytes, signature: bytes
 ) -> bool:
-    return verify(signer, Kind.COMMIT, chain_id, block_hash, signature)
+    """True when ``signer`` signed COMMIT over exactly this round and block hash."""
+    try:
+        digest = compute_commit_digest(round, block_hash)
+    except DecodeError:
+        return False
+    return verify(signer, Kind.COMMIT, chain_id, digest, signature)

@@ -7,10 +7,12 @@ every field stays an unsigned integer.  A nil vote has ``block_hash`` all zeros.
 Every vote is signed over ``signing_bytes(kind, chain_id, id)`` where the id covers the
 height, the round and the block hash, so a vote cannot be replayed at another height,
 round, step or chain.  A non-nil Precommit also carries a ``commit_signature``: the
-voter's COMMIT-kind signature over the block hash alone.  More than 2/3 of them form the
-block's certificate, which a light client checks without knowing any round: with at
-most f of n = 3f + 1 validators faulty, no two blocks at one height can both gather
-2f + 1 of them (see docs/CONSENSUS.md).
+voter's COMMIT-kind signature over (its round, the block hash), see
+``block.compute_commit_digest``.  More than 2/3 of them *of one round* form the block's
+certificate, which names that round (``Block.commit_round``): with at most f of
+n = 3f + 1 validators faulty, no two blocks at one height can both gather 2f + 1
+precommits in one round, and a block that did is decided.  Signatures of different
+rounds never add up: each verifies only for its own round (see docs/CONSENSUS.md).
 """
 
 from collections.abc import Sequence
@@ -21,11 +23,16 @@ from micromine.protocol.block import Block
 from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.fields import array, check_bytes, check_chain_id, check_uint
 from micromine.protocol.kinds import Kind
-from micromine.protocol.limits import HASH_LEN, PUBLIC_KEY_LEN, REPLY_TO_LEN, SIGNATURE_LEN
+from micromine.protocol.limits import (
+    HASH_LEN,
+    MAX_ROUND,
+    PUBLIC_KEY_LEN,
+    REPLY_TO_LEN,
+    SIGNATURE_LEN,
+)
 from micromine.protocol.messages import NO_SIGNATURE, SignedMessage, expect_tag
 
 NIL = bytes(HASH_LEN)  # block_hash of a nil vote
-MAX_ROUND = 2**31  # far beyond any real round; keeps round arithmetic small
 MAX_SYNC_BLOCKS = 64  # most blocks one SyncRequest may ask for
 
 
@@ -114,7 +121,7 @@ class Precommit(SignedMessage):
     round: int
     block_hash: bytes  # NIL for a nil vote
     voter: bytes
-    commit_signature: bytes  # COMMIT-kind signature over block_hash; zeros when nil
+    commit_signature: bytes  # COMMIT-kind, over (round, block_hash); zeros when nil
     signature: bytes = NO_SIGNATURE
 
     def __post_init__(self) -> None:

@@ -18,6 +18,9 @@ SIGNATURE_LEN: Final = 64  # Ed25519 signature
 HASH_LEN: Final = 32  # SHA-256
 REPLY_TO_LEN: Final = 16  # a submitter's random receipt channel
 
+# --- consensus ------------------------------------------------------------------------
+MAX_ROUND: Final = 2**31  # far beyond any real round; keeps round arithmetic small
+
 # --- transactions ---------------------------------------------------------------------
 MAX_MEMO_BYTES: Final = 64  # UTF-8 bytes of the memo
 MAX_TX_BYTES: Final = 512  # a whole encoded transaction; larger is "oversized"

@@ -70,7 +70,7 @@ from micromine.ledger_node.verify import verify_block
 from micromine.logs import configure_logging
 from micromine.protocol import topics
 from micromine.protocol.block import Block, Reward, compute_body_hash, compute_tx_root
-from micromine.protocol.codec import encode, sign, sign_block_hash
+from micromine.protocol.codec import encode, sign, sign_commit
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.kinds import Reason
@@ -181,7 +181,7 @@ class ByzantineReplica(Replica):
         commit = (
             NO_SIGNATURE
             if block_hash == NIL
-            else sign_block_hash(block_hash, self.chain_id, self.key)
+            else sign_commit(round, block_hash, self.chain_id, self.key)
         )
         return sign(Precommit(self.chain_id, height, round, block_hash, self.me, commit), self.key)
 
@@ -287,7 +287,7 @@ class ByzantineReplica(Replica):
             **header_changes,
         }
         new_header = dataclasses.replace(header, **changes)  # type: ignore[arg-type]
-        return Block(new_header, tuple(txs), tuple(verdicts), tuple(rewards), ())
+        return Block(new_header, tuple(txs), tuple(verdicts), tuple(rewards), 0, ())
 
     # ---- forged transactions and verdicts -----------------------------------------
 

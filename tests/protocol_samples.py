@@ -112,6 +112,9 @@ def block_header(**overrides: Any) -> BlockHeader:
     return BlockHeader(**fields)
 
 
+COMMIT_ROUND = 2  # the sample block is decided in round 2, as the sample precommit votes
+
+
 def block() -> Block:
     batch = work_batch()
     verdicts = (verdict(batch), verdict(batch, OTHER_DEVICE))
@@ -120,9 +123,9 @@ def block() -> Block:
         tx_root=compute_tx_root(batch.txs), body_hash=compute_body_hash(verdicts, rewards)
     )
     certificate = (
-        CommitSignature(LEDGER.public, codec.sign_block_hash(header.hash, CHAIN, LEDGER)),
+        CommitSignature(LEDGER.public, codec.sign_commit(COMMIT_ROUND, header.hash, CHAIN, LEDGER)),
     )
-    return Block(header, batch.txs, verdicts, rewards, certificate)
+    return Block(header, batch.txs, verdicts, rewards, COMMIT_ROUND, certificate)
 
 
 def device_hello(**overrides: Any) -> DeviceHello:
@@ -181,7 +184,7 @@ def receipts(**overrides: Any) -> Receipts:
 
 def proposed_block() -> Block:
     """The sample block as a proposer offers it: everything but the certificate."""
-    return dataclasses.replace(block(), certificate=())
+    return dataclasses.replace(block(), commit_round=0, certificate=())
 
 
 def proposal(signer: KeyPair = LEDGER, **overrides: Any) -> Proposal:
@@ -224,7 +227,9 @@ def precommit(signer: KeyPair = LEDGER, **overrides: Any) -> Precommit:
         fields["commit_signature"] = (
             NO_SIGNATURE
             if fields["block_hash"] == NIL
-            else codec.sign_block_hash(fields["block_hash"], fields["chain_id"], signer)
+            else codec.sign_commit(
+                fields["round"], fields["block_hash"], fields["chain_id"], signer
+            )
         )
     return codec.sign(Precommit(**fields), signer)
 

@@ -15,7 +15,7 @@ from micromine.ledger_node.genesis import Genesis
 from micromine.mqtt import LinkConfig, MqttLink
 from micromine.protocol import topics
 from micromine.protocol.block import Block, BlockHeader, CommitSignature
-from micromine.protocol.codec import encode, sign_block_hash
+from micromine.protocol.codec import encode, sign_commit
 from micromine.protocol.crypto import KeyPair, sha256
 
 
@@ -80,6 +80,7 @@ def test_tx_send_wait_and_blocks_watch(tmp_path: Path, embedded_broker: Any) -> 
         block = json.loads(watch.communicate(timeout=60)[0].splitlines()[-1])
         assert tx_id in block["txs"] and block["signers"] == [cluster.ledger_key.public.hex()]
         assert block["certificate"]["ok"] and block["certificate"]["signers"] == 1
+        assert block["certificate"]["round"] == block["commit_round"] >= 1
 
         overspend = micromine("tx", "send", *common, "--amount", str(10**13))
         assert overspend.returncode == 1 and "rejected: overspend" in overspend.stdout
@@ -98,16 +99,17 @@ def test_blocks_watch_verify_rejects_a_short_or_forged_certificate(
     genesis_path.write_text(genesis.to_json())
     header = BlockHeader("watchchain", 1, genesis.hash, *(bytes(32),) * 3, 1, keys[0].public)
 
-    def block(signers: list[KeyPair]) -> bytes:
+    def block(signers: list[KeyPair], rounds: tuple[int, ...] = (1, 1, 1)) -> bytes:
+        """Certified as of round 1, each signature made for its round in ``rounds``."""
         certificate = tuple(
-            CommitSignature(k.public, sign_block_hash(header.hash, "watchchain", k))
-            for k in signers
+            CommitSignature(k.public, sign_commit(r, header.hash, "watchchain", k))
+            for k, r in zip(signers, rounds, strict=False)
         )
-        return encode(Block(header, (), (), (), certificate))
+        return encode(Block(header, (), (), (), 1, certificate))
 
     watch = subprocess.Popen(
         [sys.executable, "-m", "micromine", "blocks", "watch", "--broker", embedded_broker.url,
-         "--chain", "watchchain", "--verify", "--genesis", str(genesis_path), "--count", "3"],
+         "--chain", "watchchain", "--verify", "--genesis", str(genesis_path), "--count", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert watch.stderr is not None
@@ -115,9 +117,16 @@ def test_blocks_watch_verify_rejects_a_short_or_forged_certificate(
     impostor = KeyPair(sha256(b"impostor"))
     with MqttLink(LinkConfig("watch-test-publisher", embedded_broker.url)) as link:
         assert link.wait_connected(10)
-        for payload in (block(keys[:3]), block(keys[:2]), block([impostor, *keys[:2]])):
+        for payload in (
+            block(keys[:3]),
+            block(keys[:2]),
+            block([impostor, *keys[:2]]),
+            block(keys[:3], rounds=(1, 1, 2)),  # rounds mixed: the third is of round 2
+        ):
             assert link.publish(topics.blocks("watchchain"), payload, 1, wait=5)
     lines = watch.communicate(timeout=60)[0].splitlines()
-    assert "verified: 3/3" in lines[0]
+    assert "round 1" in lines[0] and "verified: round 1, 3/3" in lines[0]
     assert "REJECTED" in lines[1] and "short certificate" in lines[1]
     assert "REJECTED" in lines[2] and "not a validator" in lines[2]
+    assert "REJECTED" in lines[3] and "short certificate" in lines[3]
+    assert "bad signature" in lines[3] and "for round 1" in lines[3]

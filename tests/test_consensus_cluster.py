@@ -55,7 +55,7 @@ def test_a_killed_ledger_node_catches_up_to_an_identical_chain(
             lambda: (
                 len(
                     {
-                        (s["height"], s["tip_signers"])
+                        (s["height"], s["tip_signers"], s["tip_round"])
                         for s in watcher.statuses.values()
                         if s["online"]
                     }
@@ -65,7 +65,12 @@ def test_a_killed_ledger_node_catches_up_to_an_identical_chain(
             30,
             message=lambda: (
                 "all four at one height with the same certificate: "
-                + str([(s["height"], s["tip_signers"]) for s in watcher.statuses.values()])
+                + str(
+                    [
+                        (s["height"], s["tip_signers"], s["tip_round"])
+                        for s in watcher.statuses.values()
+                    ]
+                )
             ),
         )
     finally:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
+from micromine.ledger_node.certificate import check_certificate
 from micromine.ledger_node.consensus import (
     Broadcast,
     ConsensusCore,
@@ -22,7 +23,7 @@ from micromine.ledger_node.consensus import (
     Timeouts,
 )
 from micromine.protocol.block import GENESIS_PARENT, Block, BlockHeader, CommitSignature, Reward
-from micromine.protocol.codec import is_commit_signature_valid, sign, sign_block_hash
+from micromine.protocol.codec import is_commit_signature_valid, sign, sign_commit
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.messages import NO_SIGNATURE
@@ -76,7 +77,7 @@ def make_block(proposer: bytes, height: int, prev_hash: bytes, timestamp_ms: int
     header = BlockHeader(
         CHAIN, height, prev_hash, bytes(32), bytes(32), bytes(32), timestamp_ms, proposer
     )
-    return Block(header, (), (), (), ())
+    return Block(header, (), (), (), 0, ())
 
 
 def make_core(
@@ -150,7 +151,7 @@ def signed_prevote(index: int, round: int, block_hash: bytes, height: int = 1) -
 
 def signed_precommit(index: int, round: int, block_hash: bytes, height: int = 1) -> Precommit:
     key = KEYS[index]
-    commit = sign_block_hash(block_hash, CHAIN, key) if block_hash != NIL else NO_SIGNATURE
+    commit = sign_commit(round, block_hash, CHAIN, key) if block_hash != NIL else NO_SIGNATURE
     return sign(Precommit(CHAIN, height, round, block_hash, key.public, commit), key)
 
 
@@ -176,7 +177,7 @@ def certificate_signers(block: Block) -> set[bytes]:
         c.signer
         for c in block.certificate
         if c.signer in VALIDATORS
-        and is_commit_signature_valid(c.signer, CHAIN, block.hash, c.signature)
+        and is_commit_signature_valid(c.signer, CHAIN, block.commit_round, block.hash, c.signature)
     }
 
 
@@ -247,6 +248,7 @@ def test_silent_proposer_leads_to_round_2_and_a_decision() -> None:
     first = {net.decides(i)[0].block.hash for i in live}
     assert len(first) == 1
     assert all(net.decides(i)[0].round == 2 for i in live)
+    assert all(net.decides(i)[0].block.commit_round == 2 for i in live)
     assert all(len(certificate_signers(net.decides(i)[0].block)) == 3 for i in live)
     # Round 1 ended with nil votes after timeoutPropose.
     assert all(
@@ -328,7 +330,7 @@ def test_next_height_messages_are_buffered_and_replayed() -> None:
     core.on_message(signed_prevote(3, 4, NIL, height=3), 1)  # too far ahead: ignored
     assert core.round == 1
     outputs = core.on_certified_block(block, 2)
-    assert of_type(outputs, Decide) == [Decide(block, 0)]
+    assert of_type(outputs, Decide) == [Decide(block, block.commit_round)]
     assert (core.height, core.step) == (2, Step.NEW_HEIGHT)
     core.on_tick(2 + TIMEOUTS.commit_ms)
     assert (core.height, core.round) == (2, 4)
@@ -356,7 +358,7 @@ def test_bad_messages_are_rejected() -> None:
     bad_commit = sign(
         Precommit(
             CHAIN, 1, 1, other_block, VALIDATORS[3],
-            sign_block_hash(sha256(b"another block"), CHAIN, KEYS[3]),
+            sign_commit(1, sha256(b"another block"), CHAIN, KEYS[3]),
         ),
         KEYS[3],
     )  # fmt: skip
@@ -383,6 +385,14 @@ def test_bad_messages_are_rejected() -> None:
     }
     for reason, message in cases.items():
         assert core.on_message(message, 1) == [Rejected(reason, message.signer)], reason
+    # A COMMIT signature over the right block, but made for another round.
+    other_round = sign(
+        Precommit(
+            CHAIN, 1, 1, other_block, VALIDATORS[0], sign_commit(2, other_block, CHAIN, KEYS[0])
+        ),
+        KEYS[0],
+    )
+    assert core.on_message(other_round, 1) == [Rejected("bad_commit_signature", VALIDATORS[0])]
     # None of them counted: the good vote still is the first of its slot.
     assert core.on_message(good, 2) == []
     assert core.on_message(good, 3) == []  # an identical copy is ignored silently
@@ -682,30 +692,32 @@ def test_a_certified_block_is_decided(decided_block: Block) -> None:
     core = make_core(1)
     core.start(0)
     outputs = core.on_certified_block(decided_block, 5)
-    assert outputs == [Decide(decided_block, 0)]
+    assert outputs == [Decide(decided_block, 1)]  # decided in round 1, as it names
     assert core.height == 2
     assert core.on_certified_block(decided_block, 6) == [Rejected("wrong_height", None)]
 
 
 def test_a_certificate_is_normalised(decided_block: Block) -> None:
-    junk = CommitSignature(OUTSIDER.public, sign_block_hash(decided_block.hash, CHAIN, OUTSIDER))
+    round = decided_block.commit_round
+    junk = CommitSignature(OUTSIDER.public, sign_commit(round, decided_block.hash, CHAIN, OUTSIDER))
     shuffled = (junk, *reversed(decided_block.certificate), decided_block.certificate[0])
     core = make_core(1)
     outputs = core.on_certified_block(dataclasses.replace(decided_block, certificate=shuffled), 5)
-    assert outputs == [Decide(decided_block, 0)]
+    assert outputs == [Decide(decided_block, round)]
 
 
 def test_short_or_forged_certificates_are_rejected(decided_block: Block) -> None:
     short = dataclasses.replace(decided_block, certificate=decided_block.certificate[:2])
     forged_items = tuple(
-        CommitSignature(c.signer, sign_block_hash(sha256(b"other"), CHAIN, KEYS[0]))
+        CommitSignature(c.signer, sign_commit(1, sha256(b"other"), CHAIN, KEYS[0]))
         for c in decided_block.certificate
     )
     forged = dataclasses.replace(decided_block, certificate=forged_items)
     stacked = dataclasses.replace(
         decided_block, certificate=(decided_block.certificate[0],) * 3
     )  # one signer three times
-    for block in (short, forged, stacked):
+    relabelled = dataclasses.replace(decided_block, commit_round=decided_block.commit_round + 1)
+    for block in (short, forged, stacked, relabelled):
         core = make_core(1)
         assert core.on_certified_block(block, 5) == [Rejected("short_certificate", None)]
         assert core.height == 1
@@ -730,20 +742,17 @@ def test_a_lagging_node_catches_up_and_rejoins() -> None:
     assert len({tuple(b.hash for b in app.blocks[:target]) for app in net.apps}) == 1
 
 
-# ---- a known gap: round-free COMMIT signatures ------------------------------------------
+# ---- certificates name their round --------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="COMMIT signatures name no round, so honest precommits of different rounds "
-    "can certify a block that was never decided (docs/CONSENSUS.md, 'Certificates')",
-)
 def test_commit_signatures_from_different_rounds_cannot_certify_an_undecided_block() -> None:
     """Three real cores (A, B, C) and a scripted Byzantine Z, n = 4, f = 1, with message
     delays any asynchronous period allows (each phase waits out its timeouts).  X is
-    decided in round 4; Y never gathers 2f+1 precommits in one round, yet A's precommit
-    of round 1, B's of round 3 and Z's COMMIT signature form a certificate for Y that
-    looks valid, and a node catching up adopts Y."""
+    decided in round 4; Y never gathers 2f+1 precommits in one round, but A precommits
+    it in round 1 and B in round 3.  With round-free COMMIT signatures, those two and
+    Z's made a "certificate" for Y (docs/CONSENSUS.md, "Certificates").  Now each
+    signature covers its round: whichever round a certificate for Y names, only two of
+    the three count, so it is rejected, while X's certificate (round 4) is accepted."""
     a, c, z, b = 0, 1, 2, 3  # proposers of height 1: round 1 Z, 2 B, 3 A, 4 C
     cores = {i: make_core(i) for i in (a, b, c)}
     now = 0
@@ -814,15 +823,33 @@ def test_commit_signatures_from_different_rounds_cannot_certify_an_undecided_blo
     decided = of_type(cores[a].on_message(signed_precommit(z, 4, x.hash), now), Decide)
     assert [d.block.hash for d in decided if isinstance(d, Decide)] == [x.hash]
 
-    # Y's "certificate": honest COMMIT signatures from rounds 1 and 3, and Z's.
+    # The honest COMMIT signatures for Y: A's of round 1, B's of round 3.
     assert isinstance(precommit_a1, Precommit) and isinstance(precommit_b3, Precommit)
     assert precommit_a1.block_hash == precommit_b3.block_hash == y.hash
-    certificate = (
-        CommitSignature(VALIDATORS[a], precommit_a1.commit_signature),
-        CommitSignature(VALIDATORS[b], precommit_b3.commit_signature),
-        CommitSignature(VALIDATORS[z], sign_block_hash(y.hash, CHAIN, KEYS[z])),
-    )
-    assert len(certificate_signers(dataclasses.replace(y, certificate=certificate))) == 3
-    late = make_core(c)  # a node catching up at height 1
-    outputs = late.on_certified_block(dataclasses.replace(y, certificate=certificate), now)
-    assert of_type(outputs, Decide) == []  # fails today: Y is accepted, X was decided
+    assert (precommit_a1.round, precommit_b3.round) == (1, 3)
+    honest = {VALIDATORS[a]: precommit_a1, VALIDATORS[b]: precommit_b3}
+    # Y's "certificate", naming either round; Z signs whatever round is named.
+    for named in (1, 3):
+        certificate = tuple(
+            sorted(
+                (
+                    *(CommitSignature(v, p.commit_signature) for v, p in honest.items()),
+                    CommitSignature(VALIDATORS[z], sign_commit(named, y.hash, CHAIN, KEYS[z])),
+                ),
+                key=lambda entry: entry.signer,
+            )
+        )
+        mixed = dataclasses.replace(y, commit_round=named, certificate=certificate)
+        check = check_certificate(mixed, VALIDATORS)
+        assert not check.ok and check.signers == 2, check.describe()
+        assert len(certificate_signers(mixed)) == 2
+        late = make_core(c)  # a node catching up at height 1
+        assert late.on_certified_block(mixed, now) == [Rejected("short_certificate", None)]
+        assert late.height == 1
+    # X's certificate: 2f + 1 COMMIT signatures of round 4, the deciding round.
+    (decision,) = decided
+    assert isinstance(decision, Decide)
+    assert decision.round == decision.block.commit_round == 4
+    assert check_certificate(decision.block, VALIDATORS).ok
+    late = make_core(c)
+    assert late.on_certified_block(decision.block, now) == [Decide(decision.block, 4)]

@@ -164,7 +164,9 @@ def test_valid_transactions_commit_with_rewards_and_receipts() -> None:
     receipts = h.receipts()
     assert all(receipts[t.id][0] == ReceiptStatus.COMMITTED for t in txs)
     block = blocks[0]
-    assert is_commit_signature_valid(NODE.public, CHAIN, block.hash, block.certificate[0].signature)
+    assert block.commit_round >= 1
+    signature = block.certificate[0].signature
+    assert is_commit_signature_valid(NODE.public, CHAIN, block.commit_round, block.hash, signature)
     assert decode(encode(block), Block) == block
     paid = sum(r.amount for b in blocks for r in b.rewards)
     assert paid == len(blocks) * 50 + len(txs) * 1

@@ -1,10 +1,11 @@
 """Four ledger cores in memory, wired by a broker-like router: the consensus path end to
 end without processes (the real-process tests are in test_consensus_cluster.py)."""
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
-from micromine.ledger_node.actions import Action, CommitBlock, EvidenceFound
+from micromine.ledger_node.actions import Action, CommitBlock, EvidenceFound, ImproveCertificate
 from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.certificate import check_certificate
 from micromine.ledger_node.consensus import PersistSigned
@@ -12,8 +13,9 @@ from micromine.ledger_node.core import LedgerCore
 from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.ledger_node.state import Account
 from micromine.protocol import topics
-from micromine.protocol.block import Block
-from micromine.protocol.codec import decode, encode, sign
+from micromine.protocol.block import Block, CommitSignature
+from micromine.protocol.codec import decode, encode, sign, sign_commit
+from micromine.protocol.consensus import NIL, Precommit
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, Heartbeat
 from micromine.protocol.messages import Judgement, Submission, Transaction, Verdict, WorkBatch
@@ -41,6 +43,7 @@ class Net:
     committed: dict[int, list[Block]] = field(default_factory=dict)
     down: set[int] = field(default_factory=set)
     evidence: int = 0
+    delivered: list[Publish] = field(default_factory=list)
 
     def take(self, index: int, actions: list[Action]) -> None:
         for action in actions:
@@ -48,6 +51,11 @@ class Net:
                 self.queue.append(action)
             elif isinstance(action, CommitBlock):
                 self.committed.setdefault(index, []).append(action.block)
+            elif isinstance(action, ImproveCertificate):  # as storage.improve_certificate
+                chain = self.committed[index]
+                stored = chain[action.block.height - 1]
+                assert stored.hash == action.block.hash
+                chain[action.block.height - 1] = action.block
             elif isinstance(action, EvidenceFound):
                 self.evidence += 1
             elif isinstance(action, PersistSigned):
@@ -56,6 +64,7 @@ class Net:
     def deliver(self) -> None:
         while self.queue:
             publish = self.queue.pop(0)
+            self.delivered.append(publish)
             if "/work/" in publish.topic:
                 self.answer(publish)
                 continue
@@ -146,6 +155,61 @@ def test_four_replicas_agree_on_every_block_with_quorum_certificates() -> None:
     validators = sorted(n.public for n in NODES)
     assert all(check_certificate(b, validators).signers >= 3 for b in chains[0])
     assert net.evidence == 0
+    # The stored blocks, certificates included, are the same bytes on every node.
+    assert all([encode(b) for b in c] == [encode(b) for b in chains[0]] for c in chains)
+
+
+def test_certificates_converge_on_the_lowest_round_with_a_quorum() -> None:
+    """A node that learned a block with a certificate of a later round (a peer decided
+    it there) stores the same bytes as the others once the earlier round's precommits
+    reach it: the canonical certificate is of the lowest round with a quorum."""
+    net = make_net()
+    submit(net, 1)
+    for _ in range(60):
+        net.step()
+    decided = net.committed[0][0]
+    round_ = decided.commit_round
+    later = round_ + 1
+    signers = sorted(NODES[:3], key=lambda k: k.public)
+    certificate = tuple(
+        CommitSignature(k.public, sign_commit(later, decided.hash, CHAIN, k)) for k in signers
+    )
+    learned = dataclasses.replace(decided, commit_round=later, certificate=certificate)
+    genesis = net.cores[0].genesis
+    late = LedgerCore(
+        genesis=genesis,
+        key=NODES[3],
+        rng=random.Random(9),
+        accounts={a: Account(b, 0) for a, b in genesis.balances},
+        tip=ChainTip(0, genesis.hash, T0),
+        now_ms=net.now,
+    )
+    late.start(net.now)
+    reply = topics.sync_reply(CHAIN, late.replica.reply_to)
+    actions = late.on_message(reply, encode(learned), net.now)
+    (stored,) = [a.block for a in actions if isinstance(a, CommitBlock)]
+    assert stored.commit_round == later  # all it knows
+    # The precommits of the deciding round arrive (re-broadcast, or simply late).
+    for publish in net.delivered:
+        if "/consensus/" not in publish.topic:
+            continue
+        message = decode(publish.payload)
+        if isinstance(message, Precommit) and message.height == 1 and message.block_hash != NIL:
+            for action in late.on_message(publish.topic, publish.payload, net.now):
+                if isinstance(action, ImproveCertificate):
+                    stored = action.block
+    assert stored.commit_round == round_
+    assert encode(stored) == encode(net.committed[0][0])
+    # Signatures of a later round change nothing any more.
+    extra = sign(
+        Precommit(
+            CHAIN, 1, later, decided.hash, NODES[3].public,
+            sign_commit(later, decided.hash, CHAIN, NODES[3]),
+        ),
+        NODES[3],
+    )  # fmt: skip
+    actions = late.on_message(topics.consensus(CHAIN, NODES[3].public), encode(extra), net.now)
+    assert not [a for a in actions if isinstance(a, ImproveCertificate)]
 
 
 def test_three_of_four_keep_committing_while_one_is_down() -> None:

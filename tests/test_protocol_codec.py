@@ -129,13 +129,17 @@ def test_block_hash_is_the_header_hash() -> None:
     assert block.header.body_hash == compute_body_hash(block.verdicts, block.rewards)
     assert block.header.body_hash == sha256(body)
     assert codec.is_commit_signature_valid(
-        block.certificate[0].signer, s.CHAIN, block.hash, block.certificate[0].signature
+        block.certificate[0].signer,
+        s.CHAIN,
+        block.commit_round,
+        block.hash,
+        block.certificate[0].signature,
     )
 
 
 def test_empty_block_round_trips() -> None:
     header = s.block_header(tx_root=merkle_root([]), body_hash=compute_body_hash((), ()))
-    block = Block(header, (), (), (), ())
+    block = Block(header, (), (), (), 0, ())
     assert codec.decode(codec.encode(block), Block) == block
 
 
@@ -477,10 +481,10 @@ CONSTRUCTION_CASES: list[tuple[str, Any, DecodeFailure]] = [
     ("header height -1", lambda: s.block_header(height=-1), DecodeFailure.OUT_OF_RANGE),
     (
         "header as block tx",
-        lambda: Block(s.block_header(), (s.block_header(),), (), (), ()),
+        lambda: Block(s.block_header(), (s.block_header(),), (), (), 0, ()),
         DecodeFailure.BAD_TYPE,
     ),
-    ("dict header", lambda: Block({}, (), (), (), ()), DecodeFailure.BAD_TYPE),  # type: ignore[arg-type]
+    ("dict header", lambda: Block({}, (), (), (), 0, ()), DecodeFailure.BAD_TYPE),  # type: ignore[arg-type]
     ("int online", lambda: s.device_status(online=1), DecodeFailure.BAD_TYPE),
     ("long agent", lambda: s.device_hello(agent_version="v" * 33), DecodeFailure.OUT_OF_RANGE),
     ("bytes item", lambda: Submission(s.CHAIN, s.REPLY_TO, ("x",)), DecodeFailure.BAD_TYPE),  # type: ignore[arg-type]

@@ -73,8 +73,11 @@ def test_samples_are_what_they_claim() -> None:
     assert s.prevote().block_hash == proposal.block.hash
     assert s.prevote_nil().block_hash == NIL
     assert s.precommit_nil().commit_signature == NO_SIGNATURE
+    assert proposal.block.commit_round == 0 and s.block().commit_round == s.COMMIT_ROUND
+    precommit = s.precommit()
+    assert precommit.round == s.COMMIT_ROUND
     assert codec.is_commit_signature_valid(
-        s.LEDGER.public, s.CHAIN, proposal.block.hash, s.precommit().commit_signature
+        s.LEDGER.public, s.CHAIN, precommit.round, proposal.block.hash, precommit.commit_signature
     )
 
 
@@ -110,7 +113,7 @@ CONSTRUCTION_CASES: list[tuple[str, Any, DecodeFailure]] = [
     ),
     (
         "nil precommit with a genuine commit signature",
-        lambda: s.precommit_nil(commit_signature=codec.sign_block_hash(NIL, s.CHAIN, s.LEDGER)),
+        lambda: s.precommit_nil(commit_signature=codec.sign_commit(2, NIL, s.CHAIN, s.LEDGER)),
         DecodeFailure.OUT_OF_RANGE,
     ),
     ("commit signature of 63", lambda: s.precommit(commit_signature=bytes(63)),
@@ -172,7 +175,7 @@ def test_a_precommit_without_commit_signature_is_structurally_valid() -> None:
     precommit = s.precommit(commit_signature=bytes(64))
     assert codec.is_signature_valid(precommit)
     assert not codec.is_commit_signature_valid(
-        precommit.voter, s.CHAIN, precommit.block_hash, precommit.commit_signature
+        precommit.voter, s.CHAIN, precommit.round, precommit.block_hash, precommit.commit_signature
     )
 
 
@@ -278,9 +281,12 @@ def test_a_decoded_proposal_keeps_the_block_intact() -> None:
     assert decoded.block.hash == s.block().hash
     for verdict in decoded.block.verdicts:
         assert codec.is_signature_valid(verdict)
-    # Adding a certificate afterwards gives the block as published on `blocks`.
+    # Adding a certificate of the precommit's round gives the block as published.
     certificate = (CommitSignature(PRECOMMIT.voter, PRECOMMIT.commit_signature),)
-    assert dataclasses.replace(decoded.block, certificate=certificate) == s.block()
+    certified = dataclasses.replace(
+        decoded.block, commit_round=PRECOMMIT.round, certificate=certificate
+    )
+    assert certified == s.block()
 
 
 def test_proposal_and_certificate_overheads_stated_in_the_doc() -> None:
@@ -290,9 +296,12 @@ def test_proposal_and_certificate_overheads_stated_in_the_doc() -> None:
     )
     assert len(codec.encode(largest)) - len(codec.encode(largest.block)) == 155
     assert len(codec.encode(PROPOSAL)) - len(codec.encode(PROPOSAL.block)) < 155
-    # Committing adds the certificate: 101 bytes per signature, plus the array head.
+    # Committing adds the certificate: 101 bytes per signature, plus the array head,
+    # and the round grows from 1 byte (0) to at most 5 (rounds above 65535).
     entry = CommitSignature(PRECOMMIT.voter, PRECOMMIT.commit_signature)
     assert len(cbor.encode(entry.to_wire())) == 101
-    committed = dataclasses.replace(PROPOSAL.block, certificate=(entry,) * 3)
+    committed = dataclasses.replace(PROPOSAL.block, commit_round=2, certificate=(entry,) * 3)
     assert len(codec.encode(committed)) - len(codec.encode(PROPOSAL.block)) == 3 * 101
+    late = dataclasses.replace(committed, commit_round=MAX_ROUND)
+    assert len(codec.encode(late)) - len(codec.encode(committed)) == 4
     assert codec.max_bytes(Proposal) == codec.max_bytes(Block)

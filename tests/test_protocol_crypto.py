@@ -10,8 +10,8 @@ import nacl.signing
 import protocol_samples as s
 import pytest
 
-from micromine.protocol import PROTOCOL_VERSION, codec, crypto
-from micromine.protocol.block import Block, CommitSignature
+from micromine.protocol import PROTOCOL_VERSION, cbor, codec, crypto
+from micromine.protocol.block import Block, CommitSignature, compute_commit_digest
 from micromine.protocol.consensus import NIL, Precommit, Prevote
 from micromine.protocol.crypto import DOMAIN_PREFIX, KeyPair, sha256, signing_bytes, verify
 from micromine.protocol.errors import DecodeError
@@ -225,16 +225,39 @@ def test_tampering_a_nested_transaction_invalidates_the_batch() -> None:
 
 def test_commit_signature_domain() -> None:
     header = s.block_header()
-    signature = codec.sign_block_hash(header.hash, s.CHAIN, s.LEDGER)
-    assert codec.is_commit_signature_valid(s.LEDGER.public, s.CHAIN, header.hash, signature)
-    assert verify(s.LEDGER.public, Kind.COMMIT, s.CHAIN, header.hash, signature)
-    assert not codec.is_commit_signature_valid(s.LEDGER.public, "other", header.hash, signature)
-    assert not codec.is_commit_signature_valid(s.DEVICE.public, s.CHAIN, header.hash, signature)
+    signature = codec.sign_commit(2, header.hash, s.CHAIN, s.LEDGER)
+    digest = compute_commit_digest(2, header.hash)
+    assert digest == sha256(cbor.encode([2, header.hash]))
+    assert codec.is_commit_signature_valid(s.LEDGER.public, s.CHAIN, 2, header.hash, signature)
+    assert verify(s.LEDGER.public, Kind.COMMIT, s.CHAIN, digest, signature)
+    assert not codec.is_commit_signature_valid(s.LEDGER.public, "other", 2, header.hash, signature)
+    assert not codec.is_commit_signature_valid(s.DEVICE.public, s.CHAIN, 2, header.hash, signature)
     other = s.block_header(height=2).hash
-    assert not codec.is_commit_signature_valid(s.LEDGER.public, s.CHAIN, other, signature)
+    assert not codec.is_commit_signature_valid(s.LEDGER.public, s.CHAIN, 2, other, signature)
+    # Not over the bare block hash: that round-free form could mix rounds in a certificate.
+    assert not verify(s.LEDGER.public, Kind.COMMIT, s.CHAIN, header.hash, signature)
     for kind in Kind:
         if kind is not Kind.COMMIT:
-            assert not verify(s.LEDGER.public, kind, s.CHAIN, header.hash, signature)
+            assert not verify(s.LEDGER.public, kind, s.CHAIN, digest, signature)
+
+
+@pytest.mark.parametrize("other_round", [1, 3, 2**31, 0, 2**31 + 1, -1])
+def test_commit_signature_is_bound_to_its_round(other_round: int) -> None:
+    header = s.block_header()
+    signature = codec.sign_commit(2, header.hash, s.CHAIN, s.LEDGER)
+    # Another round (or one out of range: never an exception, just not valid).
+    assert not codec.is_commit_signature_valid(
+        s.LEDGER.public, s.CHAIN, other_round, header.hash, signature
+    )
+    if 1 <= other_round <= 2**31:
+        again = codec.sign_commit(other_round, header.hash, s.CHAIN, s.LEDGER)
+        assert again != signature
+        assert codec.is_commit_signature_valid(
+            s.LEDGER.public, s.CHAIN, other_round, header.hash, again
+        )
+    else:
+        with pytest.raises(DecodeError):
+            codec.sign_commit(other_round, header.hash, s.CHAIN, s.LEDGER)
 
 
 # --- consensus votes ----------------------------------------------------------------------
@@ -255,7 +278,11 @@ def test_prevote_signature_is_not_a_precommit_signature(nil: bool) -> None:
     prevote = s.prevote_nil() if nil else s.prevote()
     assert codec.is_signature_valid(prevote)
     # The same vote fields, as a precommit carrying the prevote's signature.
-    commit = bytes(64) if nil else codec.sign_block_hash(prevote.block_hash, s.CHAIN, s.LEDGER)
+    commit = (
+        bytes(64)
+        if nil
+        else codec.sign_commit(prevote.round, prevote.block_hash, s.CHAIN, s.LEDGER)
+    )
     forged = Precommit(**_vote_fields(prevote), commit_signature=commit,
                        signature=prevote.signature)  # fmt: skip
     assert not codec.is_signature_valid(forged)
@@ -300,28 +327,39 @@ def test_vote_signature_is_bound_to_its_block() -> None:
 
 def test_precommit_commit_signature_is_a_commit_not_a_vote() -> None:
     precommit = s.precommit()
-    voter, block_hash, commit = precommit.voter, precommit.block_hash, precommit.commit_signature
-    assert codec.is_commit_signature_valid(voter, s.CHAIN, block_hash, commit)
-    assert commit == codec.sign_block_hash(block_hash, s.CHAIN, s.LEDGER)
+    voter, round_ = precommit.voter, precommit.round
+    block_hash, commit = precommit.block_hash, precommit.commit_signature
+    assert codec.is_commit_signature_valid(voter, s.CHAIN, round_, block_hash, commit)
+    assert commit == codec.sign_commit(round_, block_hash, s.CHAIN, s.LEDGER)
     # Not a vote: neither as the precommit's own signature nor in any vote domain.
     assert not codec.is_signature_valid(dataclasses.replace(precommit, signature=commit))
+    digest = compute_commit_digest(round_, block_hash)
     for kind in (Kind.PREVOTE, Kind.PRECOMMIT, Kind.PROPOSAL, Kind.BLOCK):
-        assert not verify(voter, kind, s.CHAIN, block_hash, commit)
+        assert not verify(voter, kind, s.CHAIN, digest, commit)
         assert not verify(voter, kind, s.CHAIN, precommit.id, commit)
     # ...and the vote signature is no commit signature: it cannot enter a certificate.
-    assert not codec.is_commit_signature_valid(voter, s.CHAIN, block_hash, precommit.signature)
-    assert not codec.is_commit_signature_valid(voter, "testnet-2", block_hash, commit)
-    assert not codec.is_commit_signature_valid(s.BOB.public, s.CHAIN, block_hash, commit)
+    vote_signature = precommit.signature
+    assert not codec.is_commit_signature_valid(voter, s.CHAIN, round_, block_hash, vote_signature)
+    assert not codec.is_commit_signature_valid(voter, "testnet-2", round_, block_hash, commit)
+    assert not codec.is_commit_signature_valid(s.BOB.public, s.CHAIN, round_, block_hash, commit)
 
 
-def test_precommit_commit_signature_is_bound_to_the_block_hash_only() -> None:
-    # The same block precommitted in two rounds: one commit signature, two distinct votes.
+def test_precommit_commit_signature_is_bound_to_its_round_and_block_hash() -> None:
+    # The same block precommitted in two rounds: two commit signatures, neither of which
+    # verifies for the other round, so they can never be counted together.
     first, later = s.precommit(round=1), s.precommit(round=5)
-    assert first.commit_signature == later.commit_signature
+    assert first.commit_signature != later.commit_signature
     assert first.signature != later.signature
+    for vote, other_round in ((first, 5), (later, 1)):
+        assert codec.is_commit_signature_valid(
+            vote.voter, s.CHAIN, vote.round, vote.block_hash, vote.commit_signature
+        )
+        assert not codec.is_commit_signature_valid(
+            vote.voter, s.CHAIN, other_round, vote.block_hash, vote.commit_signature
+        )
     other = s.precommit(block_hash=sha256(b"another block"))
     assert not codec.is_commit_signature_valid(
-        other.voter, s.CHAIN, first.block_hash, other.commit_signature
+        other.voter, s.CHAIN, other.round, first.block_hash, other.commit_signature
     )
 
 
@@ -330,10 +368,15 @@ def test_precommit_commit_signatures_form_the_block_certificate() -> None:
     block = s.proposed_block()
     precommits = [s.precommit(signer=v, block_hash=block.hash) for v in validators]
     certificate = tuple(CommitSignature(p.voter, p.commit_signature) for p in precommits)
-    committed = dataclasses.replace(block, certificate=certificate)
+    committed = dataclasses.replace(block, commit_round=2, certificate=certificate)
     assert codec.decode(codec.encode(committed), Block) == committed
     for entry in committed.certificate:
-        assert codec.is_commit_signature_valid(entry.signer, s.CHAIN, block.hash, entry.signature)
+        assert codec.is_commit_signature_valid(
+            entry.signer, s.CHAIN, 2, block.hash, entry.signature
+        )
+        assert not codec.is_commit_signature_valid(
+            entry.signer, s.CHAIN, 3, block.hash, entry.signature
+        )
     # The single-node certificate of the sample block is the same bytes as the precommit's.
     assert s.block().certificate[0].signature == precommits[0].commit_signature
 
@@ -343,7 +386,7 @@ def test_proposal_signature_does_not_vouch_for_the_block() -> None:
     assert codec.is_signature_valid(proposal)
     block_hash = proposal.block.hash
     assert not codec.is_commit_signature_valid(
-        proposal.proposer, s.CHAIN, block_hash, proposal.signature
+        proposal.proposer, s.CHAIN, proposal.round, block_hash, proposal.signature
     )
     assert not verify(proposal.proposer, Kind.PROPOSAL, s.CHAIN, block_hash, proposal.signature)
     for kind in (Kind.PREVOTE, Kind.PRECOMMIT):

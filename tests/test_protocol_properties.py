@@ -136,13 +136,17 @@ headers = st.builds(
 )
 rewards = st.builds(Reward, keys32, uints)
 commit_signatures = st.builds(CommitSignature, keys32, signatures)
-blocks = st.builds(
-    Block,
-    headers,
-    tuples(transactions(), 0, 3),
-    tuples(verdicts(), 0, 2),
-    tuples(rewards, 0, 3),
-    tuples(commit_signatures, 0, 2),
+# A certificate names its round (1..MAX_ROUND); an uncertified block has round 0.
+blocks = tuples(commit_signatures, 0, 2).flatmap(
+    lambda certificate: st.builds(
+        Block,
+        headers,
+        tuples(transactions(), 0, 3),
+        tuples(verdicts(), 0, 2),
+        tuples(rewards, 0, 3),
+        st.one_of(st.integers(1, 5), st.integers(1, MAX_ROUND)) if certificate else st.just(0),
+        st.just(certificate),
+    )
 )
 
 
@@ -192,7 +196,7 @@ vote_hashes = st.one_of(st.just(NIL), hashes)
 def proposals(draw: Any) -> Proposal:
     round_ = draw(rounds)
     pol_round = draw(st.one_of(st.just(0), st.just(round_ - 1), st.integers(0, round_ - 1)))
-    block = draw(blocks.map(lambda b: dataclasses.replace(b, certificate=())))
+    block = draw(blocks.map(lambda b: dataclasses.replace(b, commit_round=0, certificate=())))
     proposal = Proposal(
         draw(chain_ids), draw(uints), round_, pol_round, block, draw(keys32), draw(signatures)
     )
@@ -219,7 +223,7 @@ def precommits(draw: Any) -> Precommit:
         return vote
     key = KeyPair(draw(seeds))  # a genuine precommit: commit signature and vote signature
     if block_hash != NIL:
-        commit = codec.sign_block_hash(block_hash, chain_id, key)
+        commit = codec.sign_commit(vote.round, block_hash, chain_id, key)
     return codec.sign(dataclasses.replace(vote, voter=key.public, commit_signature=commit), key)
 
 
@@ -305,7 +309,7 @@ def test_random_bytes_raise_only_decode_error(data: bytes, expected: Any) -> Non
 
 # A plausible head (an array of the right arity led by a real kind tag) makes random
 # tails reach the field checks instead of failing at the first byte.
-ARITIES = {1: 10, 2: 4, 3: 7, 4: 6, 5: 9, 6: 6, 7: 7, 8: 7, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5}
+ARITIES = {1: 10, 2: 4, 3: 7, 4: 6, 5: 9, 6: 7, 7: 7, 8: 7, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5}
 HEADS = [bytes([0x80 | arity, tag]) for tag, arity in ARITIES.items()]
 
 
@@ -435,24 +439,54 @@ def test_one_field_replaced_by_any_tree(message: Any, index: int, tree: Any) -> 
 any_rounds = st.one_of(st.integers(0, 8), st.integers(0, 2**64 - 1), st.integers(-3, -1))
 
 
-@PROFILE
-@given(any_rounds, any_rounds)
-def test_proposal_rounds_accepted_exactly_when_in_range(round_: int, pol_round: int) -> None:
-    """Valid iff 1 <= round <= MAX_ROUND and 0 <= pol_round < round, built or decoded."""
-    sample = protocol_samples.proposal()
-    valid = 1 <= round_ <= MAX_ROUND and 0 <= pol_round < round_
-    wire = sample.to_wire()
-    wire[3], wire[4] = round_, pol_round
+def check_built_and_decoded_alike(
+    message: Any, valid: bool, wire_items: dict[int, Any], fields: dict[str, Any]
+) -> None:
+    """``message`` with ``fields`` changed is built exactly when ``valid``, and its wire
+    array with ``wire_items`` changed then decodes to it; otherwise both fail with
+    OUT_OF_RANGE."""
+    wire = message.to_wire()
+    for index, value in wire_items.items():
+        wire[index] = value
     data = cbor2.dumps(wire, canonical=True)
     try:
-        built = dataclasses.replace(sample, round=round_, pol_round=pol_round)
+        built = dataclasses.replace(message, **fields)
     except DecodeError as exc:
         assert not valid
         assert exc.code is DecodeFailure.OUT_OF_RANGE
         assert decode_or_error(data) is None
         return
     assert valid
-    assert codec.decode(data, Proposal) == built
+    assert codec.decode(data, type(message)) == built
+
+
+@PROFILE
+@given(any_rounds, any_rounds)
+def test_proposal_rounds_accepted_exactly_when_in_range(round_: int, pol_round: int) -> None:
+    """Valid iff 1 <= round <= MAX_ROUND and 0 <= pol_round < round, built or decoded."""
+    valid = 1 <= round_ <= MAX_ROUND and 0 <= pol_round < round_
+    check_built_and_decoded_alike(
+        protocol_samples.proposal(),
+        valid,
+        {3: round_, 4: pol_round},
+        {"round": round_, "pol_round": pol_round},
+    )
+
+
+@PROFILE
+@given(any_rounds, st.booleans())
+def test_commit_round_accepted_exactly_when_in_range(round_: int, certified: bool) -> None:
+    """A block's commit_round: 1..MAX_ROUND with a certificate, 0 without one; built or
+    decoded alike."""
+    sample = protocol_samples.block()
+    certificate = sample.certificate if certified else ()
+    valid = 1 <= round_ <= MAX_ROUND if certified else round_ == 0
+    check_built_and_decoded_alike(
+        sample,
+        valid,
+        {5: round_, 6: [entry.to_wire() for entry in certificate]},
+        {"commit_round": round_, "certificate": certificate},
+    )
 
 
 heights = st.one_of(st.integers(0, 300), st.integers(0, MAX_UINT + 1))

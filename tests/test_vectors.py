@@ -16,7 +16,13 @@ import pytest
 
 from micromine.protocol import cbor, codec, crypto, limits
 from micromine.protocol import consensus as consensus_rules
-from micromine.protocol.block import Block, BlockHeader, compute_body_hash, compute_tx_root
+from micromine.protocol.block import (
+    Block,
+    BlockHeader,
+    compute_body_hash,
+    compute_commit_digest,
+    compute_tx_root,
+)
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.errors import DecodeError, DecodeFailure
@@ -126,14 +132,17 @@ def test_message_vector(vector: dict[str, Any]) -> None:
         header = message.header
         assert header.tx_root == compute_tx_root(message.txs)
         assert header.body_hash == compute_body_hash(message.verdicts, message.rewards)
+        assert message.commit_round >= 1  # the vectors' block is certified
+        check_commit_vector(vector, message.commit_round, message.hash)
         assert len(vector["commit_signing_bytes"]) == len(message.certificate)
         for entry, signing_hex in zip(
             message.certificate, vector["commit_signing_bytes"], strict=True
         ):
-            signing = crypto.signing_bytes(Kind.COMMIT, header.chain_id, message.hash)
+            digest = compute_commit_digest(message.commit_round, message.hash)
+            signing = crypto.signing_bytes(Kind.COMMIT, header.chain_id, digest)
             assert signing.hex() == signing_hex
             assert codec.is_commit_signature_valid(
-                entry.signer, header.chain_id, message.hash, entry.signature
+                entry.signer, header.chain_id, message.commit_round, message.hash, entry.signature
             )
         for verdict in message.verdicts:
             assert codec.is_signature_valid(verdict)
@@ -141,7 +150,7 @@ def test_message_vector(vector: dict[str, Any]) -> None:
             assert codec.is_signature_valid(tx)
     if isinstance(message, Proposal):
         block = message.block
-        assert block.certificate == ()
+        assert block.certificate == () and block.commit_round == 0
         assert block.hash.hex() == vector["block_hash"]
         assert message.pol_round < message.round
         assert block.header.tx_root == compute_tx_root(block.txs)
@@ -152,11 +161,25 @@ def test_message_vector(vector: dict[str, Any]) -> None:
             assert message.commit_signature == bytes(64)
             assert "commit_signing_bytes" not in vector
         else:
-            signing = crypto.signing_bytes(Kind.COMMIT, message.chain_id, message.block_hash)
+            check_commit_vector(vector, message.round, message.block_hash)
+            digest = compute_commit_digest(message.round, message.block_hash)
+            signing = crypto.signing_bytes(Kind.COMMIT, message.chain_id, digest)
             assert signing.hex() == vector["commit_signing_bytes"]
             assert codec.is_commit_signature_valid(
-                message.voter, message.chain_id, message.block_hash, message.commit_signature
+                message.voter,
+                message.chain_id,
+                message.round,
+                message.block_hash,
+                message.commit_signature,
             )
+
+
+def check_commit_vector(vector: dict[str, Any], round: int, block_hash: bytes) -> None:
+    """A COMMIT signature covers SHA-256 of the canonical CBOR of [round, block_hash]."""
+    payload = bytes.fromhex(vector["commit_payload"])
+    assert payload == cbor.encode([round, block_hash])
+    assert vector["commit_digest"] == crypto.sha256(payload).hex()
+    assert compute_commit_digest(round, block_hash).hex() == vector["commit_digest"]
 
 
 def _vectors_of(cls: type[Any]) -> dict[str, Any]:
@@ -181,10 +204,12 @@ def test_consensus_vectors_are_one_height_of_one_chain() -> None:
     for vote in (*_vectors_of(Prevote).values(), *_vectors_of(Precommit).values()):
         assert vote.block_hash in (block.hash, NIL)
         assert vote.height == block.height
-    # A precommit's commit signature is a certificate entry, byte for byte.
+    # A precommit's commit signature of the certificate's round is a certificate entry,
+    # byte for byte.
     certificate = {(c.signer, c.signature) for c in block.certificate}
     for vote in _vectors_of(Precommit).values():
         if vote.block_hash != NIL:
+            assert vote.round == block.commit_round
             assert (vote.voter, vote.commit_signature) in certificate
 
 
@@ -228,7 +253,9 @@ def test_invalid_vectors_cover_the_consensus_rules() -> None:
     names = " | ".join(v["name"] for v in INVALID["vectors"])
     for rule in ("round 0", "pol_round equal to its round", "block with a certificate",
                  "nil precommit with a commit signature", "from height 0",
-                 "to_height below from_height", "65 blocks"):  # fmt: skip
+                 "to_height below from_height", "65 blocks",
+                 "certificate with commit_round 0", "uncertified block with commit_round 1",
+                 "commit_round 2^31 + 1"):  # fmt: skip
         assert rule in names, rule
 
 
@@ -261,8 +288,9 @@ def _limit_constants() -> list[tuple[str, int]]:
         if name.isupper() and type(value) is int
     ]
     found += [(f"MAX_MESSAGE_BYTES[{k}]", v) for k, v in limits.MAX_MESSAGE_BYTES.items()]
-    # The consensus limits live next to the messages they bound (protocol/consensus.py).
-    found += [(name, getattr(consensus_rules, name)) for name in ("MAX_ROUND", "MAX_SYNC_BLOCKS")]
+    # MAX_SYNC_BLOCKS lives next to the message it bounds (protocol/consensus.py); MAX_ROUND
+    # is in limits.py, since a block's certificate names a round too.
+    found += [("MAX_SYNC_BLOCKS", consensus_rules.MAX_SYNC_BLOCKS)]
     return found
 
 

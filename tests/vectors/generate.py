@@ -27,6 +27,7 @@ from micromine.protocol.block import (
     CommitSignature,
     Reward,
     compute_body_hash,
+    compute_commit_digest,
     compute_tx_root,
 )
 from micromine.protocol.consensus import (
@@ -180,10 +181,11 @@ def build_messages() -> list[tuple[str, Any]]:
         T0 + 1000,
         LEDGER.public,
     )
+    # Decided in round 1, as the consensus vectors below precommit it.
     certificate = (
-        CommitSignature(LEDGER.public, codec.sign_block_hash(header.hash, CHAIN, LEDGER)),
+        CommitSignature(LEDGER.public, codec.sign_commit(1, header.hash, CHAIN, LEDGER)),
     )
-    block = Block(header, block_txs, block_verdicts, rewards, certificate)
+    block = Block(header, block_txs, block_verdicts, rewards, 1, certificate)
     hello = codec.sign(DeviceHello(CHAIN, DEVICE.public, "micromine-c/0.1", 64, T0), DEVICE)
     heartbeat = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0 + 2000, 0), DEVICE)
     online = codec.sign(DeviceStatus(CHAIN, DEVICE.public, True, T0), DEVICE)
@@ -223,10 +225,10 @@ def build_messages() -> list[tuple[str, Any]]:
 def consensus_messages(block: Block) -> list[tuple[str, Any]]:
     """Messages of height 1, all signed by the ledger key: a round-1 proposal and one
     with a pol_round, votes for the block and nil votes, and a sync request."""
-    proposed = dataclasses.replace(block, certificate=())
+    proposed = dataclasses.replace(block, commit_round=0, certificate=())
     block_hash = proposed.hash
-    commit = codec.sign_block_hash(block_hash, CHAIN, LEDGER)
-    assert commit == block.certificate[0].signature  # the certificate is made of these
+    commit = codec.sign_commit(1, block_hash, CHAIN, LEDGER)
+    assert commit == block.certificate[0].signature  # the round-1 certificate is made of these
 
     def signed(message: Any) -> Any:
         return codec.sign(message, LEDGER)
@@ -274,18 +276,27 @@ def message_vector(name: str, message: Any) -> dict[str, Any]:
         vector["signature"] = message.signature.hex()
     if isinstance(message, BlockHeader | Block):
         vector["hash"] = message.hash.hex()
-    if isinstance(message, Block):
-        vector["commit_signing_bytes"] = [
-            crypto.signing_bytes(Kind.COMMIT, message.header.chain_id, message.hash).hex()
-            for _ in message.certificate
-        ]
+    if isinstance(message, Block) and message.certificate:
+        vector.update(commit_vector(message.header.chain_id, message.commit_round, message.hash))
+        # One entry per certificate signature: all sign the same bytes.
+        vector["commit_signing_bytes"] = [vector["commit_signing_bytes"]] * len(message.certificate)
     if isinstance(message, Proposal):
         vector["block_hash"] = message.block.hash.hex()
     if isinstance(message, Precommit) and message.block_hash != NIL:
-        vector["commit_signing_bytes"] = crypto.signing_bytes(
-            Kind.COMMIT, message.chain_id, message.block_hash
-        ).hex()
+        vector.update(commit_vector(message.chain_id, message.round, message.block_hash))
     return vector
+
+
+def commit_vector(chain_id: str, round: int, block_hash: bytes) -> dict[str, str]:
+    """What a COMMIT signature covers: the payload [round, block_hash], its SHA-256
+    digest, and the signing bytes around that digest."""
+    digest = compute_commit_digest(round, block_hash)
+    assert digest == sha256(cbor.encode([round, block_hash]))
+    return {
+        "commit_payload": cbor.encode([round, block_hash]).hex(),
+        "commit_digest": digest.hex(),
+        "commit_signing_bytes": crypto.signing_bytes(Kind.COMMIT, chain_id, digest).hex(),
+    }
 
 
 def messages_json() -> dict[str, Any]:
@@ -466,11 +477,13 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
     precommit, nil_precommit = by_name["precommit"], by_name["precommit-nil"]
     sync, block = by_name["sync-request"], by_name["block"]
     short_sync = SyncRequest(CHAIN, 1, 3, sync.reply_to)  # from 0 to 3: one rule broken
+    uncertified = dataclasses.replace(block, commit_round=0, certificate=())
     # Wire positions: Proposal round 3, pol_round 4, block 5; votes round 3; Precommit
-    # commit_signature 6; SyncRequest from_height 2, to_height 3.  Each case breaks one
-    # rule only, so there is no "proposal round 0": no pol_round is below round 0.
+    # commit_signature 6; SyncRequest from_height 2, to_height 3; Block commit_round 5,
+    # certificate 6.  Each case breaks one rule only, so there is no "proposal round 0":
+    # no pol_round is below round 0.
     fail = DecodeFailure
-    p_t, v_t, c_t, s_t = "Proposal", "Prevote", "Precommit", "SyncRequest"
+    p_t, v_t, c_t, s_t, b_t = "Proposal", "Prevote", "Precommit", "SyncRequest", "Block"
     precommit_items = [cbor.encode(item) for item in precommit.to_wire()]
     return [
         ("kind tag 16", _array([_head(0, 16)]), None, fail.UNKNOWN_KIND),
@@ -491,6 +504,13 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
         ("nil precommit with a commit signature",
          _with_item(nil_precommit, 6, _bytes(precommit.commit_signature)), c_t,
          fail.OUT_OF_RANGE),
+        ("block certificate with commit_round 0", _with_item(block, 5, _head(0, 0)), b_t,
+         fail.OUT_OF_RANGE),
+        ("block commit_round 2^31 + 1", _with_item(block, 5, _head(0, MAX_ROUND + 1)), b_t,
+         fail.OUT_OF_RANGE),
+        ("uncertified block with commit_round 1", _with_item(uncertified, 5, _head(0, 1)),
+         b_t, fail.OUT_OF_RANGE),
+        ("block commit_round as text", _with_item(block, 5, _text("1")), b_t, fail.BAD_TYPE),
         ("sync request from height 0", _with_item(short_sync, 2, _head(0, 0)), s_t,
          fail.OUT_OF_RANGE),
         ("sync request to_height below from_height",
