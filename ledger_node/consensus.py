@@ -9,7 +9,10 @@ consensus" (Buchman, Kwon, Milosevic 2018), the reference of CometBFT's consensu
 Sans-I/O and deterministic like ``core.py``: no clock, randomness or I/O; the adapter
 carries out the outputs of one call in order (PersistSigned before the Broadcast it
 covers) before making the next call.  Message bookkeeping lives in
-``consensus_votes.py``; this module is the paper's rules, one method per upon-rule.
+``consensus_votes.py``, types in ``consensus_types.py``; this module is the paper's
+rules, one method per upon-rule.  It is longer than our other modules on purpose: the
+rules read against each other (which step, which round, which lock), so they stay in
+one class, in the paper's order.
 
 Numbering: rounds count from 1 (the paper's round 0 is our round 1) and "no round"
 (the paper's -1, for lockedRound, validRound and a proposal's validRound) is 0.
