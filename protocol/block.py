@@ -2,10 +2,13 @@
 
 The block hash is SHA-256 of the canonical header encoding.  The header commits to
 the transactions (``tx_root``, an RFC 6962 Merkle root of their ids), to the body's
-verdicts and rewards (``body_hash``) and to the post-state (``state_root``).  The
-certificate is a list of ledger-node signatures of kind COMMIT over the block hash:
-one suffices with a single ledger node; with consensus it is > 2/3 of the validators,
-in the same format.
+verdicts, rewards and device registrations (``body_hash``) and to the post-state
+(``state_root``).  The certificate is a list of ledger-node signatures of kind COMMIT
+over the block hash: one suffices with a single ledger node; with consensus it is
+> 2/3 of the validators, in the same format.
+
+``registrations`` (signed DeviceHellos of devices the block registers) came after the
+certificate was defined, so it is the last field: the first five keep their positions.
 """
 
 from collections.abc import Sequence
@@ -14,11 +17,13 @@ from typing import Any, ClassVar, Self
 
 from micromine.protocol import cbor
 from micromine.protocol.crypto import sha256
+from micromine.protocol.device import DeviceHello
 from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.fields import array, check_bytes, check_chain_id, check_tuple, check_uint
 from micromine.protocol.kinds import Kind
 from micromine.protocol.limits import (
     HASH_LEN,
+    MAX_BLOCK_REGISTRATIONS,
     MAX_BLOCK_REWARDS,
     MAX_BLOCK_TXS,
     MAX_BLOCK_VERDICTS,
@@ -115,8 +120,15 @@ def compute_tx_root(txs: Sequence[Transaction]) -> bytes:
     return merkle_root([tx.id for tx in txs])
 
 
-def compute_body_hash(verdicts: Sequence[Verdict], rewards: Sequence[Reward]) -> bytes:
-    body = [[v.to_wire() for v in verdicts], [r.to_wire() for r in rewards]]
+def compute_body_hash(
+    verdicts: Sequence[Verdict], rewards: Sequence[Reward], registrations: Sequence[DeviceHello]
+) -> bytes:
+    """SHA-256 of ``[[verdict...], [reward...], [registration...]]``, canonical CBOR."""
+    body = [
+        [v.to_wire() for v in verdicts],
+        [r.to_wire() for r in rewards],
+        [h.to_wire() for h in registrations],
+    ]
     return sha256(cbor.encode(body))
 
 
@@ -128,6 +140,7 @@ class Block:
     verdicts: tuple[Verdict, ...]  # the signed verdicts that justify ``txs``
     rewards: tuple[Reward, ...]
     certificate: tuple[CommitSignature, ...]
+    registrations: tuple[DeviceHello, ...] = ()  # devices this block registers
 
     def __post_init__(self) -> None:
         if type(self.header) is not BlockHeader:
@@ -136,11 +149,13 @@ class Block:
         check_tuple("verdicts", self.verdicts, 0, MAX_BLOCK_VERDICTS)
         check_tuple("rewards", self.rewards, 0, MAX_BLOCK_REWARDS)
         check_tuple("certificate", self.certificate, 0, MAX_CERTIFICATE_SIGNATURES)
+        check_tuple("registrations", self.registrations, 0, MAX_BLOCK_REGISTRATIONS)
         for name, items, kind in (
             ("txs", self.txs, Transaction),
             ("verdicts", self.verdicts, Verdict),
             ("rewards", self.rewards, Reward),
             ("certificate", self.certificate, CommitSignature),
+            ("registrations", self.registrations, DeviceHello),
         ):
             if any(type(item) is not kind for item in items):
                 raise DecodeError(DecodeFailure.BAD_TYPE, f"{name} must hold {kind.__name__}")
@@ -161,15 +176,18 @@ class Block:
             [v.to_wire() for v in self.verdicts],
             [r.to_wire() for r in self.rewards],
             [c.to_wire() for c in self.certificate],
+            [h.to_wire() for h in self.registrations],
         ]
 
     @classmethod
     def from_wire(cls, items: Sequence[Any]) -> Self:
-        expect_tag(items, cls.KIND, 6)
+        expect_tag(items, cls.KIND, 7)
+        hellos = array("registrations", items[6])
         return cls(
             BlockHeader.from_wire(array("header", items[1])),
             tuple(Transaction.from_wire(array("tx", t)) for t in array("txs", items[2])),
             tuple(Verdict.from_wire(array("verdict", v)) for v in array("verdicts", items[3])),
             tuple(Reward.from_wire(r) for r in array("rewards", items[4])),
             tuple(CommitSignature.from_wire(c) for c in array("certificate", items[5])),
+            tuple(DeviceHello.from_wire(array("registration", h)) for h in hellos),
         )
