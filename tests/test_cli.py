@@ -42,11 +42,14 @@ def test_keys_and_genesis(tmp_path: Path) -> None:
     out = tmp_path / "genesis.json"
     funded = "ab" * 32
     made = micromine("genesis", "--out", str(out), "--chain", "mychain", "--ledger-key",
-                     str(key), "--fund", f"{funded}=1000", "--k", "3", "--q", "2")  # fmt: skip
+                     str(key), "--fund", f"{funded}=1000", "--k", "3", "--q", "2",
+                     "--device", "cd" * 32, "--assignment-window", "16")  # fmt: skip
     assert made.returncode == 0, made.stderr
     genesis = Genesis.load(out)
     assert genesis.ledger_nodes == (bytes.fromhex(public),)
     assert genesis.balances == ((bytes.fromhex(funded), 1000),)
+    assert genesis.devices == (bytes.fromhex("cd" * 32),)
+    assert genesis.params.assignment_window == 16
     bad = micromine("genesis", "--out", str(tmp_path / "g2.json"), "--ledger-key", str(key),
                     "--k", "2", "--q", "3")  # fmt: skip
     assert bad.returncode == 2 and "q <= k" in bad.stderr
