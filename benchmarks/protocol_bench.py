@@ -17,6 +17,7 @@ from typing import Any
 
 from micromine.ledger_node.blocks import ChainTip, build_block
 from micromine.ledger_node.genesis import ChainParams
+from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import Account
 from micromine.protocol.codec import decode, encode, is_signature_valid, sign
 from micromine.protocol.crypto import KeyPair, sha256
@@ -52,19 +53,21 @@ def main() -> None:
     ]
     tx_bytes = encode(txs[0])
     submission = encode(Submission("bench", bytes(16), tuple(encode(t) for t in txs)))
-    batch = sign(WorkBatch("bench", node.public, 1, now, tuple(txs)), node)
+    batch = sign(WorkBatch("bench", node.public, 1, now, tuple(txs), 0), node)
     batch_bytes = encode(batch)
-    verdict = sign(
-        Verdict("bench", batch.id, keys[0].public, tuple(Judgement(t.id, 0) for t in txs)), keys[0]
-    )
+    judgements = tuple(Judgement(t.id, 0) for t in txs)
+    devices = keys[:2]  # registered at genesis; with k = 3 both are entitled
+    verdicts = [sign(Verdict("bench", batch.id, d.public, judgements, 0), d) for d in devices]
     accounts = {k.public: Account(10**9, 0) for k in keys}
-    justification = {t.id: [verdict, verdict] for t in txs}
+    registry = DeviceRegistry({d.public: 0 for d in devices}, 0)
+    justification = {t.id: verdicts for t in txs}
     params = ChainParams()
 
     def block() -> None:
         build_block(
             tip=ChainTip(0, bytes(32), now), chain_id="bench", timestamp_ms=now, proposer=node,
-            accounts=accounts, candidates=txs, justification=justification, params=params,
+            accounts=accounts, registry=registry, candidates=txs, justification=justification,
+            params=params,
         )  # fmt: skip
 
     figures = {

@@ -212,7 +212,10 @@ class AgentCore:
         stats.valid += valid
         stats.invalid += len(judgements) - valid
         stats.late_batches += late
-        verdict = codec.sign(Verdict(self.chain_id, batch_id, self.device, judgements), self._key)
+        # registry_height is copied unchanged: it names the registry the ledger nodes use
+        # to check that this device was entitled to judge the batch.
+        verdict = Verdict(self.chain_id, batch_id, self.device, judgements, batch.registry_height)
+        verdict = codec.sign(verdict, self._key)
         return [
             Publish.on(Channel.VERDICTS, self._verdict_topic, codec.encode(verdict)),
             Judged(batch_id, batch.issuer, len(judgements), valid, late),

@@ -5,6 +5,14 @@ shared among the devices whose signed "valid" verdicts in the block justify them
 proportion to how many of the block's transactions each one judged.  Integer shares
 round down; the remainder goes to the device with the most judgements (lowest key on a
 tie), so exactly ``pool`` is paid and every node computes the same split.
+
+Only verdicts that may justify a transaction at the block's height count
+(``is_justifying``: the device was entitled to judge the batch, against a registry at
+most ``assignment_window`` blocks old).  A candidate left with fewer than q of them is
+not proposed: it comes back as ``stale`` for the ledger to dispatch again.
+
+A block also registers devices: the signed DeviceHellos of devices not yet registered,
+in key order, at most MAX_BLOCK_REGISTRATIONS.
 """
 
 from collections import Counter, defaultdict
@@ -12,14 +20,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from micromine.ledger_node.genesis import ChainParams
+from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
     Account,
     StateView,
+    compute_accounts_root,
     compute_state_root,
     merged,
     process_rewards,
     process_transaction,
 )
+from micromine.protocol.assignment import is_registry_height_in_window
 from micromine.protocol.block import (
     Block,
     BlockHeader,
@@ -30,7 +41,9 @@ from micromine.protocol.block import (
 )
 from micromine.protocol.codec import sign_commit
 from micromine.protocol.crypto import KeyPair
+from micromine.protocol.device import DeviceHello
 from micromine.protocol.kinds import Reason
+from micromine.protocol.limits import MAX_BLOCK_REGISTRATIONS
 from micromine.protocol.messages import Transaction, Verdict
 
 SEAL_ROUND = 1  # the round of a block sealed by its proposer alone (seal=True)
@@ -53,6 +66,28 @@ class BuiltBlock:
     changes: dict[bytes, Account]  # accounts the block changed, post-state
     rejected: tuple[tuple[Transaction, Reason], ...]  # failed the stateful rules
     deferred: tuple[Transaction, ...]  # wait for an earlier nonce of the same sender
+    stale: tuple[Transaction, ...]  # fewer than q verdicts still justify it: judge again
+
+
+def is_justifying(
+    verdict: Verdict, height: int, registry: DeviceRegistry, params: ChainParams
+) -> bool:
+    """May ``verdict`` justify a transaction in a block at ``height``?  Its registry is
+    within the window below the block, and its device is entitled to judge its batch
+    against that registry (the two verdict rules of verify.apply_block)."""
+    return is_registry_height_in_window(
+        verdict.registry_height, height, params.assignment_window
+    ) and verdict.device in registry.entitled(verdict.batch_id, verdict.registry_height, params.k)
+
+
+def select_registrations(
+    hellos: Sequence[DeviceHello], registry: DeviceRegistry
+) -> tuple[DeviceHello, ...]:
+    """What a block registers: one hello per device not yet registered, in key order,
+    at most MAX_BLOCK_REGISTRATIONS."""
+    by_device = {hello.device: hello for hello in hellos if hello.device not in registry}
+    chosen = sorted(by_device)[:MAX_BLOCK_REGISTRATIONS]
+    return tuple(by_device[device] for device in chosen)
 
 
 def compute_rewards(pool: int, judged: Mapping[bytes, int]) -> tuple[Reward, ...]:
@@ -99,22 +134,33 @@ def build_block(
     timestamp_ms: int,
     proposer: KeyPair,
     accounts: Mapping[bytes, Account],
+    registry: DeviceRegistry,
     candidates: Sequence[Transaction],
     justification: Mapping[bytes, Sequence[Verdict]],
+    hellos: Sequence[DeviceHello] = (),
     params: ChainParams,
     seal: bool = True,
 ) -> BuiltBlock:
     """Apply ``candidates`` in order over ``accounts`` and seal the result.
 
-    ``justification[tx.id]`` holds the verdicts that voted the transaction valid; every
-    candidate must have at least ``params.q`` of them (the tally guarantees it).
+    ``justification[tx.id]`` holds the verdicts that voted the transaction valid (the
+    tally gives at least ``params.q``); those that can no longer justify it at this
+    height are left out, and a candidate left with fewer than q is ``stale``.
+    ``hellos`` are verified DeviceHellos of devices that want to be registered.
     """
     timestamp_ms = max(timestamp_ms, tip.timestamp_ms + 1)
+    height = tip.height + 1
+    usable = {
+        tx.id: [v for v in justification[tx.id] if is_justifying(v, height, registry, params)]
+        for tx in candidates
+    }
+    stale = tuple(tx for tx in candidates if len(usable[tx.id]) < params.q)
+    stale_ids = {tx.id for tx in stale}
     view = StateView(accounts)
     included: list[Transaction] = []
     rejected: list[tuple[Transaction, Reason]] = []
     deferred: list[Transaction] = []
-    for tx in order_candidates(candidates):
+    for tx in order_candidates([tx for tx in candidates if tx.id not in stale_ids]):
         if len(included) >= params.max_block_txs:
             deferred.append(tx)
             continue
@@ -128,7 +174,7 @@ def build_block(
 
     verdicts: dict[bytes, Verdict] = {}
     for tx in included:
-        for verdict in justification[tx.id][: params.q]:
+        for verdict in usable[tx.id][: params.q]:
             verdicts[verdict.id] = verdict
     ordered_verdicts = tuple(verdicts[key] for key in sorted(verdicts))
     # Rewards follow from the block's own contents, so every node can recompute them.
@@ -136,14 +182,18 @@ def build_block(
     pool = params.block_reward + sum(tx.fee for tx in included)
     rewards = compute_rewards(pool, judged)
     process_rewards(view, rewards)
+    registrations = select_registrations(hellos, registry)
+    registry_root = registry.root_after((hello.device for hello in registrations), height)
 
     header = BlockHeader(
         chain_id=chain_id,
-        height=tip.height + 1,
+        height=height,
         prev_hash=tip.hash,
         tx_root=compute_tx_root(included),
-        body_hash=compute_body_hash(ordered_verdicts, rewards),
-        state_root=compute_state_root(merged(accounts, view.changes)),
+        body_hash=compute_body_hash(ordered_verdicts, rewards, registrations),
+        state_root=compute_state_root(
+            compute_accounts_root(merged(accounts, view.changes)), registry_root
+        ),
         timestamp_ms=timestamp_ms,
         proposer=proposer.public,
     )
@@ -162,5 +212,6 @@ def build_block(
         rewards=rewards,
         commit_round=commit_round,
         certificate=certificate,
+        registrations=registrations,
     )
-    return BuiltBlock(block, view.changes, tuple(rejected), tuple(deferred))
+    return BuiltBlock(block, view.changes, tuple(rejected), tuple(deferred), stale)

@@ -13,9 +13,16 @@ simulation replays exactly.  Transaction lifecycle:
         --q valid--> accepted --block--> committed
         --q invalid / timeout--> rejected (and the sender's later nonces: NONCE_GAP)
 
-A batch is given to k distinct available devices at once.  When a device misses the
-batch deadline, or when every asked device has answered without q agreeing, the
-still-undecided transactions go, as a new batch, to one device not yet asked.
+A batch is given to k distinct available devices among those the chain entitles to
+judge it (dispatch.py, registry.py).  When a device misses the batch deadline, or when
+every asked device has answered without q agreeing, the still-undecided transactions
+go, as a new batch, to one entitled device not yet asked.
+
+Devices: a signed hello makes a device known (devices.py) and, until a block registers
+it, a pending registration that the next proposer includes; only registered devices
+get work.  A verdict counts only from a device entitled to judge its batch, against a
+registry at most ``assignment_window`` blocks old; an accepted transaction whose
+verdicts fall out of that window is judged again.
 
 Every ledger node admits every submission and tallies every verdict; only a
 transaction's owner (peers.py) dispatches it and answers its submitter.  Blocks are
@@ -24,24 +31,26 @@ agreed by the validators through replica.py (consensus); this module commits the
 
 import random
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from micromine.ledger_node.actions import Action, CommitBlock, Dropped, ForgetPending, StorePending
 from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.consensus import SignedState
-from micromine.ledger_node.devices import DeviceRegistry
+from micromine.ledger_node.devices import LiveDevices
 from micromine.ledger_node.dispatch import Dispatcher
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import Mempool, PendingTx
 from micromine.ledger_node.peers import PeerTracker
 from micromine.ledger_node.receipts import ReceiptBook
+from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.render import block_to_json
 from micromine.ledger_node.replica import Replica
 from micromine.ledger_node.state import Account
 from micromine.ledger_node.tally import TxVotes, agreement, compute_outcome, record_vote
 from micromine.protocol import topics
+from micromine.protocol.assignment import is_registry_height_in_window
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode, is_signature_valid
 from micromine.protocol.crypto import KeyPair, sha256
@@ -57,6 +66,9 @@ DeviceMessage = TypeVar("DeviceMessage", DeviceHello, Heartbeat, DeviceStatus)
 RECENT_COMMITTED = 100_000  # committed tx ids remembered, for idempotent resubmission
 PEER_TIMEOUT_MS = 5000  # a validator unheard for this long loses its share of the work
 OWNERSHIP_SCAN_MS = 1000  # how often to pick up transactions a silent peer owned
+MAX_PENDING_REGISTRATIONS = 4096  # hellos of unregistered devices held for a block
+MAX_EARLY_VERDICTS = 4096  # verdicts ranked against a registry we have not reached yet
+EARLY_HEIGHTS = 4  # how far ahead of our tip such a registry may be
 
 
 @dataclass(slots=True)
@@ -81,9 +93,12 @@ class LedgerCore:
         accounts: dict[bytes, Account],
         tip: ChainTip,
         pending: Iterable[PendingTx] = (),
+        registered: Mapping[bytes, int] | None = None,
         last_signed: SignedState | None = None,
         now_ms: int = 0,
     ) -> None:
+        """``registered``: the device registry as of ``tip`` (device -> the height that
+        registered it); None means the genesis devices, for a chain at height 0."""
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.params = genesis.params
@@ -92,12 +107,21 @@ class LedgerCore:
         self.accounts = accounts
         self.tip = tip
         self.mempool = Mempool(self.chain_id, self.params)
-        self.devices = DeviceRegistry(self.params.device_timeout_ms)
+        self.devices = LiveDevices(self.params.device_timeout_ms)
+        if registered is None:
+            registered = dict.fromkeys(genesis.devices, 0)
+        self.registry = DeviceRegistry(registered, tip.height)
+        self.hellos: dict[bytes, DeviceHello] = {}  # pending registrations, by device
         self.votes: OrderedDict[bytes, TxVotes] = OrderedDict()  # undecided, admission order
         self.accepted: dict[bytes, TxVotes] = {}  # decided valid, waiting for a block
         self.dispatcher = Dispatcher(
-            chain_id=self.chain_id, key=key, params=self.params, devices=self.devices, rng=rng
+            chain_id=self.chain_id,
+            key=key,
+            params=self.params,
+            devices=self.devices,
+            registry=self.registry,
         )
+        self._early: list[Verdict] = []  # see _hold_early
         self.recent_committed: OrderedDict[bytes, int] = OrderedDict()
         self.stats = CoreStats()
         self.peers = PeerTracker(genesis.ledger_nodes, key.public, PEER_TIMEOUT_MS, now_ms)
@@ -213,9 +237,22 @@ class LedgerCore:
     # ---- devices ------------------------------------------------------------------
 
     def _on_hello(self, key: bytes | None, payload: bytes, now_ms: int, out: list[Action]) -> None:
+        if not payload:  # a cleared retained message
+            return
         hello = self._decode_device_message(key, payload, DeviceHello, "hello", out)
-        if hello is not None:
-            self.devices.on_hello(hello, now_ms)
+        if hello is None:
+            return
+        self.devices.on_hello(hello, now_ms)
+        # [IGNORE] Registered already (by the chain; the latest hello of a device waiting
+        # for registration replaces its earlier one).
+        if hello.device in self.registry:
+            return
+        # [IGNORE] Too many registrations pending: the device says hello again on its
+        # next connect, and its retained hello reaches any node that starts.
+        if hello.device not in self.hellos and len(self.hellos) >= MAX_PENDING_REGISTRATIONS:
+            self._drop(out, "hello", "registrations_full", hello.device.hex()[:16])
+            return
+        self.hellos[hello.device] = hello
 
     def _on_heartbeat(
         self, key: bytes | None, payload: bytes, now_ms: int, out: list[Action]
@@ -272,16 +309,26 @@ class LedgerCore:
         if verdict.chain_id != self.chain_id or verdict.device != key:
             self._drop(out, "verdict", "topic_mismatch", verdict.device.hex()[:16])
             return
+        self._take_verdict(verdict, out)
+
+    def _take_verdict(self, verdict: Verdict, out: list[Action]) -> None:
         record = self.dispatcher.batches.get(verdict.batch_id)
         if record is None:  # another node's batch (or one from before a restart)
             self._count_foreign_verdict(verdict, out)
             return
-        # [REJECT] The device was given this batch.
-        if verdict.device not in record.entitled:
+        # [REJECT] The device was given this batch (so it is entitled to judge it).
+        if verdict.device not in record.given:
             self._drop(out, "verdict", "not_entitled", verdict.device.hex()[:16])
             return
         # [IGNORE] The device already answered this batch.
         if verdict.device in record.answered:
+            return
+        # [REJECT] It names the batch's registry.
+        if verdict.registry_height != record.batch.registry_height:
+            self._drop(out, "verdict", "registry_mismatch", verdict.device.hex()[:16])
+            return
+        # [REJECT] It can still justify a transaction in our next block.
+        if not self._is_entitled(verdict, out):
             return
         # [REJECT] The judgements name the batch's transactions, in order.
         if tuple(j.tx_id for j in verdict.judgements) != record.tx_ids:
@@ -299,6 +346,7 @@ class LedgerCore:
                 continue  # decided already
             if was_waiting:
                 votes.outstanding -= 1
+            self._forget_stale_verdicts(votes)  # so that the device's new vote counts
             record_vote(votes, verdict, judgement.reason)
             if not self._decide(judgement.tx_id, votes) and votes.outstanding <= 0:
                 self.dispatcher.retry.append(judgement.tx_id)  # all answered, no quorum
@@ -306,10 +354,21 @@ class LedgerCore:
 
     def _count_foreign_verdict(self, verdict: Verdict, out: list[Action]) -> None:
         """Tally a verdict on a batch another ledger node issued, so that every node
-        learns which transactions are accepted.  Which devices may judge which batch is
-        not yet checked here (see docs/CONSENSUS.md, "device assignment")."""
+        learns which transactions are accepted.  We never saw the batch, but the device's
+        entitlement follows from the batch id and the registry alone, as in a block."""
         # [IGNORE] Nothing in it is still undecided here.
         if not any(j.tx_id in self.votes for j in verdict.judgements):
+            return
+        # [IGNORE] Its registry is above our tip: held (once its signature verified, so
+        # that forgeries cannot fill the buffer) until we commit up to it.
+        if verdict.registry_height > self.tip.height:
+            if is_signature_valid(verdict):
+                self._hold_early(verdict, out)
+            else:
+                self._drop(out, "verdict", "bad_signature", verdict.device.hex()[:16])
+            return
+        # [REJECT] The device is entitled to judge the batch, within the window.
+        if not self._is_entitled(verdict, out):
             return
         # [REJECT] The device signed it.
         if not is_signature_valid(verdict):
@@ -319,8 +378,47 @@ class LedgerCore:
         for judgement in verdict.judgements:
             votes = self.votes.get(judgement.tx_id)
             if votes is not None:
+                self._forget_stale_verdicts(votes)
                 record_vote(votes, verdict, judgement.reason)
                 self._decide(judgement.tx_id, votes)
+
+    def _is_entitled(self, verdict: Verdict, out: list[Action]) -> bool:
+        """The verdict's rules of a block (verify.apply_block), for our next block; a
+        counted drop when broken.  Its registry must not be above our tip."""
+        who = verdict.device.hex()[:16]
+        # [REJECT] Its registry is at most assignment_window blocks below our next block.
+        if not self._in_window(verdict):
+            self._drop(out, "verdict", "stale_registry", f"{who} at {verdict.registry_height}")
+            return False
+        # [REJECT] Registered then, and among the first 2k of the batch's ranking.
+        entitled = self.registry.entitled(verdict.batch_id, verdict.registry_height, self.params.k)
+        if verdict.device not in entitled:
+            self._drop(out, "verdict", "not_entitled", who)
+            return False
+        return True
+
+    def _in_window(self, verdict: Verdict) -> bool:
+        return is_registry_height_in_window(
+            verdict.registry_height, self.tip.height + 1, self.params.assignment_window
+        )
+
+    def _hold_early(self, verdict: Verdict, out: list[Action]) -> None:
+        """Another node committed a block we have not yet, and dispatched against it:
+        keep the verdict (bounded) and take it again once we reach that height."""
+        if verdict.registry_height > self.tip.height + EARLY_HEIGHTS:
+            self._drop(out, "verdict", "future_registry", verdict.device.hex()[:16])
+            return
+        if len(self._early) >= MAX_EARLY_VERDICTS:
+            self._drop(out, "verdict", "early_full", verdict.device.hex()[:16])
+            return
+        self._early.append(verdict)
+
+    def _take_early_verdicts(self, out: list[Action]) -> None:
+        ready = [v for v in self._early if v.registry_height <= self.tip.height]
+        if ready:
+            self._early = [v for v in self._early if v.registry_height > self.tip.height]
+            for verdict in ready:
+                self._take_verdict(verdict, out)
 
     def _decide(self, tx_id: bytes, votes: TxVotes) -> bool:
         outcome = compute_outcome(votes, self.params.q)
@@ -339,6 +437,24 @@ class LedgerCore:
         else:
             self.reject_pending(tx_id, outcome.reason)
         return True
+
+    def _forget_stale_verdicts(self, votes: TxVotes) -> None:
+        """Valid votes whose registry is out of the window cannot justify the
+        transaction any more; the device may vote again on a fresh batch."""
+        if any(not self._in_window(v) for v in votes.valid.values()):
+            votes.valid = {d: v for d, v in votes.valid.items() if self._in_window(v)}
+
+    def judge_again(self, tx_id: bytes) -> None:
+        """An accepted transaction without q verdicts that can still justify it goes back
+        to the devices (a new batch, a new ranking), if it is ours to dispatch."""
+        votes = self.accepted.pop(tx_id, None)
+        if votes is None:
+            return
+        self._forget_stale_verdicts(votes)
+        votes.outstanding = 0
+        self.votes[tx_id] = votes  # at the end: it expires a little later than its peers
+        if self.peers.mine(tx_id, self._now):
+            self.dispatcher.fresh.append(tx_id)
 
     def reject_pending(self, tx_id: bytes, reason: Reason) -> None:
         """Reject an admitted transaction, and the sender's later ones with NONCE_GAP."""
@@ -373,6 +489,10 @@ class LedgerCore:
         actions.append(CommitBlock(block, changes))
         self.accounts.update(changes)
         self.tip = ChainTip(block.height, block.hash, block.header.timestamp_ms)
+        registered = [hello.device for hello in block.registrations]
+        self.registry.process_block(block.height, registered)
+        for device in registered:
+            self.hellos.pop(device, None)
         for tx in block.txs:
             tx_id = tx.id
             self.accepted.pop(tx_id, None)
@@ -388,6 +508,12 @@ class LedgerCore:
         # Transactions of ours that the block made impossible (nonce now used) go too.
         for tx_id in [i for i, v in self.accepted.items() if self._spent_nonce(v.tx)]:
             self.reject_pending(tx_id, Reason.BAD_NONCE)
+        # Verdicts that fell out of the window: their transactions are judged again.
+        for tx_id, votes in list(self.accepted.items()):
+            self._forget_stale_verdicts(votes)
+            if len(votes.valid) < self.params.q:
+                self.judge_again(tx_id)
+        self._take_early_verdicts(actions)
         self.stats.blocks += 1
         self.stats.committed += len(block.txs)
         if block.header.proposer == self.key.public:  # one publisher per block

@@ -30,8 +30,10 @@ class DeviceRecord:
     disagreed: int = 0
 
 
-class DeviceRegistry:
-    """Open enrollment: any device that says hello is known (trust comes later)."""
+class LiveDevices:
+    """Every device heard from, and whether it is live.  Hearing a device does not make
+    it eligible for work: only devices the chain registered are (registry.py), and the
+    dispatcher asks both."""
 
     def __init__(self, device_timeout_ms: int) -> None:
         self.device_timeout_ms = device_timeout_ms

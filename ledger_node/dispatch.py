@@ -1,25 +1,36 @@
 """Handing transactions to devices, and taking them back when a device goes quiet.
 
+Who may judge a batch is not the issuer's choice: it is the first 2k devices of the
+batch's rendezvous ranking over the chain's device registry as of the batch's
+``registry_height`` (our tip; protocol/assignment.py, registry.py), and every ledger node
+checks it.  So only registered devices ever get work.  The issuer picks among them:
+
+* a fresh batch goes to the first k entitled devices that are available (live, not
+  stalled, with room: devices.py); if fewer than q are, the batch is made again with the
+  next seq (a new id, so a new ranking), up to ASSIGN_TRIES times, and otherwise its
+  transactions wait for a later tick;
+* a retry batch goes to the first entitled device, available, that was not yet asked
+  about any of its transactions, with the same re-issue rule.
+
 Batch lifecycle, per (batch, device) assignment:
 
     sent --verdict--> answered
     sent --deadline passes--> missed: the batch's undecided transactions are queued
                               for one more device that has not judged them yet
 
-A fresh batch goes to k distinct available devices at once (at least q, or it waits).
-A retry batch goes to one device not yet asked about any of its transactions.  Late
-verdicts from a device that missed its deadline still count while the batch is known.
-Device choice uses the rng given by the core, so a seeded simulation replays exactly.
+Late verdicts from a device that missed its deadline still count while the batch is
+known.  The choice is a function of the batch id and the registry, so a seeded
+simulation replays exactly.
 """
 
-import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from micromine.ledger_node.actions import Action
-from micromine.ledger_node.devices import DeviceRegistry
+from micromine.ledger_node.devices import DeviceRecord, LiveDevices
 from micromine.ledger_node.genesis import ChainParams
+from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.tally import TxVotes
 from micromine.protocol import topics
 from micromine.protocol.codec import encode, sign
@@ -28,6 +39,7 @@ from micromine.protocol.messages import WorkBatch
 from micromine.protocol.topics import Channel, Publish
 
 BATCH_LINGER_MS = 50  # wait this long for a fuller batch before dispatching a small one
+ASSIGN_TRIES = 8  # batch ids (seqs) tried before waiting for more devices
 
 
 @dataclass(slots=True)
@@ -35,7 +47,7 @@ class BatchRecord:
     batch: WorkBatch
     tx_ids: tuple[bytes, ...]
     waiting: dict[bytes, int] = field(default_factory=dict)  # device -> deadline_ms
-    entitled: set[bytes] = field(default_factory=set)  # devices ever given this batch
+    given: set[bytes] = field(default_factory=set)  # devices given this batch (all entitled)
     answered: set[bytes] = field(default_factory=set)
 
 
@@ -49,19 +61,20 @@ class Dispatcher:
         chain_id: str,
         key: KeyPair,
         params: ChainParams,
-        devices: DeviceRegistry,
-        rng: random.Random,
+        devices: LiveDevices,
+        registry: DeviceRegistry,
     ) -> None:
         self.chain_id = chain_id
         self.key = key
         self.params = params
         self.devices = devices
-        self.rng = rng
+        self.registry = registry
         self.batches: dict[bytes, BatchRecord] = {}
         self.fresh: deque[bytes] = deque()  # pending, never dispatched
         self.retry: deque[bytes] = deque()  # undecided, needing one more device
         self.batches_sent = 0
         self.redispatched = 0
+        self.reissued = 0  # batch ids given up on: too few of their entitled devices live
         self._seq = 0
 
     def take_over(self, votes: Mapping[bytes, TxVotes], is_mine: Callable[[bytes], bool]) -> None:
@@ -117,15 +130,20 @@ class Dispatcher:
             lingering = now_ms - oldest.admitted_ms < BATCH_LINGER_MS
             if lingering and len(self.fresh) < self.params.batch_size:
                 return
-            available = self.devices.available(now_ms)
-            wanted = min(self.params.k, len(available))
-            if wanted < self.params.q:
-                return  # not enough devices to ever reach quorum; keep waiting
-            chosen = self.rng.sample(available, wanted)
-            size = min(self.params.batch_size, *(device.capacity for device in chosen))
+            available = self._available(now_ms, set())
+            if len(available) < self.params.q:
+                return  # not enough registered devices to ever reach quorum; keep waiting
+            # At most the k-th largest capacity, so that k devices (if live) can take it.
+            capacities = sorted((d.capacity for d in available.values()), reverse=True)
+            size = min(self.params.batch_size, capacities[min(self.params.k, len(capacities)) - 1])
             tx_ids = self._take(votes, size)
-            if tx_ids:
-                self._send(votes, tx_ids, [device.key for device in chosen], now_ms, actions)
+            if not tx_ids:
+                continue
+            assigned = self._assign(votes, tx_ids, available, self.params.k, now_ms)
+            if len(assigned[1]) < self.params.q:
+                self.fresh.extendleft(reversed(tx_ids))  # back in front, in order
+                return
+            self._send(votes, tx_ids, *assigned, actions)
 
     def _dispatch_retries(
         self, votes: Mapping[bytes, TxVotes], now_ms: int, actions: list[Action]
@@ -135,15 +153,55 @@ class Dispatcher:
         while queued:
             group = queued[: self.params.batch_size]
             asked = set().union(*(votes[tx_id].asked for tx_id in group))
-            candidates = [d for d in self.devices.available(now_ms) if d.key not in asked]
-            if not candidates:
+            available = self._available(now_ms, asked)
+            if not available:
                 self.retry.extend(queued)  # try again on a later tick
                 return
-            device = self.rng.choice(candidates)
-            group = group[: device.capacity]
+            group = group[: max(device.capacity for device in available.values())]
+            assigned = self._assign(votes, group, available, 1, now_ms)
+            if not assigned[1]:
+                self.retry.extend(queued)
+                return
             del queued[: len(group)]
-            self._send(votes, group, [device.key], now_ms, actions)
+            self._send(votes, group, *assigned, actions)
             self.redispatched += 1
+
+    def _available(self, now_ms: int, exclude: set[bytes]) -> dict[bytes, DeviceRecord]:
+        """Live devices with room, registered, and not in ``exclude``."""
+        return {
+            device.key: device
+            for device in self.devices.available(now_ms)
+            if device.key in self.registry and device.key not in exclude
+        }
+
+    def _assign(
+        self,
+        votes: Mapping[bytes, TxVotes],
+        tx_ids: list[bytes],
+        available: Mapping[bytes, DeviceRecord],
+        wanted: int,
+        now_ms: int,
+    ) -> tuple[WorkBatch, list[bytes]]:
+        """An unsigned batch of ``tx_ids`` and the first ``wanted`` of its entitled
+        devices that are ``available`` and can take it.  While fewer than q (or than
+        ``wanted``, if less) can, try the next seq: a new id, a new ranking."""
+        txs = tuple(votes[tx_id].tx for tx_id in tx_ids)
+        deadline = now_ms + self.params.batch_timeout_ms
+        height, k = self.registry.height, self.params.k
+        needed = min(wanted, self.params.q)
+        chosen: list[bytes] = []
+        for _ in range(ASSIGN_TRIES):
+            self._seq += 1
+            batch = WorkBatch(self.chain_id, self.key.public, self._seq, deadline, txs, height)
+            chosen = [
+                device
+                for device in self.registry.entitled(batch.id, height, k)
+                if device in available and available[device].capacity >= len(txs)
+            ][:wanted]
+            if len(chosen) >= needed:
+                break
+            self.reissued += 1
+        return batch, chosen
 
     def _take(self, votes: Mapping[bytes, TxVotes], size: int) -> list[bytes]:
         taken: list[bytes] = []
@@ -157,20 +215,17 @@ class Dispatcher:
         self,
         votes: Mapping[bytes, TxVotes],
         tx_ids: list[bytes],
+        unsigned: WorkBatch,
         devices: list[bytes],
-        now_ms: int,
         actions: list[Action],
     ) -> None:
-        self._seq += 1
-        deadline = now_ms + self.params.batch_timeout_ms
-        txs = tuple(votes[tx_id].tx for tx_id in tx_ids)
-        batch = sign(WorkBatch(self.chain_id, self.key.public, self._seq, deadline, txs), self.key)
+        batch = sign(unsigned, self.key)
         record = BatchRecord(batch, tuple(tx_ids))
         self.batches[batch.id] = record
         payload = encode(batch)
         for device_key in devices:
-            record.waiting[device_key] = deadline
-            record.entitled.add(device_key)
+            record.waiting[device_key] = batch.deadline_ms
+            record.given.add(device_key)
             self.devices.records[device_key].outstanding += 1
             for tx_id in tx_ids:
                 tx_votes = votes[tx_id]

@@ -1,4 +1,5 @@
-"""The genesis file: the chain's identity, initial balances, ledger nodes and parameters.
+"""The genesis file: the chain's identity, initial balances, ledger nodes, pre-registered
+devices and parameters.
 
 Genesis is JSON on disk (people edit and diff it) and canonical CBOR when hashed: the
 first block's ``prev_hash`` is the genesis hash, so every block is tied to one genesis.
@@ -37,6 +38,9 @@ class ChainParams:
     device_timeout_ms: int = 6000  # no heartbeat for this long: the device is not live
     max_pending: int = 200_000  # whole mempool
     max_pending_per_sender: int = 1024
+    # A verdict justifies a transaction only in a block less than this many heights above
+    # the registry its batch was ranked against (verdict.registry_height).
+    assignment_window: int = 64
 
     def check(self) -> None:
         if not 1 <= self.q <= self.k:
@@ -50,7 +54,8 @@ class ChainParams:
         if not 0 <= self.min_fee <= MAX_FEE:
             raise GenesisError(f"min_fee must be 0..{MAX_FEE}")
         for name in ("block_interval_ms", "batch_timeout_ms", "tx_timeout_ms",
-                     "device_timeout_ms", "max_pending", "max_pending_per_sender"):  # fmt: skip
+                     "device_timeout_ms", "max_pending", "max_pending_per_sender",
+                     "assignment_window"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise GenesisError(f"{name} must be positive")
         if not 0 <= self.block_reward <= MAX_AMOUNT:
@@ -64,6 +69,7 @@ class Genesis:
     ledger_nodes: tuple[bytes, ...]
     balances: tuple[tuple[bytes, int], ...]  # sorted by account
     params: ChainParams = field(default_factory=ChainParams)
+    devices: tuple[bytes, ...] = ()  # registered at height 0, sorted (optional)
 
     def __post_init__(self) -> None:
         try:
@@ -82,13 +88,17 @@ class Genesis:
         for account, amount in self.balances:
             if len(account) != 32 or not 0 <= amount <= MAX_AMOUNT:
                 raise GenesisError(f"bad balance entry for {account.hex()}")
+        if any(len(key) != 32 for key in self.devices):
+            raise GenesisError("device keys are 32-byte Ed25519 public keys")
+        if list(self.devices) != sorted(set(self.devices)):
+            raise GenesisError("devices must be unique keys in sorted order")
         self.params.check()
 
     def to_wire(self) -> list[Any]:
         params = [[name, value] for name, value in sorted(asdict(self.params).items())]
         return [
             "micromine-genesis", self.chain_id, self.timestamp_ms, list(self.ledger_nodes),
-            [[a, b] for a, b in self.balances], params,
+            [[a, b] for a, b in self.balances], params, list(self.devices),
         ]  # fmt: skip
 
     @property
@@ -103,6 +113,7 @@ class Genesis:
             "ledger_nodes": [key.hex() for key in self.ledger_nodes],
             "balances": {account.hex(): amount for account, amount in self.balances},
             "params": asdict(self.params),
+            "devices": [key.hex() for key in self.devices],
         }
         return json.dumps(document, indent=2) + "\n"
 
@@ -125,6 +136,7 @@ class Genesis:
                 ledger_nodes=tuple(bytes.fromhex(k) for k in document["ledger_nodes"]),
                 balances=tuple(sorted((bytes.fromhex(k), int(v)) for k, v in balances.items())),
                 params=params,
+                devices=tuple(sorted(bytes.fromhex(k) for k in document.get("devices", []))),
             )
         except KeyError as exc:
             raise GenesisError(f"missing field {exc}") from None

@@ -21,6 +21,7 @@ def block_to_dict(block: Block) -> dict[str, Any]:
         "txs": [tx.id.hex() for tx in block.txs],
         "verdicts": len(block.verdicts),
         "rewards": {reward.device.hex(): reward.amount for reward in block.rewards},
+        "registrations": [hello.device.hex() for hello in block.registrations],
         "commit_round": block.commit_round,
         "signers": [entry.signer.hex() for entry in block.certificate],
     }

@@ -89,7 +89,9 @@ class Replica:
     # ---- the app the consensus core asks ------------------------------------------
 
     def has_work(self) -> bool:
-        return bool(self.ledger.accepted)
+        """Accepted transactions, or devices waiting to be registered (so an idle chain
+        still registers them, and they can get work)."""
+        return bool(self.ledger.accepted) or bool(self.ledger.hellos)
 
     def propose(self, height: int, round: int, now_ms: int) -> Block | None:
         ledger = self.ledger
@@ -101,14 +103,18 @@ class Replica:
             timestamp_ms=now_ms,
             proposer=ledger.key,
             accounts=ledger.accounts,
+            registry=ledger.registry,
             candidates=[votes.tx for votes in ledger.accepted.values()],
             justification={i: list(v.valid.values()) for i, v in ledger.accepted.items()},
+            hellos=list(ledger.hellos.values()),
             params=ledger.params,
             seal=False,
         )
         for tx, reason in built.rejected:
             ledger.reject_pending(tx.id, reason)
-        if round == 1 and not built.block.txs:
+        for tx in built.stale:
+            ledger.judge_again(tx.id)
+        if round == 1 and not built.block.txs and not built.block.registrations:
             return None  # nothing to propose yet; later rounds may propose an empty block
         self._built[built.block.hash] = built
         self._checked[built.block.hash] = built.changes
@@ -118,7 +124,12 @@ class Replica:
         ledger = self.ledger
         try:
             changes = verify_block(
-                ledger.accounts, ledger.tip, block, ledger.params, self.consensus.validators
+                ledger.accounts,
+                ledger.registry,
+                ledger.tip,
+                block,
+                params=ledger.params,
+                validators=self.consensus.validators,
             )
         except InvalidBlockError as exc:
             ledger.note_drop("consensus", "invalid_block", str(exc))
@@ -268,7 +279,9 @@ class Replica:
         ledger = self.ledger
         changes = self._checked.get(block.hash)
         if changes is None:  # learned with a certificate: the core checked is_valid
-            changes = apply_block(ledger.accounts, ledger.tip, block, ledger.params)
+            changes = apply_block(
+                ledger.accounts, ledger.registry, ledger.tip, block, ledger.params
+            )
         self._built.clear()
         self._checked.clear()
         self._last_sent, self._sent = self._sent, []

@@ -61,6 +61,7 @@ class LedgerService:
             accounts=self.store.accounts(),
             tip=self.store.tip(genesis),
             pending=self.store.pending(),
+            registered=self.store.registry(),
             last_signed=self.store.last_signed(),
             now_ms=now_ms(),
         )
@@ -197,15 +198,19 @@ class LedgerService:
             "tip": core.tip.hash.hex(),
             "mempool": len(core.mempool),
             "devices_live": core.devices.count_live(now) if online else 0,
+            "devices_registered": len(core.registry),
+            "registrations_pending": len(core.hellos),
             "committed": core.stats.committed,
             "rejected": core.stats.rejected,
             "batches_sent": core.dispatcher.batches_sent,
             "redispatched": core.dispatcher.redispatched,
+            "reissued": core.dispatcher.reissued,
             "dropped": dict(core.stats.dropped),
             # each device's agreement with decided outcomes (the tally records it)
             "devices": {
                 key.hex()[:16]: {
                     "live": core.devices.is_live(record, now),
+                    "registered": key in core.registry,
                     "agreed": record.agreed,
                     "disagreed": record.disagreed,
                 }

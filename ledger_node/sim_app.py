@@ -36,7 +36,7 @@ from micromine.protocol.messages import Transaction
 
 CHAIN_ID = "simnet-1"
 GENESIS_HASH = GENESIS_PARENT  # prev_hash of height 1
-EMPTY_BODY_HASH = compute_body_hash((), ())
+EMPTY_BODY_HASH = compute_body_hash((), (), ())
 MAX_SIM_BLOCK_TXS = 16  # a proposal carries at most this many pending transactions
 POOL_SIZE = 400  # transactions a run may acknowledge, in pool order
 STRAY_POOL_SIZE = 16  # signed but never acknowledged: for invalid Byzantine blocks
@@ -158,10 +158,11 @@ def block_problem(
         return "timestamp does not follow the parent's"
     if header.proposer not in validators:
         return "proposer is not a validator"
-    # [REJECT] The header commits to the body: Merkle root of the txs, empty verdicts.
+    # [REJECT] The header commits to the body: Merkle root of the txs, empty otherwise.
     if len(block.txs) > MAX_SIM_BLOCK_TXS:
         return "too many transactions"
-    if block.verdicts or block.rewards or header.body_hash != EMPTY_BODY_HASH:
+    body = (block.verdicts, block.rewards, block.registrations)
+    if any(body) or header.body_hash != EMPTY_BODY_HASH:
         return "body is not empty"
     if header.tx_root != compute_tx_root(block.txs):
         return "tx_root does not match the transactions"

@@ -2,7 +2,14 @@
 
     process_transaction(view, tx, block_time)  -> Reason   (changes ``view`` only if OK)
     process_rewards(view, rewards)
-    compute_state_root(accounts)
+    compute_accounts_root(accounts)            -> Merkle root of the accounts
+    compute_registry_root(registered)          -> Merkle root of the device registry
+    compute_state_root(accounts_root, registry_root)
+
+The chain state is the accounts and the device registry (registry.py: device key ->
+the height of the block that registered it).  The state root commits to both as the
+RFC 6962 inner node over their two roots, so a proof about an account is a Merkle path
+to ``accounts_root`` plus the sibling ``registry_root`` (and the other way round).
 
 A block's transactions are applied to a ``StateView``: an overlay of changed accounts
 over the committed ones, so a rejected block leaves no trace and committing a block
@@ -17,7 +24,7 @@ from micromine.protocol import cbor
 from micromine.protocol.block import Reward
 from micromine.protocol.kinds import Reason
 from micromine.protocol.limits import MAX_UINT
-from micromine.protocol.merkle import merkle_root
+from micromine.protocol.merkle import merkle_root, node_hash
 from micromine.protocol.messages import Transaction
 
 
@@ -86,13 +93,24 @@ def process_rewards(view: StateView, rewards: Iterable[Reward]) -> None:
         view.set(reward.device, Account(account.balance + reward.amount, account.nonce))
 
 
-def compute_state_root(accounts: Mapping[bytes, Account]) -> bytes:
+def compute_accounts_root(accounts: Mapping[bytes, Account]) -> bytes:
     """Merkle root over [address, balance, nonce] leaves in address order."""
     leaves = [
         cbor.encode([address, account.balance, account.nonce])
         for address, account in sorted(accounts.items())
     ]
     return merkle_root(leaves)
+
+
+def compute_registry_root(registered: Mapping[bytes, int]) -> bytes:
+    """Merkle root over [device, registration height] leaves in device order."""
+    leaves = [cbor.encode([device, height]) for device, height in sorted(registered.items())]
+    return merkle_root(leaves)
+
+
+def compute_state_root(accounts_root: bytes, registry_root: bytes) -> bytes:
+    """node_hash(accounts_root, registry_root) = SHA-256(0x01 | accounts_root | registry_root)."""
+    return node_hash(accounts_root, registry_root)
 
 
 def merged(base: Mapping[bytes, Account], changes: Mapping[bytes, Account]) -> dict[bytes, Account]:

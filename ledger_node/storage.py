@@ -1,10 +1,12 @@
-"""SQLite storage for one ledger node: blocks, accounts, and admitted transactions.
+"""SQLite storage for one ledger node: blocks, accounts, the device registry, and
+admitted transactions.
 
-A block, its account changes and the removal of its transactions from ``pending`` are
-one SQLite transaction, so a node killed at any instant restarts at a height whose
-state matches it exactly.  WAL mode with synchronous=NORMAL: a commit survives a
-killed process (the WAL is in the OS's hands); a power cut may lose the last few
-commits, which peers re-supply once there are several ledger nodes.
+A block, its account changes, the devices it registers and the removal of its
+transactions from ``pending`` are one SQLite transaction, so a node killed at any
+instant restarts at a height whose state matches it exactly.  WAL mode with
+synchronous=NORMAL: a commit survives a killed process (the WAL is in the OS's hands);
+a power cut may lose the last few commits, which peers re-supply once there are several
+ledger nodes.
 
 Admitted transactions are stored before their PENDING receipt is sent, so an
 acknowledged transaction survives a crash and is judged again after restart.  What the
@@ -26,7 +28,7 @@ from micromine.protocol.codec import decode, encode
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.messages import Transaction
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the devices table (the chain's device registry)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -44,6 +46,10 @@ CREATE TABLE IF NOT EXISTS accounts (
     address BLOB PRIMARY KEY,
     balance INTEGER NOT NULL,
     nonce INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (
+    device BLOB PRIMARY KEY,
+    height INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS signed (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -90,12 +96,19 @@ class LedgerStore:
                     f"{self.path} belongs to another genesis "
                     f"({bytes(row[0]).hex()[:16]}…, this one is {genesis.hash.hex()[:16]}…)"
                 )
+            schema = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if schema is None or schema[0] != SCHEMA_VERSION:
+                found = None if schema is None else schema[0]
+                raise StorageError(f"{self.path} has schema {found}, not {SCHEMA_VERSION}")
             return
         with self._transaction():
             self.db.execute("INSERT INTO meta VALUES ('genesis_hash', ?)", (genesis.hash,))
             self.db.execute("INSERT INTO meta VALUES ('chain_id', ?)", (genesis.chain_id,))
             self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             self.db.executemany("INSERT INTO accounts VALUES (?, ?, 0)", list(genesis.balances))
+            self.db.executemany(
+                "INSERT INTO devices VALUES (?, 0)", [(device,) for device in genesis.devices]
+            )
             self.db.execute("INSERT INTO meta VALUES ('genesis_time', ?)", (genesis.timestamp_ms,))
 
     @contextmanager
@@ -124,6 +137,11 @@ class LedgerStore:
     def accounts(self) -> dict[bytes, Account]:
         rows = self.db.execute("SELECT address, balance, nonce FROM accounts")
         return {bytes(address): Account(balance, nonce) for address, balance, nonce in rows}
+
+    def registry(self) -> dict[bytes, int]:
+        """The device registry: device key -> the height that registered it."""
+        rows = self.db.execute("SELECT device, height FROM devices")
+        return {bytes(device): height for device, height in rows}
 
     def pending(self) -> list[PendingTx]:
         entries = []
@@ -215,5 +233,9 @@ class LedgerStore:
             self.db.executemany(
                 "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?)",
                 [(a, acct.balance, acct.nonce) for a, acct in changes.items()],
+            )
+            self.db.executemany(
+                "INSERT INTO devices VALUES (?, ?)",
+                [(hello.device, block.height) for hello in block.registrations],
             )
             self.db.executemany("DELETE FROM pending WHERE id = ?", tx_ids)

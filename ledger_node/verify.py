@@ -1,12 +1,20 @@
 """The honest validity rules for a block, as pure functions over the parent state.
 
-    apply_block(accounts, tip, block, params)  -> the accounts the block changes, or raise
-    verify_block(..., validators)              -> apply_block plus the signature checks
+    apply_block(accounts, registry, tip, block, params)  -> the accounts the block
+                                                             changes, or raise
+    verify_block(..., params=, validators=)              -> apply_block plus the
+                                                             signature checks
 
 Every ledger node runs ``verify_block`` on a proposal before prevoting for it, and the
 proposer builds blocks (blocks.build_block) that pass it by construction.  Everything
 here is deterministic: the same parent state and block give the same answer on every
 node, which is what lets n nodes agree on validity.
+
+Transaction signatures are *not* checked here: that is the devices' work.  What a node
+checks instead is who vouched for each transaction: q "valid" verdicts, each signed by
+a device that the chain had registered and that the batch's rendezvous ranking entitled
+to judge it (protocol/assignment.py, registry.py).  So a node verifies one signature
+per verdict (one per device per batch), not one per transaction.
 """
 
 from collections.abc import Mapping, Sequence
@@ -18,29 +26,43 @@ from micromine.ledger_node.blocks import (
     compute_rewards,
 )
 from micromine.ledger_node.genesis import ChainParams
+from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
     Account,
     StateView,
+    compute_accounts_root,
     compute_state_root,
     merged,
     process_rewards,
     process_transaction,
 )
+from micromine.protocol.assignment import is_registry_height_in_window
 from micromine.protocol.block import Block, compute_body_hash, compute_tx_root
 from micromine.protocol.codec import is_signature_valid
 from micromine.protocol.kinds import Reason
+from micromine.protocol.limits import MAX_BLOCK_REGISTRATIONS
 
 
 def apply_block(
-    accounts: Mapping[bytes, Account], tip: ChainTip, block: Block, params: ChainParams
+    accounts: Mapping[bytes, Account],
+    registry: DeviceRegistry,
+    tip: ChainTip,
+    block: Block,
+    params: ChainParams,
 ) -> dict[bytes, Account]:
-    """The state transition of one block; raises InvalidBlockError before changing anything."""
+    """The state transition of one block; raises InvalidBlockError before changing anything.
+
+    ``registry`` is the device registry as of ``tip``; the block's registrations are
+    recorded by the caller when it commits the block (``DeviceRegistry.process_block``).
+    """
     header = block.header
     # [REJECT] The block extends our chain tip.
     if header.height != tip.height + 1:
         raise InvalidBlockError(f"height {header.height}, expected {tip.height + 1}")
     if header.prev_hash != tip.hash:
         raise InvalidBlockError("prev_hash is not the tip's hash")
+    if registry.height != tip.height:  # pragma: no cover - a caller's bug, not the block's
+        raise ValueError(f"registry at {registry.height} used with tip {tip.height}")
     # [REJECT] Time moves forward.
     if header.timestamp_ms <= tip.timestamp_ms:
         raise InvalidBlockError("timestamp not after the parent's")
@@ -49,10 +71,32 @@ def apply_block(
         raise InvalidBlockError("too many transactions")
     if header.tx_root != compute_tx_root(block.txs):
         raise InvalidBlockError("tx_root does not match the transactions")
-    if header.body_hash != compute_body_hash(block.verdicts, block.rewards):
-        raise InvalidBlockError("body_hash does not match the verdicts and rewards")
+    body_hash = compute_body_hash(block.verdicts, block.rewards, block.registrations)
+    if header.body_hash != body_hash:
+        raise InvalidBlockError("body_hash does not match the verdicts, rewards, registrations")
     if len({tx.id for tx in block.txs}) != len(block.txs):
         raise InvalidBlockError("a transaction appears twice")
+    check_registrations(registry, block)
+    # [REJECT] Each verdict ranks devices against a registry at most assignment_window
+    # blocks below this one (and already committed).
+    for verdict in block.verdicts:
+        if not is_registry_height_in_window(
+            verdict.registry_height, header.height, params.assignment_window
+        ):
+            raise InvalidBlockError(
+                f"verdict from {verdict.device.hex()[:16]} uses the registry at "
+                f"{verdict.registry_height}, outside the window below {header.height}"
+            )
+    # [REJECT] Each verdict's device is entitled to judge its batch: registered at
+    # registry_height, and among the first 2k of the batch's ranking.
+    for verdict in block.verdicts:
+        if verdict.device not in registry.entitled(
+            verdict.batch_id, verdict.registry_height, params.k
+        ):
+            raise InvalidBlockError(
+                f"device {verdict.device.hex()[:16]} is not entitled to judge batch "
+                f"{verdict.batch_id.hex()[:16]}"
+            )
     # [REJECT] Every transaction is valid against the state, in block order.
     view = StateView(accounts)
     for tx in block.txs:
@@ -68,16 +112,41 @@ def apply_block(
     if block.rewards != compute_rewards(pool, judged):
         raise InvalidBlockError("rewards are not the protocol's split")
     process_rewards(view, block.rewards)
-    # [REJECT] The state root is the post-state's.
-    if header.state_root != compute_state_root(merged(accounts, view.changes)):
+    # [REJECT] The state root is the post-state's: accounts and device registry.
+    registry_root = registry.root_after((h.device for h in block.registrations), header.height)
+    accounts_root = compute_accounts_root(merged(accounts, view.changes))
+    if header.state_root != compute_state_root(accounts_root, registry_root):
         raise InvalidBlockError("state_root does not match the post-state")
     return view.changes
 
 
+def check_registrations(registry: DeviceRegistry, block: Block) -> None:
+    """The registration rules that need no signature (verify_block checks those)."""
+    devices = [hello.device for hello in block.registrations]
+    # [REJECT] At most MAX_BLOCK_REGISTRATIONS (the decoder enforces it too).
+    if len(devices) > MAX_BLOCK_REGISTRATIONS:  # pragma: no cover - Block refuses more
+        raise InvalidBlockError("too many registrations")
+    # [REJECT] No device is registered twice in one block.
+    if len(set(devices)) != len(devices):
+        raise InvalidBlockError("a device is registered twice in the block")
+    # [REJECT] Registrations are in device key order (one canonical body per set).
+    if devices != sorted(devices):
+        raise InvalidBlockError("registrations are not in device key order")
+    for hello in block.registrations:
+        # [REJECT] The hello is for this chain.
+        if hello.chain_id != block.header.chain_id:
+            raise InvalidBlockError(f"registration of {hello.device.hex()[:16]} for another chain")
+        # [REJECT] The device is not registered already.
+        if hello.device in registry:
+            raise InvalidBlockError(f"device {hello.device.hex()[:16]} is already registered")
+
+
 def verify_block(
     accounts: Mapping[bytes, Account],
+    registry: DeviceRegistry,
     tip: ChainTip,
     block: Block,
+    *,
     params: ChainParams,
     validators: Sequence[bytes],
 ) -> dict[bytes, Account]:
@@ -86,18 +155,14 @@ def verify_block(
     # [REJECT] The proposer is a validator.
     if header.proposer not in validators:
         raise InvalidBlockError("proposer is not a validator")
-    # [REJECT] Each transaction is signed by its sender.  Interim rule: until device
-    # entitlement is verifiable (docs/CONSENSUS.md, "device assignment"), a Byzantine
-    # proposer could back a forged transaction with verdicts from devices it invented,
-    # so every node re-checks what the devices checked.  It costs one Ed25519
-    # verification per transaction per node.
-    for tx in block.txs:
-        if not is_signature_valid(tx):
-            raise InvalidBlockError(f"tx {tx.id.hex()[:16]} has a bad signature")
     # [REJECT] Each verdict is signed by its device, for this chain, and listed once.
     if len({v.id for v in block.verdicts}) != len(block.verdicts):
         raise InvalidBlockError("a verdict appears twice")
     for verdict in block.verdicts:
         if verdict.chain_id != header.chain_id or not is_signature_valid(verdict):
             raise InvalidBlockError(f"verdict from {verdict.device.hex()[:16]} is forged")
-    return apply_block(accounts, tip, block, params)
+    # [REJECT] Each registration is signed by the device it registers.
+    for hello in block.registrations:
+        if not is_signature_valid(hello):
+            raise InvalidBlockError(f"registration of {hello.device.hex()[:16]} is forged")
+    return apply_block(accounts, registry, tip, block, params)

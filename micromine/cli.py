@@ -131,8 +131,12 @@ def add_genesis_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a ledger node's public key, hex (instead of its file)")  # fmt: skip
     parser.add_argument("--fund", action="append", default=[], metavar="PUBHEX=AMOUNT",
                         help="an initial balance (repeatable)")  # fmt: skip
+    parser.add_argument("--device", action="append", default=[], metavar="PUBHEX",
+                        help="a device registered from genesis (repeatable; others "
+                             "register with their hello)")  # fmt: skip
     for name, default in (("k", 3), ("q", 2), ("batch-size", 64), ("block-interval-ms", 1000),
-                          ("block-reward", 50), ("min-fee", 0)):  # fmt: skip
+                          ("block-reward", 50), ("min-fee", 0),
+                          ("assignment-window", 64)):  # fmt: skip
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
 
@@ -162,7 +166,9 @@ def cmd_genesis(args: argparse.Namespace) -> int:
                 block_interval_ms=args.block_interval_ms,
                 block_reward=args.block_reward,
                 min_fee=args.min_fee,
+                assignment_window=args.assignment_window,
             ),
+            devices=tuple(sorted({_hex_key(text, "--device") for text in args.device})),
         )
     except (ValueError, KeyFileError, GenesisError) as exc:
         print(f"micromine genesis: {exc}", file=sys.stderr)

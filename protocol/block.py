@@ -2,13 +2,18 @@
 
 The block hash is SHA-256 of the canonical header encoding.  The header commits to
 the transactions (``tx_root``, an RFC 6962 Merkle root of their ids), to the body's
-verdicts and rewards (``body_hash``) and to the post-state (``state_root``).
+verdicts, rewards and device registrations (``body_hash``) and to the post-state
+(``state_root``).
 
 The certificate is outside the hash: ``commit_round`` and the ledger nodes' signatures
 of kind COMMIT over ``compute_commit_digest(commit_round, block hash)``, which binds
 each signature to the consensus round whose precommits it came from.  A decided block
 holds > 2/3 of the validators' signatures, all of that one round (one suffices with a
 single ledger node).  An uncertified block (a proposal's) has round 0 and none.
+
+On the wire the body comes first and the certificate last: ``[6, header, txs,
+verdicts, rewards, registrations, commit_round, certificate]``.  (In the dataclass
+``registrations`` is the last field only because it has a default.)
 """
 
 from collections.abc import Sequence
@@ -17,11 +22,13 @@ from typing import Any, ClassVar, Self
 
 from micromine.protocol import cbor
 from micromine.protocol.crypto import sha256
+from micromine.protocol.device import DeviceHello
 from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.fields import array, check_bytes, check_chain_id, check_tuple, check_uint
 from micromine.protocol.kinds import Kind
 from micromine.protocol.limits import (
     HASH_LEN,
+    MAX_BLOCK_REGISTRATIONS,
     MAX_BLOCK_REWARDS,
     MAX_BLOCK_TXS,
     MAX_BLOCK_VERDICTS,
@@ -129,8 +136,15 @@ def compute_tx_root(txs: Sequence[Transaction]) -> bytes:
     return merkle_root([tx.id for tx in txs])
 
 
-def compute_body_hash(verdicts: Sequence[Verdict], rewards: Sequence[Reward]) -> bytes:
-    body = [[v.to_wire() for v in verdicts], [r.to_wire() for r in rewards]]
+def compute_body_hash(
+    verdicts: Sequence[Verdict], rewards: Sequence[Reward], registrations: Sequence[DeviceHello]
+) -> bytes:
+    """SHA-256 of ``[[verdict...], [reward...], [registration...]]``, canonical CBOR."""
+    body = [
+        [v.to_wire() for v in verdicts],
+        [r.to_wire() for r in rewards],
+        [h.to_wire() for h in registrations],
+    ]
     return sha256(cbor.encode(body))
 
 
@@ -143,6 +157,7 @@ class Block:
     rewards: tuple[Reward, ...]
     commit_round: int  # the round all of the certificate's signatures are for; 0: none
     certificate: tuple[CommitSignature, ...]  # empty exactly when commit_round is 0
+    registrations: tuple[DeviceHello, ...] = ()  # devices this block registers
 
     def __post_init__(self) -> None:
         if type(self.header) is not BlockHeader:
@@ -152,11 +167,13 @@ class Block:
         check_tuple("rewards", self.rewards, 0, MAX_BLOCK_REWARDS)
         check_uint("commit_round", self.commit_round, MAX_ROUND)
         check_tuple("certificate", self.certificate, 0, MAX_CERTIFICATE_SIGNATURES)
+        check_tuple("registrations", self.registrations, 0, MAX_BLOCK_REGISTRATIONS)
         for name, items, kind in (
             ("txs", self.txs, Transaction),
             ("verdicts", self.verdicts, Verdict),
             ("rewards", self.rewards, Reward),
             ("certificate", self.certificate, CommitSignature),
+            ("registrations", self.registrations, DeviceHello),
         ):
             if any(type(item) is not kind for item in items):
                 raise DecodeError(DecodeFailure.BAD_TYPE, f"{name} must hold {kind.__name__}")
@@ -181,18 +198,23 @@ class Block:
             [tx.to_wire() for tx in self.txs],
             [v.to_wire() for v in self.verdicts],
             [r.to_wire() for r in self.rewards],
+            [h.to_wire() for h in self.registrations],
             self.commit_round,
             [c.to_wire() for c in self.certificate],
         ]
 
     @classmethod
     def from_wire(cls, items: Sequence[Any]) -> Self:
-        expect_tag(items, cls.KIND, 7)
+        expect_tag(items, cls.KIND, 8)
         return cls(
             BlockHeader.from_wire(array("header", items[1])),
             tuple(Transaction.from_wire(array("tx", t)) for t in array("txs", items[2])),
             tuple(Verdict.from_wire(array("verdict", v)) for v in array("verdicts", items[3])),
             tuple(Reward.from_wire(r) for r in array("rewards", items[4])),
-            items[5],
-            tuple(CommitSignature.from_wire(c) for c in array("certificate", items[6])),
+            items[6],
+            tuple(CommitSignature.from_wire(c) for c in array("certificate", items[7])),
+            tuple(
+                DeviceHello.from_wire(array("registration", h))
+                for h in array("registrations", items[5])
+            ),
         )

@@ -160,7 +160,8 @@ class WorkBatch(SignedMessage):
     """Transactions a ledger node asks devices to judge before ``deadline_ms``.
 
     Device-independent: the same signed batch goes to each of the k devices chosen for
-    it; a re-dispatch after a missed deadline is a new batch (new seq, new id).
+    it; a re-dispatch after a missed deadline is a new batch (new seq, new id).  Which
+    devices may judge it follows from its id and ``registry_height`` (assignment.py).
     """
 
     KIND: ClassVar[Kind] = Kind.WORK_BATCH
@@ -169,6 +170,9 @@ class WorkBatch(SignedMessage):
     seq: int  # issuer-local counter, makes ids unique
     deadline_ms: int
     txs: tuple[Transaction, ...]
+    # The chain height whose device registry ranked the devices entitled to judge this
+    # batch (protocol/assignment.py); a device copies it into its Verdict unchanged.
+    registry_height: int
     signature: bytes = NO_SIGNATURE
 
     def __post_init__(self) -> None:
@@ -180,6 +184,7 @@ class WorkBatch(SignedMessage):
         for tx in self.txs:
             if type(tx) is not Transaction:
                 raise DecodeError(DecodeFailure.BAD_TYPE, "txs must hold Transactions")
+        check_uint("registry_height", self.registry_height)
         check_bytes("signature", self.signature, SIGNATURE_LEN)
 
     @property
@@ -188,13 +193,16 @@ class WorkBatch(SignedMessage):
 
     def unsigned_wire(self) -> list[Any]:
         txs = [tx.to_wire() for tx in self.txs]
-        return [int(self.KIND), self.chain_id, self.issuer, self.seq, self.deadline_ms, txs]
+        return [
+            int(self.KIND), self.chain_id, self.issuer, self.seq, self.deadline_ms, txs,
+            self.registry_height,
+        ]  # fmt: skip
 
     @classmethod
     def from_wire(cls, items: Sequence[Any]) -> Self:
-        expect_tag(items, cls.KIND, 7)
+        expect_tag(items, cls.KIND, 8)
         txs = tuple(Transaction.from_wire(array("tx", t)) for t in array("txs", items[5]))
-        return cls(items[1], items[2], items[3], items[4], txs, items[6])
+        return cls(items[1], items[2], items[3], items[4], txs, items[6], items[7])
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +234,7 @@ class Verdict(SignedMessage):
     batch_id: bytes
     device: bytes  # the device's public key
     judgements: tuple[Judgement, ...]
+    registry_height: int  # the batch's registry_height, copied unchanged
     signature: bytes = NO_SIGNATURE
 
     def __post_init__(self) -> None:
@@ -236,6 +245,7 @@ class Verdict(SignedMessage):
         for judgement in self.judgements:
             if type(judgement) is not Judgement:
                 raise DecodeError(DecodeFailure.BAD_TYPE, "judgements must hold Judgements")
+        check_uint("registry_height", self.registry_height)
         check_bytes("signature", self.signature, SIGNATURE_LEN)
 
     @property
@@ -244,13 +254,16 @@ class Verdict(SignedMessage):
 
     def unsigned_wire(self) -> list[Any]:
         judgements = [j.to_wire() for j in self.judgements]
-        return [int(self.KIND), self.chain_id, self.batch_id, self.device, judgements]
+        return [
+            int(self.KIND), self.chain_id, self.batch_id, self.device, judgements,
+            self.registry_height,
+        ]  # fmt: skip
 
     @classmethod
     def from_wire(cls, items: Sequence[Any]) -> Self:
-        expect_tag(items, cls.KIND, 6)
+        expect_tag(items, cls.KIND, 7)
         judgements = tuple(Judgement.from_wire(j) for j in array("judgements", items[4]))
-        return cls(items[1], items[2], items[3], judgements, items[5])
+        return cls(items[1], items[2], items[3], judgements, items[5], items[6])
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@
     micromine/<chain>/receipts/<reply_to hex>        Receipts        QoS 1
     micromine/<chain>/work/<device hex>              WorkBatch       QoS 1
     micromine/<chain>/verdicts/<device hex>          Verdict         QoS 1
-    micromine/<chain>/devices/<device hex>/hello     DeviceHello     QoS 1
+    micromine/<chain>/devices/<device hex>/hello     DeviceHello     QoS 1, retained
     micromine/<chain>/devices/<device hex>/heartbeat Heartbeat       QoS 0
     micromine/<chain>/devices/<device hex>/status    DeviceStatus    QoS 1, retained (and Last Will)
     micromine/<chain>/blocks                         Block (CBOR)    QoS 1, latest retained
@@ -41,7 +41,9 @@ class Channel(Enum):
     RECEIPTS = TopicSpec(qos=1, retain=False, pattern="receipts/+")
     WORK = TopicSpec(qos=1, retain=False, pattern="work/+")
     VERDICTS = TopicSpec(qos=1, retain=False, pattern="verdicts/+")
-    HELLO = TopicSpec(qos=1, retain=False, pattern="devices/+/hello")
+    # Retained: a ledger node that starts after a device connected still learns of it
+    # and can register it (a device is only given work once the chain registered it).
+    HELLO = TopicSpec(qos=1, retain=True, pattern="devices/+/hello")
     HEARTBEAT = TopicSpec(qos=0, retain=False, pattern="devices/+/heartbeat")
     DEVICE_STATUS = TopicSpec(qos=1, retain=True, pattern="devices/+/status")
     BLOCKS = TopicSpec(qos=1, retain=True, pattern="blocks")

@@ -22,20 +22,23 @@ forged verdicts
 garbage
     every second or so, malformed or mis-signed bytes on its consensus topic.
 
-Which forgeries the honest rules catch (checked against ``verify_block`` today):
+Which forgeries the honest rules catch (checked against ``verify_block``):
 
 * caught -- a verdict whose signature does not verify, even under a real device's key
-  (``forged_verdicts``); a transfer with an invalid signature *when its verdicts are
-  also badly signed* (``stolen_bad_sig_tx``: refused for the verdicts, not for the
-  transaction -- see below); a transaction without q valid verdicts
-  (``unaccepted_tx``).
-* ``KNOWN_GAP_LIES`` (with ``--exploit-known-gaps``): an unsigned theft backed by
-  verdicts validly signed by device keys made up on the spot.  Block validity does not
-  yet check which devices were entitled to judge a transaction (see
-  ``LedgerCore._count_foreign_verdict``), so this got committed once; verify_block now
-  re-checks every transaction's signature, which refuses it.  What remains open until
-  entitlement is checked: a *validly signed* transaction justified by invented devices,
-  which pays rewards to devices that did no work (not a theft of funds).
+  (``forged_verdicts``); a transfer with an invalid signature backed by such verdicts
+  (``stolen_bad_sig_tx``); a transaction without q valid verdicts (``unaccepted_tx``);
+  an unsigned theft backed by verdicts validly signed by device keys made up on the
+  spot (``stolen_tx_fresh_devices``).  That last one was committed once, before blocks
+  checked device entitlement; it is now refused because those devices are not in the
+  chain's device registry, so not entitled to judge any batch (verify_block no longer
+  re-checks transaction signatures: docs/CONSENSUS.md, "Device assignment").
+* ``KNOWN_GAP_LIES`` (with ``--exploit-known-gaps``): the residual risk of open
+  enrollment.  The node makes up q device keys and publishes their signed hellos, so
+  the honest nodes register them like any device; once they are registered it grinds
+  batch ids (nothing signed, a hash per try) until its devices rank among the first 2k,
+  and backs an unsigned theft with their verdicts (``stolen_tx_sybil_devices``).  The
+  honest rules accept that block: enrollment policies and audits (issue 4) are what
+  bound it.  Never use this flag in a test that expects a clean chain.
 
 Each lie is logged (event "byzantine ...") with what ``verify_block`` says about it, so
 a test can tell what was attempted from this node's log.
@@ -61,6 +64,7 @@ from micromine.ledger_node.replica import Replica
 from micromine.ledger_node.service import run_ledger
 from micromine.ledger_node.state import (
     StateView,
+    compute_accounts_root,
     compute_state_root,
     merged,
     process_rewards,
@@ -73,6 +77,7 @@ from micromine.protocol.block import Block, Reward, compute_body_hash, compute_t
 from micromine.protocol.codec import encode, sign, sign_commit
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.device import DeviceHello
 from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import NO_SIGNATURE, Judgement, Transaction, Verdict
 from micromine.protocol.topics import Channel, Publish
@@ -89,16 +94,22 @@ LIES = (
     "rewards_to_self",  # the whole reward pool paid to this validator
     "forged_verdicts",  # a transaction "accepted" by real device keys, badly signed
     "stolen_bad_sig_tx",  # someone else's money, unsigned; verdicts as above
+    "stolen_tx_fresh_devices",  # unsigned theft, verdicts by unregistered made-up devices
 )
-# Lies that today's validity rules do NOT catch: off unless --exploit-known-gaps.
-KNOWN_GAP_LIES = ("stolen_tx_fresh_devices",)  # unsigned theft, verdicts by made-up devices
-ADDS_A_TX = ("unaccepted_tx", "forged_verdicts", "stolen_bad_sig_tx", "stolen_tx_fresh_devices")
+# Lies that the validity rules do NOT catch: off unless --exploit-known-gaps.
+KNOWN_GAP_LIES = ("stolen_tx_sybil_devices",)  # unsigned theft, registered sybils, ground ids
+ADDS_A_TX = (
+    "unaccepted_tx", "forged_verdicts", "stolen_bad_sig_tx", "stolen_tx_fresh_devices",
+    "stolen_tx_sybil_devices",
+)  # fmt: skip
+GRIND_TRIES = 100_000  # batch ids tried for the sybils to rank first
 HONEST = "honest"  # the block the honest core built
 
 # What it proposes on its turns, in order and then again: one block, or two different
 # ones for the same round (an equivocating proposer; the first one sent is the one the
 # honest nodes count).  Ordered so that a short run sees every kind early.
 TURNS: tuple[tuple[str, ...], ...] = (
+    ("stolen_tx_fresh_devices",),
     ("wrong_state_root", "rewards_to_self"),
     ("forged_verdicts",),
     (HONEST, "wrong_prev_hash"),
@@ -135,6 +146,10 @@ class ByzantineReplica(Replica):
         self.turn = 0  # proposer turns so far
         self.next_garbage_ms = 0
         self.outsider = KeyPair(rng.randbytes(32))  # a key outside the validator set
+        # Made-up devices it gets registered (with --exploit-known-gaps only).
+        count = ledger.params.q if exploit_known_gaps else 0
+        self.sybils = [KeyPair(rng.randbytes(32)) for _ in range(count)]
+        self.sybils_announced = False
 
     # ---- the hook: every output of the honest core passes here ------------------------
 
@@ -150,6 +165,13 @@ class ByzantineReplica(Replica):
 
     def on_tick(self, now_ms: int, actions: list[Action]) -> None:
         super().on_tick(now_ms, actions)
+        if self.sybils and not self.sybils_announced:
+            self.sybils_announced = True
+            for sybil in self.sybils:  # retained, like any device's hello
+                hello = DeviceHello(self.chain_id, sybil.public, "sybil", 64, now_ms)
+                topic = topics.device_topic(self.chain_id, sybil.public, Channel.HELLO)
+                actions.append(Publish.on(Channel.HELLO, topic, encode(sign(hello, sybil))))
+                log.warning("byzantine sybil hello", device=sybil.public.hex()[:16])
         if now_ms >= self.next_garbage_ms:
             self.next_garbage_ms = now_ms + self.rng.randint(*GARBAGE_EVERY_MS)
             actions.append(Publish.on(Channel.CONSENSUS, self.topic, self._garbage()))
@@ -197,6 +219,8 @@ class ByzantineReplica(Replica):
         self.turn += 1
         proposals = []
         for lie in lies:
+            if lie == "stolen_tx_sybil_devices" and not self._sybils_registered():
+                lie = HONEST  # noqa: PLW2901 - not yet: tell the truth this turn
             if lie == HONEST:
                 block, proposal = honest.block, honest
             else:
@@ -219,7 +243,12 @@ class ByzantineReplica(Replica):
         ledger = self.ledger
         try:
             verify_block(
-                ledger.accounts, ledger.tip, block, ledger.params, self.consensus.validators
+                ledger.accounts,
+                ledger.registry,
+                ledger.tip,
+                block,
+                params=ledger.params,
+                validators=self.consensus.validators,
             )
         except InvalidBlockError as exc:
             return f"refused: {exc}"
@@ -256,6 +285,9 @@ class ByzantineReplica(Replica):
             case "stolen_tx_fresh_devices":
                 tx = self._stolen_tx(base)
                 return self._assemble(base, [*txs, tx], [*verdicts, *self._fresh_devices(tx)])
+            case "stolen_tx_sybil_devices":
+                tx = self._stolen_tx(base)
+                return self._assemble(base, [*txs, tx], [*verdicts, *self._sybil_verdicts(tx)])
         raise ValueError(f"unknown lie {lie}")
 
     def _assemble(
@@ -278,16 +310,21 @@ class ByzantineReplica(Replica):
         for tx in txs:
             process_transaction(view, tx, header.timestamp_ms)
         process_rewards(view, rewards)
+        registrations = base.registrations  # kept as the honest block has them
+        registry_root = ledger.registry.root_after(
+            (hello.device for hello in registrations), header.height
+        )
+        accounts_root = compute_accounts_root(merged(ledger.accounts, view.changes))
         changes: dict[str, bytes] = {
             "prev_hash": ledger.tip.hash,
             "tx_root": compute_tx_root(txs),
-            "body_hash": compute_body_hash(verdicts, rewards),
-            "state_root": compute_state_root(merged(ledger.accounts, view.changes)),
+            "body_hash": compute_body_hash(verdicts, rewards, registrations),
+            "state_root": compute_state_root(accounts_root, registry_root),
             "proposer": self.me,
             **header_changes,
         }
         new_header = dataclasses.replace(header, **changes)  # type: ignore[arg-type]
-        return Block(new_header, tuple(txs), tuple(verdicts), tuple(rewards), 0, ())
+        return Block(new_header, tuple(txs), tuple(verdicts), tuple(rewards), 0, (), registrations)
 
     # ---- forged transactions and verdicts -----------------------------------------
 
@@ -337,26 +374,42 @@ class ByzantineReplica(Replica):
         verify_block checks every verdict's signature."""
         devices = sorted(self.ledger.devices.records)
         devices += [KeyPair(self.rng.randbytes(32)).public for _ in range(self.ledger.params.q)]
+        height = self.ledger.tip.height
         return [
             Verdict(self.chain_id, self._random_hash(), device, (Judgement(tx.id, int(Reason.OK)),),
-                    self.rng.randbytes(64))
+                    height, self.rng.randbytes(64))
             for device in devices[: self.ledger.params.q]
         ]  # fmt: skip
 
     def _fresh_devices(self, tx: Transaction) -> list[Verdict]:
-        """q "valid" verdicts on ``tx`` properly signed by keys made up just now.  NOT
-        caught today: no rule asks whether a device was entitled to judge ``tx``."""
-        verdicts = []
-        for _ in range(self.ledger.params.q):
-            device = KeyPair(self.rng.randbytes(32))
-            verdict = Verdict(
-                self.chain_id,
-                self._random_hash(),
-                device.public,
-                (Judgement(tx.id, int(Reason.OK)),),
-            )
-            verdicts.append(sign(verdict, device))
-        return verdicts
+        """q "valid" verdicts on ``tx`` properly signed by keys made up just now.  Caught:
+        the devices are not registered, so no batch ranks them entitled."""
+        devices = [KeyPair(self.rng.randbytes(32)) for _ in range(self.ledger.params.q)]
+        return self._verdicts_by(devices, self._random_hash(), tx)
+
+    def _sybil_verdicts(self, tx: Transaction) -> list[Verdict]:
+        """q "valid" verdicts on ``tx`` by our registered sybils, for a batch id ground
+        until they are all entitled.  NOT caught (the residual risk of open enrollment)."""
+        ledger, height = self.ledger, self.ledger.tip.height
+        wanted = {sybil.public for sybil in self.sybils}
+        for _ in range(GRIND_TRIES):
+            batch_id = self._random_hash()
+            if wanted <= set(ledger.registry.entitled(batch_id, height, ledger.params.k)):
+                return self._verdicts_by(self.sybils, batch_id, tx)
+        return self._fresh_devices(tx)  # too few registered devices to rank first: give up
+
+    def _verdicts_by(
+        self, devices: Sequence[KeyPair], batch_id: bytes, tx: Transaction
+    ) -> list[Verdict]:
+        height = self.ledger.tip.height
+        judgements = (Judgement(tx.id, int(Reason.OK)),)
+        return [
+            sign(Verdict(self.chain_id, batch_id, device.public, judgements, height), device)
+            for device in devices
+        ]
+
+    def _sybils_registered(self) -> bool:
+        return bool(self.sybils) and all(s.public in self.ledger.registry for s in self.sybils)
 
     # ---- garbage ------------------------------------------------------------------
 

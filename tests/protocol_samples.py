@@ -80,6 +80,7 @@ def work_batch(**overrides: Any) -> WorkBatch:
         "seq": 7,
         "deadline_ms": NOW_MS + 5_000,
         "txs": (transaction(), transaction(nonce=1, memo="")),
+        "registry_height": 12,
     }
     fields.update(overrides)
     return codec.sign(WorkBatch(**fields), LEDGER)
@@ -92,6 +93,7 @@ def verdict(batch: WorkBatch | None = None, signer: KeyPair = DEVICE, **override
         "batch_id": batch.id,
         "device": signer.public,
         "judgements": tuple(Judgement(tx.id, 0) for tx in batch.txs),
+        "registry_height": batch.registry_height,
     }
     fields.update(overrides)
     return codec.sign(Verdict(**fields), signer)
@@ -119,13 +121,15 @@ def block() -> Block:
     batch = work_batch()
     verdicts = (verdict(batch), verdict(batch, OTHER_DEVICE))
     rewards = (Reward(DEVICE.public, 3), Reward(OTHER_DEVICE.public, 3))
+    registrations = (device_hello(),)
     header = block_header(
-        tx_root=compute_tx_root(batch.txs), body_hash=compute_body_hash(verdicts, rewards)
+        tx_root=compute_tx_root(batch.txs),
+        body_hash=compute_body_hash(verdicts, rewards, registrations),
     )
     certificate = (
         CommitSignature(LEDGER.public, codec.sign_commit(COMMIT_ROUND, header.hash, CHAIN, LEDGER)),
     )
-    return Block(header, batch.txs, verdicts, rewards, COMMIT_ROUND, certificate)
+    return Block(header, batch.txs, verdicts, rewards, COMMIT_ROUND, certificate, registrations)
 
 
 def device_hello(**overrides: Any) -> DeviceHello:

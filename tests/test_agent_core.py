@@ -46,8 +46,11 @@ def make_tx(**overrides: object) -> Transaction:
     return dataclasses.replace(tx, signature=signer.sign(tx.KIND, tx.chain_id, tx.id))
 
 
+REGISTRY_HEIGHT = 41  # any height: the agent copies it into its verdict
+
+
 def make_batch(txs: list[Transaction], seq: int = 1, chain: str = CHAIN) -> WorkBatch:
-    batch = WorkBatch(chain, ISSUER_KEY.public, seq, NOW + 5_000, tuple(txs))
+    batch = WorkBatch(chain, ISSUER_KEY.public, seq, NOW + 5_000, tuple(txs), REGISTRY_HEIGHT)
     return codec.sign(batch, ISSUER_KEY)
 
 
@@ -86,6 +89,7 @@ def test_mixed_batch_gets_one_verdict_with_each_reason_in_batch_order() -> None:
     assert verdict.chain_id == CHAIN
     assert verdict.batch_id == batch.id
     assert verdict.device == DEVICE_KEY.public
+    assert verdict.registry_height == batch.registry_height == REGISTRY_HEIGHT
     assert [(j.tx_id, j.reason) for j in verdict.judgements] == [
         (tx.id, int(reason)) for tx, reason in cases
     ]

@@ -287,7 +287,7 @@ def test_agent_judges_work_and_goes_offline_on_sigterm(
     ]
 
     def batch(seq: int, txs: tuple[Transaction, ...]) -> WorkBatch:
-        unsigned = WorkBatch(CHAIN, issuer.public, seq, now + 30_000, txs)
+        unsigned = WorkBatch(CHAIN, issuer.public, seq, now + 30_000, txs, 3)
         return codec.sign(unsigned, issuer)
 
     first = batch(1, tuple(tx for tx, _ in cases))
@@ -354,7 +354,8 @@ def test_agent_reconnects_and_reannounces_after_a_broker_restart(
     wait_until(lambda: ledger.link.connected, "the observer to reconnect")
     issuer = KeyPair.generate()
     now = time.time_ns() // 1_000_000
-    work = codec.sign(WorkBatch(CHAIN, issuer.public, 1, now + 30_000, (signed_tx(now),)), issuer)
+    unsigned = WorkBatch(CHAIN, issuer.public, 1, now + 30_000, (signed_tx(now),), 0)
+    work = codec.sign(unsigned, issuer)
     assert ledger.link.publish(topics.work(CHAIN, device), codec.encode(work), 1, wait=5)
     (message,) = ledger.wait(topics.verdicts(CHAIN, device), what="a verdict after restart")
     assert decoded(message, Verdict).judgements[0].reason == Reason.OK

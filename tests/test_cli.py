@@ -42,11 +42,14 @@ def test_keys_and_genesis(tmp_path: Path) -> None:
     out = tmp_path / "genesis.json"
     funded = "ab" * 32
     made = micromine("genesis", "--out", str(out), "--chain", "mychain", "--ledger-key",
-                     str(key), "--fund", f"{funded}=1000", "--k", "3", "--q", "2")  # fmt: skip
+                     str(key), "--fund", f"{funded}=1000", "--k", "3", "--q", "2",
+                     "--device", "cd" * 32, "--assignment-window", "16")  # fmt: skip
     assert made.returncode == 0, made.stderr
     genesis = Genesis.load(out)
     assert genesis.ledger_nodes == (bytes.fromhex(public),)
     assert genesis.balances == ((bytes.fromhex(funded), 1000),)
+    assert genesis.devices == (bytes.fromhex("cd" * 32),)
+    assert genesis.params.assignment_window == 16
     bad = micromine("genesis", "--out", str(tmp_path / "g2.json"), "--ledger-key", str(key),
                     "--k", "2", "--q", "3")  # fmt: skip
     assert bad.returncode == 2 and "q <= k" in bad.stderr
@@ -57,8 +60,11 @@ def test_tx_send_wait_and_blocks_watch(tmp_path: Path, embedded_broker: Any) -> 
     cluster = Cluster(tmp_path, embedded_broker.url, agents=3).start()
     watcher = Watcher(embedded_broker.url).start()
     try:
+        # Registered, too (the first block registers them): a device gets work only then.
         wait_until(
-            lambda: watcher.status.get("devices_live", 0) >= 3, 60, message="three live devices"
+            lambda: watcher.status.get("devices_registered", 0) >= 3,
+            60,
+            message="three registered devices",
         )
         key = tmp_path / "wallet.key"
         fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -68,7 +74,7 @@ def test_tx_send_wait_and_blocks_watch(tmp_path: Path, embedded_broker: Any) -> 
                   "--to", "cd" * 32, "--wait", "--timeout", "60")  # fmt: skip
         watch = subprocess.Popen(
             [sys.executable, "-m", "micromine", "blocks", "watch", "--broker",
-             embedded_broker.url, "--chain", "testchain", "--json", "--count", "1",
+             embedded_broker.url, "--chain", "testchain", "--json", "--count", "2",
              "--verify", "--genesis", str(cluster.genesis_path)],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -77,7 +83,15 @@ def test_tx_send_wait_and_blocks_watch(tmp_path: Path, embedded_broker: Any) -> 
         assert "committed at height" in sent.stdout
         tx_id = sent.stdout.split()[1]
         assert (tmp_path / "wallet.key.nonce").read_text().strip() == "1"
-        block = json.loads(watch.communicate(timeout=60)[0].splitlines()[-1])
+        # The first block `watch` prints is the retained latest one: the block that
+        # registered the devices, or already the one with our transaction.
+        assert watch.stdout is not None
+        block = json.loads(watch.stdout.readline())
+        if tx_id not in block["txs"]:
+            assert block["registrations"] and not block["txs"]
+            block = json.loads(watch.stdout.readline())
+        watch.terminate()
+        watch.communicate(timeout=10)
         assert tx_id in block["txs"] and block["signers"] == [cluster.ledger_key.public.hex()]
         assert block["certificate"]["ok"] and block["certificate"]["signers"] == 1
         assert block["certificate"]["round"] == block["commit_round"] >= 1

@@ -1,5 +1,7 @@
 """Four ledger nodes as real processes, one of them Byzantine (tests/byzantine_ledger.py:
-double-signed votes, invalid and equivocating proposals, forged verdicts, garbage).
+double-signed votes, invalid and equivocating proposals, forged verdicts, an unsigned
+theft backed by verdicts of devices it made up (refused: they are not registered, so not
+entitled to judge), garbage).
 With f = 1 of n = 4 faulty, the three honest nodes must keep committing, never fork,
 never commit a block the honest rules refuse, and catch the double signing: each logs
 "equivocation detected" with the two signed messages as evidence."""
@@ -18,6 +20,7 @@ from cluster import Cluster, Wallets, Watcher
 from micromine.chains import compare_chains
 from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.certificate import check_certificate
+from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import Account
 from micromine.ledger_node.verify import verify_block
 from micromine.protocol.block import Block
@@ -29,13 +32,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 BYZANTINE = 3  # index of the Byzantine node among the cluster's four ledgers
 HONEST = (0, 1, 2)
-# --exploit-known-gaps: the unsigned theft backed by invented devices is refused too,
-# since verify_block re-checks transaction signatures (docs/CONSENSUS.md).
-PROGRAM = [
-    sys.executable,
-    str(Path(__file__).with_name("byzantine_ledger.py")),
-    "--exploit-known-gaps",
-]
+# Without --exploit-known-gaps: that flag tells the one lie the rules let through (sybil
+# devices registered under open enrollment, docs/CONSENSUS.md "Device assignment").
+PROGRAM = [sys.executable, str(Path(__file__).with_name("byzantine_ledger.py"))]
 LOAD_S = 20.0  # wallets submit for at least this long
 MIN_HEIGHT = 8  # every honest node gets at least this far under load
 # Bounded blocks keep each round's work (build, relay, decode, verify) small, so that
@@ -98,12 +97,16 @@ def replay_and_verify(cluster: Cluster, chain: list[Block]) -> dict[bytes, Accou
     genesis = cluster.genesis
     validators = sorted(genesis.ledger_nodes)
     accounts = {account: Account(balance, 0) for account, balance in genesis.balances}
+    registry = DeviceRegistry(dict.fromkeys(genesis.devices, 0), 0)
     tip = ChainTip(0, genesis.hash, genesis.timestamp_ms)
     for block in chain:
-        changes = verify_block(accounts, tip, block, genesis.params, validators)  # raises
+        changes = verify_block(  # raises
+            accounts, registry, tip, block, params=genesis.params, validators=validators
+        )
         certificate = check_certificate(block, validators)
         assert certificate.ok and certificate.signers >= 3, (block.height, certificate.describe())
         accounts.update(changes)
+        registry.process_block(block.height, [hello.device for hello in block.registrations])
         tip = ChainTip(block.height, block.hash, block.header.timestamp_ms)
     return accounts
 
@@ -186,6 +189,10 @@ def test_a_byzantine_validator_neither_forks_nor_corrupts_the_chain_and_is_caugh
     assert lies, "the Byzantine node never proposed an invalid block"
     assert all(r["honest_verdict"].startswith("refused") for r in lies), lies
     assert not {r["block"] for r in lies} & committed, "a refused block was committed"
+    # Its first lie: a theft vouched for by devices it made up, refused by the
+    # entitlement rule (not by a transaction signature check: there is none).
+    thefts = [r for r in lies if r["lie"] == "stolen_tx_fresh_devices"]
+    assert thefts and all("not entitled" in r["honest_verdict"] for r in thefts), thefts
     # Nothing forged got in: every transaction is signed by its sender, every verdict
     # comes from one of the four real devices, and the Byzantine node earned nothing.
     devices = {cluster.agent_public_key(i) for i in range(cluster.agent_count)}

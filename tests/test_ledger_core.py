@@ -9,7 +9,13 @@ from micromine.ledger_node.actions import Action, CommitBlock, Dropped, StorePen
 from micromine.ledger_node.blocks import ChainTip, InvalidBlockError
 from micromine.ledger_node.core import LedgerCore
 from micromine.ledger_node.genesis import ChainParams, Genesis
-from micromine.ledger_node.state import Account, compute_state_root
+from micromine.ledger_node.registry import DeviceRegistry
+from micromine.ledger_node.state import (
+    Account,
+    compute_accounts_root,
+    compute_registry_root,
+    compute_state_root,
+)
 from micromine.ledger_node.verify import verify_block
 from micromine.protocol import topics
 from micromine.protocol.block import Block
@@ -92,7 +98,10 @@ class Harness:
                 if not self.honest.get(device.public, True):
                     reason = Reason.OK
                 judgements.append(Judgement(tx.id, int(reason)))
-            verdict = sign(Verdict(CHAIN, batch.id, device.public, tuple(judgements)), device)
+            verdict = Verdict(
+                CHAIN, batch.id, device.public, tuple(judgements), batch.registry_height
+            )
+            verdict = sign(verdict, device)
             self.feed(topics.verdicts(CHAIN, device.public), encode(verdict))
             answered += 1
         return answered
@@ -140,6 +149,16 @@ def make_harness(n_devices: int = 4, **params: int) -> Harness:
     harness = Harness(core, [key(10 + i) for i in range(n_devices)], now=T0 + 1000)
     harness._record(core.start(harness.now))
     harness.hello_all()
+    # The hellos are pending registrations: the first block registers the devices, and
+    # only then may they get work.  The tests start from there.
+    for _ in range(50):
+        if len(core.registry) == n_devices:
+            break
+        harness.heartbeat_all()
+        harness.tick(100)
+    assert len(core.registry) == n_devices and core.tip.height == (1 if n_devices else 0)
+    harness.actions.clear()
+    harness.published.clear()
     return harness
 
 
@@ -170,8 +189,10 @@ def test_valid_transactions_commit_with_rewards_and_receipts() -> None:
     assert decode(encode(block), Block) == block
     paid = sum(r.amount for b in blocks for r in b.rewards)
     assert paid == len(blocks) * 50 + len(txs) * 1
-    # state root matches the committed accounts
-    assert blocks[-1].header.state_root == compute_state_root(h.core.accounts)
+    # state root matches the committed accounts and device registry
+    registry_root = compute_registry_root({d.public: 1 for d in h.devices})
+    accounts_root = compute_accounts_root(h.core.accounts)
+    assert blocks[-1].header.state_root == compute_state_root(accounts_root, registry_root)
 
 
 def test_each_invalid_kind_is_rejected_with_its_reason() -> None:
@@ -190,7 +211,7 @@ def test_each_invalid_kind_is_rejected_with_its_reason() -> None:
     h.run()
     receipts = h.receipts()
     expect = {
-        good.id: (ReceiptStatus.COMMITTED, 1),
+        good.id: (ReceiptStatus.COMMITTED, 2),  # block 1 registered the devices
         bad_sig.id: (ReceiptStatus.REJECTED, Reason.BAD_SIGNATURE),
         wrong_chain.id: (ReceiptStatus.REJECTED, Reason.WRONG_CHAIN),
         expired.id: (ReceiptStatus.REJECTED, Reason.EXPIRED),
@@ -269,13 +290,25 @@ def test_every_built_block_passes_the_honest_validity_rules() -> None:
     """What the proposer builds, verify_block accepts; tampering with it is caught."""
     h = make_harness()
     parent_accounts = dict(h.core.accounts)
+    parent_registry = DeviceRegistry(dict(h.core.registry.heights), h.core.registry.height)
+    parent_tip = h.core.tip
     txs = [tx(s, n) for s in SENDERS for n in range(2)]
     h.submit([encode(t) for t in txs])
     h.run()
     block = h.blocks()[0]
     validators = (NODE.public,)
-    genesis_tip = ChainTip(0, h.core.genesis.hash, T0)
-    changes = verify_block(parent_accounts, genesis_tip, block, h.core.params, validators)
+
+    def verify(block: Block) -> dict[bytes, Account]:
+        return verify_block(
+            parent_accounts,
+            parent_registry,
+            parent_tip,
+            block,
+            params=h.core.params,
+            validators=validators,
+        )
+
+    changes = verify(block)
     assert changes  # the senders, the recipient and the rewarded devices
     tampered = [
         replace(block, header=replace(block.header, state_root=bytes(32))),
@@ -287,4 +320,4 @@ def test_every_built_block_passes_the_honest_validity_rules() -> None:
     ]
     for bad in tampered:
         with pytest.raises(InvalidBlockError):
-            verify_block(parent_accounts, genesis_tip, bad, h.core.params, validators)
+            verify(bad)

@@ -78,7 +78,8 @@ class Net:
         judgements = tuple(
             Judgement(t.id, int(check_transaction(t, CHAIN, self.now))) for t in batch.txs
         )
-        verdict = sign(Verdict(CHAIN, batch.id, device.public, judgements), device)
+        verdict = Verdict(CHAIN, batch.id, device.public, judgements, batch.registry_height)
+        verdict = sign(verdict, device)
         self.queue.append(
             Publish.on(Channel.VERDICTS, topics.verdicts(CHAIN, device.public), encode(verdict))
         )

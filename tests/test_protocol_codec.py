@@ -123,10 +123,17 @@ def test_block_hash_is_the_header_hash() -> None:
     assert block.height == block.header.height
     assert block.header.tx_root == compute_tx_root(block.txs)
     assert compute_tx_root(block.txs) == merkle_root([tx.id for tx in block.txs])
+    assert block.registrations  # the sample block registers a device
     body = cbor.encode(
-        [[v.to_wire() for v in block.verdicts], [r.to_wire() for r in block.rewards]]
+        [
+            [v.to_wire() for v in block.verdicts],
+            [r.to_wire() for r in block.rewards],
+            [h.to_wire() for h in block.registrations],
+        ]
     )
-    assert block.header.body_hash == compute_body_hash(block.verdicts, block.rewards)
+    assert block.header.body_hash == compute_body_hash(
+        block.verdicts, block.rewards, block.registrations
+    )
     assert block.header.body_hash == sha256(body)
     assert codec.is_commit_signature_valid(
         block.certificate[0].signer,
@@ -138,7 +145,7 @@ def test_block_hash_is_the_header_hash() -> None:
 
 
 def test_empty_block_round_trips() -> None:
-    header = s.block_header(tx_root=merkle_root([]), body_hash=compute_body_hash((), ()))
+    header = s.block_header(tx_root=merkle_root([]), body_hash=compute_body_hash((), (), ()))
     block = Block(header, (), (), (), 0, ())
     assert codec.decode(codec.encode(block), Block) == block
 

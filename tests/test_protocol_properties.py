@@ -114,7 +114,7 @@ def submissions(draw: Any) -> Submission:
 def work_batches(draw: Any) -> WorkBatch:
     batch = WorkBatch(
         draw(chain_ids), draw(keys32), draw(uints), draw(timestamps),
-        draw(tuples(transactions(), 1, 4)), draw(signatures),
+        draw(tuples(transactions(), 1, 4)), draw(uints), draw(signatures),
     )  # fmt: skip
     return signed(draw, batch, "issuer")
 
@@ -126,7 +126,7 @@ judgements = st.builds(Judgement, hashes, st.integers(0, 255))
 def verdicts(draw: Any) -> Verdict:
     verdict = Verdict(
         draw(chain_ids), draw(hashes), draw(keys32),
-        draw(tuples(judgements, 1, 8)), draw(signatures),
+        draw(tuples(judgements, 1, 8)), draw(uints), draw(signatures),
     )  # fmt: skip
     return signed(draw, verdict, "device")
 
@@ -136,6 +136,17 @@ headers = st.builds(
 )
 rewards = st.builds(Reward, keys32, uints)
 commit_signatures = st.builds(CommitSignature, keys32, signatures)
+
+
+@st.composite
+def hellos(draw: Any) -> DeviceHello:
+    hello = DeviceHello(
+        draw(chain_ids), draw(keys32), draw(texts(MAX_AGENT_VERSION_LEN)),
+        draw(st.integers(1, MAX_BATCH_TXS)), draw(timestamps), draw(signatures),
+    )  # fmt: skip
+    return signed(draw, hello, "device")
+
+
 # A certificate names its round (1..MAX_ROUND); an uncertified block has round 0.
 blocks = tuples(commit_signatures, 0, 2).flatmap(
     lambda certificate: st.builds(
@@ -146,17 +157,9 @@ blocks = tuples(commit_signatures, 0, 2).flatmap(
         tuples(rewards, 0, 3),
         st.one_of(st.integers(1, 5), st.integers(1, MAX_ROUND)) if certificate else st.just(0),
         st.just(certificate),
+        tuples(hellos(), 0, 2),
     )
 )
-
-
-@st.composite
-def hellos(draw: Any) -> DeviceHello:
-    hello = DeviceHello(
-        draw(chain_ids), draw(keys32), draw(texts(MAX_AGENT_VERSION_LEN)),
-        draw(st.integers(1, MAX_BATCH_TXS)), draw(timestamps), draw(signatures),
-    )  # fmt: skip
-    return signed(draw, hello, "device")
 
 
 @st.composite
@@ -309,7 +312,7 @@ def test_random_bytes_raise_only_decode_error(data: bytes, expected: Any) -> Non
 
 # A plausible head (an array of the right arity led by a real kind tag) makes random
 # tails reach the field checks instead of failing at the first byte.
-ARITIES = {1: 10, 2: 4, 3: 7, 4: 6, 5: 9, 6: 7, 7: 7, 8: 7, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5}
+ARITIES = {1: 10, 2: 4, 3: 8, 4: 7, 5: 9, 6: 8, 7: 7, 8: 7, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5}
 HEADS = [bytes([0x80 | arity, tag]) for tag, arity in ARITIES.items()]
 
 
@@ -484,7 +487,7 @@ def test_commit_round_accepted_exactly_when_in_range(round_: int, certified: boo
     check_built_and_decoded_alike(
         sample,
         valid,
-        {5: round_, 6: [entry.to_wire() for entry in certificate]},
+        {6: round_, 7: [entry.to_wire() for entry in certificate]},
         {"commit_round": round_, "certificate": certificate},
     )
 

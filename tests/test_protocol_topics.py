@@ -55,7 +55,7 @@ QOS_RETAIN = {
     Channel.RECEIPTS: (1, False),
     Channel.WORK: (1, False),
     Channel.VERDICTS: (1, False),
-    Channel.HELLO: (1, False),
+    Channel.HELLO: (1, True),
     Channel.HEARTBEAT: (0, False),
     Channel.DEVICE_STATUS: (1, True),
     Channel.BLOCKS: (1, True),

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from micromine.protocol import cbor, codec, crypto, limits
+from micromine.protocol import assignment, cbor, codec, crypto, limits
 from micromine.protocol import consensus as consensus_rules
 from micromine.protocol.block import (
     Block,
@@ -46,6 +46,7 @@ MESSAGES = load("messages.json")
 MERKLE = load("merkle.json")
 INVALID = load("invalid.json")
 VALIDATION = load("validation.json")
+ASSIGNMENT = load("assignment.json")
 
 
 def from_json(cls: type[Any], value: Any) -> Any:
@@ -131,7 +132,11 @@ def test_message_vector(vector: dict[str, Any]) -> None:
     if isinstance(message, Block):
         header = message.header
         assert header.tx_root == compute_tx_root(message.txs)
-        assert header.body_hash == compute_body_hash(message.verdicts, message.rewards)
+        assert header.body_hash == compute_body_hash(
+            message.verdicts, message.rewards, message.registrations
+        )
+        for hello in message.registrations:
+            assert codec.is_signature_valid(hello)
         assert message.commit_round >= 1  # the vectors' block is certified
         check_commit_vector(vector, message.commit_round, message.hash)
         assert len(vector["commit_signing_bytes"]) == len(message.certificate)
@@ -154,7 +159,9 @@ def test_message_vector(vector: dict[str, Any]) -> None:
         assert block.hash.hex() == vector["block_hash"]
         assert message.pol_round < message.round
         assert block.header.tx_root == compute_tx_root(block.txs)
-        assert block.header.body_hash == compute_body_hash(block.verdicts, block.rewards)
+        assert block.header.body_hash == compute_body_hash(
+            block.verdicts, block.rewards, block.registrations
+        )
         assert all(codec.is_signature_valid(m) for m in (*block.txs, *block.verdicts))
     if isinstance(message, Precommit):
         if message.block_hash == NIL:
@@ -257,6 +264,41 @@ def test_invalid_vectors_cover_the_consensus_rules() -> None:
                  "certificate with commit_round 0", "uncertified block with commit_round 1",
                  "commit_round 2^31 + 1"):  # fmt: skip
         assert rule in names, rule
+
+
+# --- device assignment --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", ASSIGNMENT["rankings"], ids=lambda v: v["batch_id"][:8])
+def test_assignment_vector(vector: dict[str, Any]) -> None:
+    assert bytes.fromhex(ASSIGNMENT["domain"]) == assignment.ASSIGNMENT_DOMAIN
+    assert assignment.ASSIGNMENT_DOMAIN == b"micromine-assign"
+    batch_id = bytes.fromhex(vector["batch_id"])
+    registry = [bytes.fromhex(d) for d in vector["registry"]]
+    for device in registry:
+        score = crypto.sha256(b"micromine-assign" + batch_id + device)
+        assert score == assignment.compute_assignment_score(batch_id, device)
+        assert score.hex() == vector["scores"][device.hex()]
+    ranked = assignment.rank_devices(batch_id, registry)
+    assert [d.hex() for d in ranked] == vector["ranking"]
+    assert ranked == sorted(registry, key=lambda d: vector["scores"][d.hex()])
+    for k, entitled in vector["entitled"].items():
+        expected = vector["ranking"][: ASSIGNMENT["entitled_per_k"] * int(k)]
+        assert entitled == expected
+        computed = assignment.compute_entitled(batch_id, registry, int(k))
+        assert [d.hex() for d in computed] == entitled
+
+
+def test_assignment_vectors_rank_differently_per_batch() -> None:
+    first, second = (v["ranking"] for v in ASSIGNMENT["rankings"])
+    assert sorted(first) == sorted(second) and first != second
+
+
+@pytest.mark.parametrize("vector", ASSIGNMENT["windows"], ids=str)
+def test_registry_window_vector(vector: dict[str, Any]) -> None:
+    assert vector["in_window"] == assignment.is_registry_height_in_window(
+        vector["registry_height"], vector["block_height"], vector["window"]
+    )
 
 
 # --- stateless validation -----------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Write the protocol test vectors: keys.json, messages.json, merkle.json, invalid.json and
-validation.json next to this file.
+"""Write the protocol test vectors: keys.json, messages.json, merkle.json, invalid.json,
+validation.json and assignment.json next to this file.
 
     python tests/vectors/generate.py
 
@@ -21,6 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from micromine.protocol import PROTOCOL_VERSION, cbor, codec, crypto
+from micromine.protocol.assignment import (
+    ASSIGNMENT_DOMAIN,
+    ENTITLED_PER_K,
+    compute_assignment_score,
+    compute_entitled,
+    is_registry_height_in_window,
+    rank_devices,
+)
 from micromine.protocol.block import (
     Block,
     BlockHeader,
@@ -43,7 +51,7 @@ from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeFailure
 from micromine.protocol.kinds import Kind, Reason, ReceiptStatus
-from micromine.protocol.limits import MAX_TX_BYTES
+from micromine.protocol.limits import MAX_BLOCK_REGISTRATIONS, MAX_TX_BYTES
 from micromine.protocol.merkle import leaf_hash, merkle_root
 from micromine.protocol.messages import (
     NO_SIGNATURE,
@@ -70,6 +78,7 @@ def labelled_seed(label: str) -> bytes:
 SEEDS: dict[str, bytes] = {
     "device": bytes(range(32)),
     "device-2": labelled_seed("device-2"),
+    "device-3": labelled_seed("device-3"),
     "ledger": labelled_seed("ledger"),
     "alice": labelled_seed("alice"),
     "bob": labelled_seed("bob"),
@@ -78,7 +87,9 @@ SEEDS: dict[str, bytes] = {
     ),
 }
 KEYS = {name: KeyPair(seed) for name, seed in SEEDS.items()}
-DEVICE, DEVICE_2, LEDGER = KEYS["device"], KEYS["device-2"], KEYS["ledger"]
+DEVICE, DEVICE_2, DEVICE_3 = KEYS["device"], KEYS["device-2"], KEYS["device-3"]
+LEDGER = KEYS["ledger"]
+REGISTRY_HEIGHT = 0  # the batch is ranked against the genesis registry
 ALICE, BOB = KEYS["alice"], KEYS["bob"]
 
 
@@ -149,34 +160,28 @@ def transactions() -> tuple[Transaction, Transaction, Transaction]:
 def build_messages() -> list[tuple[str, Any]]:
     tx, tx_boundaries, tx_expired = transactions()
     submission = Submission(CHAIN, bytes(range(16)), (codec.encode(tx), b"\xff not a transaction"))
-    batch = codec.sign(WorkBatch(CHAIN, LEDGER.public, 42, T0 + 3000, (tx, tx_expired)), LEDGER)
+    batch = work_batch()
+    judgements = (Judgement(tx.id, int(Reason.OK)), Judgement(tx_expired.id, int(Reason.EXPIRED)))
     verdict = codec.sign(
-        Verdict(
-            CHAIN,
-            batch.id,
-            DEVICE.public,
-            (Judgement(tx.id, int(Reason.OK)), Judgement(tx_expired.id, int(Reason.EXPIRED))),
-        ),
-        DEVICE,
+        Verdict(CHAIN, batch.id, DEVICE.public, judgements, batch.registry_height), DEVICE
     )
     verdict_2 = codec.sign(
-        Verdict(
-            CHAIN,
-            batch.id,
-            DEVICE_2.public,
-            (Judgement(tx.id, int(Reason.OK)), Judgement(tx_expired.id, int(Reason.EXPIRED))),
-        ),
-        DEVICE_2,
+        Verdict(CHAIN, batch.id, DEVICE_2.public, judgements, batch.registry_height), DEVICE_2
     )
     rewards = (Reward(DEVICE.public, 25), Reward(DEVICE_2.public, 25))
     block_txs = (tx,)
     block_verdicts = (verdict, verdict_2)
+    # The block registers a third device (the first two are in the genesis registry).
+    registration = codec.sign(
+        DeviceHello(CHAIN, DEVICE_3.public, "micromine-c/0.1", 32, T0 + 500), DEVICE_3
+    )
+    registrations = (registration,)
     header = BlockHeader(
         CHAIN,
         1,
         bytes(32),
         compute_tx_root(block_txs),
-        compute_body_hash(block_verdicts, rewards),
+        compute_body_hash(block_verdicts, rewards, registrations),
         sha256(b"micromine/vectors/state"),
         T0 + 1000,
         LEDGER.public,
@@ -185,7 +190,7 @@ def build_messages() -> list[tuple[str, Any]]:
     certificate = (
         CommitSignature(LEDGER.public, codec.sign_commit(1, header.hash, CHAIN, LEDGER)),
     )
-    block = Block(header, block_txs, block_verdicts, rewards, 1, certificate)
+    block = Block(header, block_txs, block_verdicts, rewards, 1, certificate, registrations)
     hello = codec.sign(DeviceHello(CHAIN, DEVICE.public, "micromine-c/0.1", 64, T0), DEVICE)
     heartbeat = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0 + 2000, 0), DEVICE)
     online = codec.sign(DeviceStatus(CHAIN, DEVICE.public, True, T0), DEVICE)
@@ -220,6 +225,12 @@ def build_messages() -> list[tuple[str, Any]]:
         ("receipts", receipts),
         *consensus_messages(block),
     ]
+
+
+def work_batch() -> WorkBatch:
+    tx, _, tx_expired = transactions()
+    unsigned = WorkBatch(CHAIN, LEDGER.public, 42, T0 + 3000, (tx, tx_expired), REGISTRY_HEIGHT)
+    return codec.sign(unsigned, LEDGER)
 
 
 def consensus_messages(block: Block) -> list[tuple[str, Any]]:
@@ -367,7 +378,7 @@ def invalid_json() -> dict[str, Any]:
 
     good = codec.encode(tx)
     hb = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0, 0), DEVICE)
-    batch = codec.sign(WorkBatch(CHAIN, LEDGER.public, 1, T0, (tx,)), LEDGER)
+    batch = codec.sign(WorkBatch(CHAIN, LEDGER.public, 1, T0, (tx,), 5), LEDGER)
     batch_items = [cbor.encode(item) for item in batch.to_wire()]
 
     def batch_with(index: int, encoded: bytes) -> bytes:
@@ -447,6 +458,7 @@ def invalid_json() -> dict[str, Any]:
         ("33-character chain id", tx_with(chain, _text("a" * 33)), tx_t, fail.OUT_OF_RANGE),
         ("work batch with no transactions", batch_with_txs([]), batch_t, fail.OUT_OF_RANGE),
         *consensus_invalid_cases(),
+        *registry_invalid_cases(),
     ]  # fmt: skip
     return {
         "description": "Inputs that each break exactly one rule; decode(hex, expected) must "
@@ -479,8 +491,8 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
     short_sync = SyncRequest(CHAIN, 1, 3, sync.reply_to)  # from 0 to 3: one rule broken
     uncertified = dataclasses.replace(block, commit_round=0, certificate=())
     # Wire positions: Proposal round 3, pol_round 4, block 5; votes round 3; Precommit
-    # commit_signature 6; SyncRequest from_height 2, to_height 3; Block commit_round 5,
-    # certificate 6.  Each case breaks one rule only, so there is no "proposal round 0":
+    # commit_signature 6; SyncRequest from_height 2, to_height 3; Block commit_round 6,
+    # certificate 7.  Each case breaks one rule only, so there is no "proposal round 0":
     # no pol_round is below round 0.
     fail = DecodeFailure
     p_t, v_t, c_t, s_t, b_t = "Proposal", "Prevote", "Precommit", "SyncRequest", "Block"
@@ -504,13 +516,13 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
         ("nil precommit with a commit signature",
          _with_item(nil_precommit, 6, _bytes(precommit.commit_signature)), c_t,
          fail.OUT_OF_RANGE),
-        ("block certificate with commit_round 0", _with_item(block, 5, _head(0, 0)), b_t,
+        ("block certificate with commit_round 0", _with_item(block, 6, _head(0, 0)), b_t,
          fail.OUT_OF_RANGE),
-        ("block commit_round 2^31 + 1", _with_item(block, 5, _head(0, MAX_ROUND + 1)), b_t,
+        ("block commit_round 2^31 + 1", _with_item(block, 6, _head(0, MAX_ROUND + 1)), b_t,
          fail.OUT_OF_RANGE),
-        ("uncertified block with commit_round 1", _with_item(uncertified, 5, _head(0, 1)),
+        ("uncertified block with commit_round 1", _with_item(uncertified, 6, _head(0, 1)),
          b_t, fail.OUT_OF_RANGE),
-        ("block commit_round as text", _with_item(block, 5, _text("1")), b_t, fail.BAD_TYPE),
+        ("block commit_round as text", _with_item(block, 6, _text("1")), b_t, fail.BAD_TYPE),
         ("sync request from height 0", _with_item(short_sync, 2, _head(0, 0)), s_t,
          fail.OUT_OF_RANGE),
         ("sync request to_height below from_height",
@@ -519,6 +531,73 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
         ("sync request for 65 blocks", _with_item(sync, 3, _head(0, MAX_SYNC_BLOCKS + 1)),
          s_t, fail.OUT_OF_RANGE),
     ]  # fmt: skip
+
+
+def registry_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailure]]:
+    """The fields added for device assignment: registry_height and registrations."""
+    by_name = dict(build_messages())
+    batch, verdict, block = by_name["work-batch"], by_name["verdict"], by_name["block"]
+    hello, heartbeat = by_name["device-hello"], by_name["heartbeat"]
+    batch_items = [cbor.encode(item) for item in batch.to_wire()]
+    hello_bytes = codec.encode(hello)
+    fail = DecodeFailure
+    # Wire positions: WorkBatch registry_height 6; Verdict registry_height 5; Block
+    # registrations 5.
+    return [
+        ("work batch without its registry_height", _array(batch_items[:6] + batch_items[7:]),
+         "WorkBatch", fail.BAD_SHAPE),
+        ("work batch registry_height 2^63", _with_item(batch, 6, _head(0, 2**63)),
+         "WorkBatch", fail.OUT_OF_RANGE),
+        ("text as a verdict's registry_height", _with_item(verdict, 5, _text("0")),
+         "Verdict", fail.BAD_TYPE),
+        ("verdict registry_height -1", _with_item(verdict, 5, b"\x20"), "Verdict",
+         fail.OUT_OF_RANGE),
+        (f"block with {MAX_BLOCK_REGISTRATIONS + 1} registrations",
+         _with_item(block, 5, _array([hello_bytes] * (MAX_BLOCK_REGISTRATIONS + 1))),
+         "Block", fail.OUT_OF_RANGE),
+        ("a heartbeat among a block's registrations",
+         _with_item(block, 5, _array([codec.encode(heartbeat)])), "Block", fail.WRONG_KIND),
+    ]  # fmt: skip
+
+
+# --- device assignment --------------------------------------------------------------------
+
+
+def assignment_json() -> dict[str, Any]:
+    """Rankings of a registry for two batch ids, and the registry-height window."""
+    batch_ids = [work_batch().id, sha256(b"micromine/vectors/another batch")]
+    registry = sorted([DEVICE.public, DEVICE_2.public, DEVICE_3.public] + [
+        KeyPair(labelled_seed(f"registered-{i}")).public for i in range(7)
+    ])  # fmt: skip
+    rankings = []
+    for batch_id in batch_ids:
+        ranked = rank_devices(batch_id, registry)
+        rankings.append({
+            "batch_id": batch_id.hex(),
+            "registry": [device.hex() for device in registry],
+            "scores": {d.hex(): compute_assignment_score(batch_id, d).hex() for d in registry},
+            "ranking": [device.hex() for device in ranked],
+            "entitled": {
+                str(k): [d.hex() for d in compute_entitled(batch_id, registry, k)]
+                for k in (1, 2, 3, 5, 6)
+            },
+        })  # fmt: skip
+    window = 64
+    windows = [
+        {"registry_height": r, "block_height": h, "window": window,
+         "in_window": is_registry_height_in_window(r, h, window)}
+        for r, h in ((0, 1), (0, 64), (0, 65), (100, 164), (99, 164), (164, 164), (165, 164))
+    ]  # fmt: skip
+    return {
+        "description": "score = SHA-256('micromine-assign' | batch_id | device); ranking = "
+        "registry by ascending score (ties: lower key); entitled = the first "
+        f"{ENTITLED_PER_K}k of the ranking; a verdict's registry_height r is usable in a "
+        "block at height h when h - window <= r < h",
+        "domain": ASSIGNMENT_DOMAIN.hex(),
+        "entitled_per_k": ENTITLED_PER_K,
+        "rankings": rankings,
+        "windows": windows,
+    }
 
 
 # --- stateless validation -----------------------------------------------------------------
@@ -580,6 +659,7 @@ def main() -> None:
     write("merkle.json", merkle_json())
     write("invalid.json", invalid_json())
     write("validation.json", validation_json())
+    write("assignment.json", assignment_json())
 
 
 if __name__ == "__main__":

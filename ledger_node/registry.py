@@ -1,0 +1,102 @@
+"""The chain's device registry: which devices are registered, and since which height.
+
+    registered at h     a block at height h carried the device's signed DeviceHello in
+                        ``Block.registrations`` (genesis may list devices: height 0);
+                        records are never removed (revocation, with its own height, is
+                        for the enrollment policies of issue 4)
+    registry at h       every device registered at a height <= h
+    entitled(batch, h)  the first 2k devices of the registry at h, ranked for the batch
+                        (protocol/assignment.py)
+
+The registry is part of the chain state: the state root commits to it
+(state.compute_registry_root).  It grows only through ``process_block`` of committed
+blocks, in height order, so the registry at a committed height never changes again.
+That is what makes memoising ``entitled`` safe: the memo is of a pure function of chain
+data, and heights above the registry's own are refused rather than guessed.
+"""
+
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+
+from micromine.ledger_node.state import compute_registry_root
+from micromine.protocol.assignment import compute_entitled
+
+ENTITLED_MEMO = 16_384  # (batch, registry height) rankings remembered
+
+
+class DeviceRegistry:
+    """Registered devices as of ``height`` (the chain tip it was built from)."""
+
+    def __init__(self, registered: Mapping[bytes, int], height: int) -> None:
+        if any(at > height for at in registered.values()):
+            raise ValueError("a device is registered above the registry's height")
+        self.height = height
+        self._heights = dict(registered)
+        order = sorted((at, device) for device, at in registered.items())
+        self._devices = [device for _, device in order]  # by registration height, then key
+        self._at = [at for at, _ in order]
+        self._root: bytes | None = None
+        self._entitled: OrderedDict[tuple[bytes, int, int], tuple[bytes, ...]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._heights)
+
+    def __contains__(self, device: object) -> bool:
+        return device in self._heights
+
+    @property
+    def heights(self) -> Mapping[bytes, int]:
+        """Device key -> the height that registered it (read-only)."""
+        return MappingProxyType(self._heights)
+
+    def members_at(self, height: int) -> Sequence[bytes]:
+        """The registry at ``height``: devices registered at ``height`` or below."""
+        return self._devices[: bisect_right(self._at, height)]
+
+    def is_registered_at(self, device: bytes, height: int) -> bool:
+        at = self._heights.get(device)
+        return at is not None and at <= height
+
+    def entitled(self, batch_id: bytes, registry_height: int, k: int) -> tuple[bytes, ...]:
+        """The devices entitled to judge the batch against the registry at
+        ``registry_height``, best first.  Raises ValueError above our own height."""
+        if registry_height > self.height:
+            raise ValueError(f"registry at {registry_height} is not known yet ({self.height})")
+        key = (batch_id, registry_height, k)
+        found = self._entitled.get(key)
+        if found is None:
+            found = compute_entitled(batch_id, self.members_at(registry_height), k)
+            self._entitled[key] = found
+            if len(self._entitled) > ENTITLED_MEMO:
+                self._entitled.popitem(last=False)
+        return found
+
+    @property
+    def root(self) -> bytes:
+        if self._root is None:
+            self._root = compute_registry_root(self._heights)
+        return self._root
+
+    def root_after(self, devices: Iterable[bytes], height: int) -> bytes:
+        """The registry root once ``devices`` are registered at ``height``."""
+        added = dict.fromkeys(devices, height)
+        if not added:
+            return self.root
+        return compute_registry_root({**self._heights, **added})
+
+    def process_block(self, height: int, devices: Sequence[bytes]) -> None:
+        """Record a committed block: ``devices`` (not yet registered) registered at
+        ``height``, which must be the next height."""
+        if height != self.height + 1:
+            raise ValueError(f"block {height} does not follow the registry's {self.height}")
+        if any(device in self._heights for device in devices):
+            raise ValueError("a device is registered twice")
+        for device in sorted(devices):
+            self._heights[device] = height
+            self._devices.append(device)
+            self._at.append(height)
+        if devices:
+            self._root = None
+        self.height = height
