@@ -41,6 +41,12 @@ class ChainParams:
     # A verdict justifies a transaction only in a block less than this many heights above
     # the registry its batch was ranked against (verdict.registry_height).
     assignment_window: int = 64
+    # 1: every validator re-verifies each transaction's signature in a proposed block.
+    # On by default until devices' work is guarded by audits and fraud proofs (issue 4):
+    # with open enrollment, devices someone registered can be entitled to a batch and
+    # vouch for a forged transaction (docs/CONSENSUS.md, "Device assignment").  0 leaves
+    # signatures to the devices alone, which is what takes the work off the ledger.
+    recheck_tx_signatures: int = 1
 
     def check(self) -> None:
         if not 1 <= self.q <= self.k:
@@ -58,6 +64,8 @@ class ChainParams:
                      "assignment_window"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise GenesisError(f"{name} must be positive")
+        if self.recheck_tx_signatures not in (0, 1):
+            raise GenesisError("recheck_tx_signatures must be 0 or 1")
         if not 0 <= self.block_reward <= MAX_AMOUNT:
             raise GenesisError(f"block_reward must be 0..{MAX_AMOUNT}")
 

@@ -138,6 +138,10 @@ def add_genesis_arguments(parser: argparse.ArgumentParser) -> None:
                           ("block-reward", 50), ("min-fee", 0),
                           ("assignment-window", 64)):  # fmt: skip
         parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--recheck-tx-signatures", type=int, choices=(0, 1), default=1,
+                        help="1 (default): validators re-verify every transaction's "
+                             "signature in a block; 0: leave it to the devices "
+                             "(docs/CONSENSUS.md, 'Device assignment')")  # fmt: skip
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
 
 
@@ -167,6 +171,7 @@ def cmd_genesis(args: argparse.Namespace) -> int:
                 block_reward=args.block_reward,
                 min_fee=args.min_fee,
                 assignment_window=args.assignment_window,
+                recheck_tx_signatures=args.recheck_tx_signatures,
             ),
             devices=tuple(sorted({_hex_key(text, "--device") for text in args.device})),
         )
