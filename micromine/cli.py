@@ -51,11 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_genesis_arguments(genesis)
     genesis.set_defaults(run=cmd_genesis)
 
+    from micromine.broker.config import add_broker_arguments
+
     broker = commands.add_parser("broker", help="run the embedded MQTT broker (amqtt)")
-    broker.add_argument("--host", default="127.0.0.1", help="bind address")
-    broker.add_argument("--port", default="1883", help="MQTT TCP port")
-    broker.add_argument("--ws-port", default="9001", help="MQTT over WebSocket port; 0: off")
+    add_broker_arguments(broker)
     broker.set_defaults(run=cmd_broker)
+    broker_commands = broker.add_subparsers(metavar="ACTION")
+    mosquitto = broker_commands.add_parser(
+        "mosquitto-config", help="write a Mosquitto configuration for the same access policy"
+    )
+    from micromine.broker.mosquitto import add_mosquitto_arguments
+
+    add_mosquitto_arguments(mosquitto)
+    mosquitto.set_defaults(run=cmd_mosquitto_config)
 
     from micromine.device_agent.cli import add_agent_arguments
 
@@ -186,13 +194,27 @@ def _hex_key(text: str, flag: str) -> bytes:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
+    from micromine.broker.config import config_from_args
+    from micromine.ledger_node.genesis import GenesisError
+
     try:
-        from micromine.broker.__main__ import main as broker_main
+        config = config_from_args(args)
+    except (ValueError, GenesisError) as exc:
+        print(f"micromine broker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        from micromine.broker.embedded import main_run
     except ImportError:
         print("micromine broker: needs the broker extra: pip install 'micromine[broker]'",
               file=sys.stderr)  # fmt: skip
         return 2
-    return broker_main(["--host", args.host, "--port", args.port, "--ws-port", args.ws_port])
+    return main_run(config)
+
+
+def cmd_mosquitto_config(args: argparse.Namespace) -> int:
+    from micromine.broker.mosquitto import run_mosquitto_config
+
+    return run_mosquitto_config(args)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

@@ -69,6 +69,7 @@ class LoginRefusal(Enum):
     REPLAYED = "replayed"
     BAD_SIGNATURE = "bad_signature"
     WILL_NOT_ALLOWED = "will_not_allowed"  # the Last Will names a topic the client may not publish
+    CLIENT_ID_TAKEN = "client_id_taken"  # a connected client of another key has this client id
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,13 @@ def is_static_password_valid(key: bytes, chain_id: str, password: str, epoch: in
         return False
     digest = compute_login_digest(chain_id, key, "", epoch)
     return verify(key, Kind.LOGIN, chain_id, digest, token.signature)
+
+
+def is_take_over_allowed(holder: bytes | None, newcomer: bytes | None) -> bool:
+    """May ``newcomer`` (a key, None: anonymous) connect with the client id of a connected
+    client logged in as ``holder``?  MQTT says the newcomer takes the session over; only a
+    client of the same key may, or anyone can cut a device off by reusing its client id."""
+    return holder is None or holder == newcomer
 
 
 @dataclass(slots=True)
