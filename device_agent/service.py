@@ -25,15 +25,7 @@ import structlog
 
 from micromine.device_agent.config import AgentConfig
 from micromine.device_agent.core import AgentCore, Discarded, Drop, Judged, Output, Publish
-from micromine.mqtt import (
-    Incoming,
-    LinkConfig,
-    LinkEvent,
-    LinkEventKind,
-    Login,
-    MqttLink,
-    Will,
-)
+from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, Login, MqttLink, Will
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.topics import Channel
 

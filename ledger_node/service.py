@@ -31,15 +31,7 @@ from micromine.ledger_node.consensus import PersistSigned
 from micromine.ledger_node.core import RECENT_COMMITTED, LedgerCore
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.storage import LedgerStore
-from micromine.mqtt import (
-    Incoming,
-    LinkConfig,
-    LinkEvent,
-    LinkEventKind,
-    Login,
-    MqttLink,
-    Will,
-)
+from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, Login, MqttLink, Will
 from micromine.protocol import topics
 from micromine.protocol.codec import encode
 from micromine.protocol.consensus import SyncRequest
