@@ -12,15 +12,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from micromine.broker.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WS_PORT, BrokerConfig
+from micromine.broker.config import BrokerConfig, add_broker_arguments, config_from_args
 from micromine.broker.embedded import main_run
-
-
-def _ws_port(value: str) -> int | None:
-    """``--ws-port 0`` (or ``off``) disables the WebSocket listener."""
-    if value.lower() in {"0", "off", "none"}:
-        return None
-    return int(value)
+from micromine.ledger_node.genesis import GenesisError
 
 
 def parse_args(argv: Sequence[str] | None = None) -> BrokerConfig:
@@ -29,18 +23,11 @@ def parse_args(argv: Sequence[str] | None = None) -> BrokerConfig:
         prog="python -m micromine.broker",
         description="Embedded MQTT 3.1.1 broker (amqtt) for micromine devnets and tests.",
     )
-    parser.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="MQTT TCP port")
-    parser.add_argument(
-        "--ws-port",
-        type=_ws_port,
-        default=DEFAULT_WS_PORT,
-        help="MQTT-over-WebSocket port; 0 disables (default: %(default)s)",
-    )
+    add_broker_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return BrokerConfig(host=args.host, port=args.port, ws_port=args.ws_port)
-    except ValueError as exc:
+        return config_from_args(args)
+    except (ValueError, GenesisError) as exc:
         parser.error(str(exc))
 
 

@@ -23,6 +23,15 @@ because pyproject pins ``amqtt==0.12.1``.  Each fix names the test in
    check), ``Broker._client_connected`` returns without closing the server-side socket;
    the fd lives until garbage collection.  Test: ``test_run_broker_in_process_ready_and_stop``
    (ResourceWarning, an error under ``filterwarnings = error``).
+6. Authentication after take-over.  ``Broker._initialize_client_session`` deletes the
+   session of any client with the same id (clean session), or copies the new CONNECT's
+   Will and credentials into it (persistent session), *before* the auth plugins run; a
+   refused CONNECT then also replaces the connected client's entry in ``_sessions``.  So
+   a client without credentials could cut a device off its work by connecting with its
+   client id.  Here authentication runs right after the CONNECT is read, a refused client
+   gets CONNACK 5 (not authorized) and touches no other session, and
+   ``_handle_client_session`` reuses that result (a token is accepted only once).  Test:
+   ``test_refused_connect_cannot_take_over_a_client_id`` (tests/test_broker_access.py).
 """
 
 from __future__ import annotations
@@ -39,6 +48,10 @@ from typing import Any
 import websockets
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerType
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.utils import gen_client_id
 from websockets.exceptions import InvalidMessage
 
 __all__ = ["MicromineBroker", "quiet_amqtt_logging"]
@@ -63,11 +76,12 @@ def _expire_silent_client(handler: Any) -> None:
 
 
 class MicromineBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
-    """amqtt's ``Broker`` with fixes 1-3 and 5 from the module docstring."""
+    """amqtt's ``Broker`` with fixes 1-3, 5 and 6 from the module docstring."""
 
     def __init__(self, config: dict[str, Any], *, ws_max_size: int | None) -> None:
         super().__init__(config)
         self._ws_max_size = ws_max_size
+        self._authenticated: dict[int, bool] = {}  # id(session) -> result, until CONNACK
 
     # Fix 1 ----------------------------------------------------------------------------
     async def _handle_subscription(self, *args: Any, **kwargs: Any) -> None:
@@ -86,12 +100,12 @@ class MicromineBroker(Broker):  # type: ignore[misc]  # amqtt ships no type info
         if _IN_SUBSCRIBE.get():
             await super()._publish_retained_messages_for_subscription(subscription, session)
 
-    # Fixes 2 and 5 ----------------------------------------------------------------------
+    # Fixes 2, 5 and 6 -------------------------------------------------------------------
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
     ) -> tuple[Any, Any]:
         try:
-            handler, session = await super()._initialize_client_session(
+            handler, session = await self._connect_authenticated(
                 reader, writer, remote_address, remote_port
             )
         except BaseException:
@@ -103,6 +117,51 @@ class MicromineBroker(Broker):  # type: ignore[misc]  # amqtt ships no type info
             session.keep_alive = math.ceil(session.keep_alive * KEEPALIVE_GRACE)
             handler.handle_read_timeout = partial(_expire_silent_client, handler)
         return handler, session
+
+    async def _connect_authenticated(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> tuple[Any, Any]:
+        """amqtt 0.12.1's ``_initialize_client_session`` with authentication moved first."""
+        where = f"{remote_address}:{remote_port}"
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
+        except (AMQTTError, NoDataError) as exc:
+            log.debug("no CONNECT from %s: %s", where, exc)
+            raise AMQTTError(exc) from exc
+        except MQTTError:
+            log.info("invalid CONNECT from %s", where)
+            raise
+        if not await super()._authenticate(session, None):
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError(f"{_REFUSED_MARK}: client {session.client_id!r} from {where}")
+        if session.clean_session:
+            if session.client_id:
+                await self._delete_session(session.client_id)
+            else:
+                session.client_id = gen_client_id()
+            session.parent = 0
+        elif session.client_id in self._sessions:
+            existing, _ = self._sessions[session.client_id]
+            for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain",
+                         "keep_alive", "username", "password"):  # fmt: skip
+                setattr(existing, name, getattr(session, name))
+            session = existing
+            session.parent = 1
+        else:
+            session.parent = 0
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        self._authenticated[id(session)] = True
+        return handler, session
+
+    async def _authenticate(self, session: Any, listener: Any) -> bool:
+        # The CONNECT was authenticated in _connect_authenticated; running the plugins again
+        # would refuse the same token as a replay.
+        return self._authenticated.pop(id(session), False)
 
     # Fix 3 ----------------------------------------------------------------------------
     async def _create_server_instance(
@@ -147,6 +206,8 @@ _FILTERED_LOGGERS = (
 )
 _PROBE_MESSAGES = ("No data to decode MQTT packet fixed header",)
 """amqtt messages that mean "a client connected and left without sending CONNECT"."""
+_REFUSED_MARK = "not authorized (counted and logged by micromine.broker.access)"
+"""Fix 6's refusals: amqtt would log each one; the access plugin logs them rate-limited."""
 
 
 def _is_probe(record: logging.LogRecord) -> bool:
@@ -160,7 +221,7 @@ def _is_probe(record: logging.LogRecord) -> bool:
     if isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError):
         return True
     message = record.getMessage()
-    return any(fragment in message for fragment in _PROBE_MESSAGES)
+    return _REFUSED_MARK in message or any(fragment in message for fragment in _PROBE_MESSAGES)
 
 
 class _QuietBelowDebug(logging.Filter):

@@ -8,9 +8,21 @@ knows about it.  Everything else (CLI, devnet, tests) speaks :class:`BrokerConfi
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_WS_PORT", "BrokerConfig"]
+from micromine.protocol.auth import LOGIN_WINDOW_MS
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "DEFAULT_TLS_PORT",
+    "DEFAULT_WS_PORT",
+    "BrokerConfig",
+    "add_broker_arguments",
+    "config_from_args",
+]
 
 DEFAULT_HOST = "127.0.0.1"
 """Loopback by default: an accidental ``micromine broker`` must not open an anonymous,
@@ -21,6 +33,9 @@ DEFAULT_PORT = 1883
 
 DEFAULT_WS_PORT = 9001
 """Conventional MQTT-over-WebSocket port (mosquitto's examples and most browser clients)."""
+
+DEFAULT_TLS_PORT = 8883
+"""IANA-registered MQTT over TLS port."""
 
 _MAX_PORT = 65535
 
@@ -37,8 +52,8 @@ class BrokerConfig:
     """Address both listeners bind to.  IPv4 literal or host name; amqtt's bind parser keeps
     the brackets of an IPv6 literal, so IPv6 binds are not supported."""
 
-    port: int = DEFAULT_PORT
-    """Plain-TCP MQTT 3.1.1 listener port."""
+    port: int | None = DEFAULT_PORT
+    """Plain-TCP MQTT 3.1.1 listener port; ``None`` disables it (only with TLS on)."""
 
     ws_port: int | None = DEFAULT_WS_PORT
     """MQTT-over-WebSocket listener port; ``None`` disables the WebSocket listener (devices
@@ -54,26 +69,153 @@ class BrokerConfig:
     for our 2 MB payloads).  ``None`` means "no WebSocket frame limit either".
     """
 
+    genesis: Path | None = None
+    """The chain's genesis file.  With it the broker checks login tokens and the topic ACL
+    of protocol/acl.py (broker/access.py); without it the broker is open: anyone may
+    publish and subscribe anything (logged as a warning at start)."""
+
+    allow_anonymous: bool = True
+    """With ``genesis``: clients without a username may read blocks and blocks/json."""
+
+    login_window_ms: int = LOGIN_WINDOW_MS
+    """With ``genesis``: tolerance either side of the broker's clock for a token's time."""
+
+    tls_port: int | None = None
+    """MQTT over TLS listener port (needs ``tls_cert`` and ``tls_key``); None: no TLS."""
+
+    tls_cert: Path | None = None
+    """PEM certificate (chain) of the TLS listeners."""
+
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+
+    tls_ca: Path | None = None
+    """PEM CA bundle to verify client certificates by, when clients present one."""
+
     def __post_init__(self) -> None:
         """Reject configs that would only fail later, deep inside amqtt, with a worse error."""
         if not self.host:
             raise ValueError("host must not be empty")
         if ":" in self.host:
             raise ValueError(f"IPv6 literal {self.host!r} is not supported by amqtt's bind parser")
-        for name, value in (("port", self.port), ("ws_port", self.ws_port)):
+        ports = (("port", self.port), ("ws_port", self.ws_port), ("tls_port", self.tls_port))
+        for name, value in ports:
             if value is not None and not 1 <= value <= _MAX_PORT:
                 raise ValueError(f"{name} must be in 1..{_MAX_PORT}, got {value}")
-        if self.ws_port is not None and self.ws_port == self.port:
-            raise ValueError(f"port and ws_port must differ (both {self.port})")
+        used = [value for _, value in ports if value is not None]
+        if len(used) != len(set(used)):
+            raise ValueError(f"the listener ports must differ, got {used}")
+        if self.port is None and self.tls_port is None:
+            raise ValueError("no listener: give a port or a TLS port")
+        if (self.tls_port is None) != (self.tls_cert is None) or (
+            (self.tls_cert is None) != (self.tls_key is None)
+        ):
+            raise ValueError("TLS needs a port, a certificate and its key together")
+        if self.tls_ca is not None and self.tls_port is None:
+            raise ValueError("a TLS CA file needs a TLS listener")
+        if self.genesis is None and not self.allow_anonymous:
+            raise ValueError("--no-anonymous needs --genesis (nobody could log in)")
+        if self.login_window_ms <= 0:
+            raise ValueError("login_window_ms must be positive")
         if self.max_message_bytes is not None and self.max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {self.max_message_bytes}")
 
     @property
     def url(self) -> str:
-        """``mqtt://host:port`` of the TCP listener, the form the agent/ledger CLIs accept."""
+        """``mqtt://host:port`` of the TCP listener (``mqtts://`` of the TLS one without it)."""
+        if self.port is None:
+            return f"mqtts://{self.host}:{self.tls_port}"
         return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def tls_url(self) -> str | None:
+        """``mqtts://host:tls_port`` of the TLS listener, or ``None`` without TLS."""
+        return None if self.tls_port is None else f"mqtts://{self.host}:{self.tls_port}"
 
     @property
     def ws_url(self) -> str | None:
         """``ws://host:ws_port`` of the WebSocket listener, or ``None`` when it is disabled."""
-        return None if self.ws_port is None else f"ws://{self.host}:{self.ws_port}"
+        if self.ws_port is None:
+            return None
+        scheme = "wss" if self.port is None else "ws"  # it inherits TLS from the default
+        return f"{scheme}://{self.host}:{self.ws_port}"
+
+
+def _optional_port(value: str) -> int | None:
+    """``0`` (or ``off``) disables a listener."""
+    if value.lower() in {"0", "off", "none"}:
+        return None
+    return int(value)
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The embedded broker's flags, shared with ``micromine broker``."""
+    parser.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: %(default)s)")
+    parser.add_argument(
+        "--port",
+        type=_optional_port,
+        default=DEFAULT_PORT,
+        help="MQTT TCP port; 0 disables it (needs TLS) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ws-port",
+        type=_optional_port,
+        default=DEFAULT_WS_PORT,
+        help="MQTT-over-WebSocket port; 0 disables (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--genesis",
+        type=Path,
+        metavar="FILE",
+        help="check login tokens and the topic ACL for this chain; without it "
+        "the broker is open to anyone (a warning says so)",
+    )
+    parser.add_argument(
+        "--no-anonymous",
+        action="store_true",
+        help="refuse clients without a login (default: they may read blocks)",
+    )
+    parser.add_argument(
+        "--login-window",
+        type=float,
+        metavar="S",
+        help="seconds a token's time may differ from the broker's clock (300)",
+    )
+    parser.add_argument(
+        "--tls-port",
+        type=int,
+        metavar="PORT",
+        help=f"MQTT over TLS port (default {DEFAULT_TLS_PORT} with --tls-cert)",
+    )
+    parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM server certificate")
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM key of --tls-cert")
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="PEM CA to verify client certificates by (optional)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> BrokerConfig:
+    """A validated :class:`BrokerConfig`; ValueError (or GenesisError) says what is wrong."""
+    if args.genesis is not None:
+        from micromine.ledger_node.genesis import Genesis  # noqa: PLC0415  (keeps --help light)
+
+        Genesis.load(args.genesis)  # a bad genesis fails here, not inside amqtt
+    tls_port = args.tls_port
+    if tls_port is None and args.tls_cert is not None:
+        tls_port = DEFAULT_TLS_PORT
+    extra = {} if args.login_window is None else {"login_window_ms": int(args.login_window * 1000)}
+    return BrokerConfig(
+        host=args.host,
+        port=args.port,
+        ws_port=args.ws_port,
+        genesis=args.genesis,
+        allow_anonymous=not args.no_anonymous,
+        tls_port=tls_port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        **extra,
+    )

@@ -33,6 +33,7 @@ __all__ = ["amqtt_config", "main_run", "run_broker"]
 log = logging.getLogger("micromine.broker")
 
 ANONYMOUS_AUTH_PLUGIN = "amqtt.plugins.authentication.AnonymousAuthPlugin"
+ACCESS_PLUGIN = "micromine.broker.access.AccessPlugin"
 WS_FRAME_OVERHEAD = 64 * 1024
 """Room above ``max_message_bytes`` for the MQTT fixed header, topic and packet id."""
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -41,29 +42,43 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def amqtt_config(cfg: BrokerConfig) -> dict[str, Any]:
     """Translate our :class:`BrokerConfig` into the amqtt 0.12.1 broker config dict.
 
-    The ``"default"`` listener is mandatory in amqtt (other listeners inherit its unset
-    fields), so the TCP listener is always ``default``; ``max_connections: 0`` = unlimited.
+    The ``"default"`` listener is mandatory in amqtt, and other listeners inherit every
+    field they leave at its default value from it: the plain TCP listener is ``default``
+    when there is one, else the TLS one (and then the WebSocket listener is TLS too).
+    ``max_connections: 0`` = unlimited.  With a genesis the access plugin replaces the
+    anonymous one (broker/access.py).
     """
-    listeners: dict[str, dict[str, Any]] = {
-        "default": {
-            "type": ListenerType.TCP.value,
-            "bind": f"{cfg.host}:{cfg.port}",
-            "max_connections": 0,
-        },
-    }
+    listeners: dict[str, dict[str, Any]] = {}
+    if cfg.port is not None:
+        listeners["default"] = _listener(ListenerType.TCP, cfg.host, cfg.port)
+    if cfg.tls_port is not None:
+        tls = _listener(ListenerType.TCP, cfg.host, cfg.tls_port)
+        tls.update(ssl=True, certfile=str(cfg.tls_cert), keyfile=str(cfg.tls_key))
+        if cfg.tls_ca is not None:
+            tls["cafile"] = str(cfg.tls_ca)
+        listeners["default" if cfg.port is None else "tls"] = tls
     if cfg.ws_port is not None:
-        listeners["ws"] = {
-            "type": ListenerType.WS.value,
-            "bind": f"{cfg.host}:{cfg.ws_port}",
-            "max_connections": 0,
+        listeners["ws"] = _listener(ListenerType.WS, cfg.host, cfg.ws_port)
+    plugins: dict[str, dict[str, Any]] = {ANONYMOUS_AUTH_PLUGIN: {"allow_anonymous": True}}
+    if cfg.genesis is not None:
+        plugins = {
+            ACCESS_PLUGIN: {
+                "genesis": str(cfg.genesis),
+                "allow_anonymous": cfg.allow_anonymous,
+                "window_ms": cfg.login_window_ms,
+            }
         }
     return {
         "listeners": listeners,
         # Seconds amqtt adds to a client's keep-alive before its read timeout; the 1.5x
         # grace of the spec is applied by MicromineBroker instead, so no extra slack here.
         "timeout_disconnect_delay": 0,
-        "plugins": {ANONYMOUS_AUTH_PLUGIN: {"allow_anonymous": True}},
+        "plugins": plugins,
     }
+
+
+def _listener(kind: ListenerType, host: str, port: int) -> dict[str, Any]:
+    return {"type": kind.value, "bind": f"{host}:{port}", "max_connections": 0}
 
 
 def ws_max_size(cfg: BrokerConfig) -> int | None:
@@ -113,6 +128,11 @@ async def run_broker(
         except BrokerError:
             await broker.close_listeners()
             raise
+        if cfg.genesis is None:
+            log.warning(
+                "OPEN MODE: no --genesis, so no login and no topic ACL: anyone who reaches "
+                "this broker may publish and subscribe anything"
+            )
         try:
             log.info("broker listening on %s (websocket: %s)", cfg.url, cfg.ws_url or "off")
             if ready is not None:
@@ -144,8 +164,12 @@ def main_run(cfg: BrokerConfig) -> int:
         await asyncio.wait({serving, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
         ready_wait.cancel()
         if ready.is_set():
-            ws = f", {cfg.ws_url}" if cfg.ws_url else ""
-            print(f"micromine broker listening on {cfg.url}{ws}", file=sys.stderr, flush=True)
+            more = "".join(
+                f", {url}" for url in (cfg.tls_url, cfg.ws_url) if url and url != cfg.url
+            )
+            mode = f"access control for {cfg.genesis}" if cfg.genesis else "OPEN: no access control"
+            print(f"micromine broker listening on {cfg.url}{more} ({mode})", file=sys.stderr,
+                  flush=True)  # fmt: skip
         await serving
 
     try:

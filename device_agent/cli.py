@@ -25,6 +25,7 @@ from micromine.device_agent.config import (
 from micromine.device_agent.keyfile import KeyFileError, load_or_create_key
 from micromine.device_agent.service import AgentService
 from micromine.logs import LEVELS, configure_logging
+from micromine.mqtt import add_link_arguments
 
 __all__ = ["add_agent_arguments", "main", "run_agent"]
 
@@ -37,7 +38,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--broker",
         metavar="URL",
-        help=f"mqtt://HOST[:PORT] or ws://HOST[:PORT][/PATH] (env {ENV_BROKER}; "
+        help=f"mqtt[s]://HOST[:PORT] or ws[s]://HOST[:PORT][/PATH] (env {ENV_BROKER}; "
         f"default {DEFAULT_BROKER})",
     )
     parser.add_argument(
@@ -67,6 +68,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HEX",
         help="accept work only from this ledger node key (repeatable; default: any)",
     )
+    add_link_arguments(parser)
     parser.add_argument("--log-level", choices=list(LEVELS), type=str.lower, help="default info")
     parser.add_argument(
         "--log-json",

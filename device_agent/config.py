@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from micromine.logs import LEVELS
-from micromine.mqtt import parse_broker_url
+from micromine.mqtt import LoginMode, TlsFiles, link_settings_from, parse_broker_url
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.fields import check_chain_id
 from micromine.protocol.limits import MAX_BATCH_TXS, PUBLIC_KEY_LEN
@@ -57,12 +57,16 @@ class AgentConfig:
     # When set, work from any other ledger node is dropped unjudged: without it, anyone who
     # can publish on the broker can make the device burn CPU on signature checks.
     known_issuers: frozenset[bytes] | None = None
+    login: LoginMode = LoginMode.TOKEN
+    tls: TlsFiles | None = None  # CA, client certificate and key for mqtts:// / wss://
 
     def __post_init__(self) -> None:
         try:
-            parse_broker_url(self.broker_url)
+            address = parse_broker_url(self.broker_url)
         except ValueError as exc:
             raise ConfigError(f"--broker / {ENV_BROKER}: {exc}") from None
+        if self.tls is not None and not address.tls:
+            raise ConfigError(f"--tls-* files need a TLS broker URL (mqtts://), not {address.url}")
         if not _is_chain_id(self.chain_id):
             raise ConfigError(
                 f"--chain / {ENV_CHAIN}: {self.chain_id!r} is not a chain id "
@@ -106,6 +110,10 @@ class AgentConfig:
             return default
 
         issuers = getattr(args, "issuer", None)
+        try:
+            login, tls = link_settings_from(args, env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             broker_url=str(pick("broker", ENV_BROKER, DEFAULT_BROKER)),
             key_path=Path(pick("key", ENV_KEY, default_key_path(env))).expanduser(),
@@ -115,6 +123,8 @@ class AgentConfig:
             log_level=str(pick("log_level", None, "info")).lower(),
             log_json=getattr(args, "log_json", None),
             known_issuers=_parse_issuers(issuers) if issuers else None,
+            login=login,
+            tls=tls,
         )
 
 

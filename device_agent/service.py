@@ -25,7 +25,7 @@ import structlog
 
 from micromine.device_agent.config import AgentConfig
 from micromine.device_agent.core import AgentCore, Discarded, Drop, Judged, Output, Publish
-from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, MqttLink, Will
+from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, Login, MqttLink, Will
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.topics import Channel
 
@@ -68,6 +68,8 @@ class AgentService:
                 broker_url=config.broker_url,
                 will=Will(will.topic, will.payload, will.qos, will.retain),
                 subscriptions=((self.core.work_topic, Channel.WORK.qos),),
+                login=Login(key, config.chain_id, config.login),
+                tls=config.tls,
             )
         )
         self._stop = threading.Event()

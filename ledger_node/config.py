@@ -5,7 +5,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from micromine.mqtt import parse_broker_url
+from micromine.mqtt import (
+    LoginMode,
+    TlsFiles,
+    add_link_arguments,
+    link_settings_from,
+    parse_broker_url,
+)
 
 ENV = {
     "broker": "MICROMINE_BROKER",
@@ -25,9 +31,13 @@ class LedgerConfig:
     status_interval_s: float = 2.0
     log_level: str = "info"
     log_json: bool | None = None
+    login: LoginMode = LoginMode.TOKEN
+    tls: TlsFiles | None = None  # CA, client certificate and key for mqtts:// / wss://
 
     def __post_init__(self) -> None:
-        parse_broker_url(self.broker_url)  # raises ValueError with the reason
+        address = parse_broker_url(self.broker_url)  # raises ValueError with the reason
+        if self.tls is not None and not address.tls:
+            raise ValueError(f"--tls-* files need a TLS broker URL (mqtts://), not {address.url}")
         if not 5 <= self.tick_ms <= 1000:
             raise ValueError("tick_ms must be 5..1000")
 
@@ -39,6 +49,7 @@ class LedgerConfig:
                 raise ValueError(f"--{name} is required (or set {ENV[name]})")
             return value
 
+        login, tls = link_settings_from(args, os.environ)
         return cls(
             broker_url=pick("broker", "mqtt://127.0.0.1:1883"),
             key_path=Path(pick("key")),
@@ -47,6 +58,8 @@ class LedgerConfig:
             tick_ms=args.tick_ms,
             log_level=args.log_level,
             log_json=True if args.log_json else None,
+            login=login,
+            tls=tls,
         )
 
 
@@ -58,3 +71,4 @@ def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tick-ms", type=int, default=50, help="core clock period")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
+    add_link_arguments(parser)

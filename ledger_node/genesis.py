@@ -78,6 +78,9 @@ class Genesis:
     balances: tuple[tuple[bytes, int], ...]  # sorted by account
     params: ChainParams = field(default_factory=ChainParams)
     devices: tuple[bytes, ...] = ()  # registered at height 0, sorted (optional)
+    # Keys that administer the chain (broker ACLs: read everything, submit).  Optional: a
+    # genesis without operators hashes exactly as before the field existed.
+    operators: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -90,6 +93,12 @@ class Genesis:
             raise GenesisError("ledger node keys are 32-byte Ed25519 public keys")
         if len(set(self.ledger_nodes)) != len(self.ledger_nodes):
             raise GenesisError("a ledger node key is listed twice")
+        if any(len(key) != 32 for key in self.operators):
+            raise GenesisError("operator keys are 32-byte Ed25519 public keys")
+        if len(set(self.operators)) != len(self.operators):
+            raise GenesisError("an operator key is listed twice")
+        if set(self.operators) & set(self.ledger_nodes):
+            raise GenesisError("a key cannot be both a ledger node and an operator")
         accounts = [account for account, _ in self.balances]
         if accounts != sorted(set(accounts)):
             raise GenesisError("balances must be unique accounts in sorted order")
@@ -104,10 +113,13 @@ class Genesis:
 
     def to_wire(self) -> list[Any]:
         params = [[name, value] for name, value in sorted(asdict(self.params).items())]
-        return [
+        wire = [
             "micromine-genesis", self.chain_id, self.timestamp_ms, list(self.ledger_nodes),
             [[a, b] for a, b in self.balances], params, list(self.devices),
         ]  # fmt: skip
+        if self.operators:  # appended only when present: older genesis hashes stay valid
+            wire.append(["operators", list(self.operators)])
+        return wire
 
     @property
     def hash(self) -> bytes:
@@ -123,6 +135,8 @@ class Genesis:
             "params": asdict(self.params),
             "devices": [key.hex() for key in self.devices],
         }
+        if self.operators:
+            document["operators"] = [key.hex() for key in self.operators]
         return json.dumps(document, indent=2) + "\n"
 
     @classmethod
@@ -145,6 +159,7 @@ class Genesis:
                 balances=tuple(sorted((bytes.fromhex(k), int(v)) for k, v in balances.items())),
                 params=params,
                 devices=tuple(sorted(bytes.fromhex(k) for k in document.get("devices", []))),
+                operators=tuple(bytes.fromhex(k) for k in document.get("operators", [])),
             )
         except KeyError as exc:
             raise GenesisError(f"missing field {exc}") from None

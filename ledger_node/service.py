@@ -31,7 +31,7 @@ from micromine.ledger_node.consensus import PersistSigned
 from micromine.ledger_node.core import RECENT_COMMITTED, LedgerCore
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.storage import LedgerStore
-from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, MqttLink, Will
+from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, Login, MqttLink, Will
 from micromine.protocol import topics
 from micromine.protocol.codec import encode
 from micromine.protocol.consensus import SyncRequest
@@ -85,6 +85,8 @@ class LedgerService:
                 ),
                 inbox_max=100_000,
                 max_queued_messages=100_000,
+                login=Login(key, chain, config.login),
+                tls=config.tls,
             )
         )
         self.stop = threading.Event()

@@ -6,13 +6,18 @@ the broker nor the ledger, and ``micromine --help`` is instant.
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from micromine import __version__
+
+if TYPE_CHECKING:
+    from micromine.mqtt import Login, TlsFiles
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,24 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"micromine {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    keys = commands.add_parser("keys", help="create or show Ed25519 key files")
-    key_commands = keys.add_subparsers(metavar="ACTION", required=True)
-    new = key_commands.add_parser("new", help="create a key file (mode 0600)")
-    new.add_argument("path", type=Path)
-    new.set_defaults(run=cmd_keys_new)
-    show = key_commands.add_parser("show", help="print a key file's public key")
-    show.add_argument("path", type=Path)
-    show.set_defaults(run=cmd_keys_show)
+    add_keys_commands(commands.add_parser("keys", help="create or show Ed25519 key files"))
 
     genesis = commands.add_parser("genesis", help="write a genesis file")
     add_genesis_arguments(genesis)
     genesis.set_defaults(run=cmd_genesis)
 
+    from micromine.broker.config import add_broker_arguments
+
     broker = commands.add_parser("broker", help="run the embedded MQTT broker (amqtt)")
-    broker.add_argument("--host", default="127.0.0.1", help="bind address")
-    broker.add_argument("--port", default="1883", help="MQTT TCP port")
-    broker.add_argument("--ws-port", default="9001", help="MQTT over WebSocket port; 0: off")
+    add_broker_arguments(broker)
     broker.set_defaults(run=cmd_broker)
+    broker_commands = broker.add_subparsers(metavar="ACTION")
+    mosquitto = broker_commands.add_parser(
+        "mosquitto-config", help="write a Mosquitto configuration for the same access policy"
+    )
+    from micromine.broker.mosquitto import add_mosquitto_arguments
+
+    add_mosquitto_arguments(mosquitto)
+    mosquitto.set_defaults(run=cmd_mosquitto_config)
 
     from micromine.device_agent.cli import add_agent_arguments
 
@@ -78,13 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     blocks = commands.add_parser("blocks", help="follow committed blocks")
     block_commands = blocks.add_subparsers(metavar="ACTION", required=True)
     watch = block_commands.add_parser("watch", help="print a line per committed block")
-    watch.add_argument("--broker", default="mqtt://127.0.0.1:1883")
-    watch.add_argument("--chain", default="devnet")
-    watch.add_argument("--json", action="store_true", help="one JSON object per block")
-    watch.add_argument("--count", type=int, default=0, help="stop after this many blocks")
-    watch.add_argument("--verify", action="store_true",
-                       help="check each certificate against the genesis validators")  # fmt: skip
-    watch.add_argument("--genesis", type=Path, help="genesis file, for --verify")
+    add_watch_arguments(watch)
     watch.set_defaults(run=cmd_blocks_watch)
 
     from micromine.devnet import add_devnet_arguments
@@ -96,6 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---- keys ---------------------------------------------------------------------------
+
+
+def add_keys_commands(keys: argparse.ArgumentParser) -> None:
+    key_commands = keys.add_subparsers(metavar="ACTION", required=True)
+    new = key_commands.add_parser("new", help="create a key file (mode 0600)")
+    new.add_argument("path", type=Path)
+    new.set_defaults(run=cmd_keys_new)
+    show = key_commands.add_parser("show", help="print a key file's public key")
+    show.add_argument("path", type=Path)
+    show.set_defaults(run=cmd_keys_show)
+    password = key_commands.add_parser(
+        "broker-password", help="print the key's static broker password (for Mosquitto)"
+    )
+    password.add_argument("path", type=Path)
+    password.add_argument("--chain", default="devnet")
+    password.add_argument("--epoch", type=int, default=0, help="password generation")
+    password.set_defaults(run=cmd_keys_broker_password)
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
@@ -119,6 +136,19 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_broker_password(args: argparse.Namespace) -> int:
+    from micromine.device_agent.keyfile import KeyFileError, load_key
+    from micromine.protocol.auth import compute_static_password
+
+    try:
+        key = load_key(args.path)
+    except KeyFileError as exc:
+        print(f"micromine keys broker-password: {exc}", file=sys.stderr)
+        return 2
+    print(f"{key.public.hex()} {compute_static_password(key, args.chain, args.epoch)}")
+    return 0
+
+
 # ---- genesis ------------------------------------------------------------------------
 
 
@@ -129,6 +159,10 @@ def add_genesis_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a ledger node's key file (repeat for each node)")  # fmt: skip
     parser.add_argument("--ledger-pub", action="append", default=[],
                         help="a ledger node's public key, hex (instead of its file)")  # fmt: skip
+    parser.add_argument("--operator-key", action="append", default=[], type=Path,
+                        help="an operator's key file (broker ACL: reads everything)")  # fmt: skip
+    parser.add_argument("--operator-pub", action="append", default=[],
+                        help="an operator's public key, hex (instead of its file)")  # fmt: skip
     parser.add_argument("--fund", action="append", default=[], metavar="PUBHEX=AMOUNT",
                         help="an initial balance (repeatable)")  # fmt: skip
     parser.add_argument("--device", action="append", default=[], metavar="PUBHEX",
@@ -154,6 +188,8 @@ def cmd_genesis(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.out} exists (use --force to overwrite)")
         nodes = [load_key(path).public for path in args.ledger_key]
         nodes += [_hex_key(text, "--ledger-pub") for text in args.ledger_pub]
+        operators = [load_key(path).public for path in args.operator_key]
+        operators += [_hex_key(text, "--operator-pub") for text in args.operator_pub]
         balances: dict[bytes, int] = {}
         for entry in args.fund:
             key_hex, _, amount = entry.partition("=")
@@ -174,6 +210,7 @@ def cmd_genesis(args: argparse.Namespace) -> int:
                 recheck_tx_signatures=args.recheck_tx_signatures,
             ),
             devices=tuple(sorted({_hex_key(text, "--device") for text in args.device})),
+            operators=tuple(operators),
         )
     except (ValueError, KeyFileError, GenesisError) as exc:
         print(f"micromine genesis: {exc}", file=sys.stderr)
@@ -197,13 +234,27 @@ def _hex_key(text: str, flag: str) -> bytes:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
+    from micromine.broker.config import config_from_args
+    from micromine.ledger_node.genesis import GenesisError
+
     try:
-        from micromine.broker.__main__ import main as broker_main
+        config = config_from_args(args)
+    except (ValueError, GenesisError) as exc:
+        print(f"micromine broker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        from micromine.broker.embedded import main_run
     except ImportError:
         print("micromine broker: needs the broker extra: pip install 'micromine[broker]'",
               file=sys.stderr)  # fmt: skip
         return 2
-    return broker_main(["--host", args.host, "--port", args.port, "--ws-port", args.ws_port])
+    return main_run(config)
+
+
+def cmd_mosquitto_config(args: argparse.Namespace) -> int:
+    from micromine.broker.mosquitto import run_mosquitto_config
+
+    return run_mosquitto_config(args)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -242,12 +293,16 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expires-in", type=float, default=600.0, help="seconds")
     parser.add_argument("--wait", action="store_true", help="wait for commit or rejection")
     parser.add_argument("--timeout", type=float, default=60.0)
+    from micromine.mqtt import add_link_arguments
+
+    add_link_arguments(parser)
 
 
 def cmd_tx_send(args: argparse.Namespace) -> int:
     from micromine.client import LedgerClient
     from micromine.device_agent.keyfile import KeyFileError, load_key
     from micromine.logs import configure_logging
+    from micromine.mqtt import Login, link_settings_from
     from micromine.protocol.codec import encode, sign
     from micromine.protocol.errors import DecodeError
     from micromine.protocol.kinds import ReceiptStatus
@@ -256,6 +311,7 @@ def cmd_tx_send(args: argparse.Namespace) -> int:
     configure_logging("warning")
     nonce_file = args.key.with_name(args.key.name + ".nonce")
     try:
+        login_mode, tls = link_settings_from(args, os.environ)
         key = load_key(args.key)
         nonce = args.nonce
         if nonce is None:
@@ -269,7 +325,8 @@ def cmd_tx_send(args: argparse.Namespace) -> int:
         return 2
     item = encode(tx)
     print(f"tx {tx.id.hex()} nonce {nonce}")
-    with LedgerClient(args.broker, args.chain) as client:
+    login = Login(key, args.chain, login_mode)
+    with LedgerClient(args.broker, args.chain, login=login, tls=tls) as client:
         try:
             client.connect(timeout=min(args.timeout, 30))
         except TimeoutError as exc:
@@ -299,6 +356,39 @@ def cmd_tx_send(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_watch_arguments(watch: argparse.ArgumentParser) -> None:
+    from micromine.mqtt import add_link_arguments
+
+    watch.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    watch.add_argument("--chain", default="devnet")
+    watch.add_argument("--json", action="store_true", help="one JSON object per block")
+    watch.add_argument("--count", type=int, default=0, help="stop after this many blocks")
+    watch.add_argument("--verify", action="store_true",
+                       help="check each certificate against the genesis validators")  # fmt: skip
+    watch.add_argument("--genesis", type=Path, help="genesis file, for --verify")
+    watch.add_argument("--key", type=Path, help="log in with this key (default: anonymous)")
+
+    add_link_arguments(watch, login_default="none")
+
+
+def _watch_link_settings(args: argparse.Namespace) -> "tuple[Login | None, TlsFiles | None]":
+    """Anonymous unless --key (or --login) says otherwise; ValueError says what is wrong."""
+    from micromine.device_agent.keyfile import KeyFileError, load_key
+    from micromine.mqtt import Login, LoginMode, link_settings_from
+
+    mode, tls = link_settings_from(args, os.environ, login_default="none")
+    if args.key is not None and mode is LoginMode.NONE and not args.login:
+        mode = LoginMode.TOKEN  # a key given means: log in with it
+    if mode is LoginMode.NONE:
+        return None, tls
+    if args.key is None:
+        raise ValueError(f"--login {mode.value} needs --key")
+    try:
+        return Login(load_key(args.key), args.chain, mode), tls
+    except KeyFileError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def cmd_blocks_watch(args: argparse.Namespace) -> int:
     from micromine.ledger_node.certificate import check_certificate
     from micromine.ledger_node.genesis import Genesis, GenesisError
@@ -310,18 +400,18 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
     from micromine.protocol.errors import DecodeError
 
     validators: tuple[bytes, ...] = ()
-    if args.verify:
-        try:
+    try:  # GenesisError is a ValueError
+        if args.verify:
             if args.genesis is None:
                 raise GenesisError("--verify needs --genesis FILE (the validator set)")
-            genesis = Genesis.load(args.genesis)
-        except GenesisError as exc:
-            print(f"micromine blocks watch: {exc}", file=sys.stderr)
-            return 2
-        validators = genesis.ledger_nodes
+            validators = Genesis.load(args.genesis).ledger_nodes
+        login, tls = _watch_link_settings(args)
+    except ValueError as exc:
+        print(f"micromine blocks watch: {exc}", file=sys.stderr)
+        return 2
     link = MqttLink(LinkConfig(
         client_id=f"watch-{time.time_ns() % 10**9}", broker_url=args.broker,
-        subscriptions=((topics.blocks(args.chain), 1),),
+        subscriptions=((topics.blocks(args.chain), 1),), login=login, tls=tls,
     ))  # fmt: skip
     seen = 0
     with link:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from micromine.mqtt import Incoming, LinkConfig, MqttLink
+from micromine.mqtt import Incoming, LinkConfig, Login, MqttLink, TlsFiles
 from micromine.protocol import topics
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode, is_signature_valid
@@ -59,6 +59,8 @@ class LedgerClient:
         watch_blocks: bool = False,
         on_block: Callable[[Block], None] | None = None,
         client_id: str | None = None,
+        login: Login | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.chain_id = chain_id
         self.reply_to = os.urandom(16)
@@ -75,6 +77,8 @@ class LedgerClient:
                 subscriptions=tuple(subscriptions),
                 inbox_max=200_000,
                 max_queued_messages=10_000,
+                login=login,
+                tls=tls,
             )
         )
 

@@ -21,7 +21,7 @@ from micromine.chains import compare_chains
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.loadgen import bad_sender_key, sender_key
-from micromine.mqtt import Incoming, LinkConfig, MqttLink
+from micromine.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
 from micromine.processes import ManagedProcess, free_port, port_open, python_module, wait_until
 from micromine.protocol import topics
 
@@ -92,6 +92,7 @@ def write_genesis(args: argparse.Namespace, data_dir: Path) -> Path:
     ledger_keys = [
         load_or_create_key(data_dir / f"ledger-{i}.key") for i in range(1, args.ledgers + 1)
     ]
+    operator = load_or_create_key(data_dir / "operator.key")  # devnet's monitor logs in with it
     k = min(args.k, max(1, args.agents))
     balances = {sender_key(i).public: SENDER_BALANCE for i in range(args.senders)}
     balances.update({bad_sender_key(i).public: BAD_SENDER_BALANCE for i in range(64)})
@@ -101,6 +102,7 @@ def write_genesis(args: argparse.Namespace, data_dir: Path) -> Path:
         ledger_nodes=tuple(sorted(key.public for key in ledger_keys)),
         balances=tuple(sorted(balances.items())),
         params=ChainParams(k=k, q=min(args.q, k), block_interval_ms=args.block_interval_ms),
+        operators=(operator.public,),
     )
     genesis_path = data_dir / "genesis.json"
     genesis_path.write_text(genesis.to_json())
@@ -113,6 +115,19 @@ class Devnet:
         self.data_dir = data_dir
         self.processes: list[ManagedProcess] = []
         self.broker_url: str = args.broker or ""
+        self.link_flags: list[str] = []  # --login and --tls-* for every client process
+
+    def client_tls(self) -> TlsFiles | None:
+        """What the clients verify the broker by: the CA alone with devnet's own broker (the
+        certificate and key are then the broker's), all three with an external one."""
+        args = self.args
+        if not (args.tls_ca or args.tls_cert):
+            return None
+        if args.broker:
+            return TlsFiles(
+                *(Path(p) if p else None for p in (args.tls_ca, args.tls_cert, args.tls_key))
+            )
+        return TlsFiles(Path(args.tls_ca) if args.tls_ca else None)
 
     def spawn(self, name: str, argv: list[str]) -> ManagedProcess:
         process = ManagedProcess(name, argv, self.data_dir / "logs" / f"{name}.log").start()
@@ -122,26 +137,43 @@ class Devnet:
     def start_cluster(self) -> None:
         args = self.args
         genesis_path = write_genesis(args, self.data_dir)
+        tls = self.client_tls()
         if not args.broker:
             port, ws_port = free_port(), free_port()
+            broker_flags = ["--genesis", str(genesis_path)] if args.auth else []
+            if args.tls_cert:
+                tls_port = free_port()
+                broker_flags += ["--tls-port", str(tls_port), "--tls-cert", args.tls_cert,
+                                 "--tls-key", args.tls_key or ""]  # fmt: skip
+                if args.tls_client_ca:
+                    broker_flags += ["--tls-ca", args.tls_client_ca]
             self.spawn("broker", python_module(
                 "micromine.broker", "--host", "127.0.0.1", "--port", str(port),
-                "--ws-port", str(ws_port),
+                "--ws-port", str(ws_port), *broker_flags,
             ))  # fmt: skip
             if not wait_until(lambda: port_open("127.0.0.1", port), timeout=30):
                 raise RuntimeError("the embedded broker did not open its port within 30 s")
             self.broker_url = f"mqtt://127.0.0.1:{port}"
+            if args.tls_cert:
+                self.broker_url = f"mqtts://127.0.0.1:{tls_port}"
+        self.link_flags = ["--login", args.login]
+        if tls is not None:
+            for name, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+                if path is not None:
+                    self.link_flags += [f"--tls-{name}", str(path)]
         for index in range(1, args.ledgers + 1):
             self.spawn(f"ledger-{index}", python_module(
                 "micromine.ledger_node", "--broker", self.broker_url,
                 "--key", str(self.data_dir / f"ledger-{index}.key"),
                 "--genesis", str(genesis_path),
                 "--db", str(self.data_dir / f"ledger-{index}.sqlite"), "--log-json",
+                *self.link_flags,
             ))  # fmt: skip
         for index in range(1, args.agents + 1):
             self.spawn(f"agent-{index}", python_module(
                 "micromine.device_agent", "--broker", self.broker_url, "--chain", args.chain,
                 "--key", str(self.data_dir / f"agent-{index}.key"), "--log-json",
+                *self.link_flags,
             ))  # fmt: skip
 
     def start_load(self) -> ManagedProcess:
@@ -151,6 +183,7 @@ class Devnet:
             "--senders", str(args.senders), "--tx-rate", str(args.tx_rate),
             "--duration", str(args.duration), "--invalid-fraction", str(args.invalid_fraction),
             "--settle", str(args.settle), "--report", str(self.data_dir / "load.json"),
+            *self.link_flags,
         ))  # fmt: skip
 
     def crashed(self) -> list[ManagedProcess]:
@@ -219,11 +252,13 @@ def run_load_with_progress(devnet: Devnet, progress: Progress) -> dict[str, Any]
     and return the load generator's report."""
     args = devnet.args
     devnet.start_cluster()
+    operator = load_or_create_key(devnet.data_dir / "operator.key")
     monitor = MqttLink(LinkConfig(
         client_id=f"devnet-monitor-{free_port()}", broker_url=devnet.broker_url,
         subscriptions=((topics.blocks_json(args.chain), 1),
                        (f"micromine/{args.chain}/ledger/+/status", 1)),
-        inbox_max=100_000,
+        inbox_max=100_000, login=Login(operator, args.chain, LoginMode(args.login)),
+        tls=devnet.client_tls(),
     ))  # fmt: skip
     with monitor:
         if not monitor.wait_connected(30):
@@ -304,3 +339,15 @@ def add_devnet_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most seconds to let in-flight transactions settle")  # fmt: skip
     parser.add_argument("--data-dir", help="keep keys, databases and logs here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    parser.add_argument("--auth", action=argparse.BooleanOptionalAction, default=True,
+                        help="start the broker with access control for devnet's genesis "
+                        "(login tokens, topic ACL); --no-auth: an open broker")  # fmt: skip
+    parser.add_argument("--login", choices=[m.value for m in LoginMode], default="token",
+                        help="how the processes log in (password: an external Mosquitto "
+                        "configured by micromine broker mosquitto-config)")  # fmt: skip
+    parser.add_argument("--tls-cert", help="PEM certificate: of the broker devnet starts "
+                        "(enables its TLS listener), or the clients' with --broker")  # fmt: skip
+    parser.add_argument("--tls-key", help="PEM key of --tls-cert")
+    parser.add_argument("--tls-ca", help="PEM CA every client verifies the broker by")
+    parser.add_argument("--tls-client-ca", help="PEM CA devnet's broker verifies client "
+                        "certificates by (optional)")  # fmt: skip

@@ -11,6 +11,7 @@ from the blocks themselves, latencies from submission to the COMMITTED receipt.
 
 import argparse
 import json
+import os
 import random
 import signal
 import sys
@@ -25,6 +26,7 @@ import structlog
 
 from micromine.client import LedgerClient
 from micromine.logs import configure_logging
+from micromine.mqtt import Login, add_link_arguments, link_settings_from
 from micromine.protocol.block import Block
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.crypto import KeyPair, sha256
@@ -129,7 +131,11 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
         bad_senders=[bad_sender_key(i) for i in range(args.bad_senders)],
         rng=random.Random(args.seed),
     )
-    client = LedgerClient(args.broker, args.chain, watch_blocks=True, on_block=state.on_block)
+    mode, tls = link_settings_from(args, os.environ)
+    login = Login(state.senders[0], args.chain, mode)  # any funded sender's key will do
+    client = LedgerClient(
+        args.broker, args.chain, watch_blocks=True, on_block=state.on_block, login=login, tls=tls
+    )
     with client:
         client.connect(timeout=30)
         started = time.monotonic()
@@ -243,6 +249,7 @@ def add_loadgen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settle", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--report", type=Path, help="write the JSON summary here too")
+    add_link_arguments(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,14 +22,25 @@ come back in lock-step.  Paho calls ``on_disconnect`` / ``on_connect_fail`` righ
 That keeps paho's own, well-tested reconnect loop and uses public API only.  (One paho
 quirk: after the *first* ever attempt fails, paho waits twice -- once in its
 first-connection loop, once in its main loop -- so only that retry takes 2x the delay.)
+
+Login: with a :class:`Login` the link signs a fresh token (protocol/auth.py) for every
+connection attempt, first or re-, in paho's ``on_pre_connect``, which paho 2.2 calls
+inside ``reconnect()`` right before it opens the socket and sends CONNECT: a token is
+never reused, so the broker's replay cache never refuses a reconnect.  With the
+``password`` mode it sends the key's static password instead (for Mosquitto; see
+docs/DEPLOY.md).  TLS: ``mqtts://`` and ``wss://`` URLs, with an optional CA file (else
+the system's CAs) and an optional client certificate and key.
 """
 
 from __future__ import annotations
 
+import enum
 import random
+import ssl
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, cast
 
 import paho.mqtt.client as paho
@@ -45,6 +56,8 @@ from micromine.mqtt_parts import (
     LinkEventKind,
     parse_broker_url,
 )
+from micromine.protocol.auth import compute_static_password, login_credentials
+from micromine.protocol.crypto import KeyPair
 
 __all__ = [
     "Backoff",
@@ -54,7 +67,10 @@ __all__ = [
     "LinkEvent",
     "LinkEventKind",
     "LinkStats",
+    "Login",
+    "LoginMode",
     "MqttLink",
+    "TlsFiles",
     "Will",
     "parse_broker_url",
 ]
@@ -77,6 +93,50 @@ class Will:
     retain: bool = False
 
 
+class LoginMode(enum.Enum):
+    TOKEN = "token"  # a fresh signed token per connection (the embedded broker)
+    PASSWORD = "password"  # the key's static password (Mosquitto, EMQX's built-in database)
+    NONE = "none"  # anonymous
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """Log in as ``key`` on ``chain_id``'s broker (username = the key in hex)."""
+
+    key: KeyPair
+    chain_id: str
+    mode: LoginMode = LoginMode.TOKEN
+    epoch: int = 0  # the static password's generation (PASSWORD mode)
+
+    def credentials(self, client_id: str, now_ms: int) -> tuple[str, str] | None:
+        if self.mode is LoginMode.TOKEN:
+            return login_credentials(self.key, self.chain_id, client_id, now_ms)
+        if self.mode is LoginMode.PASSWORD:
+            return self.key.public.hex(), compute_static_password(
+                self.key, self.chain_id, self.epoch
+            )
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for a TLS connection; all optional (no CA: the system's CAs)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.key is not None and self.cert is None:
+            raise ValueError("a TLS key needs its certificate (--tls-cert)")
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        if self.cert is not None:
+            context.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
+        return context
+
+
 @dataclass(frozen=True, slots=True)
 class LinkConfig:
     """Everything a link needs, fixed for its lifetime (so reconnects behave identically)."""
@@ -92,9 +152,15 @@ class LinkConfig:
     # QoS>0 messages paho keeps (in flight or waiting for a connection); beyond it they drop.
     max_queued_messages: int = 1_000
     connect_timeout_s: float = 5.0
+    login: Login | None = None
+    tls: TlsFiles | None = None  # used with mqtts:// and wss:// URLs
 
     def __post_init__(self) -> None:
-        parse_broker_url(self.broker_url)
+        address = parse_broker_url(self.broker_url)
+        if self.tls is not None and self.tls != TlsFiles() and not address.tls:
+            raise ValueError(
+                f"TLS files given but {self.broker_url} is not a TLS URL (mqtts:// or wss://)"
+            )
         if not self.client_id or len(self.client_id.encode()) > 65535:
             raise ValueError("client_id must be 1..65535 bytes")
         if not 5 <= self.keepalive_s <= 65535:
@@ -131,6 +197,48 @@ class LinkStats:
     connect_failures: int = 0
 
 
+# --- the same connection flags for every process ------------------------------------------
+
+ENV_LOGIN = "MICROMINE_LOGIN"
+ENV_TLS = {"ca": "MICROMINE_TLS_CA", "cert": "MICROMINE_TLS_CERT", "key": "MICROMINE_TLS_KEY"}
+
+
+def add_link_arguments(parser: Any, *, login_default: str = LoginMode.TOKEN.value) -> None:
+    """``--login`` and ``--tls-ca/--tls-cert/--tls-key``, named alike in every command."""
+    parser.add_argument(
+        "--login",
+        choices=[mode.value for mode in LoginMode],
+        help=f"how to log in to the broker (env {ENV_LOGIN}; default {login_default}): token = a "
+        "fresh signed token per connection (embedded broker), password = the key's static "
+        "password (Mosquitto), none = anonymous",
+    )
+    for name, what in (("ca", "CA to verify the broker by"), ("cert", "client certificate"),
+                       ("key", "key of --tls-cert")):  # fmt: skip
+        parser.add_argument(
+            f"--tls-{name}", metavar="FILE", help=f"PEM {what} (env {ENV_TLS[name]}; mqtts://)"
+        )
+
+
+def link_settings_from(
+    args: Any, environ: Any, *, login_default: str = LoginMode.TOKEN.value
+) -> tuple[LoginMode, TlsFiles | None]:
+    """The login mode and TLS files from flags, else the environment, else the defaults."""
+    login = getattr(args, "login", None) or environ.get(ENV_LOGIN) or login_default
+    try:
+        mode = LoginMode(login)
+    except ValueError:
+        raise ValueError(
+            f"--login / {ENV_LOGIN}: {login!r} is not token, password or none"
+        ) from None
+    paths: list[Path | None] = []
+    for name, env in ENV_TLS.items():
+        value = getattr(args, f"tls_{name}", None) or environ.get(env)
+        paths.append(Path(str(value)).expanduser() if value else None)
+    if not any(paths):
+        return mode, None
+    return mode, TlsFiles(*paths)
+
+
 # --- the link -------------------------------------------------------------------------------
 
 
@@ -163,11 +271,13 @@ class MqttLink:
             client_id=cfg.client_id,
             clean_session=True,
             protocol=MQTTProtocolVersion.MQTTv311,
-            transport="websockets" if self._address.scheme == "ws" else "tcp",
+            transport="websockets" if self._address.websocket else "tcp",
             reconnect_on_failure=True,
         )
-        if self._address.scheme == "ws":
+        if self._address.websocket:
             client.ws_set_options(path=self._address.path)
+        if self._address.tls:
+            client.tls_set_context((cfg.tls or TlsFiles()).context())
         client.max_queued_messages_set(cfg.max_queued_messages)
         client.connect_timeout = cfg.connect_timeout_s
         # An exception escaping a callback would end paho's thread (and all reconnects).
@@ -175,6 +285,7 @@ class MqttLink:
         if cfg.will is not None:
             w = cfg.will
             client.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
+        client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -281,6 +392,16 @@ class MqttLink:
             return False
 
     # -- paho callbacks (paho's thread): translate and hand off, nothing else --
+
+    def _on_pre_connect(self, client: paho.Client, userdata: Any) -> None:
+        login = self.config.login
+        if login is None:
+            return
+        credentials = login.credentials(self.config.client_id, time.time_ns() // 1_000_000)
+        if credentials is None:
+            client.username_pw_set(None)
+        else:
+            client.username_pw_set(*credentials)
 
     def _on_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any

@@ -24,10 +24,12 @@ __all__ = [
     "parse_broker_url",
 ]
 
-DEFAULT_PORTS = {"mqtt": 1883, "ws": 9001}
-_TLS_SCHEMES = {"mqtts", "wss", "ssl", "tls"}
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 9001, "wss": 443}
+_TLS_SCHEMES = {"mqtts", "wss"}
+_WS_SCHEMES = {"ws", "wss"}
+_OTHER_TLS_NAMES = {"ssl", "tls"}
 _MAX_PORT = 65535
-_URL_SHAPE = "mqtt://HOST[:PORT] or ws://HOST[:PORT][/PATH]"
+_URL_SHAPE = "mqtt[s]://HOST[:PORT] or ws[s]://HOST[:PORT][/PATH]"
 
 
 # --- broker addresses ---------------------------------------------------------------------
@@ -35,22 +37,30 @@ _URL_SHAPE = "mqtt://HOST[:PORT] or ws://HOST[:PORT][/PATH]"
 
 @dataclass(frozen=True, slots=True)
 class BrokerAddress:
-    """Where a broker listens.  ``path`` is only meaningful for ``ws`` (always "/" or more)."""
+    """Where a broker listens.  ``path`` is only meaningful for WebSockets ("/" or more)."""
 
-    scheme: str  # "mqtt" or "ws"
+    scheme: str  # "mqtt", "mqtts", "ws" or "wss"
     host: str
     port: int
     path: str = ""
 
     @property
+    def tls(self) -> bool:
+        return self.scheme in _TLS_SCHEMES
+
+    @property
+    def websocket(self) -> bool:
+        return self.scheme in _WS_SCHEMES
+
+    @property
     def url(self) -> str:
         """Canonical form, for logs and for handing the address to another process."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}{self.path if self.scheme == 'ws' else ''}"
+        return f"{self.scheme}://{host}:{self.port}{self.path if self.websocket else ''}"
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
-    """Parse ``mqtt://host[:port]`` or ``ws://host[:port][/path]``; ValueError says what's wrong.
+    """Parse ``mqtt[s]://host[:port]`` or ``ws[s]://host[:port][/path]``; ValueError says why not.
 
     Credentials, queries and fragments are rejected rather than ignored: silently dropping a
     password from a URL would make an operator believe it is being used.
@@ -62,12 +72,12 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise ValueError(f"broker URL {url!r} has no scheme; expected {_URL_SHAPE}")
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
-    if scheme in _TLS_SCHEMES:
-        raise ValueError(
-            f"broker URL {url!r}: TLS ({scheme}://) comes later; use mqtt:// or ws:// for now"
-        )
+    if scheme in _OTHER_TLS_NAMES:
+        raise ValueError(f"broker URL {url!r}: for TLS write mqtts:// (or wss://)")
     if scheme not in DEFAULT_PORTS:
-        raise ValueError(f"broker URL {url!r}: unsupported scheme {scheme!r}; use mqtt or ws")
+        raise ValueError(
+            f"broker URL {url!r}: unsupported scheme {scheme!r}; use mqtt, mqtts, ws or wss"
+        )
     if parts.username is not None or parts.password is not None:
         raise ValueError(f"broker URL {url!r}: credentials in the URL are not supported")
     if parts.query or parts.fragment:
@@ -83,11 +93,11 @@ def parse_broker_url(url: str) -> BrokerAddress:
         port = DEFAULT_PORTS[scheme]
     if not 1 <= port <= _MAX_PORT:
         raise ValueError(f"broker URL {url!r}: port must be in 1..{_MAX_PORT}")
-    if scheme == "mqtt":
+    if scheme not in _WS_SCHEMES:
         if parts.path not in ("", "/"):
-            raise ValueError(f"broker URL {url!r}: mqtt:// URLs take no path (only ws:// does)")
-        return BrokerAddress("mqtt", host, port)
-    return BrokerAddress("ws", host, port, parts.path or "/")
+            raise ValueError(f"broker URL {url!r}: {scheme}:// URLs take no path (only ws:// does)")
+        return BrokerAddress(scheme, host, port)
+    return BrokerAddress(scheme, host, port, parts.path or "/")
 
 
 # --- hand-off types ----------------------------------------------------------------------

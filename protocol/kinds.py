@@ -21,6 +21,13 @@ class Kind(IntEnum):
     PREVOTE = 13
     PRECOMMIT = 14
     SYNC_REQUEST = 15
+    # Signature kinds only, never messages.  Numbered apart from the message kinds so that
+    # new message kinds can keep counting up from 16 without colliding with them.
+    LOGIN = 64  # a client's broker login token (protocol/auth.py)
+
+
+SIGNATURE_ONLY = frozenset({Kind.COMMIT, Kind.LOGIN})
+"""Kinds used only in signed bytes: the codec never accepts them as a message's tag."""
 
 
 class Reason(IntEnum):

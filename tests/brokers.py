@@ -32,6 +32,7 @@ from micromine.processes import free_port, port_open
 
 __all__ = [
     "BrokerProcess",
+    "ConfiguredMosquitto",
     "EmbeddedBroker",
     "MosquittoBroker",
     "free_port",
@@ -271,9 +272,13 @@ class EmbeddedBroker(BrokerProcess):
         *,
         log_dir: str | Path | None = None,
         host: str = LOOPBACK,
+        extra_args: tuple[str, ...] = (),
+        tls_port: int | None = None,
     ) -> None:
         super().__init__(port, log_dir=log_dir, host=host)
         self.ws_port = ws_port if ws_port is not None else free_port()
+        self.extra_args = extra_args  # e.g. ("--genesis", FILE): access control on
+        self.tls_port = tls_port  # with ("--tls-cert", ..., "--tls-key", ...) in extra_args
 
     @property
     def ws_url(self) -> str:
@@ -292,11 +297,13 @@ class EmbeddedBroker(BrokerProcess):
             str(self.port),
             "--ws-port",
             str(self.ws_port),
+            *(() if self.tls_port is None else ("--tls-port", str(self.tls_port))),
+            *self.extra_args,
         ]
 
     def ports(self) -> list[int]:
-        """Both listeners must be up: amqtt binds them one after the other."""
-        return [self.port, self.ws_port]
+        """Every listener must be up: amqtt binds them one after the other."""
+        return [self.port, self.ws_port, *(() if self.tls_port is None else (self.tls_port,))]
 
 
 class MosquittoBroker(BrokerProcess):
@@ -356,3 +363,24 @@ class MosquittoBroker(BrokerProcess):
     def ports(self) -> list[int]:
         """The MQTT port and, if configured, the WebSocket port."""
         return [self.port] if self.ws_port is None else [self.port, self.ws_port]
+
+
+class ConfiguredMosquitto(BrokerProcess):
+    """mosquitto run on a configuration file written by someone else (``micromine broker
+    mosquitto-config``), listening on ``port`` and ``extra_ports``."""
+
+    name = "mosquitto"
+
+    def __init__(
+        self, config_path: Path, port: int, *, extra_ports: tuple[int, ...] = (), path: str
+    ) -> None:
+        super().__init__(port, log_dir=config_path.parent / "log")
+        self.config_path = config_path
+        self.binary = path
+        self.extra_ports = extra_ports
+
+    def command(self) -> list[str]:
+        return [self.binary, "-c", str(self.config_path), "-v"]
+
+    def ports(self) -> list[int]:
+        return [self.port, *self.extra_ports]

@@ -11,6 +11,7 @@ import pytest
 
 from micromine.device_agent import add_agent_arguments
 from micromine.device_agent.config import AgentConfig, ConfigError
+from micromine.mqtt import LoginMode, TlsFiles
 
 
 def parse(*argv: str, env: dict[str, str] | None = None) -> AgentConfig:
@@ -65,7 +66,8 @@ def test_other_flags() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--broker", "mqtts://h"], "TLS"),
+        (["--broker", "tls://h"], "mqtts://"),
+        (["--tls-ca", "ca.pem"], "TLS broker URL"),
         (["--broker", "h:1883"], "no scheme"),
         (["--chain", "Bad_Chain"], "chain id"),
         (["--chain=-x"], "chain id"),
@@ -79,6 +81,18 @@ def test_other_flags() -> None:
 def test_bad_values_are_rejected_with_a_clear_message(argv: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse(*argv)
+
+
+def test_login_and_tls_from_flags_or_environment() -> None:
+    config = parse("--broker", "mqtts://h", "--tls-ca", "ca.pem", "--login", "password")
+    assert config.login is LoginMode.PASSWORD
+    assert config.tls == TlsFiles(Path("ca.pem"))
+    env = {"MICROMINE_LOGIN": "none", "MICROMINE_TLS_CA": "/etc/ca.pem"}
+    config = parse("--broker", "mqtts://h", env=env)
+    assert (config.login, config.tls) == (LoginMode.NONE, TlsFiles(Path("/etc/ca.pem")))
+    assert parse().login is LoginMode.TOKEN and parse().tls is None
+    with pytest.raises(ConfigError, match="token, password or none"):
+        parse(env={"MICROMINE_LOGIN": "secret"})
 
 
 def test_client_id_is_short_stable_and_alphanumeric() -> None:
@@ -106,7 +120,7 @@ def test_agent_imports_no_broker_code() -> None:
 def test_bad_configuration_exits_2_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "micromine.device_agent", "--broker", "mqtts://h"),
+            *(sys.executable, "-m", "micromine.device_agent", "--broker", "tls://h"),
             *("--key", str(tmp_path / "k")),
         ],
         check=False,
@@ -115,5 +129,5 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("micromine agent: error:")
-    assert "TLS" in result.stderr
+    assert "mqtts://" in result.stderr
     assert not (tmp_path / "k").exists()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 import threading
+from pathlib import Path
 
 import pytest
 
-from micromine.mqtt import LinkConfig, MqttLink, Will
+from micromine.mqtt import LinkConfig, MqttLink, TlsFiles, Will
 from micromine.mqtt_parts import Backoff, Inbox, Incoming, LinkEvent, LinkEventKind
 
 
@@ -68,7 +69,7 @@ def test_inbox_wake_unblocks_a_waiting_get() -> None:
     "kwargs",
     [
         {"client_id": ""},
-        {"broker_url": "mqtts://h"},
+        {"broker_url": "mqtt://h", "tls": TlsFiles(Path("ca.pem"))},
         {"keepalive_s": 1},
         {"inbox_max": 0},
         {"reconnect_min_s": 5.0, "reconnect_max_s": 1.0},

@@ -19,6 +19,9 @@ from micromine.mqtt import BrokerAddress, parse_broker_url
         ("ws://127.0.0.1", BrokerAddress("ws", "127.0.0.1", 9001, "/")),
         ("ws://127.0.0.1:8080/mqtt", BrokerAddress("ws", "127.0.0.1", 8080, "/mqtt")),
         ("ws://host/", BrokerAddress("ws", "host", 9001, "/")),
+        ("mqtts://host", BrokerAddress("mqtts", "host", 8883)),
+        ("mqtts://host:18883", BrokerAddress("mqtts", "host", 18883)),
+        ("wss://host/mqtt", BrokerAddress("wss", "host", 443, "/mqtt")),
     ],
 )
 def test_valid_urls(url: str, expected: BrokerAddress) -> None:
@@ -32,8 +35,9 @@ def test_valid_urls(url: str, expected: BrokerAddress) -> None:
         ("   ", "empty"),
         ("127.0.0.1:1883", "no scheme"),
         ("localhost", "no scheme"),
-        ("mqtts://host", "TLS"),
-        ("wss://host", "TLS"),
+        ("ssl://host", "mqtts://"),
+        ("tls://host", "mqtts://"),
+        ("mqtts://host/path", "no path"),
         ("http://host", "unsupported scheme"),
         ("mqtt://", "no host"),
         ("mqtt://:1883", "no host"),
@@ -52,7 +56,15 @@ def test_invalid_urls_say_why(url: str, message: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["mqtt://127.0.0.1:1883", "ws://h:9001/", "ws://h:1/mqtt", "mqtt://[::1]:2"]
+    "url",
+    [
+        "mqtt://127.0.0.1:1883",
+        "ws://h:9001/",
+        "ws://h:1/mqtt",
+        "mqtt://[::1]:2",
+        "mqtts://h:8883",
+        "wss://h:443/mqtt",
+    ],
 )
 def test_url_round_trips(url: str) -> None:
     address = parse_broker_url(url)

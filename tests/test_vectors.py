@@ -374,3 +374,29 @@ def test_doc_lists_every_failure_and_reason_code() -> None:
         assert re.search(rf"\|\s*{int(code)}\s*\|\s*`?{code.name}`?", doc), code.name
     for reason in Reason:
         assert re.search(rf"\|\s*{int(reason)}\s*\|\s*`?{reason.name}`?", doc), reason.name
+
+
+# --- broker login tokens (login.json) ---------------------------------------------------
+
+LOGIN = load("login.json")
+
+
+@pytest.mark.parametrize("example", LOGIN["examples"], ids=lambda e: f"{e['key']}-{e['client_id']}")
+def test_login_vectors(example: dict[str, Any]) -> None:
+    from micromine.protocol import auth  # noqa: PLC0415
+
+    assert LOGIN["kind"] == Kind.LOGIN and LOGIN["window_ms"] == auth.LOGIN_WINDOW_MS
+    key = bytes.fromhex(example["username"])
+    seeds = {k["name"]: k["seed"] for k in KEYS["keys"]}
+    assert KeyPair(bytes.fromhex(seeds[example["key"]])).public == key
+    chain, client_id, stamp = example["chain_id"], example["client_id"], example["timestamp_ms"]
+    array = cbor.encode([int(Kind.LOGIN), chain, key, client_id, stamp])
+    assert array.hex() == example["signed_array"]
+    digest = auth.compute_login_digest(chain, key, client_id, stamp)
+    assert digest == crypto.sha256(array) and digest.hex() == example["digest"]
+    assert crypto.signing_bytes(Kind.LOGIN, chain, digest).hex() == example["signing_bytes"]
+    if client_id:
+        request = auth.LoginRequest(example["username"], example["password"], client_id)
+        assert auth.check_login(request, chain, stamp, auth.ReplayCache()) == key
+    else:
+        assert auth.is_static_password_valid(key, chain, example["password"])

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from micromine.protocol import PROTOCOL_VERSION, cbor, codec, crypto
+from micromine.protocol import PROTOCOL_VERSION, auth, cbor, codec, crypto
 from micromine.protocol.assignment import (
     ASSIGNMENT_DOMAIN,
     ENTITLED_PER_K,
@@ -647,6 +647,34 @@ def validation_json() -> dict[str, Any]:
     }
 
 
+def login_json() -> dict[str, Any]:
+    """Broker login tokens (protocol/auth.py): the array, digest, signed bytes, password."""
+    examples = []
+    for name, client_id, timestamp in [
+        ("device", "mmd" + DEVICE.public.hex()[:20], T0),
+        ("ledger", "ledger-" + LEDGER.public.hex()[:16] + "-0a1b2c", T0 + 1),
+        ("device", "", 0),  # the static (Mosquitto) password, epoch 0
+    ]:
+        key = KEYS[name]
+        array = cbor.encode([int(Kind.LOGIN), CHAIN, key.public, client_id, timestamp])
+        digest = auth.compute_login_digest(CHAIN, key.public, client_id, timestamp)
+        token = auth.make_login_token(key, CHAIN, client_id, timestamp)
+        examples.append(
+            {
+                "key": name,
+                "chain_id": CHAIN,
+                "username": key.public.hex(),
+                "client_id": client_id,
+                "timestamp_ms": timestamp,
+                "signed_array": array.hex(),
+                "digest": digest.hex(),
+                "signing_bytes": crypto.signing_bytes(Kind.LOGIN, CHAIN, digest).hex(),
+                "password": str(token),
+            }
+        )
+    return {"kind": int(Kind.LOGIN), "window_ms": auth.LOGIN_WINDOW_MS, "examples": examples}
+
+
 def write(name: str, content: dict[str, Any]) -> None:
     text = json.dumps(content, indent=2, ensure_ascii=False) + "\n"
     (HERE / name).write_text(text, encoding="utf-8")
@@ -660,6 +688,7 @@ def main() -> None:
     write("invalid.json", invalid_json())
     write("validation.json", validation_json())
     write("assignment.json", assignment_json())
+    write("login.json", login_json())
 
 
 if __name__ == "__main__":
