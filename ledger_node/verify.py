@@ -165,11 +165,13 @@ def verify_block(
     for hello in block.registrations:
         if not is_signature_valid(hello):
             raise InvalidBlockError(f"registration of {hello.device.hex()[:16]} is forged")
+    changes = apply_block(accounts, registry, tip, block, params)
     # [REJECT] Each transaction is signed by its sender, when the chain asks validators
     # to check (ChainParams.recheck_tx_signatures): one verification per transaction per
-    # node, the safety net until audits and fraud proofs guard the devices' work.
+    # node, the safety net until audits and fraud proofs guard the devices' work.  Last,
+    # so that the cheaper rules (entitlement among them) refuse what they can first.
     if params.recheck_tx_signatures:
         for tx in block.txs:
             if not is_signature_valid(tx):
                 raise InvalidBlockError(f"tx {tx.id.hex()[:16]} has a bad signature")
-    return apply_block(accounts, registry, tip, block, params)
+    return changes

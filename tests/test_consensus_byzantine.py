@@ -190,7 +190,7 @@ def test_a_byzantine_validator_neither_forks_nor_corrupts_the_chain_and_is_caugh
     assert all(r["honest_verdict"].startswith("refused") for r in lies), lies
     assert not {r["block"] for r in lies} & committed, "a refused block was committed"
     # Its first lie: a theft vouched for by devices it made up, refused by the
-    # entitlement rule (not by a transaction signature check: there is none).
+    # entitlement rule, which verify_block applies before any transaction signature.
     thefts = [r for r in lies if r["lie"] == "stolen_tx_fresh_devices"]
     assert thefts and all("not entitled" in r["honest_verdict"] for r in thefts), thefts
     # Nothing forged got in: every transaction is signed by its sender, every verdict
