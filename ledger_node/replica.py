@@ -46,6 +46,7 @@ from micromine.protocol.block import Block, CommitSignature
 from micromine.protocol.codec import Message, decode, encode, is_signature_valid
 from micromine.protocol.consensus import MAX_SYNC_BLOCKS, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.errors import DecodeError
+from micromine.protocol.limits import MAX_TIMESTAMP_MS
 from micromine.protocol.topics import Channel, Publish
 
 if TYPE_CHECKING:
@@ -94,6 +95,10 @@ class Replica:
     def propose(self, height: int, round: int, now_ms: int) -> Block | None:
         ledger = self.ledger
         if height != ledger.tip.height + 1:
+            return None
+        if ledger.tip.timestamp_ms >= MAX_TIMESTAMP_MS:
+            # A block must be dated after its parent, and this parent is dated at the end
+            # of time (only a faulty proposer dates one so): nothing can follow it.
             return None
         built = build_block(
             tip=ledger.tip,
