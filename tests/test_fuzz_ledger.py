@@ -202,7 +202,7 @@ def test_every_handler_refuses_garbage_with_a_counted_reason(inputs: list[Any]) 
         h._record(feed_checked(h.core, topic, payload, h.now))
 
 
-@fuzz_settings(25)
+@fuzz_settings(60)
 @given(
     st.lists(st.tuples(st.integers(0, 3), channel_inputs()), max_size=10),
     st.lists(st.integers(0, 2), min_size=1, max_size=4),
