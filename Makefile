@@ -9,8 +9,10 @@ PYTEST_ARGS ?=
 PURE := micromine.protocol micromine.ledger_node micromine.device_agent
 
 SEEDS ?= 100000
+FUZZ_SECONDS ?= 60
+FUZZ_EXAMPLES ?= 2000
 
-.PHONY: help devnet test lint format typecheck sim mosquitto clean
+.PHONY: help devnet test lint format typecheck sim fuzz mosquitto clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -29,6 +31,10 @@ test: $(STAMP) mosquitto  ## run the whole test suite (unit, property, real proc
 
 sim: $(STAMP)  ## long consensus simulation: SEEDS seeds (default 100000), all fault scenarios
 	$(BIN)/python -m micromine.ledger_node.simulator --seeds $(SEEDS) --byzantine --jobs 2
+
+fuzz: $(STAMP)  ## long fuzzing: hypothesis fuzz tests FUZZ_EXAMPLES examples each, atheris FUZZ_SECONDS per harness
+	MICROMINE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -o timeout=0 tests/test_fuzz_*.py -k 'not atheris'
+	$(BIN)/python tests/fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 lint: $(STAMP) typecheck  ## ruff (lint and format check) and mypy on the pure packages
 	$(BIN)/ruff check .

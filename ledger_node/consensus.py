@@ -363,7 +363,7 @@ class ConsensusCore:
                 continue
             if self._rule_skip_round(now_ms, out):
                 continue
-            if self._rule_prevote_on_proposal(out):
+            if self._rule_prevote_on_proposal(now_ms, out):
                 continue
             self._rule_prevote_timeout(now_ms)
             if self._rule_polka(out):
@@ -398,8 +398,14 @@ class ConsensusCore:
         self._start_round(target, now_ms, out)
         return True
 
-    def _rule_prevote_on_proposal(self, out: list[Output]) -> bool:
-        """Lines 22-27 (pol_round none) and 28-33 (pol_round vr with a polka at vr)."""
+    def _rule_prevote_on_proposal(self, now_ms: int, out: list[Output]) -> bool:
+        """Lines 22-27 (pol_round none) and 28-33 (pol_round vr with a polka at vr).
+
+        A fresh proposal must also be *timely* (``app.is_timely``), as in CometBFT's
+        proposer-based timestamps: its block not dated beyond our clock.  Not part
+        of validity (which is deterministic, and which certified blocks and decisions
+        rely on): a local vote rule, so a faulty proposer cannot date a block so far
+        ahead that no honest block can follow it or every transaction expires."""
         if self.step != Step.PROPOSE:
             return False
         log = self._log.get(self.round)
@@ -411,6 +417,9 @@ class ConsensusCore:
             if pol_log is None or pol_log.prevotes.count(proposal.block.hash) < self.quorum:
                 return False  # wait for the polka it cites, or for timeoutPropose
         valid = self._proposal_valid(proposal, out)
+        if valid and proposal.pol_round == 0 and not self.app.is_timely(proposal.block, now_ms):
+            out.append(Rejected("untimely_block", proposal.signer))
+            valid = False
         self._prevote(self.prevote_value(proposal, valid), out)
         return True
 

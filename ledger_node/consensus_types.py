@@ -60,6 +60,12 @@ class ConsensusApp(Protocol):
         """The honest validity rules for ``block`` at the current height."""
         ...
 
+    def is_timely(self, block: Block, now_ms: int) -> bool:
+        """Is the block dated no later than our clock allows (``now_ms`` plus the clock
+        drift we tolerate)?  Asked of fresh proposals only (see the core's prevote rule):
+        a local vote rule, not validity, so it may depend on our clock."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class SignedState:

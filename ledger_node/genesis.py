@@ -17,7 +17,16 @@ from micromine.protocol import cbor
 from micromine.protocol.crypto import sha256
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.fields import check_chain_id
-from micromine.protocol.limits import MAX_AMOUNT, MAX_BATCH_TXS, MAX_BLOCK_TXS, MAX_FEE
+from micromine.protocol.limits import (
+    MAX_AMOUNT,
+    MAX_BATCH_TXS,
+    MAX_BLOCK_TXS,
+    MAX_CERTIFICATE_SIGNATURES,
+    MAX_FEE,
+    MAX_TIMESTAMP_MS,
+)
+
+MAX_PARAM_MS = 86_400_000  # the longest interval or timeout a chain may set
 
 
 class GenesisError(ValueError):
@@ -64,6 +73,9 @@ class ChainParams:
                      "assignment_window"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise GenesisError(f"{name} must be positive")
+            # A deadline (now + batch_timeout_ms) must still be a valid *_ms field.
+            if name.endswith("_ms") and getattr(self, name) > MAX_PARAM_MS:
+                raise GenesisError(f"{name} must be at most {MAX_PARAM_MS} (a day)")
         if self.recheck_tx_signatures not in (0, 1):
             raise GenesisError("recheck_tx_signatures must be 0 or 1")
         if not 0 <= self.block_reward <= MAX_AMOUNT:
@@ -87,8 +99,13 @@ class Genesis:
             check_chain_id(self.chain_id)
         except DecodeError as exc:
             raise GenesisError(f"chain_id: {exc.detail}") from None
+        # [REJECT] A time a first block can follow: blocks are dated after their parent.
+        if type(self.timestamp_ms) is not int or not 0 <= self.timestamp_ms < MAX_TIMESTAMP_MS:
+            raise GenesisError(f"timestamp_ms must be an integer in 0..{MAX_TIMESTAMP_MS - 1}")
         if not self.ledger_nodes:
             raise GenesisError("genesis must list at least one ledger node key")
+        if len(self.ledger_nodes) > MAX_CERTIFICATE_SIGNATURES:
+            raise GenesisError(f"at most {MAX_CERTIFICATE_SIGNATURES} ledger nodes")
         if any(len(key) != 32 for key in self.ledger_nodes):
             raise GenesisError("ledger node keys are 32-byte Ed25519 public keys")
         if len(set(self.ledger_nodes)) != len(self.ledger_nodes):
@@ -103,7 +120,7 @@ class Genesis:
         if accounts != sorted(set(accounts)):
             raise GenesisError("balances must be unique accounts in sorted order")
         for account, amount in self.balances:
-            if len(account) != 32 or not 0 <= amount <= MAX_AMOUNT:
+            if len(account) != 32 or type(amount) is not int or not 0 <= amount <= MAX_AMOUNT:
                 raise GenesisError(f"bad balance entry for {account.hex()}")
         if any(len(key) != 32 for key in self.devices):
             raise GenesisError("device keys are 32-byte Ed25519 public keys")
@@ -143,7 +160,7 @@ class Genesis:
     def from_json(cls, text: str) -> "Genesis":
         try:
             document = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # also: a 5000-digit number, [[[[...
             raise GenesisError(f"not JSON: {exc}") from None
         if not isinstance(document, dict):
             raise GenesisError("genesis must be a JSON object")
@@ -154,9 +171,9 @@ class Genesis:
                 raise GenesisError("balances must be an object of hex key -> amount")
             return cls(
                 chain_id=document["chain_id"],
-                timestamp_ms=int(document.get("timestamp_ms", 0)),
+                timestamp_ms=document.get("timestamp_ms", 0),
                 ledger_nodes=tuple(bytes.fromhex(k) for k in document["ledger_nodes"]),
-                balances=tuple(sorted((bytes.fromhex(k), int(v)) for k, v in balances.items())),
+                balances=tuple(sorted((bytes.fromhex(k), v) for k, v in balances.items())),
                 params=params,
                 devices=tuple(sorted(bytes.fromhex(k) for k in document.get("devices", []))),
                 operators=tuple(bytes.fromhex(k) for k in document.get("operators", [])),
@@ -174,6 +191,8 @@ class Genesis:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise GenesisError(f"cannot read genesis {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise GenesisError(f"genesis {path} is not UTF-8 text: {exc.reason}") from None
         return cls.from_json(text)
 
 

@@ -46,6 +46,7 @@ from micromine.protocol.block import Block, CommitSignature
 from micromine.protocol.codec import Message, decode, encode, is_signature_valid
 from micromine.protocol.consensus import MAX_SYNC_BLOCKS, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.errors import DecodeError
+from micromine.protocol.limits import MAX_TIMESTAMP_MS
 from micromine.protocol.topics import Channel, Publish
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 REBROADCAST_MS = 2000
 SYNC_RETRY_MS = 2000
 MAX_SYNC_BUFFER = 2 * MAX_SYNC_BLOCKS
+CLOCK_DRIFT_MS = 5000  # a fresh proposal dated further ahead of our clock: prevote nil
 RELAY_AFTER_MS = 3000  # a height undecided this long: relay others' messages too
 RECENT_DECIDED = 16  # decided blocks whose certificates late precommits may still improve
 
@@ -97,6 +99,10 @@ class Replica:
         ledger = self.ledger
         if height != ledger.tip.height + 1:
             return None
+        if ledger.tip.timestamp_ms >= MAX_TIMESTAMP_MS:
+            # A block must be dated after its parent, and this parent is dated at the end
+            # of time (only a faulty proposer dates one so): nothing can follow it.
+            return None
         built = build_block(
             tip=ledger.tip,
             chain_id=self.chain_id,
@@ -119,6 +125,9 @@ class Replica:
         self._built[built.block.hash] = built
         self._checked[built.block.hash] = built.changes
         return built.block
+
+    def is_timely(self, block: Block, now_ms: int) -> bool:
+        return block.header.timestamp_ms <= now_ms + CLOCK_DRIFT_MS
 
     def is_valid(self, block: Block) -> bool:
         ledger = self.ledger

@@ -241,6 +241,10 @@ class SimApp:
     def is_valid(self, block: Block) -> bool:
         return self.problem(block) is None
 
+    def is_timely(self, block: Block, now_ms: int) -> bool:
+        """Simulated clocks agree, so no drift: at most ``now`` as a timestamp."""
+        return block.header.timestamp_ms <= GENESIS_MS + now_ms
+
     # ---- the simulator's side -----------------------------------------------------
 
     def problem(self, block: Block) -> str | None:

@@ -65,6 +65,9 @@ class _Gullible:
     def is_valid(self, block: Block) -> bool:
         return True
 
+    def is_timely(self, block: Block, now_ms: int) -> bool:
+        return True
+
 
 class ByzantineNode(SimNode):
     honest = False

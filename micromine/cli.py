@@ -18,6 +18,7 @@ from micromine import __version__
 
 if TYPE_CHECKING:
     from micromine.mqtt import Login, TlsFiles
+    from micromine.protocol.block import Block
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -390,9 +391,7 @@ def _watch_link_settings(args: argparse.Namespace) -> "tuple[Login | None, TlsFi
 
 
 def cmd_blocks_watch(args: argparse.Namespace) -> int:
-    from micromine.ledger_node.certificate import check_certificate
     from micromine.ledger_node.genesis import Genesis, GenesisError
-    from micromine.ledger_node.render import block_to_dict
     from micromine.mqtt import Incoming, LinkConfig, MqttLink
     from micromine.protocol import topics
     from micromine.protocol.block import Block
@@ -429,27 +428,37 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
                 print(f"undecodable block message: {exc}", file=sys.stderr)
                 continue
             seen += 1
-            document = block_to_dict(block)
-            verdict = ""
-            if args.verify:
-                check = check_certificate(block, validators)
-                if block.header.chain_id != args.chain:
-                    check = replace(check, ok=False, problems=("wrong chain", *check.problems))
-                document["certificate"] = {
-                    "ok": check.ok,
-                    "round": check.round,
-                    "signers": check.signers,
-                    "needed": check.needed,
-                    "problems": check.problems,
-                }
-                verdict = "  " + check.describe()
-            if args.json:
-                print(json.dumps(document), flush=True)
-            else:
-                header = block.header
-                stamp = time.strftime("%H:%M:%S", time.localtime(header.timestamp_ms / 1000))
-                print(f"height {header.height:6d}  {stamp}  txs {len(block.txs):5d}  "
-                      f"hash {block.hash.hex()[:16]}  round {block.commit_round}  "
-                      f"signers {len(block.certificate)}{verdict}",
-                      flush=True)  # fmt: skip
+            print(describe_block(block, args.chain, validators if args.verify else None,
+                                 as_json=args.json), flush=True)  # fmt: skip
     return 0
+
+
+def describe_block(
+    block: "Block", chain_id: str, validators: Sequence[bytes] | None, *, as_json: bool
+) -> str:
+    """The line ``blocks watch`` prints for a block; with ``validators``, its certificate
+    checked against them (``--verify``)."""
+    from micromine.ledger_node.certificate import check_certificate
+    from micromine.ledger_node.render import block_to_dict
+
+    document = block_to_dict(block)
+    verdict = ""
+    if validators is not None:
+        check = check_certificate(block, validators)
+        if block.header.chain_id != chain_id:
+            check = replace(check, ok=False, problems=("wrong chain", *check.problems))
+        document["certificate"] = {
+            "ok": check.ok,
+            "round": check.round,
+            "signers": check.signers,
+            "needed": check.needed,
+            "problems": check.problems,
+        }
+        verdict = "  " + check.describe()
+    if as_json:
+        return json.dumps(document)
+    header = block.header
+    stamp = time.strftime("%H:%M:%S", time.localtime(header.timestamp_ms / 1000))
+    return (f"height {header.height:6d}  {stamp}  txs {len(block.txs):5d}  "
+            f"hash {block.hash.hex()[:16]}  round {block.commit_round}  "
+            f"signers {len(block.certificate)}{verdict}")  # fmt: skip

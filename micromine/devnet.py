@@ -28,6 +28,8 @@ from micromine.protocol import topics
 SENDER_BALANCE = 10**12
 BAD_SENDER_BALANCE = 10**6
 PROGRESS_INTERVAL_S = 1.0
+# The numbers the progress lines read from block and status JSON.
+_COUNTERS = ("height", "tx_count", "devices_live", "mempool", "tip_signers", "tip_round")
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Progress:
     last_block_txs: int = 0
     ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> status
     window: list[tuple[float, int]] = field(default_factory=list)  # (time, committed)
+    ignored: int = 0  # messages on our topics that are not what ledger nodes publish
 
     def take(self, item: Incoming, chain_id: str) -> None:
         parsed = topics.parse(chain_id, item.topic)
@@ -48,9 +51,14 @@ class Progress:
             return
         try:
             document = json.loads(item.payload)
-        except ValueError:
-            return
-        if not isinstance(document, dict):
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
+            document = None
+        # [IGNORE] Anyone can publish here: only an object whose counters are integers
+        # is believed (a string height would crash the arithmetic further on).
+        if not isinstance(document, dict) or any(
+            type(document.get(name, 0)) is not int for name in _COUNTERS
+        ):
+            self.ignored += 1
             return
         if parsed.channel is topics.Channel.BLOCKS_JSON and not item.retained:
             self.blocks += 1
