@@ -113,6 +113,14 @@ class TokenBucket:
         self.refill(now_ms)
         return self.tokens >= self.rate.burst
 
+    def take(self, now_ms: int, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens if there are that many; False (nothing spent) if not."""
+        self.refill(now_ms)
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
 
 @dataclass(slots=True)
 class _Pair:
