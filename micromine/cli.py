@@ -12,12 +12,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from micromine import __version__
 
 if TYPE_CHECKING:
     from micromine.mqtt import Login, TlsFiles
+    from micromine.protocol.block import Block
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -389,10 +390,40 @@ def _watch_link_settings(args: argparse.Namespace) -> "tuple[Login | None, TlsFi
         raise ValueError(str(exc)) from None
 
 
-def cmd_blocks_watch(args: argparse.Namespace) -> int:
+def _clock_time(timestamp_ms: int) -> str:
+    """HH:MM:SS of a block's time; a time no calendar holds (up to 2^53 ms is a valid
+    field) must not end the watcher."""
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(timestamp_ms / 1000))
+    except (OverflowError, OSError, ValueError):
+        return "--:--:--"
+
+
+def _describe_block(
+    block: "Block", args: argparse.Namespace, validators: tuple[bytes, ...]
+) -> "tuple[dict[str, Any], str]":
+    """The block as JSON, and with --verify its certificate check (also in the JSON)."""
     from micromine.ledger_node.certificate import check_certificate
-    from micromine.ledger_node.genesis import Genesis, GenesisError
     from micromine.ledger_node.render import block_to_dict
+
+    document = block_to_dict(block)
+    if not args.verify:
+        return document, ""
+    check = check_certificate(block, validators)
+    if block.header.chain_id != args.chain:
+        check = replace(check, ok=False, problems=("wrong chain", *check.problems))
+    document["certificate"] = {
+        "ok": check.ok,
+        "round": check.round,
+        "signers": check.signers,
+        "needed": check.needed,
+        "problems": check.problems,
+    }
+    return document, "  " + check.describe()
+
+
+def cmd_blocks_watch(args: argparse.Namespace) -> int:
+    from micromine.ledger_node.genesis import Genesis, GenesisError
     from micromine.mqtt import Incoming, LinkConfig, MqttLink
     from micromine.protocol import topics
     from micromine.protocol.block import Block
@@ -413,7 +444,8 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
         client_id=f"watch-{time.time_ns() % 10**9}", broker_url=args.broker,
         subscriptions=((topics.blocks(args.chain), 1),), login=login, tls=tls,
     ))  # fmt: skip
-    seen = 0
+    seen = undecodable = 0
+    last_complaint = -1.0
     with link:
         if not link.wait_connected(30):
             print(f"micromine blocks watch: cannot reach {args.broker}", file=sys.stderr)
@@ -426,28 +458,19 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
             try:
                 block = decode(item.payload, Block)
             except DecodeError as exc:
-                print(f"undecodable block message: {exc}", file=sys.stderr)
+                undecodable += 1  # anyone may publish here on an open broker: one line a second
+                if time.monotonic() - last_complaint >= 1.0:
+                    last_complaint = time.monotonic()
+                    print(f"undecodable block message ({undecodable} in all): {exc}",
+                          file=sys.stderr)  # fmt: skip
                 continue
             seen += 1
-            document = block_to_dict(block)
-            verdict = ""
-            if args.verify:
-                check = check_certificate(block, validators)
-                if block.header.chain_id != args.chain:
-                    check = replace(check, ok=False, problems=("wrong chain", *check.problems))
-                document["certificate"] = {
-                    "ok": check.ok,
-                    "round": check.round,
-                    "signers": check.signers,
-                    "needed": check.needed,
-                    "problems": check.problems,
-                }
-                verdict = "  " + check.describe()
+            document, verdict = _describe_block(block, args, validators)
             if args.json:
                 print(json.dumps(document), flush=True)
             else:
                 header = block.header
-                stamp = time.strftime("%H:%M:%S", time.localtime(header.timestamp_ms / 1000))
+                stamp = _clock_time(header.timestamp_ms)
                 print(f"height {header.height:6d}  {stamp}  txs {len(block.txs):5d}  "
                       f"hash {block.hash.hex()[:16]}  round {block.commit_round}  "
                       f"signers {len(block.certificate)}{verdict}",

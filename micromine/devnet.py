@@ -30,6 +30,12 @@ BAD_SENDER_BALANCE = 10**6
 PROGRESS_INTERVAL_S = 1.0
 
 
+def as_count(value: Any) -> int:
+    """A JSON number the monitor counts with; anything else (a status or JSON block is
+    unsigned: on an open broker anyone can publish one) counts as 0."""
+    return value if type(value) is int and value >= 0 else 0
+
+
 @dataclass
 class Progress:
     """What the orchestrator sees on the broker, like any subscriber would."""
@@ -54,21 +60,21 @@ class Progress:
             return
         if parsed.channel is topics.Channel.BLOCKS_JSON and not item.retained:
             self.blocks += 1
-            self.height = max(self.height, int(document.get("height", 0)))
-            self.last_block_txs = int(document.get("tx_count", 0))
+            self.height = max(self.height, as_count(document.get("height")))
+            self.last_block_txs = as_count(document.get("tx_count"))
             self.txs_committed += self.last_block_txs
         elif parsed.channel is topics.Channel.LEDGER_STATUS and parsed.key is not None:
             self.ledgers[parsed.key.hex()] = document
-            self.height = max(self.height, int(document.get("height", 0)))
+            self.height = max(self.height, as_count(document.get("height")))
 
     @property
     def ledger(self) -> dict[str, Any]:
         """The most advanced online ledger node's status."""
         online = [d for d in self.ledgers.values() if d.get("online")]
-        return max(online, key=lambda d: int(d.get("height", 0)), default={})
+        return max(online, key=lambda d: as_count(d.get("height")), default={})
 
     def online_heights(self) -> list[int]:
-        return [int(d.get("height", 0)) for d in self.ledgers.values() if d.get("online")]
+        return [as_count(d.get("height")) for d in self.ledgers.values() if d.get("online")]
 
     def rate(self) -> float:
         now = time.monotonic()
@@ -289,7 +295,9 @@ def wait_for_devices(monitor: MqttLink, progress: Progress, args: argparse.Names
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         drain(monitor, progress, args.chain, 0.2)
-        if progress.ledger.get("online") and progress.ledger.get("devices_live", 0) >= args.agents:
+        if progress.ledger.get("online") and as_count(progress.ledger.get("devices_live")) >= (
+            args.agents
+        ):
             return
     raise RuntimeError(f"only {progress.ledger.get('devices_live', 0)} devices online after 60 s")
 
@@ -304,7 +312,7 @@ def wait_for_ledgers_to_agree(
         drain(monitor, progress, args.chain, 0.5)
         heights = progress.online_heights()
         certificates = {
-            (int(d.get("tip_signers", 0)), int(d.get("tip_round", 0)))
+            (as_count(d.get("tip_signers")), as_count(d.get("tip_round")))
             for d in progress.ledgers.values()
         }
         if len(heights) == args.ledgers and len(set(heights)) == 1 and len(certificates) == 1:

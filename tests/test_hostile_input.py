@@ -140,3 +140,24 @@ def test_intake_drops_heartbeats_out_of_the_window() -> None:
     assert intake.check(topic, encode(beat(now - PRESENCE_WINDOW_MS)), now) is None
     assert intake.check(topic, b"\xff", now) is None  # malformed: the core says how
     assert intake.check("micromine/other/tx/submit", b"", now) is None
+
+
+def test_watchers_survive_what_anyone_may_publish_on_an_open_broker() -> None:
+    import time  # noqa: PLC0415
+
+    from micromine.cli import _clock_time  # noqa: PLC0415
+    from micromine.devnet import Progress  # noqa: PLC0415
+    from micromine.mqtt import Incoming  # noqa: PLC0415
+
+    assert len(_clock_time(2**53)) == 8  # the largest valid time (some platforms refuse it)
+    progress = Progress()
+    node = "ab" * 32
+    for topic, payload in (
+        (topics.blocks_json(CHAIN), b'{"height": "high", "tx_count": [1]}'),
+        (f"micromine/{CHAIN}/ledger/{node}/status", b'{"online": true, "height": 1e99}'),
+        (f"micromine/{CHAIN}/ledger/{node}/status", b"[1, 2]"),
+        (topics.blocks_json(CHAIN), b"\xff"),
+    ):
+        progress.take(Incoming(topic, payload, time.monotonic(), False), CHAIN)
+    assert progress.height == 0 and progress.online_heights() == [0]
+    assert progress.line(agents=1)
