@@ -43,6 +43,13 @@ because pyproject pins ``amqtt==0.12.1``.  Each fix names the test in
    ``MAX_CONNECT_PACKET``, later packets at most what ``packet_limit(username)`` allows
    (the largest publication of the client's role); a larger one closes the connection
    before its body is read.  Test: ``test_a_packet_above_the_role_limit_closes_the_connection``.
+9. Subscriptions changed during a broadcast.  ``Broker._run_broadcast`` iterates the
+   subscription table and awaits the topic plugins inside the loop; a client that
+   subscribes or leaves meanwhile ends that broadcast with "dictionary changed size
+   during iteration", and the message never reaches the remaining subscribers (seen in
+   tests/test_barrage.py).  ``MicromineBroker`` keeps the table in a dict whose
+   iteration runs over a copy.  Test: ``test_the_subscription_table_iterates_a_copy``
+   (tests/test_broker_config.py).
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ import logging
 import math
 import ssl
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from functools import partial
 from typing import Any
@@ -158,8 +165,19 @@ class SizeLimitedReader(ReaderAdapter):  # type: ignore[misc]
         self.inner.feed_eof()
 
 
+class SubscriptionTable(dict[str, Any]):
+    """Fix 9: iterating (keys or items) runs over a copy, so the table may change while
+    amqtt awaits inside such a loop."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().__iter__()))
+
+    def items(self) -> Any:
+        return list(super().items())
+
+
 class MicromineBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
-    """amqtt's ``Broker`` with fixes 1-3 and 5-8 from the module docstring.
+    """amqtt's ``Broker`` with fixes 1-3 and 5-9 from the module docstring.
 
     ``packet_limit(username)``: the largest packet an authenticated client may send
     (fix 8); None leaves only the CONNECT limit and amqtt's 256 MiB after it."""
@@ -172,6 +190,7 @@ class MicromineBroker(Broker):  # type: ignore[misc]  # amqtt ships no type info
         packet_limit: Callable[[str | None], int] | None = None,
     ) -> None:
         super().__init__(config)
+        self._subscriptions = SubscriptionTable(self._subscriptions)  # fix 9
         self._ws_max_size = ws_max_size
         self._authenticated: dict[int, bool] = {}  # id(session) -> result, until CONNACK
         self._packet_limit = packet_limit

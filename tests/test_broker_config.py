@@ -12,6 +12,7 @@ from access_helpers import OPERATOR, write_genesis
 from protocol_samples import CHAIN, DEVICE, LEDGER
 
 from micromine.broker.access import policy_from_genesis
+from micromine.broker.amqtt_fixes import SubscriptionTable
 from micromine.broker.config import BrokerConfig, add_broker_arguments, config_from_args
 from micromine.broker.embedded import ACCESS_PLUGIN, ANONYMOUS_AUTH_PLUGIN, amqtt_config
 from micromine.broker.mosquitto import acl_text, password_line
@@ -132,3 +133,13 @@ def test_mosquitto_config_refuses_a_password_that_is_not_the_keys(tmp_path: Path
     conf = (tmp_path / "o" / "mosquitto.conf").read_text().splitlines()
     assert f"message_size_limit {MAX_ANY_MESSAGE_BYTES}" in conf
     assert f"max_packet_size {MAX_ANY_MESSAGE_BYTES + MQTT_OVERHEAD}" in conf
+
+
+def test_the_subscription_table_iterates_a_copy() -> None:
+    """amqtt_fixes 9: a subscription added while a broadcast walks the table."""
+    table = SubscriptionTable({"a": [], "b": []})
+    for name, _subscribers in table.items():
+        table[name + "x"] = []
+    for name in table:
+        del table[name]
+    assert table == {}
