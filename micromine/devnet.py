@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from micromine.barrage import Barrage
 from micromine.chains import compare_chains
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.ledger_node.genesis import ChainParams, Genesis
@@ -47,6 +48,7 @@ class Progress:
     last_block_txs: int = 0
     ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> status
     window: list[tuple[float, int]] = field(default_factory=list)  # (time, committed)
+    barrage_sent: int = 0
 
     def take(self, item: Incoming, chain_id: str) -> None:
         parsed = topics.parse(chain_id, item.topic)
@@ -72,6 +74,15 @@ class Progress:
         """The most advanced online ledger node's status."""
         online = [d for d in self.ledgers.values() if d.get("online")]
         return max(online, key=lambda d: as_count(d.get("height")), default={})
+
+    def drops(self) -> dict[str, int]:
+        """Every ledger node's drop counters (from its status), summed by reason."""
+        total: dict[str, int] = {}
+        for status in self.ledgers.values():
+            dropped = status.get("dropped")
+            for name, count in dropped.items() if isinstance(dropped, dict) else ():
+                total[str(name)] = total.get(str(name), 0) + as_count(count)
+        return dict(sorted(total.items()))
 
     def online_heights(self) -> list[int]:
         return [as_count(d.get("height")) for d in self.ledgers.values() if d.get("online")]
@@ -236,6 +247,11 @@ def run_devnet(args: argparse.Namespace) -> int:
         "ledger_heights": chains.heights,
         "chains_identical": chains.identical and chains.same_height,
         "min_certificate_signers": chains.min_signers,
+        **(
+            {"barrage_sent": progress.barrage_sent, "ledger_drops": progress.drops()}
+            if args.barrage
+            else {}
+        ),
         "duration_s": args.duration,
         "interrupted": interrupted,
         "exit_codes": codes,
@@ -273,6 +289,7 @@ def run_load_with_progress(devnet: Devnet, progress: Progress) -> dict[str, Any]
         wait_for_devices(monitor, progress, args)
         load = devnet.start_load()
         say(f"devnet: submitting {args.tx_rate:g} tx/s for {args.duration:g} s")
+        barrages = start_barrages(devnet) if args.barrage else []
         next_line = time.monotonic()
         while load.running():
             drain(monitor, progress, args.chain, 0.2)
@@ -282,6 +299,9 @@ def run_load_with_progress(devnet: Devnet, progress: Progress) -> dict[str, Any]
             if time.monotonic() >= next_line:
                 say(progress.line(args.agents))
                 next_line += PROGRESS_INTERVAL_S
+        for barrage in barrages:
+            barrage.join()
+            progress.barrage_sent += barrage.total
         drain(monitor, progress, args.chain, 1.0)
         wait_for_ledgers_to_agree(monitor, progress, args)
     report_path = devnet.data_dir / "load.json"
@@ -289,6 +309,24 @@ def run_load_with_progress(devnet: Devnet, progress: Progress) -> dict[str, Any]
         raise RuntimeError(f"the load generator failed:\n{load.log_tail()}")
     report: dict[str, Any] = json.loads(report_path.read_text())
     return report
+
+
+def start_barrages(devnet: Devnet) -> list[Barrage]:
+    """``--barrage N`` hostile messages during the load: 70 % from a logged-in device key,
+    30 % from an anonymous client (micromine/barrage.py), spread over the load's duration."""
+    args = devnet.args
+    ledger = load_or_create_key(devnet.data_dir / "ledger-1.key").public
+    hostile = load_or_create_key(devnet.data_dir / "barrage.key")
+    rate = args.barrage / max(1.0, args.duration)
+    logged_in = round(args.barrage * 0.7)
+    barrages = []
+    for seed, (count, login) in enumerate(((logged_in, True), (args.barrage - logged_in, False))):
+        barrage = Barrage(devnet.broker_url, args.chain, hostile, ledger, count=count,
+                          rate=rate * count / args.barrage, login=login, seed=seed)  # fmt: skip
+        barrage.start()
+        barrages.append(barrage)
+    say(f"devnet: {args.barrage} hostile messages at {rate:.0f}/s (micromine/barrage.py)")
+    return barrages
 
 
 def wait_for_devices(monitor: MqttLink, progress: Progress, args: argparse.Namespace) -> None:
@@ -345,6 +383,9 @@ def add_devnet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-interval-ms", type=int, default=1000)
     parser.add_argument("--settle", type=float, default=30.0,
                         help="most seconds to let in-flight transactions settle")  # fmt: skip
+    parser.add_argument("--barrage", type=int, default=0, metavar="N",
+                        help="also send N hostile messages during the load (a device key "
+                        "and an anonymous client; see docs/SECURITY.md section 7)")  # fmt: skip
     parser.add_argument("--data-dir", help="keep keys, databases and logs here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     parser.add_argument("--auth", action=argparse.BooleanOptionalAction, default=True,

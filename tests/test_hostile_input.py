@@ -161,3 +161,8 @@ def test_watchers_survive_what_anyone_may_publish_on_an_open_broker() -> None:
         progress.take(Incoming(topic, payload, time.monotonic(), False), CHAIN)
     assert progress.height == 0 and progress.online_heights() == [0]
     assert progress.line(agents=1)
+    status = b'{"online": true, "dropped": {"verdict.replayed": 3, "x": "y"}}'
+    progress.take(
+        Incoming(f"micromine/{CHAIN}/ledger/{'cd' * 32}/status", status, 0.0, False), CHAIN
+    )
+    assert progress.drops() == {"verdict.replayed": 3, "x": 0}
