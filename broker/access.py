@@ -18,6 +18,14 @@ amqtt 0.12.1 calls (verified in ``amqtt/broker.py`` and ``amqtt/plugins/manager.
   message silently, the publisher still gets its PUBACK: MQTT 3.1.1 has no publish error),
   RECEIVE for every delivery (always True here: subscriptions were checked already).
 
+A PUBLISH is checked in this order, each refusal counted by reason and by client:
+the client's publish quota (``rate_limited``: a token bucket per client, messages and
+bytes, by role; protocol/quota.py ``ROLE_QUOTAS``, configurable), the ACL, and the
+payload's size against the largest message of the topic's channel (``too_large``,
+``quota.MAX_PAYLOAD``; the size comes from ``amqtt_fixes.publish_payload_size``).
+Every publication attempt, refused or not, is charged to the quota: a client flooding
+topics it may not use only exhausts its own budget.
+
 Both hooks are one class (an auth and a topic plugin at once) so that they share the
 policy, the replay cache and the counters.  A session has a username only if its token
 was accepted, so the topic checks read the client's key from it; no username means
@@ -27,17 +35,20 @@ sends can take the broker down through here.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from amqtt.contexts import Action, BaseContext
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
+from micromine.broker.amqtt_fixes import publish_payload_size
 from micromine.ledger_node.genesis import Genesis
+from micromine.protocol import topics
 from micromine.protocol.acl import Decision, Policy, check_publish, check_subscribe
 from micromine.protocol.auth import (
     LOGIN_WINDOW_MS,
@@ -49,17 +60,36 @@ from micromine.protocol.auth import (
     is_take_over_allowed,
     parse_key_hex,
 )
+from micromine.protocol.quota import MAX_PAYLOAD, Buckets, max_packet_for, parse_role_quotas
 
-__all__ = ["AccessPlugin", "policy_from_genesis"]
+__all__ = ["AccessPlugin", "packet_limit_for", "policy_from_genesis"]
 
 log = logging.getLogger("micromine.broker.access")
 
 LOG_INTERVAL_S = 1.0
 """At most one log line per refusal reason per interval; the rest are only counted."""
+TOTALS_INTERVAL_S = 10.0
+"""The counters are logged (one JSON line) this often while publications are refused."""
+MAX_COUNTED_CLIENTS = 1024
+"""Clients named in the per-client counters; further ones are counted as "others"."""
+MAX_BUCKETS = 16_384
+"""Publish quotas held (one per client); see quota.Buckets for what happens past it."""
 
 
 def policy_from_genesis(genesis: Genesis) -> Policy:
     return Policy(genesis.chain_id, frozenset(genesis.ledger_nodes), frozenset(genesis.operators))
+
+
+def packet_limit_for(policy: Policy, username: str | None) -> int:
+    """Fix 8's limit for an authenticated session: the largest publication of its role."""
+    key = parse_key_hex(username) if username else None
+    return max_packet_for(policy.role_of(key))
+
+
+def client_label(session: Any) -> str:
+    """How the counters name a client: its key's first 16 hex digits, or anonymous."""
+    username = getattr(session, "username", None)
+    return username[:16] if username else "anonymous"
 
 
 def _now_ms() -> int:
@@ -77,6 +107,9 @@ class AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # am
         """Anonymous clients may read the public topics (blocks, blocks/json)."""
         window_ms: int = LOGIN_WINDOW_MS
         """Tolerance either side of the broker's clock for a token's time."""
+        publish_rates: list[str] = field(default_factory=list)
+        """Publish quotas per role over the defaults: ``ROLE=RATE[/BURST][,BYTES[/BURST]]``
+        (protocol/quota.py ``parse_role_quotas``)."""
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
@@ -85,11 +118,18 @@ class AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # am
         self.policy = policy_from_genesis(genesis)
         self.allow_anonymous = config.allow_anonymous
         self.window_ms = config.window_ms
+        self.quotas = parse_role_quotas(list(config.publish_rates))
+        self.buckets = Buckets(MAX_BUCKETS)
         self.cache = ReplayCache()
         self.refused: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
+        # (client, "ok" or the refusal reason) -> publications: what each client sent
+        self.publishes: Counter[tuple[str, str]] = Counter()
+        self._clients: set[str] = set()
         self._last_log: dict[str, float] = {}
         self._unlogged: Counter[str] = Counter()
+        self._last_totals = time.monotonic()
+        self._totals_due = False
         log.warning(
             "access control on: chain %s, %d ledger node(s), %d operator(s), anonymous %s",
             self.policy.chain_id,
@@ -119,7 +159,23 @@ class AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # am
             return False
 
     async def close(self) -> None:
-        log.info("access totals: accepted %s, refused %s", dict(self.accepted), dict(self.refused))
+        self._log_totals()
+
+    def totals(self) -> dict[str, Any]:
+        """The counters as one JSON-friendly document."""
+        by_client: dict[str, dict[str, int]] = {}
+        for (client, reason), count in sorted(self.publishes.items()):
+            by_client.setdefault(client, {})[reason] = count
+        return {
+            "accepted": dict(self.accepted),
+            "refused": dict(self.refused),
+            "publishes": by_client,
+        }
+
+    def _log_totals(self) -> None:
+        self._last_totals = time.monotonic()
+        self._totals_due = False
+        log.warning("access totals %s", json.dumps(self.totals(), separators=(",", ":")))
 
     # -- translation --------------------------------------------------------------------------
 
@@ -162,7 +218,8 @@ class AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # am
             return False
         decision: Decision
         if action == Action.PUBLISH:
-            decision = check_publish(self.policy, key, topic)
+            decision = self._check_publish(session, key, topic)
+            self._count_publish(session, decision)
         elif action == Action.SUBSCRIBE:
             decision = check_subscribe(self.policy, key, topic)
         else:
@@ -170,6 +227,32 @@ class AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # am
         if not decision.allowed:
             self._refuse(str(action), decision.reason, topic, session)
         return decision.allowed
+
+    def _check_publish(self, session: Any, key: bytes | None, topic: str) -> Decision:
+        """Quota, then ACL, then size: every attempt is charged to the client's quota."""
+        size = publish_payload_size() or 0
+        role = self.policy.role_of(key)
+        client = key if key is not None else ("anonymous", getattr(session, "client_id", ""))
+        if not self.buckets.allow(client, self.quotas[role], size, _now_ms(), group=role):
+            return Decision(False, "rate_limited")
+        decision = check_publish(self.policy, key, topic)
+        if not decision.allowed:
+            return decision
+        parsed = topics.parse(self.policy.chain_id, topic)
+        if parsed is not None and size > MAX_PAYLOAD[parsed.channel]:
+            return Decision(False, f"too_large_{parsed.channel.name.lower()}")
+        return decision
+
+    def _count_publish(self, session: Any, decision: Decision) -> None:
+        label = client_label(session)
+        if label not in self._clients:
+            if len(self._clients) >= MAX_COUNTED_CLIENTS:
+                label = "others"
+            self._clients.add(label)
+        self.publishes[label, decision.reason] += 1
+        if self._totals_due and time.monotonic() - self._last_totals >= TOTALS_INTERVAL_S:
+            self._log_totals()
+        self._totals_due = self._totals_due or not decision.allowed
 
     def _refuse(self, what: str, reason: str, detail: str, session: Any) -> None:
         """Count every refusal; log the first of each kind and then one line per interval."""

@@ -32,6 +32,24 @@ because pyproject pins ``amqtt==0.12.1``.  Each fix names the test in
    gets CONNACK 5 (not authorized) and touches no other session, and
    ``_handle_client_session`` reuses that result (a token is accepted only once).  Test:
    ``test_refused_connect_cannot_take_over_a_client_id`` (tests/test_broker_access.py).
+7. No payload for the topic plugin.  ``topic_filtering`` gets the topic of a PUBLISH but
+   not its payload, so a plugin cannot refuse a message by size.  ``MicromineBroker``
+   makes the payload's length readable (``publish_payload_size()``) while the plugins
+   decide on it.  Test: ``test_oversized_and_flooding_publications_are_refused``
+   (tests/test_broker_quota.py).
+8. No packet size limit.  amqtt reads any packet the remaining length announces (up to
+   256 MiB) into memory before anyone can look at it.  ``MicromineBroker`` reads every
+   connection through ``SizeLimitedReader``: a CONNECT may be at most
+   ``MAX_CONNECT_PACKET``, later packets at most what ``packet_limit(username)`` allows
+   (the largest publication of the client's role); a larger one closes the connection
+   before its body is read.  Test: ``test_a_packet_above_the_role_limit_closes_the_connection``.
+9. Subscriptions changed during a broadcast.  ``Broker._run_broadcast`` iterates the
+   subscription table and awaits the topic plugins inside the loop; a client that
+   subscribes or leaves meanwhile ends that broadcast with "dictionary changed size
+   during iteration", and the message never reaches the remaining subscribers (seen in
+   tests/test_barrage.py).  ``MicromineBroker`` keeps the table in a dict whose
+   iteration runs over a copy.  Test: ``test_the_subscription_table_iterates_a_copy``
+   (tests/test_broker_config.py).
 """
 
 from __future__ import annotations
@@ -41,11 +59,14 @@ import contextlib
 import logging
 import math
 import ssl
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from functools import partial
 from typing import Any
 
 import websockets
+from amqtt.adapters import ReaderAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
@@ -54,7 +75,13 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.utils import gen_client_id
 from websockets.exceptions import InvalidMessage
 
-__all__ = ["MicromineBroker", "quiet_amqtt_logging"]
+__all__ = [
+    "MicromineBroker",
+    "PacketTooLargeError",
+    "SizeLimitedReader",
+    "publish_payload_size",
+    "quiet_amqtt_logging",
+]
 
 log = logging.getLogger("micromine.broker")
 
@@ -62,6 +89,11 @@ KEEPALIVE_GRACE = 1.5
 """MQTT-3.1.2-24: disconnect after one and a half keep-alive periods of silence."""
 
 _IN_SUBSCRIBE: ContextVar[bool] = ContextVar("micromine_broker_in_subscribe", default=False)
+_PUBLISH_SIZE: ContextVar[int | None] = ContextVar("micromine_publish_size", default=None)
+MAX_CONNECT_PACKET = 64 * 1024
+"""Fix 8: a CONNECT carries a client id, a login token and a Will of a DeviceStatus."""
+PACKET_LOG_INTERVAL_S = 1.0
+MAX_COUNTED_CLIENTS = 1024  # clients named in the refusal counters; the rest are "others"
 # Strong references to fire-and-forget tasks (asyncio keeps only weak ones).
 _BACKGROUND: set[asyncio.Task[None]] = set()
 
@@ -75,13 +107,132 @@ def _expire_silent_client(handler: Any) -> None:
     task.add_done_callback(_BACKGROUND.discard)
 
 
-class MicromineBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
-    """amqtt's ``Broker`` with fixes 1-3, 5 and 6 from the module docstring."""
+def publish_payload_size() -> int | None:
+    """Fix 7: the payload length of the PUBLISH the plugins are deciding on (None outside
+    one, e.g. for a SUBSCRIBE)."""
+    return _PUBLISH_SIZE.get()
 
-    def __init__(self, config: dict[str, Any], *, ws_max_size: int | None) -> None:
+
+class PacketTooLargeError(AMQTTError):  # type: ignore[misc]
+    """A packet announced more bytes than the connection may send (fix 8)."""
+
+
+class SizeLimitedReader(ReaderAdapter):  # type: ignore[misc]
+    """Fix 8: a reader that follows MQTT's framing and refuses a packet whose remaining
+    length is above ``limit`` before its body is read.
+
+    amqtt reads a fixed header one byte at a time (the type byte, then the remaining
+    length's bytes while their top bit is set), then exactly the body.  Any single read
+    above the limit is refused too, whatever the framing says.
+    """
+
+    def __init__(
+        self, inner: ReaderAdapter, limit: int, on_refused: Callable[[str], None] | None = None
+    ) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.on_refused = on_refused  # told why, before the error is raised
+        self.who = "before CONNECT"  # the client, once it logged in
+        self._body = 0  # bytes of the current packet's body not yet read
+        self._in_length = False  # reading the remaining length's bytes
+        self._length = 0
+        self._multiplier = 1
+
+    async def read(self, n: int = -1) -> bytes:
+        if n < 0 or n > self.limit:
+            self._refuse(f"a read of {n} bytes, above {self.limit}")
+        data: bytes = await self.inner.read(n)
+        if self._body > 0:
+            self._body = max(0, self._body - len(data))
+        elif len(data) == 1 and not self._in_length:  # the packet type byte
+            self._in_length, self._length, self._multiplier = True, 0, 1
+        elif len(data) == 1:  # a byte of the remaining length
+            self._length += (data[0] & 0x7F) * self._multiplier
+            self._multiplier *= 128
+            if not data[0] & 0x80:
+                self._in_length = False
+                if self._length > self.limit:
+                    self._refuse(f"a packet of {self._length} bytes, above {self.limit}")
+                self._body = self._length
+        return data
+
+    def _refuse(self, detail: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(detail)
+        raise PacketTooLargeError(f"{detail} ({_PACKET_MARK})")
+
+    def feed_eof(self) -> None:
+        self.inner.feed_eof()
+
+
+class SubscriptionTable(dict[str, Any]):
+    """Fix 9: iterating (keys or items) runs over a copy, so the table may change while
+    amqtt awaits inside such a loop."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().__iter__()))
+
+    def items(self) -> Any:
+        return list(super().items())
+
+
+class MicromineBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
+    """amqtt's ``Broker`` with fixes 1-3 and 5-9 from the module docstring.
+
+    ``packet_limit(username)``: the largest packet an authenticated client may send
+    (fix 8); None leaves only the CONNECT limit and amqtt's 256 MiB after it."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        ws_max_size: int | None,
+        packet_limit: Callable[[str | None], int] | None = None,
+    ) -> None:
         super().__init__(config)
+        self._subscriptions = SubscriptionTable(self._subscriptions)  # fix 9
         self._ws_max_size = ws_max_size
         self._authenticated: dict[int, bool] = {}  # id(session) -> result, until CONNACK
+        self._packet_limit = packet_limit
+        self.packets_refused: Counter[str] = Counter()
+        self._last_packet_log = -PACKET_LOG_INTERVAL_S
+
+    # Fix 7 ----------------------------------------------------------------------------
+    async def _handle_message_delivery(
+        self, client_session: Any, handler: Any, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        message = None if wait_deliver.exception() else wait_deliver.result()
+        data = getattr(message, "data", None)
+        token = _PUBLISH_SIZE.set(len(data) if data is not None else 0)
+        try:
+            return bool(
+                await super()._handle_message_delivery(client_session, handler, wait_deliver)
+            )
+        finally:
+            _PUBLISH_SIZE.reset(token)
+
+    # Fix 8 ----------------------------------------------------------------------------
+    async def _client_connected(self, listener_name: str, reader: Any, writer: Any) -> None:
+        # amqtt closes the connection on the error: during the CONNECT through
+        # _initialize_client_session, later by ending the session's reader loop.
+        limited = SizeLimitedReader(reader, MAX_CONNECT_PACKET)
+        limited.on_refused = partial(self._note_packet_refused, limited)
+        await super()._client_connected(listener_name, limited, writer)
+
+    def _note_packet_refused(self, reader: SizeLimitedReader, detail: str) -> None:
+        who = reader.who
+        if who not in self.packets_refused and len(self.packets_refused) >= MAX_COUNTED_CLIENTS:
+            who = "others"
+        self.packets_refused[who] += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._last_packet_log >= PACKET_LOG_INTERVAL_S:
+            self._last_packet_log = now
+            log.warning(
+                "refused a packet above the size limit from %s: %s (%d such in all)",
+                reader.who,
+                detail,
+                sum(self.packets_refused.values()),
+            )
 
     # Fix 1 ----------------------------------------------------------------------------
     async def _handle_subscription(self, *args: Any, **kwargs: Any) -> None:
@@ -156,6 +307,11 @@ class MicromineBroker(Broker):  # type: ignore[misc]  # amqtt ships no type info
         if session.keep_alive > 0 and isinstance(delay, int):
             session.keep_alive += delay
         self._authenticated[id(session)] = True
+        if isinstance(reader, SizeLimitedReader):
+            reader.who = f"{session.client_id} ({(session.username or 'anonymous')[:16]})"
+            reader.limit = (
+                self._packet_limit(session.username) if self._packet_limit else 256 * 1024 * 1024
+            )
         return handler, session
 
     async def _authenticate(self, session: Any, listener: Any) -> bool:
@@ -210,6 +366,10 @@ _REFUSED_MARK = "not authorized (counted and logged by micromine.broker.access)"
 """Fix 6's refusals: amqtt would log each one; the access plugin logs them rate-limited."""
 
 
+_PACKET_MARK = "packet size limit: counted and logged by micromine.broker"
+"""Fix 8's refusals: amqtt logs each one (twice); MicromineBroker logs them rate-limited."""
+
+
 def _is_probe(record: logging.LogRecord) -> bool:
     """True for a connection closed before its first packet: a port probe or health check.
 
@@ -221,7 +381,11 @@ def _is_probe(record: logging.LogRecord) -> bool:
     if isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError):
         return True
     message = record.getMessage()
-    return _REFUSED_MARK in message or any(fragment in message for fragment in _PROBE_MESSAGES)
+    return (
+        _REFUSED_MARK in message
+        or _PACKET_MARK in message
+        or any(fragment in message for fragment in _PROBE_MESSAGES)
+    )
 
 
 class _QuietBelowDebug(logging.Filter):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from micromine.protocol.auth import LOGIN_WINDOW_MS
+from micromine.protocol.quota import parse_role_quotas
 
 __all__ = [
     "DEFAULT_HOST",
@@ -92,6 +93,10 @@ class BrokerConfig:
     tls_ca: Path | None = None
     """PEM CA bundle to verify client certificates by, when clients present one."""
 
+    publish_rates: tuple[str, ...] = ()
+    """With ``genesis``: publish quotas per role over protocol/quota.py ``ROLE_QUOTAS``,
+    each ``ROLE=RATE[/BURST][,BYTES_PER_S[/BURST]]`` (``device=20/100``)."""
+
     def __post_init__(self) -> None:
         """Reject configs that would only fail later, deep inside amqtt, with a worse error."""
         if not self.host:
@@ -117,6 +122,10 @@ class BrokerConfig:
             raise ValueError("--no-anonymous needs --genesis (nobody could log in)")
         if self.login_window_ms <= 0:
             raise ValueError("login_window_ms must be positive")
+        if self.publish_rates:
+            if self.genesis is None:
+                raise ValueError("--publish-rate needs --genesis (roles come from it)")
+            parse_role_quotas(list(self.publish_rates))  # ValueError says which is wrong
         if self.max_message_bytes is not None and self.max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {self.max_message_bytes}")
 
@@ -187,6 +196,15 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PORT",
         help=f"MQTT over TLS port (default {DEFAULT_TLS_PORT} with --tls-cert)",
     )
+    parser.add_argument(
+        "--publish-rate",
+        action="append",
+        default=[],
+        metavar="ROLE=RATE[/BURST][,BYTES[/BURST]]",
+        help="with --genesis: a role's publish quota per client, over the defaults "
+        "(ledger 5000/20000; operator 200/1000; device and client 50/200 and 2 MiB/s; "
+        "anonymous 10/20); repeatable",
+    )
     parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM server certificate")
     parser.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM key of --tls-cert")
     parser.add_argument(
@@ -217,5 +235,6 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,
+        publish_rates=tuple(getattr(args, "publish_rate", ()) or ()),
         **extra,
     )

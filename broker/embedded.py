@@ -20,6 +20,8 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from amqtt.contexts import ListenerType
@@ -27,6 +29,8 @@ from amqtt.errors import BrokerError
 
 from micromine.broker.amqtt_fixes import MicromineBroker, quiet_amqtt_logging
 from micromine.broker.config import BrokerConfig
+from micromine.protocol.limits import MAX_ANY_MESSAGE_BYTES
+from micromine.protocol.quota import MQTT_OVERHEAD
 
 __all__ = ["amqtt_config", "main_run", "run_broker"]
 
@@ -37,6 +41,7 @@ ACCESS_PLUGIN = "micromine.broker.access.AccessPlugin"
 WS_FRAME_OVERHEAD = 64 * 1024
 """Room above ``max_message_bytes`` for the MQTT fixed header, topic and packet id."""
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+MAX_ANY_PACKET = MAX_ANY_MESSAGE_BYTES + MQTT_OVERHEAD
 
 
 def amqtt_config(cfg: BrokerConfig) -> dict[str, Any]:
@@ -66,6 +71,7 @@ def amqtt_config(cfg: BrokerConfig) -> dict[str, Any]:
                 "genesis": str(cfg.genesis),
                 "allow_anonymous": cfg.allow_anonymous,
                 "window_ms": cfg.login_window_ms,
+                "publish_rates": list(cfg.publish_rates),
             }
         }
     return {
@@ -86,6 +92,17 @@ def ws_max_size(cfg: BrokerConfig) -> int | None:
     if cfg.max_message_bytes is None:
         return None
     return cfg.max_message_bytes + WS_FRAME_OVERHEAD
+
+
+def packet_limit(cfg: BrokerConfig) -> Callable[[str | None], int]:
+    """Fix 8's limit on the packets of a logged-in client: the largest publication its
+    role may make (with a genesis), else the largest message of any kind."""
+    if cfg.genesis is None:
+        return lambda _username: MAX_ANY_PACKET
+    from micromine.broker.access import packet_limit_for, policy_from_genesis  # noqa: PLC0415
+    from micromine.ledger_node.genesis import Genesis  # noqa: PLC0415
+
+    return partial(packet_limit_for, policy_from_genesis(Genesis.load(cfg.genesis)))
 
 
 def _install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> bool:
@@ -122,7 +139,9 @@ async def run_broker(
     stop_event = stop if stop is not None else asyncio.Event()
     signals_installed = handle_signals and _install_signal_handlers(loop, stop_event)
     try:
-        broker = MicromineBroker(amqtt_config(cfg), ws_max_size=ws_max_size(cfg))
+        broker = MicromineBroker(
+            amqtt_config(cfg), ws_max_size=ws_max_size(cfg), packet_limit=packet_limit(cfg)
+        )
         try:
             await broker.start()
         except BrokerError:

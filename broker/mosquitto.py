@@ -37,6 +37,8 @@ from pathlib import Path
 from micromine.protocol import topics
 from micromine.protocol.acl import TABLE, Access, Policy, Role, Scope
 from micromine.protocol.auth import compute_static_password, is_static_password_valid
+from micromine.protocol.limits import MAX_ANY_MESSAGE_BYTES
+from micromine.protocol.quota import MQTT_OVERHEAD
 from micromine.protocol.topics import Channel
 
 __all__ = [
@@ -48,6 +50,8 @@ __all__ = [
 ]
 
 PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 uses
+MAX_QUEUED_MESSAGES = 10_000  # per client, waiting for a slow subscriber; then dropped
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
 SALT_BYTES = 12
 
 
@@ -103,6 +107,13 @@ def conf_text(args: argparse.Namespace, out_dir: Path) -> str:
         f"allow_anonymous {'false' if args.no_anonymous else 'true'}",
         f"password_file {out_dir / 'passwd'}",
         f"acl_file {out_dir / 'acl'}",
+        "",
+        "# Hostile input (docs/SECURITY.md section 7).  Mosquitto applies one size to every",
+        "# client and topic, and has no publish rate limit: the ledger nodes' own caps apply.",
+        f"message_size_limit {MAX_ANY_MESSAGE_BYTES}",
+        f"max_packet_size {MAX_ANY_MESSAGE_BYTES + MQTT_OVERHEAD}",
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        f"max_queued_bytes {MAX_QUEUED_BYTES}",
     ]
     if args.port:
         lines += ["", f"listener {args.port} {args.host}", "protocol mqtt"]

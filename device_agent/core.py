@@ -5,7 +5,9 @@ cadence, what a verdict contains) is tested in microseconds without a broker, an
 firmware author can port it line by line.  :mod:`.service` is the only code that does I/O.
 
 Order of checks on a work batch, cheapest and least exploitable first:
-decode -> chain -> known issuer -> already judged -> issuer signature -> judge each tx.
+rate -> decode -> chain -> known issuer -> already judged -> issuer signature -> judge
+each tx.  The rate (WORK_RATE, a token bucket) only matters on a broker that lets
+anyone publish on our work topic: the ledger nodes send a few batches a second.
 Only batches whose signature verified enter the "already judged" set, so a forged copy of
 a batch (same id, bad signature) sent first cannot suppress the genuine one.
 """
@@ -24,6 +26,7 @@ from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Reason
 from micromine.protocol.limits import MAX_HEARTBEAT_BUSY
 from micromine.protocol.messages import Judgement, Verdict, WorkBatch
+from micromine.protocol.quota import Rate, TokenBucket
 from micromine.protocol.topics import Channel, Publish
 from micromine.protocol.validation import check_transaction
 
@@ -40,6 +43,7 @@ __all__ = [
 
 AGENT_VERSION = "micromine-agent/0.1.0"
 DEFAULT_RECENT_BATCHES = 4096
+WORK_RATE = Rate(50, 200)  # batches a second on the work topic, and the burst
 
 
 class Drop(enum.Enum):
@@ -50,6 +54,8 @@ class Drop(enum.Enum):
     UNKNOWN_ISSUER = "unknown_issuer"
     DUPLICATE = "duplicate"
     BAD_SIGNATURE = "bad_signature"
+    RATE_LIMITED = "rate_limited"
+    UNEXPECTED_TOPIC = "unexpected_topic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,21 @@ class AgentStats:
     unknown_issuer: int = 0
     late_batches: int = 0
     heartbeats: int = 0
+    rate_limited: int = 0
+    unexpected_topic: int = 0  # counted by the adapter: a message not on our work topic
+
+    def dropped(self) -> dict[str, int]:
+        """Work messages not answered, by reason (Drop values; malformed ones by code)."""
+        counts = {
+            Drop.WRONG_CHAIN.value: self.wrong_chain,
+            Drop.UNKNOWN_ISSUER.value: self.unknown_issuer,
+            Drop.DUPLICATE.value: self.duplicates,
+            Drop.BAD_SIGNATURE.value: self.bad_signature_batches,
+            Drop.RATE_LIMITED.value: self.rate_limited,
+            Drop.UNEXPECTED_TOPIC.value: self.unexpected_topic,
+            **{f"malformed_{code}": n for code, n in self.malformed_by_code.items()},
+        }
+        return {reason: n for reason, n in counts.items() if n}
 
     def as_dict(self) -> dict[str, Any]:
         """Flat, JSON-friendly form for the periodic counters log line."""
@@ -97,6 +118,7 @@ class AgentStats:
         }
         if self.malformed_by_code:
             out["malformed_by_code"] = dict(self.malformed_by_code)
+        out["dropped"] = self.dropped()
         return out
 
 
@@ -128,6 +150,7 @@ class AgentCore:
         self._recent_max = recent_batches
         self._heartbeat_seq = 0
         self._next_heartbeat_ms = 0  # first tick sends one at once
+        self._work_rate = TokenBucket.full(WORK_RATE, 0)
         self.work_topic = topics.work(chain_id, self.device)
         self._verdict_topic = topics.verdicts(chain_id, self.device)
 
@@ -177,6 +200,9 @@ class AgentCore:
 
     def on_work(self, payload: bytes, now_ms: int) -> list[Output]:
         """Judge one WorkBatch: exactly one signed Verdict, or one Discarded saying why not."""
+        if not self._work_rate.take(now_ms):
+            self.stats.rate_limited += 1
+            return [Discarded(Drop.RATE_LIMITED, f"more than {WORK_RATE.per_s:g} batches/s")]
         try:
             batch = codec.decode(payload, WorkBatch)
         except DecodeError as exc:

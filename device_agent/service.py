@@ -136,7 +136,8 @@ class AgentService:
 
     def _on_message(self, item: Incoming, now_ms: int) -> None:
         if item.topic != self.core.work_topic:
-            self._log.debug("ignored message on unexpected topic", topic=item.topic)
+            self.core.stats.unexpected_topic += 1
+            self._log_discard(Discarded(Drop.UNEXPECTED_TOPIC, item.topic[:120]))
             return
         started = time.perf_counter()
         outputs = self.core.on_work(item.payload, now_ms)

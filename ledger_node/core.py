@@ -258,8 +258,9 @@ class LedgerCore:
         self, key: bytes | None, payload: bytes, now_ms: int, out: list[Action]
     ) -> None:
         heartbeat = self._decode_device_message(key, payload, Heartbeat, "heartbeat", out)
-        if heartbeat is not None:
-            self.devices.on_heartbeat(heartbeat, now_ms)
+        # [REJECT] Not older than the device's latest heartbeat (devices.py).
+        if heartbeat is not None and (why := self.devices.on_heartbeat(heartbeat, now_ms)):
+            self._drop(out, "heartbeat", why, heartbeat.device.hex()[:16])
 
     def _on_device_status(
         self, key: bytes | None, payload: bytes, now_ms: int, out: list[Action]
@@ -267,8 +268,8 @@ class LedgerCore:
         if not payload:  # a cleared retained message
             return
         status = self._decode_device_message(key, payload, DeviceStatus, "status", out)
-        if status is not None:
-            self.devices.on_status(status, now_ms)
+        if status is not None and (why := self.devices.on_status(status, now_ms)):
+            self._drop(out, "status", why, status.device.hex()[:16])
 
     def _decode_device_message(
         self,

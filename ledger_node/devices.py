@@ -8,14 +8,29 @@ Device lifecycle, per device key:
              may never fire its Last Will), so it gets no new work until it speaks again
 
 Liveness is application-level on purpose (amqtt does not enforce MQTT keep-alive).
+
+Replays (anyone on an open broker can resend a device's signed messages) must not keep a
+dead device live: a heartbeat older than the device's latest one is stale and refused;
+a hello or an online status older than it counts for registration (core.py) but not
+for liveness.  An offline status is taken whatever its age: the Last Will is signed
+when the agent starts, so it is older than the heartbeats it follows; a replayed one
+only hides the device until its next heartbeat.
+
+At most ``max_records`` devices are remembered: a new one evicts the device heard from
+longest ago if that one is no longer live, and is refused (``devices_full``) otherwise,
+so keys made up by the thousand cannot grow the table.
 """
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 
 MAX_OUTSTANDING_BATCHES = 4  # per device; bounds what a dying device can strand
 DEFAULT_CAPACITY = 64
+MAX_DEVICE_RECORDS = 65_536
+STALE = "stale"  # refusal reasons, for the core's drop counters
+FULL = "devices_full"
 
 
 @dataclass(slots=True)
@@ -28,6 +43,7 @@ class DeviceRecord:
     outstanding: int = 0
     agreed: int = 0  # judgements that matched the decided outcome
     disagreed: int = 0
+    last_beat_ts: int = -1  # the device's own timestamp of its latest heartbeat
 
 
 class LiveDevices:
@@ -35,32 +51,61 @@ class LiveDevices:
     it eligible for work: only devices the chain registered are (registry.py), and the
     dispatcher asks both."""
 
-    def __init__(self, device_timeout_ms: int) -> None:
+    def __init__(self, device_timeout_ms: int, max_records: int = MAX_DEVICE_RECORDS) -> None:
         self.device_timeout_ms = device_timeout_ms
-        self.records: dict[bytes, DeviceRecord] = {}
+        self.max_records = max_records
+        self.records: OrderedDict[bytes, DeviceRecord] = OrderedDict()  # least recent first
 
-    def _record(self, key: bytes) -> DeviceRecord:
+    def _record(self, key: bytes, now_ms: int) -> DeviceRecord | None:
         record = self.records.get(key)
-        if record is None:
-            record = self.records[key] = DeviceRecord(key)
+        if record is not None:
+            self.records.move_to_end(key)
+            return record
+        if len(self.records) >= self.max_records:
+            oldest = next(iter(self.records.values()))
+            if self.is_live(oldest, now_ms):
+                return None  # every device we know was heard from since it
+            del self.records[oldest.key]
+        record = self.records[key] = DeviceRecord(key)
         return record
 
-    def on_hello(self, hello: DeviceHello, now_ms: int) -> None:
-        record = self._record(hello.device)
+    def on_hello(self, hello: DeviceHello, now_ms: int) -> str | None:
+        """Capacity always; liveness unless the hello is older than the latest
+        heartbeat.  Returns why nothing was taken, or None."""
+        record = self._record(hello.device, now_ms)
+        if record is None:
+            return FULL
         record.capacity = max(1, hello.capacity)
+        if hello.timestamp_ms >= record.last_beat_ts:
+            record.last_seen_ms = now_ms
+            record.online = True
+        return None
+
+    def on_heartbeat(self, heartbeat: Heartbeat, now_ms: int) -> str | None:
+        """None if taken, else why not (``stale``: older than the latest one)."""
+        record = self._record(heartbeat.device, now_ms)
+        if record is None:
+            return FULL
+        # [REJECT] Not older than the device's latest heartbeat (a replay).
+        if heartbeat.timestamp_ms < record.last_beat_ts:
+            return STALE
+        record.last_beat_ts = heartbeat.timestamp_ms
         record.last_seen_ms = now_ms
         record.online = True
+        return None
 
-    def on_heartbeat(self, heartbeat: Heartbeat, now_ms: int) -> None:
-        record = self._record(heartbeat.device)
-        record.last_seen_ms = now_ms
-        record.online = True
-
-    def on_status(self, status: DeviceStatus, now_ms: int) -> None:
-        record = self._record(status.device)
+    def on_status(self, status: DeviceStatus, now_ms: int) -> str | None:
+        """None if taken, else why not (``stale``: online, but older than the latest
+        heartbeat)."""
+        record = self._record(status.device, now_ms)
+        if record is None:
+            return FULL
+        if status.online and status.timestamp_ms < record.last_beat_ts:
+            return STALE
         record.online = status.online
         if status.online:
             record.last_seen_ms = now_ms
+        return None
 
     def on_missed_deadline(self, key: bytes, now_ms: int) -> None:
         record = self.records.get(key)

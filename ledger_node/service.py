@@ -1,8 +1,12 @@
 """The ledger node process: MQTT and SQLite adapters around ``LedgerCore``.
 
 One thread owns the core and the database; paho's network thread only fills the
-link's inbox.  The loop hands each message to the core, runs the core's clock every
-``tick_ms``, and carries out the returned actions in order.  It decides nothing.
+link's inbox.  The loop hands each message to the intake's checks (intake.py: rates per
+topic key, replays, heartbeat times) and then to the core, runs the core's clock every
+``tick_ms``, and carries out the returned actions in order.  It decides nothing.  An
+exception out of the core while it handles a message is counted (``internal_error``)
+and logged with its traceback, never allowed to end the process: a message that trips
+a bug must not be a way to stop every node at once.
 """
 
 import json
@@ -30,6 +34,7 @@ from micromine.ledger_node.config import LedgerConfig
 from micromine.ledger_node.consensus import PersistSigned
 from micromine.ledger_node.core import RECENT_COMMITTED, LedgerCore
 from micromine.ledger_node.genesis import Genesis
+from micromine.ledger_node.intake import Intake
 from micromine.ledger_node.storage import LedgerStore
 from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, Login, MqttLink, Will
 from micromine.protocol import topics
@@ -42,6 +47,7 @@ log = structlog.get_logger("micromine.ledger")
 
 DROP_LOG_INTERVAL_S = 1.0
 STATUS_MAX_DEVICES = 256  # keep the retained status message small
+STATUS_MAX_DROP_KEYS = 128  # "source.reason" counters in the status; the rest summed
 
 
 def now_ms() -> int:
@@ -66,6 +72,9 @@ class LedgerService:
             now_ms=now_ms(),
         )
         self.core.recent_committed.update(self.store.recent_committed(RECENT_COMMITTED))
+        self.intake = Intake(genesis.chain_id)
+        self.errors = 0
+        self._last_error_log = 0.0
         chain = genesis.chain_id
         self.status_topic = topics.ledger_status(chain, key.public)
         self.link = MqttLink(
@@ -113,7 +122,7 @@ class LedgerService:
             while not self.stop.is_set():
                 item = self.link.get(timeout=max(0.0, next_tick - time.monotonic()))
                 if isinstance(item, Incoming):
-                    self.execute(self.core.on_message(item.topic, item.payload, now_ms()))
+                    self.receive(item)
                 elif isinstance(item, LinkEvent) and item.kind is LinkEventKind.CONNECTED:
                     log.info("connected to broker", broker=self.config.broker_url)
                     next_status = 0.0
@@ -127,6 +136,34 @@ class LedgerService:
         finally:
             self.shutdown()
         return 0
+
+    def receive(self, item: Incoming) -> None:
+        """One message from the broker: the intake's checks, then the core."""
+        now = now_ms()
+        dropped = self.intake.check(item.topic, item.payload, now)
+        if dropped is not None:
+            self._log_drop(dropped.source, dropped.reason, dropped.detail)
+            return
+        try:
+            actions = self.core.on_message(item.topic, item.payload, now)
+        except Exception:
+            self.errors += 1
+            if time.monotonic() - self._last_error_log >= DROP_LOG_INTERVAL_S:
+                self._last_error_log = time.monotonic()
+                log.exception("message handler failed", topic=item.topic[:120], errors=self.errors)
+            return
+        self.execute(actions)
+
+    def dropped(self) -> dict[str, int]:
+        """Drop counters by "source.reason", the intake's and the core's, bounded."""
+        counts = self.core.stats.dropped + self.intake.dropped
+        if self.errors:
+            counts["message.internal_error"] = self.errors
+        top = dict(counts.most_common(STATUS_MAX_DROP_KEYS))
+        rest = counts.total() - sum(top.values())
+        if rest:
+            top["other.other"] = rest
+        return top
 
     def execute(self, actions: Iterable[Action]) -> None:
         for action in actions:
@@ -199,6 +236,8 @@ class LedgerService:
             "evidence": core.replica.evidence,
             "tip": core.tip.hash.hex(),
             "mempool": len(core.mempool),
+            "mempool_bytes": core.mempool.bytes,
+            "shed": dict(core.mempool.shed),
             "devices_live": core.devices.count_live(now) if online else 0,
             "devices_registered": len(core.registry),
             "registrations_pending": len(core.hellos),
@@ -207,7 +246,7 @@ class LedgerService:
             "batches_sent": core.dispatcher.batches_sent,
             "redispatched": core.dispatcher.redispatched,
             "reissued": core.dispatcher.reissued,
-            "dropped": dict(core.stats.dropped),
+            "dropped": self.dropped(),
             # each device's agreement with decided outcomes (the tally records it)
             "devices": {
                 key.hex()[:16]: {

@@ -412,7 +412,8 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
         client_id=f"watch-{time.time_ns() % 10**9}", broker_url=args.broker,
         subscriptions=((topics.blocks(args.chain), 1),), login=login, tls=tls,
     ))  # fmt: skip
-    seen = 0
+    seen = undecodable = 0
+    last_complaint = -1.0
     with link:
         if not link.wait_connected(30):
             print(f"micromine blocks watch: cannot reach {args.broker}", file=sys.stderr)
@@ -425,12 +426,25 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
             try:
                 block = decode(item.payload, Block)
             except DecodeError as exc:
-                print(f"undecodable block message: {exc}", file=sys.stderr)
+                undecodable += 1  # anyone may publish here on an open broker: one line a second
+                if time.monotonic() - last_complaint >= 1.0:
+                    last_complaint = time.monotonic()
+                    print(f"undecodable block message ({undecodable} in all): {exc}",
+                          file=sys.stderr)  # fmt: skip
                 continue
             seen += 1
             print(describe_block(block, args.chain, validators if args.verify else None,
                                  as_json=args.json), flush=True)  # fmt: skip
     return 0
+
+
+def _clock_time(timestamp_ms: int) -> str:
+    """HH:MM:SS of a block's time; a time no calendar holds (up to 2^53 ms is a valid
+    field) must not end the watcher."""
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(timestamp_ms / 1000))
+    except (OverflowError, OSError, ValueError):
+        return "--:--:--"
 
 
 def describe_block(
@@ -458,7 +472,7 @@ def describe_block(
     if as_json:
         return json.dumps(document)
     header = block.header
-    stamp = time.strftime("%H:%M:%S", time.localtime(header.timestamp_ms / 1000))
+    stamp = _clock_time(header.timestamp_ms)
     return (f"height {header.height:6d}  {stamp}  txs {len(block.txs):5d}  "
             f"hash {block.hash.hex()[:16]}  round {block.commit_round}  "
             f"signers {len(block.certificate)}{verdict}")  # fmt: skip

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from micromine.barrage import Barrage
 from micromine.chains import compare_chains
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.ledger_node.genesis import ChainParams, Genesis
@@ -32,6 +33,12 @@ PROGRESS_INTERVAL_S = 1.0
 _COUNTERS = ("height", "tx_count", "devices_live", "mempool", "tip_signers", "tip_round")
 
 
+def as_count(value: Any) -> int:
+    """A JSON number the monitor counts with; anything else (a status or JSON block is
+    unsigned: on an open broker anyone can publish one) counts as 0."""
+    return value if type(value) is int and value >= 0 else 0
+
+
 @dataclass
 class Progress:
     """What the orchestrator sees on the broker, like any subscriber would."""
@@ -44,6 +51,7 @@ class Progress:
     ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> status
     window: list[tuple[float, int]] = field(default_factory=list)  # (time, committed)
     ignored: int = 0  # messages on our topics that are not what ledger nodes publish
+    barrage_sent: int = 0
 
     def take(self, item: Incoming, chain_id: str) -> None:
         parsed = topics.parse(chain_id, item.topic)
@@ -62,21 +70,30 @@ class Progress:
             return
         if parsed.channel is topics.Channel.BLOCKS_JSON and not item.retained:
             self.blocks += 1
-            self.height = max(self.height, int(document.get("height", 0)))
-            self.last_block_txs = int(document.get("tx_count", 0))
+            self.height = max(self.height, as_count(document.get("height")))
+            self.last_block_txs = as_count(document.get("tx_count"))
             self.txs_committed += self.last_block_txs
         elif parsed.channel is topics.Channel.LEDGER_STATUS and parsed.key is not None:
             self.ledgers[parsed.key.hex()] = document
-            self.height = max(self.height, int(document.get("height", 0)))
+            self.height = max(self.height, as_count(document.get("height")))
 
     @property
     def ledger(self) -> dict[str, Any]:
         """The most advanced online ledger node's status."""
         online = [d for d in self.ledgers.values() if d.get("online")]
-        return max(online, key=lambda d: int(d.get("height", 0)), default={})
+        return max(online, key=lambda d: as_count(d.get("height")), default={})
+
+    def drops(self) -> dict[str, int]:
+        """Every ledger node's drop counters (from its status), summed by reason."""
+        total: dict[str, int] = {}
+        for status in self.ledgers.values():
+            dropped = status.get("dropped")
+            for name, count in dropped.items() if isinstance(dropped, dict) else ():
+                total[str(name)] = total.get(str(name), 0) + as_count(count)
+        return dict(sorted(total.items()))
 
     def online_heights(self) -> list[int]:
-        return [int(d.get("height", 0)) for d in self.ledgers.values() if d.get("online")]
+        return [as_count(d.get("height")) for d in self.ledgers.values() if d.get("online")]
 
     def rate(self) -> float:
         now = time.monotonic()
@@ -238,6 +255,11 @@ def run_devnet(args: argparse.Namespace) -> int:
         "ledger_heights": chains.heights,
         "chains_identical": chains.identical and chains.same_height,
         "min_certificate_signers": chains.min_signers,
+        **(
+            {"barrage_sent": progress.barrage_sent, "ledger_drops": progress.drops()}
+            if args.barrage
+            else {}
+        ),
         "duration_s": args.duration,
         "interrupted": interrupted,
         "exit_codes": codes,
@@ -275,6 +297,7 @@ def run_load_with_progress(devnet: Devnet, progress: Progress) -> dict[str, Any]
         wait_for_devices(monitor, progress, args)
         load = devnet.start_load()
         say(f"devnet: submitting {args.tx_rate:g} tx/s for {args.duration:g} s")
+        barrages = start_barrages(devnet) if args.barrage else []
         next_line = time.monotonic()
         while load.running():
             drain(monitor, progress, args.chain, 0.2)
@@ -284,6 +307,9 @@ def run_load_with_progress(devnet: Devnet, progress: Progress) -> dict[str, Any]
             if time.monotonic() >= next_line:
                 say(progress.line(args.agents))
                 next_line += PROGRESS_INTERVAL_S
+        for barrage in barrages:
+            barrage.join()
+            progress.barrage_sent += barrage.total
         drain(monitor, progress, args.chain, 1.0)
         wait_for_ledgers_to_agree(monitor, progress, args)
     report_path = devnet.data_dir / "load.json"
@@ -293,11 +319,31 @@ def run_load_with_progress(devnet: Devnet, progress: Progress) -> dict[str, Any]
     return report
 
 
+def start_barrages(devnet: Devnet) -> list[Barrage]:
+    """``--barrage N`` hostile messages during the load: 70 % from a logged-in device key,
+    30 % from an anonymous client (micromine/barrage.py), spread over the load's duration."""
+    args = devnet.args
+    ledger = load_or_create_key(devnet.data_dir / "ledger-1.key").public
+    hostile = load_or_create_key(devnet.data_dir / "barrage.key")
+    rate = args.barrage / max(1.0, args.duration)
+    logged_in = round(args.barrage * 0.7)
+    barrages = []
+    for seed, (count, login) in enumerate(((logged_in, True), (args.barrage - logged_in, False))):
+        barrage = Barrage(devnet.broker_url, args.chain, hostile, ledger, count=count,
+                          rate=rate * count / args.barrage, login=login, seed=seed)  # fmt: skip
+        barrage.start()
+        barrages.append(barrage)
+    say(f"devnet: {args.barrage} hostile messages at {rate:.0f}/s (micromine/barrage.py)")
+    return barrages
+
+
 def wait_for_devices(monitor: MqttLink, progress: Progress, args: argparse.Namespace) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         drain(monitor, progress, args.chain, 0.2)
-        if progress.ledger.get("online") and progress.ledger.get("devices_live", 0) >= args.agents:
+        if progress.ledger.get("online") and as_count(progress.ledger.get("devices_live")) >= (
+            args.agents
+        ):
             return
     raise RuntimeError(f"only {progress.ledger.get('devices_live', 0)} devices online after 60 s")
 
@@ -312,7 +358,7 @@ def wait_for_ledgers_to_agree(
         drain(monitor, progress, args.chain, 0.5)
         heights = progress.online_heights()
         certificates = {
-            (int(d.get("tip_signers", 0)), int(d.get("tip_round", 0)))
+            (as_count(d.get("tip_signers")), as_count(d.get("tip_round")))
             for d in progress.ledgers.values()
         }
         if len(heights) == args.ledgers and len(set(heights)) == 1 and len(certificates) == 1:
@@ -345,6 +391,9 @@ def add_devnet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-interval-ms", type=int, default=1000)
     parser.add_argument("--settle", type=float, default=30.0,
                         help="most seconds to let in-flight transactions settle")  # fmt: skip
+    parser.add_argument("--barrage", type=int, default=0, metavar="N",
+                        help="also send N hostile messages during the load (a device key "
+                        "and an anonymous client; see docs/SECURITY.md section 7)")  # fmt: skip
     parser.add_argument("--data-dir", help="keep keys, databases and logs here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     parser.add_argument("--auth", action=argparse.BooleanOptionalAction, default=True,

@@ -20,7 +20,7 @@ from micromine.client import LedgerClient
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.loadgen import sender_key
-from micromine.mqtt import Incoming, LinkConfig, MqttLink
+from micromine.mqtt import Incoming, LinkConfig, Login, MqttLink
 from micromine.processes import ManagedProcess, python_module
 from micromine.protocol import topics
 from micromine.protocol.block import Block
@@ -34,11 +34,13 @@ CHAIN = "testchain"
 class Watcher:
     """Subscribes like a dashboard would: ledger status, JSON blocks, and extra filters."""
 
-    def __init__(self, broker_url: str, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, broker_url: str, extra: tuple[str, ...] = (), login: Login | None = None
+    ) -> None:
         filters = (f"micromine/{CHAIN}/ledger/+/status", topics.blocks_json(CHAIN), *extra)
         self.link = MqttLink(LinkConfig(
             client_id=f"watcher-{id(self)}", broker_url=broker_url,
-            subscriptions=tuple((f, 1) for f in filters), inbox_max=100_000,
+            subscriptions=tuple((f, 1) for f in filters), inbox_max=100_000, login=login,
         ))  # fmt: skip
         self.status: dict[str, Any] = {}  # the latest ledger status, from any node
         self.statuses: dict[str, dict[str, Any]] = {}  # node key hex -> its latest status
@@ -93,13 +95,22 @@ class Watcher:
 class Cluster:
     """``ledgers`` ledger nodes (validators) and N agents against a broker the test
     started.  Ledger 0 keeps the single-node names (``ledger``, ``ledger_key``,
-    ``db_path``, logs ``ledger-<start>.log``); the others log ``ledger<i>-<start>.log``."""
+    ``db_path``, logs ``ledger-<start>.log``); the others log ``ledger<i>-<start>.log``.
+    With ``logins`` the test's own clients (watchers, wallets) log in with keys of their
+    own, for a broker with access control on (ledger nodes and agents always do)."""
 
     def __init__(
-        self, root: Path, broker_url: str, agents: int = 3, ledgers: int = 1, **params: int
+        self,
+        root: Path,
+        broker_url: str,
+        agents: int = 3,
+        ledgers: int = 1,
+        logins: bool = False,
+        **params: int,
     ) -> None:
         self.root = root
         self.broker_url = broker_url
+        self.logins = logins
         self.ledger_key_paths = [
             root / ("ledger.key" if i == 0 else f"ledger{i}.key") for i in range(ledgers)
         ]
@@ -204,8 +215,19 @@ class Cluster:
         fields.update(changes)
         return sign(Transaction(**fields), sender)
 
+    def login(self, name: str) -> Login | None:
+        """A login with a key of the test's own, if the broker wants one."""
+        return (
+            Login(KeyPair(sha256(b"cluster client " + name.encode())), CHAIN)
+            if self.logins
+            else None
+        )
+
+    def watcher(self, extra: tuple[str, ...] = ()) -> Watcher:
+        return Watcher(self.broker_url, extra, login=self.login("watcher")).start()
+
     def client(self) -> LedgerClient:
-        client = LedgerClient(self.broker_url, CHAIN)
+        client = LedgerClient(self.broker_url, CHAIN, login=self.login("client"))
         client.link.start()
         client.connect(30)
         return client
@@ -244,7 +266,7 @@ class Wallets(threading.Thread):
         super().__init__(daemon=True)
         self.cluster = cluster
         self.senders = cluster.senders[:senders]
-        self.client = LedgerClient(cluster.broker_url, CHAIN)
+        self.client = LedgerClient(cluster.broker_url, CHAIN, login=cluster.login("wallets"))
         self.submitting = threading.Event()
         self.submitting.set()
         self.done = threading.Event()

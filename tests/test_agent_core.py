@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from micromine.device_agent.core import AgentCore, Discarded, Drop, Judged, Publish
+from micromine.device_agent.core import WORK_RATE, AgentCore, Discarded, Drop, Judged, Publish
 from micromine.protocol import codec, topics
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
@@ -243,3 +243,14 @@ def test_stats_as_dict_is_flat() -> None:
     flat = core.stats.as_dict()
     assert flat["malformed"] == 1
     assert flat["malformed_by_code"] == {"not_cbor": 1}
+
+
+def test_a_flood_on_the_work_topic_is_rate_limited_and_counted() -> None:
+    core = new_core()
+    burst = int(WORK_RATE.burst)
+    outputs = [core.on_work(b"\xff", NOW)[0] for _ in range(burst + 3)]
+    assert [o.why for o in outputs if isinstance(o, Discarded)].count(Drop.RATE_LIMITED) == 3
+    assert core.stats.dropped() == {"rate_limited": 3, "malformed_not_cbor": burst}
+    later = NOW + int(1000 / WORK_RATE.per_s)  # one batch's worth of tokens back
+    assert isinstance(core.on_work(b"\xff", later)[0], Discarded)
+    assert core.stats.rate_limited == 3

@@ -12,11 +12,14 @@ from access_helpers import OPERATOR, write_genesis
 from protocol_samples import CHAIN, DEVICE, LEDGER
 
 from micromine.broker.access import policy_from_genesis
+from micromine.broker.amqtt_fixes import SubscriptionTable
 from micromine.broker.config import BrokerConfig, add_broker_arguments, config_from_args
 from micromine.broker.embedded import ACCESS_PLUGIN, ANONYMOUS_AUTH_PLUGIN, amqtt_config
 from micromine.broker.mosquitto import acl_text, password_line
 from micromine.ledger_node.genesis import Genesis
 from micromine.protocol.auth import compute_static_password
+from micromine.protocol.limits import MAX_ANY_MESSAGE_BYTES
+from micromine.protocol.quota import MQTT_OVERHEAD
 
 
 def parse(*argv: str) -> BrokerConfig:
@@ -49,11 +52,18 @@ def test_without_genesis_the_broker_is_open(tmp_path: Path) -> None:
 
 def test_with_genesis_the_access_plugin_replaces_the_anonymous_one(tmp_path: Path) -> None:
     genesis = write_genesis(tmp_path)
-    config = parse("--genesis", str(genesis), "--no-anonymous", "--login-window", "60")
+    config = parse("--genesis", str(genesis), "--no-anonymous", "--login-window", "60",
+                   "--publish-rate", "device=20/100")  # fmt: skip
     plugins = amqtt_config(config)["plugins"]
-    assert plugins == {
-        ACCESS_PLUGIN: {"genesis": str(genesis), "allow_anonymous": False, "window_ms": 60_000}
-    }
+    expected = {"genesis": str(genesis), "allow_anonymous": False, "window_ms": 60_000}
+    assert plugins == {ACCESS_PLUGIN: {**expected, "publish_rates": ["device=20/100"]}}
+
+
+def test_publish_rates_need_a_genesis_and_a_known_role(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs --genesis"):
+        parse("--publish-rate", "device=5")
+    with pytest.raises(ValueError, match="role must be"):
+        parse("--genesis", str(write_genesis(tmp_path)), "--publish-rate", "robot=5")
 
 
 def test_a_bad_genesis_fails_before_amqtt(tmp_path: Path) -> None:
@@ -120,3 +130,16 @@ def test_mosquitto_config_refuses_a_password_that_is_not_the_keys(tmp_path: Path
     passwd = (tmp_path / "o" / "passwd").read_text()
     assert passwd.startswith(DEVICE.public.hex() + ":$7$101$")
     assert (tmp_path / "o" / "passwd").stat().st_mode & 0o077 == 0
+    conf = (tmp_path / "o" / "mosquitto.conf").read_text().splitlines()
+    assert f"message_size_limit {MAX_ANY_MESSAGE_BYTES}" in conf
+    assert f"max_packet_size {MAX_ANY_MESSAGE_BYTES + MQTT_OVERHEAD}" in conf
+
+
+def test_the_subscription_table_iterates_a_copy() -> None:
+    """amqtt_fixes 9: a subscription added while a broadcast walks the table."""
+    table = SubscriptionTable({"a": [], "b": []})
+    for name, _subscribers in table.items():
+        table[name + "x"] = []
+    for name in table:
+        del table[name]
+    assert table == {}

@@ -1,6 +1,8 @@
-"""atheris harness: the device agent's work handler, ``AgentCore.on_work``, on one agent
-that lives across inputs.  It must answer with one Verdict or one counted Discarded, and
-never raise.  Run it with run.py."""
+"""atheris harness: the device agent's work handler, ``AgentCore.on_work``, on an agent
+that lives across inputs (replaced every ``INPUTS_PER_AGENT`` inputs, before its work
+rate limit would answer everything with RATE_LIMITED: all inputs come at one time).  It
+must answer with one Verdict or one counted Discarded, and never raise.  Run it with
+run.py."""
 
 import sys
 from pathlib import Path
@@ -15,16 +17,27 @@ with atheris.instrument_imports(include=["micromine"]):
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import protocol_samples
 
-AGENT = AgentCore(protocol_samples.DEVICE, protocol_samples.CHAIN, recent_batches=64)
+INPUTS_PER_AGENT = 100  # below the agent's burst of batches (WORK_RATE)
+
+
+def new_agent() -> AgentCore:
+    return AgentCore(protocol_samples.DEVICE, protocol_samples.CHAIN, recent_batches=64)
+
+
+STATE = {"agent": new_agent(), "inputs": 0}
 
 
 def test_one_input(data: bytes) -> None:
-    stats = AGENT.stats
+    STATE["inputs"] += 1
+    if STATE["inputs"] % INPUTS_PER_AGENT == 0:
+        STATE["agent"] = new_agent()
+    agent = STATE["agent"]
+    stats = agent.stats
     before = stats.malformed + stats.wrong_chain + stats.duplicates + stats.batches
-    before += stats.bad_signature_batches + stats.unknown_issuer
-    outputs = AGENT.on_work(data, protocol_samples.NOW_MS)
+    before += stats.bad_signature_batches + stats.unknown_issuer + stats.rate_limited
+    outputs = agent.on_work(data, protocol_samples.NOW_MS)
     after = stats.malformed + stats.wrong_chain + stats.duplicates + stats.batches
-    after += stats.bad_signature_batches + stats.unknown_issuer
+    after += stats.bad_signature_batches + stats.unknown_issuer + stats.rate_limited
     if after != before + 1:
         raise AssertionError("an input was not counted exactly once")
     if len(outputs) == 1 and not isinstance(outputs[0], Discarded):
