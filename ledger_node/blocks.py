@@ -12,13 +12,15 @@ most ``assignment_window`` blocks old).  A candidate left with fewer than q of t
 not proposed: it comes back as ``stale`` for the ledger to dispatch again.
 
 A block also registers devices: the signed DeviceHellos of devices not yet registered,
-in key order, at most MAX_BLOCK_REGISTRATIONS.
+in key order, at most MAX_BLOCK_REGISTRATIONS, and records operators' approvals
+(select_approvals); under "approved" enrollment it registers only approved devices.
 """
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from micromine.ledger_node.enrollment import OPEN, ApprovalRecord, Enrollment
 from micromine.ledger_node.genesis import ChainParams
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
@@ -42,8 +44,9 @@ from micromine.protocol.block import (
 from micromine.protocol.codec import sign_commit
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.device import DeviceHello
+from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.kinds import Reason
-from micromine.protocol.limits import MAX_BLOCK_REGISTRATIONS
+from micromine.protocol.limits import MAX_BLOCK_APPROVALS, MAX_BLOCK_REGISTRATIONS
 from micromine.protocol.messages import Transaction, Verdict
 
 SEAL_ROUND = 1  # the round of a block sealed by its proposer alone (seal=True)
@@ -88,6 +91,46 @@ def select_registrations(
     by_device = {hello.device: hello for hello in hellos if hello.device not in registry}
     chosen = sorted(by_device)[:MAX_BLOCK_REGISTRATIONS]
     return tuple(by_device[device] for device in chosen)
+
+
+def select_approvals(
+    approvals: Sequence[DeviceApproval], registry: DeviceRegistry, enrollment: Enrollment
+) -> tuple[DeviceApproval, ...]:
+    """What a block records: per device the latest (by time) of the verified approvals
+    by an operator that is later than the device's recorded one, in key order, at most
+    MAX_BLOCK_APPROVALS."""
+    by_device: dict[bytes, DeviceApproval] = {}
+    for approval in approvals:
+        latest = registry.latest_approval(approval.device)
+        if approval.operator not in enrollment.operators or (
+            latest is not None and approval.timestamp_ms <= latest.timestamp_ms
+        ):
+            continue
+        held = by_device.get(approval.device)
+        if held is None or approval.timestamp_ms > held.timestamp_ms:
+            by_device[approval.device] = approval
+    chosen = sorted(by_device)[:MAX_BLOCK_APPROVALS]
+    return tuple(by_device[device] for device in chosen)
+
+
+def select_enrolled(
+    hellos: Sequence[DeviceHello],
+    registry: DeviceRegistry,
+    approvals: Sequence[DeviceApproval],
+    enrollment: Enrollment,
+) -> list[DeviceHello]:
+    """The hellos the policy lets a block with ``approvals`` register: not revoked,
+    and under "approved" approved (verify.check_approvals states the rules)."""
+    decided = {approval.device: approval.approve for approval in approvals}
+    allowed = []
+    for hello in hellos:
+        status = decided.get(hello.device)
+        if status is None:
+            latest = registry.latest_approval(hello.device)
+            status = None if latest is None else latest.approved
+        if status is True or (status is None and not enrollment.needs_approval):
+            allowed.append(hello)
+    return allowed
 
 
 def compute_rewards(pool: int, judged: Mapping[bytes, int]) -> tuple[Reward, ...]:
@@ -140,13 +183,16 @@ def build_block(
     hellos: Sequence[DeviceHello] = (),
     params: ChainParams,
     seal: bool = True,
+    approvals: Sequence[DeviceApproval] = (),
+    enrollment: Enrollment = OPEN,
 ) -> BuiltBlock:
     """Apply ``candidates`` in order over ``accounts`` and seal the result.
 
     ``justification[tx.id]`` holds the verdicts that voted the transaction valid (the
     tally gives at least ``params.q``); those that can no longer justify it at this
     height are left out, and a candidate left with fewer than q is ``stale``.
-    ``hellos`` are verified DeviceHellos of devices that want to be registered.
+    ``hellos`` are verified DeviceHellos of devices that want to be registered;
+    ``approvals`` verified DeviceApprovals waiting to be recorded.
     """
     timestamp_ms = max(timestamp_ms, tip.timestamp_ms + 1)
     height = tip.height + 1
@@ -182,15 +228,22 @@ def build_block(
     pool = params.block_reward + sum(tx.fee for tx in included)
     rewards = compute_rewards(pool, judged)
     process_rewards(view, rewards)
-    registrations = select_registrations(hellos, registry)
-    registry_root = registry.root_after((hello.device for hello in registrations), height)
+    recorded = select_approvals(approvals, registry, enrollment)
+    registrations = select_registrations(
+        select_enrolled(hellos, registry, recorded, enrollment), registry
+    )
+    registry_root = registry.root_after(
+        (hello.device for hello in registrations),
+        height,
+        (ApprovalRecord.of(approval, height) for approval in recorded),
+    )
 
     header = BlockHeader(
         chain_id=chain_id,
         height=height,
         prev_hash=tip.hash,
         tx_root=compute_tx_root(included),
-        body_hash=compute_body_hash(ordered_verdicts, rewards, registrations),
+        body_hash=compute_body_hash(ordered_verdicts, rewards, registrations, recorded),
         state_root=compute_state_root(
             compute_accounts_root(merged(accounts, view.changes)), registry_root
         ),
@@ -213,5 +266,6 @@ def build_block(
         commit_round=commit_round,
         certificate=certificate,
         registrations=registrations,
+        approvals=recorded,
     )
     return BuiltBlock(block, view.changes, tuple(rejected), tuple(deferred), stale)

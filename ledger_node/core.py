@@ -20,7 +20,10 @@ go, as a new batch, to one entitled device not yet asked.
 
 Devices: a signed hello makes a device known (devices.py) and, until a block registers
 it, a pending registration that the next proposer includes; only registered devices
-get work.  A verdict counts only from a device entitled to judge its batch, against a
+get work.  Under "approved" enrollment a hello counts only from a device an operator
+approved on chain, and a revoked device's hellos and verdicts are dropped under either
+policy; operators' signed approvals are held until a block records them (enrollment.py).
+A verdict counts only from a device entitled to judge its batch, against a
 registry at most ``assignment_window`` blocks old; an accepted transaction whose
 verdicts fall out of that window is judged again.
 
@@ -40,6 +43,7 @@ from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.consensus import SignedState
 from micromine.ledger_node.devices import LiveDevices
 from micromine.ledger_node.dispatch import Dispatcher
+from micromine.ledger_node.enrollment import ApprovalRecord, Enrollment
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import Mempool, PendingTx
 from micromine.ledger_node.peers import PeerTracker
@@ -55,6 +59,7 @@ from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode, is_signature_valid
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
+from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Reason, ReceiptStatus
 from micromine.protocol.messages import Submission, Transaction, Verdict
@@ -67,6 +72,7 @@ RECENT_COMMITTED = 100_000  # committed tx ids remembered, for idempotent resubm
 PEER_TIMEOUT_MS = 5000  # a validator unheard for this long loses its share of the work
 OWNERSHIP_SCAN_MS = 1000  # how often to pick up transactions a silent peer owned
 MAX_PENDING_REGISTRATIONS = 4096  # hellos of unregistered devices held for a block
+MAX_PENDING_APPROVALS = 1024  # operators' approvals held for a block
 MAX_EARLY_VERDICTS = 4096  # verdicts ranked against a registry we have not reached yet
 EARLY_HEIGHTS = 4  # how far ahead of our tip such a registry may be
 
@@ -96,9 +102,11 @@ class LedgerCore:
         registered: Mapping[bytes, int] | None = None,
         last_signed: SignedState | None = None,
         now_ms: int = 0,
+        approvals: Iterable[ApprovalRecord] = (),
     ) -> None:
         """``registered``: the device registry as of ``tip`` (device -> the height that
-        registered it); None means the genesis devices, for a chain at height 0."""
+        registered it); None means the genesis devices, for a chain at height 0.
+        ``approvals``: the approval records of the chain up to ``tip``."""
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.params = genesis.params
@@ -110,8 +118,10 @@ class LedgerCore:
         self.devices = LiveDevices(self.params.device_timeout_ms)
         if registered is None:
             registered = dict.fromkeys(genesis.devices, 0)
-        self.registry = DeviceRegistry(registered, tip.height)
+        self.registry = DeviceRegistry(registered, tip.height, approvals)
         self.hellos: dict[bytes, DeviceHello] = {}  # pending registrations, by device
+        self.enrollment = Enrollment.of(genesis)
+        self.approvals: dict[bytes, DeviceApproval] = {}  # pending approvals, by device
         self.votes: OrderedDict[bytes, TxVotes] = OrderedDict()  # undecided, admission order
         self.accepted: dict[bytes, TxVotes] = {}  # decided valid, waiting for a block
         self.dispatcher = Dispatcher(
@@ -140,6 +150,7 @@ class LedgerCore:
             Channel.CONSENSUS: self.replica.on_consensus,
             Channel.SYNC_REQUEST: self.replica.on_sync_request,
             Channel.SYNC_REPLY: self.replica.on_sync_reply,
+            Channel.APPROVALS: self._on_approval,
         }
         for entry in pending:  # resumed from storage: judge them again
             self._admit(entry, now_ms)
@@ -247,6 +258,11 @@ class LedgerCore:
         # for registration replaces its earlier one).
         if hello.device in self.registry:
             return
+        # [IGNORE] Not enrolled: revoked, or (under "approved") not approved; counted.
+        reason = self._enrollment_refusal(hello.device)
+        if reason is not None:
+            self._drop(out, "hello", reason, hello.device.hex()[:16])
+            return
         # [IGNORE] Too many registrations pending: the device says hello again on its
         # next connect, and its retained hello reaches any node that starts.
         if hello.device not in self.hellos and len(self.hellos) >= MAX_PENDING_REGISTRATIONS:
@@ -309,6 +325,10 @@ class LedgerCore:
         # [REJECT] The verdict is for this chain, on the device's own topic.
         if verdict.chain_id != self.chain_id or verdict.device != key:
             self._drop(out, "verdict", "topic_mismatch", verdict.device.hex()[:16])
+            return
+        # [IGNORE] The device is revoked (as of our tip): counted.
+        if self.registry.is_revoked_at(verdict.device, self.tip.height):
+            self._drop(out, "verdict", "revoked", verdict.device.hex()[:16])
             return
         self._take_verdict(verdict, out)
 
@@ -470,6 +490,66 @@ class LedgerCore:
         for later in self.mempool.later_from_sender(entry.tx.sender, entry.tx.nonce):
             self.reject_pending(later, Reason.NONCE_GAP)
 
+    # ---- enrollment ---------------------------------------------------------------
+
+    def _on_approval(
+        self, key: bytes | None, payload: bytes, now_ms: int, out: list[Action]
+    ) -> None:
+        try:
+            approval = decode(payload, DeviceApproval)
+        except DecodeError as exc:
+            self._drop(out, "approval", f"decode_{exc.code.name.lower()}", exc.detail)
+            return
+        who = approval.device.hex()[:16]
+        # [REJECT] For this chain, on its operator's own topic.
+        if approval.chain_id != self.chain_id or approval.operator != key:
+            self._drop(out, "approval", "topic_mismatch", who)
+            return
+        # [REJECT] Its operator is listed in genesis.
+        if approval.operator not in self.enrollment.operators:
+            self._drop(out, "approval", "not_operator", who)
+            return
+        # [IGNORE] Not later than the device's recorded or pending approval.
+        latest = self.registry.latest_approval(approval.device)
+        held = self.approvals.get(approval.device)
+        if (latest is not None and approval.timestamp_ms <= latest.timestamp_ms) or (
+            held is not None and approval.timestamp_ms <= held.timestamp_ms
+        ):
+            self._drop(out, "approval", "not_later", who)
+            return
+        # [IGNORE] Too many pending: the operator publishes it again.
+        if held is None and len(self.approvals) >= MAX_PENDING_APPROVALS:
+            self._drop(out, "approval", "approvals_full", who)
+            return
+        # [REJECT] Signed by its operator.
+        if not is_signature_valid(approval):
+            self._drop(out, "approval", "bad_signature", who)
+            return
+        self.approvals[approval.device] = approval
+
+    def _enrollment_refusal(self, device: bytes) -> str | None:
+        """Why the policy refuses to register ``device`` now, or None."""
+        latest = self.registry.latest_approval(device)
+        if latest is not None and not latest.approved:
+            return "revoked"
+        if self.enrollment.needs_approval and latest is None:
+            return "not_approved"
+        return None
+
+    def _settle_approvals(self, records: list[ApprovalRecord]) -> None:
+        """After a block: forget pending approvals it made stale, and the pending
+        registrations of devices it revoked."""
+        for record in records:
+            held = self.approvals.get(record.device)
+            if held is not None and held.timestamp_ms <= record.timestamp_ms:
+                del self.approvals[record.device]
+            if not record.approved:
+                self.hellos.pop(record.device, None)
+
+    def has_registration_work(self) -> bool:
+        """Approvals to record, or hellos the policy lets a block register."""
+        return bool(self.approvals) or bool(self.hellos)
+
     # ---- time ---------------------------------------------------------------------
 
     def _expire_transactions(self, now_ms: int, actions: list[Action]) -> None:
@@ -491,9 +571,11 @@ class LedgerCore:
         self.accounts.update(changes)
         self.tip = ChainTip(block.height, block.hash, block.header.timestamp_ms)
         registered = [hello.device for hello in block.registrations]
-        self.registry.process_block(block.height, registered)
+        records = [ApprovalRecord.of(approval, block.height) for approval in block.approvals]
+        self.registry.process_block(block.height, registered, records)
         for device in registered:
             self.hellos.pop(device, None)
+        self._settle_approvals(records)
         for tx in block.txs:
             tx_id = tx.id
             self.accepted.pop(tx_id, None)

@@ -27,6 +27,7 @@ from micromine.protocol.limits import (
 )
 
 MAX_PARAM_MS = 86_400_000  # the longest interval or timeout a chain may set
+ENROLLMENT_POLICIES = ("open", "approved")
 
 
 class GenesisError(ValueError):
@@ -93,6 +94,10 @@ class Genesis:
     # Keys that administer the chain (broker ACLs: read everything, submit).  Optional: a
     # genesis without operators hashes exactly as before the field existed.
     operators: tuple[bytes, ...] = ()
+    # Who may register a device (docs/CONSENSUS.md, "Device assignment"): "open", any
+    # device, at most MAX_BLOCK_REGISTRATIONS per block; "approved", only devices an
+    # operator approved on chain.  In the hashed form only when not "open".
+    enrollment: str = "open"
 
     def __post_init__(self) -> None:
         try:
@@ -127,6 +132,10 @@ class Genesis:
         if list(self.devices) != sorted(set(self.devices)):
             raise GenesisError("devices must be unique keys in sorted order")
         self.params.check()
+        if self.enrollment not in ENROLLMENT_POLICIES:
+            raise GenesisError(f"enrollment must be one of {', '.join(ENROLLMENT_POLICIES)}")
+        if self.enrollment == "approved" and not self.operators:
+            raise GenesisError("enrollment 'approved' needs at least one operator key")
 
     def to_wire(self) -> list[Any]:
         params = [[name, value] for name, value in sorted(asdict(self.params).items())]
@@ -136,6 +145,8 @@ class Genesis:
         ]  # fmt: skip
         if self.operators:  # appended only when present: older genesis hashes stay valid
             wire.append(["operators", list(self.operators)])
+        if self.enrollment != "open":  # the same: the default is not in the hashed form
+            wire.append(["enrollment", self.enrollment])
         return wire
 
     @property
@@ -154,6 +165,8 @@ class Genesis:
         }
         if self.operators:
             document["operators"] = [key.hex() for key in self.operators]
+        if self.enrollment != "open":
+            document["enrollment"] = self.enrollment
         return json.dumps(document, indent=2) + "\n"
 
     @classmethod
@@ -177,6 +190,7 @@ class Genesis:
                 params=params,
                 devices=tuple(sorted(bytes.fromhex(k) for k in document.get("devices", []))),
                 operators=tuple(bytes.fromhex(k) for k in document.get("operators", [])),
+                enrollment=document.get("enrollment", "open"),
             )
         except KeyError as exc:
             raise GenesisError(f"missing field {exc}") from None

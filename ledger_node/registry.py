@@ -2,9 +2,11 @@
 
     registered at h     a block at height h carried the device's signed DeviceHello in
                         ``Block.registrations`` (genesis may list devices: height 0);
-                        records are never removed (revocation, with its own height, is
-                        for the enrollment policies of issue 4)
-    registry at h       every device registered at a height <= h
+                        records are never removed (revocation has its own height)
+    approvals           operators' approvals and revocations recorded by blocks
+                        (``Block.approvals``, enrollment.py), kept with their heights
+    registry at h       every device registered at a height <= h, less those whose
+                        latest approval record at <= h is a revocation
     entitled(batch, h)  the first 2k devices of the registry at h, ranked for the batch
                         (protocol/assignment.py)
 
@@ -20,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
+from micromine.ledger_node.enrollment import ApprovalRecord, compute_enrolled_registry_root
 from micromine.ledger_node.state import compute_registry_root
 from micromine.protocol.assignment import compute_entitled
 
@@ -29,9 +32,20 @@ ENTITLED_MEMO = 16_384  # (batch, registry height) rankings remembered
 class DeviceRegistry:
     """Registered devices as of ``height`` (the chain tip it was built from)."""
 
-    def __init__(self, registered: Mapping[bytes, int], height: int) -> None:
+    def __init__(
+        self,
+        registered: Mapping[bytes, int],
+        height: int,
+        approvals: Iterable[ApprovalRecord] = (),
+    ) -> None:
         if any(at > height for at in registered.values()):
             raise ValueError("a device is registered above the registry's height")
+        self._approvals: dict[bytes, list[ApprovalRecord]] = {}  # per device, by height
+        for record in sorted(approvals, key=lambda r: (r.height, r.timestamp_ms)):
+            if record.height > height:
+                raise ValueError("an approval is recorded above the registry's height")
+            self._approvals.setdefault(record.device, []).append(record)
+        self._revoked_ever = any(not r.approved for rs in self._approvals.values() for r in rs)
         self.height = height
         self._heights = dict(registered)
         order = sorted((at, device) for device, at in registered.items())
@@ -52,8 +66,43 @@ class DeviceRegistry:
         return MappingProxyType(self._heights)
 
     def members_at(self, height: int) -> Sequence[bytes]:
-        """The registry at ``height``: devices registered at ``height`` or below."""
-        return self._devices[: bisect_right(self._at, height)]
+        """The registry at ``height``: devices registered at ``height`` or below, less
+        those revoked at ``height``."""
+        members = self._devices[: bisect_right(self._at, height)]
+        if not self._revoked_ever:
+            return members
+        return [device for device in members if not self.is_revoked_at(device, height)]
+
+    # -- approvals (enrollment.py) --------------------------------------------------------
+
+    @property
+    def approvals(self) -> Mapping[bytes, Sequence[ApprovalRecord]]:
+        """Device -> its approval records, oldest first (read-only view)."""
+        return MappingProxyType(self._approvals)
+
+    def latest_approval(self, device: bytes) -> ApprovalRecord | None:
+        records = self._approvals.get(device)
+        return records[-1] if records else None
+
+    def approval_at(self, device: bytes, height: int) -> ApprovalRecord | None:
+        """The device's latest approval record at ``height`` or below."""
+        found = None
+        for record in self._approvals.get(device, ()):
+            if record.height > height:
+                break
+            found = record
+        return found
+
+    def is_revoked_at(self, device: bytes, height: int) -> bool:
+        record = self.approval_at(device, height)
+        return record is not None and not record.approved
+
+    def is_approved_at(self, device: bytes, height: int) -> bool:
+        record = self.approval_at(device, height)
+        return record is not None and record.approved
+
+    def _latest_records(self) -> dict[bytes, ApprovalRecord]:
+        return {device: records[-1] for device, records in self._approvals.items()}
 
     def is_registered_at(self, device: bytes, height: int) -> bool:
         at = self._heights.get(device)
@@ -76,23 +125,41 @@ class DeviceRegistry:
     @property
     def root(self) -> bytes:
         if self._root is None:
-            self._root = compute_registry_root(self._heights)
+            self._root = compute_enrolled_registry_root(
+                compute_registry_root(self._heights), self._latest_records()
+            )
         return self._root
 
-    def root_after(self, devices: Iterable[bytes], height: int) -> bytes:
-        """The registry root once ``devices`` are registered at ``height``."""
+    def root_after(
+        self, devices: Iterable[bytes], height: int, approvals: Iterable[ApprovalRecord] = ()
+    ) -> bytes:
+        """The registry root once ``devices`` are registered and ``approvals`` recorded
+        at ``height``."""
         added = dict.fromkeys(devices, height)
-        if not added:
+        recorded = {record.device: record for record in approvals}
+        if not added and not recorded:
             return self.root
-        return compute_registry_root({**self._heights, **added})
+        return compute_enrolled_registry_root(
+            compute_registry_root({**self._heights, **added}),
+            {**self._latest_records(), **recorded},
+        )
 
-    def process_block(self, height: int, devices: Sequence[bytes]) -> None:
+    def process_block(
+        self, height: int, devices: Sequence[bytes], approvals: Sequence[ApprovalRecord] = ()
+    ) -> None:
         """Record a committed block: ``devices`` (not yet registered) registered at
-        ``height``, which must be the next height."""
+        ``height``, which must be the next height, and its ``approvals``."""
         if height != self.height + 1:
             raise ValueError(f"block {height} does not follow the registry's {self.height}")
         if any(device in self._heights for device in devices):
             raise ValueError("a device is registered twice")
+        for record in approvals:
+            if record.height != height:
+                raise ValueError("an approval recorded at another height")
+            self._approvals.setdefault(record.device, []).append(record)
+            self._revoked_ever = self._revoked_ever or not record.approved
+        if approvals:
+            self._root = None
         for device in sorted(devices):
             self._heights[device] = height
             self._devices.append(device)

@@ -93,7 +93,7 @@ class Replica:
     def has_work(self) -> bool:
         """Accepted transactions, or devices waiting to be registered (so an idle chain
         still registers them, and they can get work)."""
-        return bool(self.ledger.accepted) or bool(self.ledger.hellos)
+        return bool(self.ledger.accepted) or self.ledger.has_registration_work()
 
     def propose(self, height: int, round: int, now_ms: int) -> Block | None:
         ledger = self.ledger
@@ -115,12 +115,15 @@ class Replica:
             hellos=list(ledger.hellos.values()),
             params=ledger.params,
             seal=False,
+            approvals=list(ledger.approvals.values()),
+            enrollment=ledger.enrollment,
         )
         for tx, reason in built.rejected:
             ledger.reject_pending(tx.id, reason)
         for tx in built.stale:
             ledger.judge_again(tx.id)
-        if round == 1 and not built.block.txs and not built.block.registrations:
+        block = built.block
+        if round == 1 and not block.txs and not block.registrations and not block.approvals:
             return None  # nothing to propose yet; later rounds may propose an empty block
         self._built[built.block.hash] = built
         self._checked[built.block.hash] = built.changes
@@ -139,6 +142,7 @@ class Replica:
                 block,
                 params=ledger.params,
                 validators=self.consensus.validators,
+                enrollment=ledger.enrollment,
             )
         except InvalidBlockError as exc:
             ledger.note_drop("consensus", "invalid_block", str(exc))
@@ -289,7 +293,12 @@ class Replica:
         changes = self._checked.get(block.hash)
         if changes is None:  # learned with a certificate: the core checked is_valid
             changes = apply_block(
-                ledger.accounts, ledger.registry, ledger.tip, block, ledger.params
+                ledger.accounts,
+                ledger.registry,
+                ledger.tip,
+                block,
+                ledger.params,
+                enrollment=ledger.enrollment,
             )
         self._built.clear()
         self._checked.clear()

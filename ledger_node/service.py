@@ -70,6 +70,7 @@ class LedgerService:
             registered=self.store.registry(),
             last_signed=self.store.last_signed(),
             now_ms=now_ms(),
+            approvals=self.store.approvals(),
         )
         self.core.recent_committed.update(self.store.recent_committed(RECENT_COMMITTED))
         self.intake = Intake(genesis.chain_id)
@@ -91,6 +92,7 @@ class LedgerService:
                     (topics.all_consensus(chain), Channel.CONSENSUS.qos),
                     (topics.sync_request(chain), Channel.SYNC_REQUEST.qos),
                     (topics.sync_reply(chain, self.core.replica.reply_to), Channel.SYNC_REPLY.qos),
+                    (topics.all_approvals(chain), Channel.APPROVALS.qos),
                 ),
                 inbox_max=100_000,
                 max_queued_messages=100_000,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.consensus import SignedState
+from micromine.ledger_node.enrollment import ApprovalRecord
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import PendingTx
 from micromine.ledger_node.state import Account
@@ -60,6 +61,14 @@ CREATE TABLE IF NOT EXISTS signed (
     locked_round INTEGER NOT NULL,
     locked_hash BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS approvals (
+    device BLOB NOT NULL,
+    height INTEGER NOT NULL,
+    approved INTEGER NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    operator BLOB NOT NULL,
+    PRIMARY KEY (device, height)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending (
     id BLOB PRIMARY KEY,
     data BLOB NOT NULL,
@@ -142,6 +151,14 @@ class LedgerStore:
         """The device registry: device key -> the height that registered it."""
         rows = self.db.execute("SELECT device, height FROM devices")
         return {bytes(device): height for device, height in rows}
+
+    def approvals(self) -> list[ApprovalRecord]:
+        """Every approval record of the chain (enrollment.py), oldest first.  The table
+        is new in schema 2 without a version bump: no earlier block carried approvals."""
+        rows = self.db.execute(
+            "SELECT device, approved, height, timestamp_ms FROM approvals ORDER BY height"
+        )
+        return [ApprovalRecord(bytes(d), bool(a), h, t) for d, a, h, t in rows]
 
     def pending(self) -> list[PendingTx]:
         entries = []
@@ -237,5 +254,12 @@ class LedgerStore:
             self.db.executemany(
                 "INSERT INTO devices VALUES (?, ?)",
                 [(hello.device, block.height) for hello in block.registrations],
+            )
+            self.db.executemany(
+                "INSERT INTO approvals VALUES (?, ?, ?, ?, ?)",
+                [
+                    (a.device, block.height, int(a.approve), a.timestamp_ms, a.operator)
+                    for a in block.approvals
+                ],
             )
             self.db.executemany("DELETE FROM pending WHERE id = ?", tx_ids)

@@ -25,6 +25,7 @@ from micromine.ledger_node.blocks import (
     compute_judged,
     compute_rewards,
 )
+from micromine.ledger_node.enrollment import OPEN, ApprovalRecord, Enrollment
 from micromine.ledger_node.genesis import ChainParams
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
@@ -40,7 +41,7 @@ from micromine.protocol.assignment import is_registry_height_in_window
 from micromine.protocol.block import Block, compute_body_hash, compute_tx_root
 from micromine.protocol.codec import is_signature_valid
 from micromine.protocol.kinds import Reason
-from micromine.protocol.limits import MAX_BLOCK_REGISTRATIONS
+from micromine.protocol.limits import MAX_BLOCK_APPROVALS, MAX_BLOCK_REGISTRATIONS
 
 
 def apply_block(
@@ -49,6 +50,8 @@ def apply_block(
     tip: ChainTip,
     block: Block,
     params: ChainParams,
+    *,
+    enrollment: Enrollment = OPEN,
 ) -> dict[bytes, Account]:
     """The state transition of one block; raises InvalidBlockError before changing anything.
 
@@ -71,12 +74,15 @@ def apply_block(
         raise InvalidBlockError("too many transactions")
     if header.tx_root != compute_tx_root(block.txs):
         raise InvalidBlockError("tx_root does not match the transactions")
-    body_hash = compute_body_hash(block.verdicts, block.rewards, block.registrations)
+    body_hash = compute_body_hash(
+        block.verdicts, block.rewards, block.registrations, block.approvals
+    )
     if header.body_hash != body_hash:
         raise InvalidBlockError("body_hash does not match the verdicts, rewards, registrations")
     if len({tx.id for tx in block.txs}) != len(block.txs):
         raise InvalidBlockError("a transaction appears twice")
     check_registrations(registry, block)
+    check_approvals(registry, block, enrollment)
     # [REJECT] Each verdict ranks devices against a registry at most assignment_window
     # blocks below this one (and already committed).
     for verdict in block.verdicts:
@@ -113,7 +119,11 @@ def apply_block(
         raise InvalidBlockError("rewards are not the protocol's split")
     process_rewards(view, block.rewards)
     # [REJECT] The state root is the post-state's: accounts and device registry.
-    registry_root = registry.root_after((h.device for h in block.registrations), header.height)
+    registry_root = registry.root_after(
+        (h.device for h in block.registrations),
+        header.height,
+        (ApprovalRecord.of(a, header.height) for a in block.approvals),
+    )
     accounts_root = compute_accounts_root(merged(accounts, view.changes))
     if header.state_root != compute_state_root(accounts_root, registry_root):
         raise InvalidBlockError("state_root does not match the post-state")
@@ -141,6 +151,44 @@ def check_registrations(registry: DeviceRegistry, block: Block) -> None:
             raise InvalidBlockError(f"device {hello.device.hex()[:16]} is already registered")
 
 
+def check_approvals(registry: DeviceRegistry, block: Block, enrollment: Enrollment) -> None:
+    """The approval rules that need no signature, and the enrollment policy's rules
+    for the block's registrations (enrollment.py)."""
+    devices = [approval.device for approval in block.approvals]
+    # [REJECT] At most MAX_BLOCK_APPROVALS (the decoder enforces it too).
+    if len(devices) > MAX_BLOCK_APPROVALS:  # pragma: no cover - Block refuses more
+        raise InvalidBlockError("too many approvals")
+    # [REJECT] One approval per device, in device key order (one canonical body per set).
+    if devices != sorted(set(devices)):
+        raise InvalidBlockError("approvals are not one per device in device key order")
+    for approval in block.approvals:
+        who = approval.device.hex()[:16]
+        # [REJECT] The approval is for this chain.
+        if approval.chain_id != block.header.chain_id:
+            raise InvalidBlockError(f"approval of {who} for another chain")
+        # [REJECT] Its signer is an operator listed in genesis.
+        if approval.operator not in enrollment.operators:
+            raise InvalidBlockError(f"approval of {who} not by an operator")
+        # [REJECT] It is later than the device's latest recorded approval (orders an
+        # approve -> revoke -> approve sequence; an old approval cannot be replayed).
+        latest = registry.latest_approval(approval.device)
+        if latest is not None and approval.timestamp_ms <= latest.timestamp_ms:
+            raise InvalidBlockError(f"approval of {who} is not after its latest one")
+    decided = {approval.device: approval.approve for approval in block.approvals}
+    for hello in block.registrations:
+        who = hello.device.hex()[:16]
+        status = decided.get(hello.device)
+        if status is None:
+            latest = registry.latest_approval(hello.device)
+            status = None if latest is None else latest.approved
+        # [REJECT] A revoked device is not registered (under either policy).
+        if status is False:
+            raise InvalidBlockError(f"registration of revoked device {who}")
+        # [REJECT] Under "approved", only an approved device is registered.
+        if enrollment.needs_approval and status is not True:
+            raise InvalidBlockError(f"registration of unapproved device {who}")
+
+
 def verify_block(
     accounts: Mapping[bytes, Account],
     registry: DeviceRegistry,
@@ -149,6 +197,7 @@ def verify_block(
     *,
     params: ChainParams,
     validators: Sequence[bytes],
+    enrollment: Enrollment = OPEN,
 ) -> dict[bytes, Account]:
     """``apply_block`` plus the checks that need signatures; returns the changes."""
     header = block.header
@@ -165,7 +214,11 @@ def verify_block(
     for hello in block.registrations:
         if not is_signature_valid(hello):
             raise InvalidBlockError(f"registration of {hello.device.hex()[:16]} is forged")
-    changes = apply_block(accounts, registry, tip, block, params)
+    # [REJECT] Each approval is signed by its operator.
+    for approval in block.approvals:
+        if not is_signature_valid(approval):
+            raise InvalidBlockError(f"approval of {approval.device.hex()[:16]} is forged")
+    changes = apply_block(accounts, registry, tip, block, params, enrollment=enrollment)
     # [REJECT] Each transaction is signed by its sender, when the chain asks validators
     # to check (ChainParams.recheck_tx_signatures): one verification per transaction per
     # node, the safety net until audits and fraud proofs guard the devices' work.  Last,

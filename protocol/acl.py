@@ -82,6 +82,8 @@ TABLE: dict[Channel, Rule] = {
     Channel.CONSENSUS: Rule({_L: _OWN}, {_L: _ALL, _O: _ALL}),
     Channel.SYNC_REQUEST: Rule({_L: _ALL}, {_L: _ALL, _O: _ALL}),
     Channel.SYNC_REPLY: Rule({_L: _ALL}, {_L: _ALL, _O: _ALL}),
+    # An operator publishes approvals under its own key; the ledger nodes collect them.
+    Channel.APPROVALS: Rule({_O: _OWN}, {_L: _ALL, _O: _ALL}),
 }
 
 
@@ -97,8 +99,9 @@ def is_open_enrollment(_key: bytes) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """The roles of one chain.  ``is_enrolled`` is the registry check (a later change
-    wires in the chain's device registry; until then every key is a device)."""
+    """The roles of one chain.  ``is_enrolled`` is the registry check: every key
+    under ``open`` enrollment; under ``approved`` the embedded broker passes the keys
+    the chain's blocks approved and did not revoke (broker/enrollment.py)."""
 
     chain_id: str
     ledger_nodes: frozenset[bytes]

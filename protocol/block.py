@@ -2,7 +2,7 @@
 
 The block hash is SHA-256 of the canonical header encoding.  The header commits to
 the transactions (``tx_root``, an RFC 6962 Merkle root of their ids), to the body's
-verdicts, rewards and device registrations (``body_hash``) and to the post-state
+verdicts, rewards, device registrations and device approvals (``body_hash``) and to the post-state
 (``state_root``).
 
 The certificate is outside the hash: ``commit_round`` and the ledger nodes' signatures
@@ -12,8 +12,8 @@ holds > 2/3 of the validators' signatures, all of that one round (one suffices w
 single ledger node).  An uncertified block (a proposal's) has round 0 and none.
 
 On the wire the body comes first and the certificate last: ``[6, header, txs,
-verdicts, rewards, registrations, commit_round, certificate]``.  (In the dataclass
-``registrations`` is the last field only because it has a default.)
+verdicts, rewards, registrations, approvals, commit_round, certificate]``.  (In the
+dataclass ``registrations`` and ``approvals`` come last only because they have defaults.)
 """
 
 from collections.abc import Sequence
@@ -23,11 +23,13 @@ from typing import Any, ClassVar, Self
 from micromine.protocol import cbor
 from micromine.protocol.crypto import sha256
 from micromine.protocol.device import DeviceHello
+from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.fields import array, check_bytes, check_chain_id, check_tuple, check_uint
 from micromine.protocol.kinds import Kind
 from micromine.protocol.limits import (
     HASH_LEN,
+    MAX_BLOCK_APPROVALS,
     MAX_BLOCK_REGISTRATIONS,
     MAX_BLOCK_REWARDS,
     MAX_BLOCK_TXS,
@@ -137,14 +139,21 @@ def compute_tx_root(txs: Sequence[Transaction]) -> bytes:
 
 
 def compute_body_hash(
-    verdicts: Sequence[Verdict], rewards: Sequence[Reward], registrations: Sequence[DeviceHello]
+    verdicts: Sequence[Verdict],
+    rewards: Sequence[Reward],
+    registrations: Sequence[DeviceHello],
+    approvals: Sequence[DeviceApproval] = (),
 ) -> bytes:
-    """SHA-256 of ``[[verdict...], [reward...], [registration...]]``, canonical CBOR."""
+    """SHA-256 of ``[[verdict...], [reward...], [registration...]]``, canonical CBOR,
+    with ``[approval...]`` appended as a fourth element only when there are approvals
+    (so a body without any hashes exactly as before approvals existed)."""
     body = [
         [v.to_wire() for v in verdicts],
         [r.to_wire() for r in rewards],
         [h.to_wire() for h in registrations],
     ]
+    if approvals:
+        body.append([a.to_wire() for a in approvals])
     return sha256(cbor.encode(body))
 
 
@@ -158,6 +167,7 @@ class Block:
     commit_round: int  # the round all of the certificate's signatures are for; 0: none
     certificate: tuple[CommitSignature, ...]  # empty exactly when commit_round is 0
     registrations: tuple[DeviceHello, ...] = ()  # devices this block registers
+    approvals: tuple[DeviceApproval, ...] = ()  # operators' approvals/revocations it records
 
     def __post_init__(self) -> None:
         if type(self.header) is not BlockHeader:
@@ -168,12 +178,14 @@ class Block:
         check_uint("commit_round", self.commit_round, MAX_ROUND)
         check_tuple("certificate", self.certificate, 0, MAX_CERTIFICATE_SIGNATURES)
         check_tuple("registrations", self.registrations, 0, MAX_BLOCK_REGISTRATIONS)
+        check_tuple("approvals", self.approvals, 0, MAX_BLOCK_APPROVALS)
         for name, items, kind in (
             ("txs", self.txs, Transaction),
             ("verdicts", self.verdicts, Verdict),
             ("rewards", self.rewards, Reward),
             ("certificate", self.certificate, CommitSignature),
             ("registrations", self.registrations, DeviceHello),
+            ("approvals", self.approvals, DeviceApproval),
         ):
             if any(type(item) is not kind for item in items):
                 raise DecodeError(DecodeFailure.BAD_TYPE, f"{name} must hold {kind.__name__}")
@@ -199,22 +211,26 @@ class Block:
             [v.to_wire() for v in self.verdicts],
             [r.to_wire() for r in self.rewards],
             [h.to_wire() for h in self.registrations],
+            [a.to_wire() for a in self.approvals],
             self.commit_round,
             [c.to_wire() for c in self.certificate],
         ]
 
     @classmethod
     def from_wire(cls, items: Sequence[Any]) -> Self:
-        expect_tag(items, cls.KIND, 8)
+        expect_tag(items, cls.KIND, 9)
         return cls(
             BlockHeader.from_wire(array("header", items[1])),
             tuple(Transaction.from_wire(array("tx", t)) for t in array("txs", items[2])),
             tuple(Verdict.from_wire(array("verdict", v)) for v in array("verdicts", items[3])),
             tuple(Reward.from_wire(r) for r in array("rewards", items[4])),
-            items[6],
-            tuple(CommitSignature.from_wire(c) for c in array("certificate", items[7])),
+            items[7],
+            tuple(CommitSignature.from_wire(c) for c in array("certificate", items[8])),
             tuple(
                 DeviceHello.from_wire(array("registration", h))
                 for h in array("registrations", items[5])
+            ),
+            tuple(
+                DeviceApproval.from_wire(array("approval", a)) for a in array("approvals", items[6])
             ),
         )

@@ -14,6 +14,7 @@ from micromine.protocol.block import Block, BlockHeader, compute_commit_digest
 from micromine.protocol.consensus import Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair, verify
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
+from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.kinds import Kind
 from micromine.protocol.limits import MAX_ANY_MESSAGE_BYTES, MAX_MESSAGE_BYTES
@@ -30,6 +31,7 @@ Message = (
     Transaction | Submission | WorkBatch | Verdict | BlockHeader | Block
     | DeviceHello | Heartbeat | DeviceStatus | Receipts
     | Proposal | Prevote | Precommit | SyncRequest
+    | DeviceApproval
 )  # fmt: skip
 
 MESSAGE_TYPES: dict[int, type[Any]] = {
@@ -47,6 +49,7 @@ MESSAGE_TYPES: dict[int, type[Any]] = {
     Kind.PREVOTE: Prevote,
     Kind.PRECOMMIT: Precommit,
     Kind.SYNC_REQUEST: SyncRequest,
+    Kind.DEVICE_APPROVAL: DeviceApproval,
 }
 
 _SIZE_NAMES: dict[type[Any], str] = {
@@ -64,6 +67,7 @@ _SIZE_NAMES: dict[type[Any], str] = {
     Prevote: "prevote",
     Precommit: "precommit",
     SyncRequest: "sync_request",
+    DeviceApproval: "device_approval",
 }
 
 M = TypeVar("M")

@@ -36,6 +36,7 @@ MAX_BLOCK_VERDICTS: Final = 8192
 MAX_BLOCK_REWARDS: Final = 4096
 MAX_BLOCK_REGISTRATIONS: Final = 64  # DeviceHellos registered by one block
 MAX_CERTIFICATE_SIGNATURES: Final = 256
+MAX_BLOCK_APPROVALS: Final = 64  # DeviceApprovals recorded by one block
 MAX_RECEIPT_ITEMS: Final = 8192
 MAX_AGENT_VERSION_LEN: Final = 32
 MAX_HEARTBEAT_BUSY: Final = 1024  # a heartbeat's count of unfinished batches
@@ -57,5 +58,6 @@ MAX_MESSAGE_BYTES: Final = {
     "prevote": 1_024,
     "precommit": 1_024,
     "sync_request": 1_024,
+    "device_approval": 1_024,
 }
 MAX_ANY_MESSAGE_BYTES: Final = max(MAX_MESSAGE_BYTES.values())

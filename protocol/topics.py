@@ -13,6 +13,7 @@
     micromine/<chain>/consensus/<node hex>           Proposal, Prevote, Precommit  QoS 1
     micromine/<chain>/sync/request                   SyncRequest     QoS 1
     micromine/<chain>/sync/<reply_to hex>            Block (CBOR)    QoS 1
+    micromine/<chain>/approvals/<operator hex>       DeviceApproval  QoS 1
 
 Keys appear in topics as lowercase hex.  Every publisher sets the flags from here, so a
 subscriber can rely on them.
@@ -52,6 +53,7 @@ class Channel(Enum):
     CONSENSUS = TopicSpec(qos=1, retain=False, pattern="consensus/+")
     SYNC_REQUEST = TopicSpec(qos=1, retain=False, pattern="sync/request")
     SYNC_REPLY = TopicSpec(qos=1, retain=False, pattern="sync/+")
+    APPROVALS = TopicSpec(qos=1, retain=False, pattern="approvals/+")
 
     @property
     def qos(self) -> int:
@@ -145,6 +147,14 @@ def ledger_status(chain_id: str, node: bytes) -> str:
     return f"{_base(chain_id)}/ledger/{node.hex()}/status"
 
 
+def approvals(chain_id: str, operator: bytes) -> str:
+    return f"{_base(chain_id)}/approvals/{operator.hex()}"
+
+
+def all_approvals(chain_id: str) -> str:
+    return f"{_base(chain_id)}/approvals/+"
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedTopic:
     """What an incoming topic names: the channel and, for per-key topics, the key."""
@@ -190,6 +200,8 @@ def parse(chain_id: str, topic: str) -> ParsedTopic | None:
             return ParsedTopic(Channel.SYNC_REQUEST, None)
         case ["sync", key]:
             return _keyed(Channel.SYNC_REPLY, key, 16)
+        case ["approvals", key]:
+            return _keyed(Channel.APPROVALS, key, 32)
     return None
 
 

@@ -19,6 +19,7 @@ from micromine.protocol.block import (
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
+from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.kinds import ReceiptStatus
 from micromine.protocol.messages import (
     NO_SIGNATURE,
@@ -45,6 +46,7 @@ BOB = key("bob")
 LEDGER = key("ledger")
 DEVICE = key("device")
 OTHER_DEVICE = key("device-2")
+OPERATOR = key("operator")
 
 
 def transaction(signer: KeyPair = ALICE, **overrides: Any) -> Transaction:
@@ -257,6 +259,18 @@ def sync_request(**overrides: Any) -> SyncRequest:
     return SyncRequest(**fields)
 
 
+def device_approval(signer: KeyPair = OPERATOR, **overrides: Any) -> DeviceApproval:
+    fields: dict[str, Any] = {
+        "chain_id": CHAIN,
+        "operator": signer.public,
+        "device": DEVICE.public,
+        "approve": True,
+        "timestamp_ms": NOW_MS,
+    }
+    fields.update(overrides)
+    return codec.sign(DeviceApproval(**fields), signer)
+
+
 def all_messages() -> list[Any]:
     """One valid message of every kind, in kind-tag order."""
     return [
@@ -274,6 +288,7 @@ def all_messages() -> list[Any]:
         prevote(),
         precommit(),
         sync_request(),
+        device_approval(),
     ]
 
 
@@ -295,6 +310,7 @@ SIGNED_BUILDERS = {
     "prevote_nil": prevote_nil,
     "precommit": precommit,
     "precommit_nil": precommit_nil,
+    "device_approval": device_approval,
 }
 
 

@@ -17,6 +17,7 @@ from micromine.protocol.block import (
 from micromine.protocol.consensus import Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
+from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.kinds import SIGNATURE_ONLY, Kind
 from micromine.protocol.limits import (
@@ -533,7 +534,7 @@ def test_all_signed_kinds_use_signature_as_last_field() -> None:
 
 
 SIGNED_TYPES = (Transaction, WorkBatch, Verdict, DeviceHello, Heartbeat, DeviceStatus,
-                Receipts, Proposal, Prevote, Precommit)  # fmt: skip
+                Receipts, Proposal, Prevote, Precommit, DeviceApproval)  # fmt: skip
 UNSIGNED_TYPES = (Submission, BlockHeader, Block, SyncRequest)
 
 

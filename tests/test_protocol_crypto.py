@@ -153,7 +153,7 @@ def test_signed_messages_verify(name: str) -> None:
     message = s.SIGNED_BUILDERS[name]()
     assert codec.is_signature_valid(message)
     assert message.signature == crypto.KeyPair(
-        {m.public: m.seed for m in (s.ALICE, s.LEDGER, s.DEVICE)}[message.signer]
+        {m.public: m.seed for m in (s.ALICE, s.LEDGER, s.DEVICE, s.OPERATOR)}[message.signer]
     ).sign(message.KIND, message.chain_id, message.id)
 
 

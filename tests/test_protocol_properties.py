@@ -26,6 +26,7 @@ from micromine.protocol.consensus import (
 )
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
+from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.limits import (
     MAX_AGENT_VERSION_LEN,
@@ -147,6 +148,15 @@ def hellos(draw: Any) -> DeviceHello:
     return signed(draw, hello, "device")
 
 
+@st.composite
+def approvals(draw: Any) -> DeviceApproval:
+    approval = DeviceApproval(
+        draw(chain_ids), draw(keys32), draw(keys32), draw(st.booleans()), draw(timestamps),
+        draw(signatures),
+    )  # fmt: skip
+    return signed(draw, approval, "operator")
+
+
 # A certificate names its round (1..MAX_ROUND); an uncertified block has round 0.
 blocks = tuples(commit_signatures, 0, 2).flatmap(
     lambda certificate: st.builds(
@@ -158,6 +168,7 @@ blocks = tuples(commit_signatures, 0, 2).flatmap(
         st.one_of(st.integers(1, 5), st.integers(1, MAX_ROUND)) if certificate else st.just(0),
         st.just(certificate),
         tuples(hellos(), 0, 2),
+        tuples(approvals(), 0, 2),
     )
 )
 
@@ -252,6 +263,7 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Prevote: prevotes(),
     Precommit: precommits(),
     SyncRequest: sync_requests(),
+    DeviceApproval: approvals(),
 }
 messages = st.one_of(*STRATEGIES.values())
 expected_types = st.sampled_from([None, *MESSAGE_TYPES])
@@ -312,7 +324,8 @@ def test_random_bytes_raise_only_decode_error(data: bytes, expected: Any) -> Non
 
 # A plausible head (an array of the right arity led by a real kind tag) makes random
 # tails reach the field checks instead of failing at the first byte.
-ARITIES = {1: 10, 2: 4, 3: 8, 4: 7, 5: 9, 6: 8, 7: 7, 8: 7, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5}
+ARITIES = {1: 10, 2: 4, 3: 8, 4: 7, 5: 9, 6: 9, 7: 7, 8: 7, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5}
+ARITIES[17] = 7  # DeviceApproval
 HEADS = [bytes([0x80 | arity, tag]) for tag, arity in ARITIES.items()]
 
 
@@ -487,7 +500,7 @@ def test_commit_round_accepted_exactly_when_in_range(round_: int, certified: boo
     check_built_and_decoded_alike(
         sample,
         valid,
-        {6: round_, 7: [entry.to_wire() for entry in certificate]},
+        {7: round_, 8: [entry.to_wire() for entry in certificate]},
         {"commit_round": round_, "certificate": certificate},
     )
 

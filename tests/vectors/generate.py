@@ -49,6 +49,7 @@ from micromine.protocol.consensus import (
 )
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
+from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.errors import DecodeFailure
 from micromine.protocol.kinds import Kind, Reason, ReceiptStatus
 from micromine.protocol.limits import MAX_BLOCK_REGISTRATIONS, MAX_TX_BYTES
@@ -82,6 +83,7 @@ SEEDS: dict[str, bytes] = {
     "ledger": labelled_seed("ledger"),
     "alice": labelled_seed("alice"),
     "bob": labelled_seed("bob"),
+    "operator": labelled_seed("operator"),
     "rfc8032-test-1": bytes.fromhex(
         "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
     ),
@@ -91,6 +93,7 @@ DEVICE, DEVICE_2, DEVICE_3 = KEYS["device"], KEYS["device-2"], KEYS["device-3"]
 LEDGER = KEYS["ledger"]
 REGISTRY_HEIGHT = 0  # the batch is ranked against the genesis registry
 ALICE, BOB = KEYS["alice"], KEYS["bob"]
+OPERATOR = KEYS["operator"]
 
 
 def keys_json() -> dict[str, Any]:
@@ -252,7 +255,11 @@ def consensus_messages(block: Block) -> list[tuple[str, Any]]:
         ("precommit", signed(Precommit(CHAIN, 1, 1, block_hash, LEDGER.public, commit))),
         ("precommit-nil", signed(Precommit(CHAIN, 1, 2, NIL, LEDGER.public, NO_SIGNATURE))),
         ("sync-request", SyncRequest(CHAIN, 1, MAX_SYNC_BLOCKS, bytes(range(16, 32)))),
-    ]
+        ("device-approval", codec.sign(
+            DeviceApproval(CHAIN, OPERATOR.public, DEVICE.public, True, 1_700_000_000_000),
+            OPERATOR,
+        )),
+    ]  # fmt: skip
 
 
 SIGNER_FIELDS = {
@@ -266,6 +273,7 @@ SIGNER_FIELDS = {
     Proposal: "proposer",
     Prevote: "voter",
     Precommit: "voter",
+    DeviceApproval: "operator",
 }
 
 
@@ -516,13 +524,13 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
         ("nil precommit with a commit signature",
          _with_item(nil_precommit, 6, _bytes(precommit.commit_signature)), c_t,
          fail.OUT_OF_RANGE),
-        ("block certificate with commit_round 0", _with_item(block, 6, _head(0, 0)), b_t,
+        ("block certificate with commit_round 0", _with_item(block, 7, _head(0, 0)), b_t,
          fail.OUT_OF_RANGE),
-        ("block commit_round 2^31 + 1", _with_item(block, 6, _head(0, MAX_ROUND + 1)), b_t,
+        ("block commit_round 2^31 + 1", _with_item(block, 7, _head(0, MAX_ROUND + 1)), b_t,
          fail.OUT_OF_RANGE),
-        ("uncertified block with commit_round 1", _with_item(uncertified, 6, _head(0, 1)),
+        ("uncertified block with commit_round 1", _with_item(uncertified, 7, _head(0, 1)),
          b_t, fail.OUT_OF_RANGE),
-        ("block commit_round as text", _with_item(block, 6, _text("1")), b_t, fail.BAD_TYPE),
+        ("block commit_round as text", _with_item(block, 7, _text("1")), b_t, fail.BAD_TYPE),
         ("sync request from height 0", _with_item(short_sync, 2, _head(0, 0)), s_t,
          fail.OUT_OF_RANGE),
         ("sync request to_height below from_height",
