@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from micromine.protocol.acl import TABLE, Role
 from micromine.protocol.limits import (
+    MAX_BLOCK_APPROVALS,
     MAX_BLOCK_REGISTRATIONS,
     MAX_BLOCK_REWARDS,
     MAX_BLOCK_TXS,
@@ -43,7 +44,7 @@ MAX_BLOCK_JSON_BYTES = (
     4 * KIB
     + MAX_BLOCK_TXS * (64 + 3)
     + MAX_BLOCK_REWARDS * (64 + 4 + 16 + 1)
-    + (MAX_BLOCK_REGISTRATIONS + MAX_CERTIFICATE_SIGNATURES) * (64 + 3)
+    + (MAX_BLOCK_REGISTRATIONS + MAX_BLOCK_APPROVALS + MAX_CERTIFICATE_SIGNATURES) * (64 + 3)
 )
 MAX_LEDGER_STATUS_BYTES = 256 * KIB  # ledger_node/service.py keeps its status below this
 
@@ -61,6 +62,7 @@ MAX_PAYLOAD: Mapping[Channel, int] = {
     Channel.CONSENSUS: MAX_MESSAGE_BYTES["proposal"],
     Channel.SYNC_REQUEST: MAX_MESSAGE_BYTES["sync_request"],
     Channel.SYNC_REPLY: MAX_MESSAGE_BYTES["block"],
+    Channel.APPROVALS: MAX_MESSAGE_BYTES["device_approval"],
 }
 MQTT_OVERHEAD = 64 * KIB  # room for a PUBLISH packet's topic and header above its payload
 MAX_CONNECT_PACKET = 64 * KIB  # a CONNECT: client id, login token, a Will of a DeviceStatus
