@@ -73,6 +73,7 @@ PEER_TIMEOUT_MS = 5000  # a validator unheard for this long loses its share of t
 OWNERSHIP_SCAN_MS = 1000  # how often to pick up transactions a silent peer owned
 MAX_PENDING_REGISTRATIONS = 4096  # hellos of unregistered devices held for a block
 MAX_PENDING_APPROVALS = 1024  # operators' approvals held for a block
+MAX_AWAITING_APPROVAL = 1024  # hellos of devices not approved yet (oldest forgotten first)
 MAX_EARLY_VERDICTS = 4096  # verdicts ranked against a registry we have not reached yet
 EARLY_HEIGHTS = 4  # how far ahead of our tip such a registry may be
 
@@ -122,6 +123,9 @@ class LedgerCore:
         self.hellos: dict[bytes, DeviceHello] = {}  # pending registrations, by device
         self.enrollment = Enrollment.of(genesis)
         self.approvals: dict[bytes, DeviceApproval] = {}  # pending approvals, by device
+        # Hellos refused as not approved (yet), so that an approval recorded later
+        # registers the device without it having to connect again.
+        self.awaiting_approval: dict[bytes, DeviceHello] = {}
         self.votes: OrderedDict[bytes, TxVotes] = OrderedDict()  # undecided, admission order
         self.accepted: dict[bytes, TxVotes] = {}  # decided valid, waiting for a block
         self.dispatcher = Dispatcher(
@@ -260,7 +264,12 @@ class LedgerCore:
             return
         # [IGNORE] Not enrolled: revoked, or (under "approved") not approved; counted.
         reason = self._enrollment_refusal(hello.device)
+        held = self.approvals.get(hello.device)
+        if reason == "not_approved" and held is not None and held.approve:
+            reason = None  # a pending approval: one block may record both
         if reason is not None:
+            if reason == "not_approved":
+                self._await_approval(hello)
             self._drop(out, "hello", reason, hello.device.hex()[:16])
             return
         # [IGNORE] Too many registrations pending: the device says hello again on its
@@ -545,6 +554,22 @@ class LedgerCore:
                 del self.approvals[record.device]
             if not record.approved:
                 self.hellos.pop(record.device, None)
+                continue
+            waiting = self.awaiting_approval.pop(record.device, None)
+            if (
+                waiting is not None
+                and record.device not in self.registry
+                and len(self.hellos) < MAX_PENDING_REGISTRATIONS
+            ):
+                self.hellos[record.device] = waiting
+
+    def _await_approval(self, hello: DeviceHello) -> None:
+        """Keep the latest hello of a device that is not approved (bounded: the oldest
+        goes first; a device forgotten here says hello again when it reconnects)."""
+        self.awaiting_approval.pop(hello.device, None)
+        if len(self.awaiting_approval) >= MAX_AWAITING_APPROVAL:
+            del self.awaiting_approval[next(iter(self.awaiting_approval))]
+        self.awaiting_approval[hello.device] = hello
 
     def has_registration_work(self) -> bool:
         """Approvals to record, or hellos the policy lets a block register."""

@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_watch_arguments(watch)
     watch.set_defaults(run=cmd_blocks_watch)
 
+    from micromine.devices_cli import add_devices_commands
+
+    add_devices_commands(
+        commands.add_parser("devices", help="approve, revoke or list devices (operators)")
+    )
+
     from micromine.devnet import add_devnet_arguments
 
     devnet = commands.add_parser("devnet", help="run a local cluster and report on it")
@@ -164,6 +170,9 @@ def add_genesis_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an operator's key file (broker ACL: reads everything)")  # fmt: skip
     parser.add_argument("--operator-pub", action="append", default=[],
                         help="an operator's public key, hex (instead of its file)")  # fmt: skip
+    parser.add_argument("--enrollment", choices=("open", "approved"), default="open",
+                        help="open: any device registers with its hello; approved: only "
+                             "devices an operator approved (devices approve)")  # fmt: skip
     parser.add_argument("--fund", action="append", default=[], metavar="PUBHEX=AMOUNT",
                         help="an initial balance (repeatable)")  # fmt: skip
     parser.add_argument("--device", action="append", default=[], metavar="PUBHEX",
@@ -212,6 +221,7 @@ def cmd_genesis(args: argparse.Namespace) -> int:
             ),
             devices=tuple(sorted({_hex_key(text, "--device") for text in args.device})),
             operators=tuple(operators),
+            enrollment=args.enrollment,
         )
     except (ValueError, KeyFileError, GenesisError) as exc:
         print(f"micromine genesis: {exc}", file=sys.stderr)

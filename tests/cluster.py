@@ -106,6 +106,9 @@ class Cluster:
         agents: int = 3,
         ledgers: int = 1,
         logins: bool = False,
+        *,
+        operators: tuple[bytes, ...] = (),
+        enrollment: str = "open",
         **params: int,
     ) -> None:
         self.root = root
@@ -123,6 +126,8 @@ class Cluster:
             ledger_nodes=tuple(sorted(key.public for key in self.ledger_keys)),
             balances=tuple(sorted((s.public, 10**9) for s in self.senders)),
             params=ChainParams(**{"block_interval_ms": 500, **params}),
+            operators=operators,
+            enrollment=enrollment,
         )
         self.genesis_path = root / "genesis.json"
         self.genesis_path.write_text(self.genesis.to_json())
