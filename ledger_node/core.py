@@ -20,9 +20,10 @@ go, as a new batch, to one entitled device not yet asked.
 
 Devices: a signed hello makes a device known (devices.py) and, until a block registers
 it, a pending registration that the next proposer includes; only registered devices
-get work.  A verdict counts only from a device entitled to judge its batch, against a
-registry at most ``assignment_window`` blocks old; an accepted transaction whose
-verdicts fall out of that window is judged again.
+get work.  A verdict counts only under an assignment a validator signed, from a device
+that assignment entitles, against a registry at most ``assignment_window`` blocks old,
+and only if it judges exactly the assignment's transactions (verdicts.py); an accepted
+transaction whose verdicts fall out of that window is judged again.
 
 Every ledger node admits every submission and tallies every verdict; only a
 transaction's owner (peers.py) dispatches it and answers its submitter.  Blocks are
@@ -49,6 +50,11 @@ from micromine.ledger_node.render import block_to_json
 from micromine.ledger_node.replica import Replica
 from micromine.ledger_node.state import Account
 from micromine.ledger_node.tally import TxVotes, agreement, compute_outcome, record_vote
+from micromine.ledger_node.verdicts import (
+    AssignmentSignatures,
+    check_verdict_binding,
+    check_verdict_signatures,
+)
 from micromine.protocol import topics
 from micromine.protocol.assignment import is_registry_height_in_window
 from micromine.protocol.block import Block
@@ -122,6 +128,7 @@ class LedgerCore:
             registry=self.registry,
         )
         self._early: list[Verdict] = []  # see _hold_early
+        self.signatures = AssignmentSignatures()  # verified assignment signatures
         self.recent_committed: OrderedDict[bytes, int] = OrderedDict()
         self.stats = CoreStats()
         self.peers = PeerTracker(genesis.ledger_nodes, key.public, PEER_TIMEOUT_MS, now_ms)
@@ -313,7 +320,8 @@ class LedgerCore:
 
     def _take_verdict(self, verdict: Verdict, out: list[Action]) -> None:
         record = self.dispatcher.batches.get(verdict.batch_id)
-        if record is None:  # another node's batch (or one from before a restart)
+        if record is None or record.batch.assignment != verdict.assignment:
+            # Another node's batch (or one from before a restart, or a forgery).
             self._count_foreign_verdict(verdict, out)
             return
         # [REJECT] The device was given this batch (so it is entitled to judge it).
@@ -323,16 +331,9 @@ class LedgerCore:
         # [IGNORE] The device already answered this batch.
         if verdict.device in record.answered:
             return
-        # [REJECT] It names the batch's registry.
-        if verdict.registry_height != record.batch.registry_height:
-            self._drop(out, "verdict", "registry_mismatch", verdict.device.hex()[:16])
-            return
-        # [REJECT] It can still justify a transaction in our next block.
-        if not self._is_entitled(verdict, out):
-            return
-        # [REJECT] The judgements name the batch's transactions, in order.
-        if tuple(j.tx_id for j in verdict.judgements) != record.tx_ids:
-            self._drop(out, "verdict", "judgements_mismatch", verdict.device.hex()[:16])
+        # [REJECT] It can still justify a transaction in our next block, and judges
+        # exactly the batch's transactions (our own assignment: signed by us).
+        if not self._is_bound(verdict, out):
             return
         # [REJECT] The device signed it.
         if not is_signature_valid(verdict):
@@ -354,25 +355,23 @@ class LedgerCore:
 
     def _count_foreign_verdict(self, verdict: Verdict, out: list[Action]) -> None:
         """Tally a verdict on a batch another ledger node issued, so that every node
-        learns which transactions are accepted.  We never saw the batch, but the device's
-        entitlement follows from the batch id and the registry alone, as in a block."""
+        learns which transactions are accepted.  We never saw the batch, but the
+        verdict carries its signed assignment: who issued it, the registry that ranks
+        the entitled devices, and the root of its transactions (verdicts.py)."""
         # [IGNORE] Nothing in it is still undecided here.
         if not any(j.tx_id in self.votes for j in verdict.judgements):
             return
-        # [IGNORE] Its registry is above our tip: held (once its signature verified, so
+        # [IGNORE] Its registry is above our tip: held (once its signatures verified, so
         # that forgeries cannot fill the buffer) until we commit up to it.
         if verdict.registry_height > self.tip.height:
-            if is_signature_valid(verdict):
+            if self._is_signed(verdict, out):
                 self._hold_early(verdict, out)
-            else:
-                self._drop(out, "verdict", "bad_signature", verdict.device.hex()[:16])
             return
-        # [REJECT] The device is entitled to judge the batch, within the window.
-        if not self._is_entitled(verdict, out):
+        # [REJECT] Bound to an assignment that entitles the device, within the window.
+        if not self._is_bound(verdict, out):
             return
-        # [REJECT] The device signed it.
-        if not is_signature_valid(verdict):
-            self._drop(out, "verdict", "bad_signature", verdict.device.hex()[:16])
+        # [REJECT] The assignment is a validator's, and it and the verdict are signed.
+        if not self._is_signed(verdict, out):
             return
         self.stats.verdicts += 1
         for judgement in verdict.judgements:
@@ -382,18 +381,21 @@ class LedgerCore:
                 record_vote(votes, verdict, judgement.reason)
                 self._decide(judgement.tx_id, votes)
 
-    def _is_entitled(self, verdict: Verdict, out: list[Action]) -> bool:
-        """The verdict's rules of a block (verify.apply_block), for our next block; a
-        counted drop when broken.  Its registry must not be above our tip."""
-        who = verdict.device.hex()[:16]
-        # [REJECT] Its registry is at most assignment_window blocks below our next block.
-        if not self._in_window(verdict):
-            self._drop(out, "verdict", "stale_registry", f"{who} at {verdict.registry_height}")
+    def _is_bound(self, verdict: Verdict, out: list[Action]) -> bool:
+        """The verdict's binding rules of a block (verify.apply_block), for our next
+        block; a counted drop when broken.  Its registry must not be above our tip."""
+        problem = check_verdict_binding(verdict, self.tip.height + 1, self.registry, self.params)
+        if problem is not None:
+            who = verdict.device.hex()[:16]
+            self._drop(out, "verdict", problem, f"{who} at {verdict.registry_height}")
             return False
-        # [REJECT] Registered then, and among the first 2k of the batch's ranking.
-        entitled = self.registry.entitled(verdict.batch_id, verdict.registry_height, self.params.k)
-        if verdict.device not in entitled:
-            self._drop(out, "verdict", "not_entitled", who)
+        return True
+
+    def _is_signed(self, verdict: Verdict, out: list[Action]) -> bool:
+        validators = self.genesis.ledger_nodes
+        problem = check_verdict_signatures(verdict, validators, self.signatures)
+        if problem is not None:
+            self._drop(out, "verdict", problem, verdict.device.hex()[:16])
             return False
         return True
 

@@ -130,6 +130,7 @@ class Replica:
                 block,
                 params=ledger.params,
                 validators=self.consensus.validators,
+                signatures=ledger.signatures,
             )
         except InvalidBlockError as exc:
             ledger.note_drop("consensus", "invalid_block", str(exc))

@@ -10,11 +10,13 @@ proposer builds blocks (blocks.build_block) that pass it by construction.  Every
 here is deterministic: the same parent state and block give the same answer on every
 node, which is what lets n nodes agree on validity.
 
-Transaction signatures are *not* checked here: that is the devices' work.  What a node
-checks instead is who vouched for each transaction: q "valid" verdicts, each signed by
-a device that the chain had registered and that the batch's rendezvous ranking entitled
-to judge it (protocol/assignment.py, registry.py).  So a node verifies one signature
-per verdict (one per device per batch), not one per transaction.
+Transaction signatures are *not* checked here unless the chain asks for it
+(``recheck_tx_signatures``): that is the devices' work.  What a node checks instead is
+who vouched for each transaction: q "valid" verdicts, each signed by a device that the
+chain had registered and that the rendezvous ranking of a validator's signed assignment
+entitled to judge it, and each bound to that assignment's transactions
+(verdicts.py, protocol/assignment.py, registry.py).  So a node verifies one signature
+per verdict (one per device per batch) and one per assignment, not one per transaction.
 """
 
 from collections.abc import Mapping, Sequence
@@ -36,7 +38,11 @@ from micromine.ledger_node.state import (
     process_rewards,
     process_transaction,
 )
-from micromine.protocol.assignment import is_registry_height_in_window
+from micromine.ledger_node.verdicts import (
+    AssignmentSignatures,
+    check_verdict_binding,
+    check_verdict_signatures,
+)
 from micromine.protocol.block import Block, compute_body_hash, compute_tx_root
 from micromine.protocol.codec import is_signature_valid
 from micromine.protocol.kinds import Reason
@@ -77,25 +83,14 @@ def apply_block(
     if len({tx.id for tx in block.txs}) != len(block.txs):
         raise InvalidBlockError("a transaction appears twice")
     check_registrations(registry, block)
-    # [REJECT] Each verdict ranks devices against a registry at most assignment_window
-    # blocks below this one (and already committed).
+    # [REJECT] Each verdict is bound to an assignment whose registry is in the window,
+    # entitles its device, and names exactly the transactions it judges (verdicts.py).
     for verdict in block.verdicts:
-        if not is_registry_height_in_window(
-            verdict.registry_height, header.height, params.assignment_window
-        ):
+        problem = check_verdict_binding(verdict, header.height, registry, params)
+        if problem is not None:
             raise InvalidBlockError(
-                f"verdict from {verdict.device.hex()[:16]} uses the registry at "
-                f"{verdict.registry_height}, outside the window below {header.height}"
-            )
-    # [REJECT] Each verdict's device is entitled to judge its batch: registered at
-    # registry_height, and among the first 2k of the batch's ranking.
-    for verdict in block.verdicts:
-        if verdict.device not in registry.entitled(
-            verdict.batch_id, verdict.registry_height, params.k
-        ):
-            raise InvalidBlockError(
-                f"device {verdict.device.hex()[:16]} is not entitled to judge batch "
-                f"{verdict.batch_id.hex()[:16]}"
+                f"verdict from {verdict.device.hex()[:16]} on batch "
+                f"{verdict.batch_id.hex()[:16]}: {problem}"
             )
     # [REJECT] Every transaction is valid against the state, in block order.
     view = StateView(accounts)
@@ -149,18 +144,27 @@ def verify_block(
     *,
     params: ChainParams,
     validators: Sequence[bytes],
+    signatures: AssignmentSignatures | None = None,
 ) -> dict[bytes, Account]:
-    """``apply_block`` plus the checks that need signatures; returns the changes."""
+    """``apply_block`` plus the checks that need signatures; returns the changes.
+    ``signatures`` remembers verified assignment signatures across calls."""
+    signatures = signatures if signatures is not None else AssignmentSignatures()
     header = block.header
     # [REJECT] The proposer is a validator.
     if header.proposer not in validators:
         raise InvalidBlockError("proposer is not a validator")
-    # [REJECT] Each verdict is signed by its device, for this chain, and listed once.
+    # [REJECT] Each verdict is for this chain and listed once; its assignment is a
+    # validator's, signed by it; the verdict is signed by its device (verdicts.py).
     if len({v.id for v in block.verdicts}) != len(block.verdicts):
         raise InvalidBlockError("a verdict appears twice")
     for verdict in block.verdicts:
-        if verdict.chain_id != header.chain_id or not is_signature_valid(verdict):
+        if verdict.chain_id != header.chain_id:
             raise InvalidBlockError(f"verdict from {verdict.device.hex()[:16]} is forged")
+        problem = check_verdict_signatures(verdict, validators, signatures)
+        if problem is not None:
+            raise InvalidBlockError(
+                f"verdict from {verdict.device.hex()[:16]} is forged: {problem}"
+            )
     # [REJECT] Each registration is signed by the device it registers.
     for hello in block.registrations:
         if not is_signature_valid(hello):

@@ -18,6 +18,7 @@ from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.kinds import Kind
 from micromine.protocol.limits import MAX_ANY_MESSAGE_BYTES, MAX_MESSAGE_BYTES
 from micromine.protocol.messages import (
+    Assignment,
     Receipts,
     SignedMessage,
     Submission,
@@ -29,7 +30,7 @@ from micromine.protocol.messages import (
 Message = (
     Transaction | Submission | WorkBatch | Verdict | BlockHeader | Block
     | DeviceHello | Heartbeat | DeviceStatus | Receipts
-    | Proposal | Prevote | Precommit | SyncRequest
+    | Proposal | Prevote | Precommit | SyncRequest | Assignment
 )  # fmt: skip
 
 MESSAGE_TYPES: dict[int, type[Any]] = {
@@ -47,6 +48,7 @@ MESSAGE_TYPES: dict[int, type[Any]] = {
     Kind.PREVOTE: Prevote,
     Kind.PRECOMMIT: Precommit,
     Kind.SYNC_REQUEST: SyncRequest,
+    Kind.ASSIGNMENT: Assignment,
 }
 
 _SIZE_NAMES: dict[type[Any], str] = {
@@ -64,6 +66,7 @@ _SIZE_NAMES: dict[type[Any], str] = {
     Prevote: "prevote",
     Precommit: "precommit",
     SyncRequest: "sync_request",
+    Assignment: "assignment",
 }
 
 M = TypeVar("M")

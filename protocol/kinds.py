@@ -21,6 +21,7 @@ class Kind(IntEnum):
     PREVOTE = 13
     PRECOMMIT = 14
     SYNC_REQUEST = 15
+    ASSIGNMENT = 16  # a ledger node's signed assignment of a batch (inside WorkBatch, Verdict)
     # Signature kinds only, never messages.  Numbered apart from the message kinds so that
     # new message kinds can keep counting up from 16 without colliding with them.
     LOGIN = 64  # a client's broker login token (protocol/auth.py)

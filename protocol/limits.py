@@ -57,5 +57,6 @@ MAX_MESSAGE_BYTES: Final = {
     "prevote": 1_024,
     "precommit": 1_024,
     "sync_request": 1_024,
+    "assignment": 1_024,
 }
 MAX_ANY_MESSAGE_BYTES: Final = max(MAX_MESSAGE_BYTES.values())

@@ -8,6 +8,7 @@ import dataclasses
 from typing import Any
 
 from micromine.protocol import cbor, codec
+from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.block import (
     Block,
     BlockHeader,
@@ -22,6 +23,7 @@ from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.kinds import ReceiptStatus
 from micromine.protocol.messages import (
     NO_SIGNATURE,
+    Assignment,
     Judgement,
     Receipt,
     Receipts,
@@ -73,27 +75,51 @@ def submission(**overrides: Any) -> Submission:
     return Submission(**fields)
 
 
-def work_batch(**overrides: Any) -> WorkBatch:
+def signed_batch(
+    issuer: KeyPair,
+    *,
+    seq: int,
+    registry_height: int,
+    deadline_ms: int,
+    txs: tuple[Transaction, ...],
+    chain_id: str = CHAIN,
+) -> WorkBatch:
+    """A WorkBatch of ``txs`` under an assignment ``issuer`` signed, as a ledger makes it."""
+    root = compute_batch_root(txs)
+    unsigned = Assignment(chain_id, issuer.public, seq, registry_height, deadline_ms, root)
+    return WorkBatch(codec.sign(unsigned, issuer), txs)
+
+
+def assignment(**overrides: Any) -> Assignment:
+    txs = (transaction(), transaction(nonce=1, memo=""))
     fields: dict[str, Any] = {
         "chain_id": CHAIN,
         "issuer": LEDGER.public,
         "seq": 7,
-        "deadline_ms": NOW_MS + 5_000,
-        "txs": (transaction(), transaction(nonce=1, memo="")),
         "registry_height": 12,
+        "deadline_ms": NOW_MS + 5_000,
+        "tx_root": compute_batch_root(txs),
     }
     fields.update(overrides)
-    return codec.sign(WorkBatch(**fields), LEDGER)
+    return codec.sign(Assignment(**fields), LEDGER)
+
+
+def work_batch(**overrides: Any) -> WorkBatch:
+    fields: dict[str, Any] = {
+        "assignment": assignment(),
+        "txs": (transaction(), transaction(nonce=1, memo="")),
+    }
+    fields.update(overrides)
+    return WorkBatch(**fields)
 
 
 def verdict(batch: WorkBatch | None = None, signer: KeyPair = DEVICE, **overrides: Any) -> Verdict:
     batch = batch if batch is not None else work_batch()
     fields: dict[str, Any] = {
         "chain_id": CHAIN,
-        "batch_id": batch.id,
         "device": signer.public,
-        "judgements": tuple(Judgement(tx.id, 0) for tx in batch.txs),
-        "registry_height": batch.registry_height,
+        "assignment": batch.assignment,
+        "judgements": tuple(Judgement.of(tx, 0) for tx in batch.txs),
     }
     fields.update(overrides)
     return codec.sign(Verdict(**fields), signer)
@@ -274,6 +300,7 @@ def all_messages() -> list[Any]:
         prevote(),
         precommit(),
         sync_request(),
+        assignment(),
     ]
 
 
@@ -284,7 +311,7 @@ def variant_messages() -> dict[str, Any]:
 
 SIGNED_BUILDERS = {
     "transaction": transaction,
-    "work_batch": work_batch,
+    "assignment": assignment,
     "verdict": verdict,
     "device_hello": device_hello,
     "heartbeat": heartbeat,

@@ -97,10 +97,8 @@ class Harness:
                 reason = check_transaction(tx, CHAIN, self.now)
                 if not self.honest.get(device.public, True):
                     reason = Reason.OK
-                judgements.append(Judgement(tx.id, int(reason)))
-            verdict = Verdict(
-                CHAIN, batch.id, device.public, tuple(judgements), batch.registry_height
-            )
+                judgements.append(Judgement.of(tx, int(reason)))
+            verdict = Verdict(CHAIN, device.public, batch.assignment, tuple(judgements))
             verdict = sign(verdict, device)
             self.feed(topics.verdicts(CHAIN, device.public), encode(verdict))
             answered += 1

@@ -37,6 +37,7 @@ from micromine.protocol.limits import (
 )
 from micromine.protocol.messages import (
     NO_SIGNATURE,
+    Assignment,
     Judgement,
     Receipt,
     Receipts,
@@ -111,22 +112,28 @@ def submissions(draw: Any) -> Submission:
 
 
 @st.composite
-def work_batches(draw: Any) -> WorkBatch:
-    batch = WorkBatch(
-        draw(chain_ids), draw(keys32), draw(uints), draw(timestamps),
-        draw(tuples(transactions(), 1, 4)), draw(uints), draw(signatures),
+def assignments(draw: Any, chain_id: str | None = None) -> Assignment:
+    assignment = Assignment(
+        chain_id if chain_id is not None else draw(chain_ids), draw(keys32), draw(uints),
+        draw(uints), draw(timestamps), draw(hashes), draw(signatures),
     )  # fmt: skip
-    return signed(draw, batch, "issuer")
+    return signed(draw, assignment, "issuer")
 
 
-judgements = st.builds(Judgement, hashes, st.integers(0, 255))
+@st.composite
+def work_batches(draw: Any) -> WorkBatch:
+    return WorkBatch(draw(assignments()), draw(tuples(transactions(), 1, 4)))
+
+
+judgements = st.builds(Judgement, hashes, hashes, st.integers(0, 255))
 
 
 @st.composite
 def verdicts(draw: Any) -> Verdict:
+    chain_id = draw(chain_ids)
     verdict = Verdict(
-        draw(chain_ids), draw(hashes), draw(keys32),
-        draw(tuples(judgements, 1, 8)), draw(uints), draw(signatures),
+        chain_id, draw(keys32), draw(assignments(chain_id)),
+        draw(tuples(judgements, 1, 8)), draw(signatures),
     )  # fmt: skip
     return signed(draw, verdict, "device")
 
@@ -242,6 +249,7 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Submission: submissions(),
     WorkBatch: work_batches(),
     Verdict: verdicts(),
+    Assignment: assignments(),
     BlockHeader: headers,
     Block: blocks,
     DeviceHello: hellos(),
@@ -312,7 +320,9 @@ def test_random_bytes_raise_only_decode_error(data: bytes, expected: Any) -> Non
 
 # A plausible head (an array of the right arity led by a real kind tag) makes random
 # tails reach the field checks instead of failing at the first byte.
-ARITIES = {1: 10, 2: 4, 3: 8, 4: 7, 5: 9, 6: 8, 7: 7, 8: 7, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5}
+ARITIES = {
+    1: 10, 2: 4, 3: 3, 4: 6, 5: 9, 6: 8, 7: 7, 8: 7, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5, 16: 8,
+}  # fmt: skip
 HEADS = [bytes([0x80 | arity, tag]) for tag, arity in ARITIES.items()]
 
 

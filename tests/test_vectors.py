@@ -28,7 +28,7 @@ from micromine.protocol.crypto import KeyPair
 from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.kinds import Kind, Reason
 from micromine.protocol.merkle import leaf_hash, merkle_root
-from micromine.protocol.messages import Transaction
+from micromine.protocol.messages import Transaction, Verdict, WorkBatch
 from micromine.protocol.validation import check_transaction
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -269,11 +269,28 @@ def test_invalid_vectors_cover_the_consensus_rules() -> None:
 # --- device assignment --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("vector", ASSIGNMENT["rankings"], ids=lambda v: v["batch_id"][:8])
+def test_binding_vector() -> None:
+    """tx_root over tx_id | SHA-256(signature), from the transactions and from the
+    judgements of the vectors' verdict (which judges the vectors' batch)."""
+    binding = ASSIGNMENT["binding"]
+    txs = [codec.decode(bytes.fromhex(t), Transaction) for t in binding["txs"]]
+    leaves = [tx.id + crypto.sha256(tx.signature) for tx in txs]
+    assert [leaf.hex() for leaf in leaves] == binding["leaves"]
+    assert [leaf_hash(leaf).hex() for leaf in leaves] == binding["leaf_hashes"]
+    assert assignment.compute_batch_root(txs).hex() == binding["tx_root"]
+    (verdict,) = _vectors_of(Verdict).values()
+    (batch,) = _vectors_of(WorkBatch).values()
+    assert list(batch.txs) == txs and verdict.assignment == batch.assignment
+    assert verdict.assignment.tx_root.hex() == binding["tx_root"]
+    assert assignment.compute_judgements_root(verdict.judgements).hex() == binding["tx_root"]
+    assert codec.is_signature_valid(verdict.assignment)
+
+
+@pytest.mark.parametrize("vector", ASSIGNMENT["rankings"], ids=lambda v: v["assignment_id"][:8])
 def test_assignment_vector(vector: dict[str, Any]) -> None:
     assert bytes.fromhex(ASSIGNMENT["domain"]) == assignment.ASSIGNMENT_DOMAIN
     assert assignment.ASSIGNMENT_DOMAIN == b"micromine-assign"
-    batch_id = bytes.fromhex(vector["batch_id"])
+    batch_id = bytes.fromhex(vector["assignment_id"])
     registry = [bytes.fromhex(d) for d in vector["registry"]]
     for device in registry:
         score = crypto.sha256(b"micromine-assign" + batch_id + device)

@@ -25,6 +25,7 @@ from micromine.protocol.assignment import (
     ASSIGNMENT_DOMAIN,
     ENTITLED_PER_K,
     compute_assignment_score,
+    compute_batch_root,
     compute_entitled,
     is_registry_height_in_window,
     rank_devices,
@@ -55,6 +56,7 @@ from micromine.protocol.limits import MAX_BLOCK_REGISTRATIONS, MAX_TX_BYTES
 from micromine.protocol.merkle import leaf_hash, merkle_root
 from micromine.protocol.messages import (
     NO_SIGNATURE,
+    Assignment,
     Judgement,
     Receipt,
     Receipts,
@@ -161,13 +163,9 @@ def build_messages() -> list[tuple[str, Any]]:
     tx, tx_boundaries, tx_expired = transactions()
     submission = Submission(CHAIN, bytes(range(16)), (codec.encode(tx), b"\xff not a transaction"))
     batch = work_batch()
-    judgements = (Judgement(tx.id, int(Reason.OK)), Judgement(tx_expired.id, int(Reason.EXPIRED)))
-    verdict = codec.sign(
-        Verdict(CHAIN, batch.id, DEVICE.public, judgements, batch.registry_height), DEVICE
-    )
-    verdict_2 = codec.sign(
-        Verdict(CHAIN, batch.id, DEVICE_2.public, judgements, batch.registry_height), DEVICE_2
-    )
+    judgements = (Judgement.of(tx, int(Reason.OK)), Judgement.of(tx_expired, int(Reason.EXPIRED)))
+    verdict = codec.sign(Verdict(CHAIN, DEVICE.public, batch.assignment, judgements), DEVICE)
+    verdict_2 = codec.sign(Verdict(CHAIN, DEVICE_2.public, batch.assignment, judgements), DEVICE_2)
     rewards = (Reward(DEVICE.public, 25), Reward(DEVICE_2.public, 25))
     block_txs = (tx,)
     block_verdicts = (verdict, verdict_2)
@@ -214,6 +212,7 @@ def build_messages() -> list[tuple[str, Any]]:
         ("transaction-boundaries", tx_boundaries),
         ("transaction-expired", tx_expired),
         ("submission", submission),
+        ("assignment", batch.assignment),
         ("work-batch", batch),
         ("verdict", verdict),
         ("block-header", header),
@@ -229,8 +228,10 @@ def build_messages() -> list[tuple[str, Any]]:
 
 def work_batch() -> WorkBatch:
     tx, _, tx_expired = transactions()
-    unsigned = WorkBatch(CHAIN, LEDGER.public, 42, T0 + 3000, (tx, tx_expired), REGISTRY_HEIGHT)
-    return codec.sign(unsigned, LEDGER)
+    txs = (tx, tx_expired)
+    root = compute_batch_root(txs)
+    unsigned = Assignment(CHAIN, LEDGER.public, 42, REGISTRY_HEIGHT, T0 + 3000, root)
+    return WorkBatch(codec.sign(unsigned, LEDGER), txs)
 
 
 def consensus_messages(block: Block) -> list[tuple[str, Any]]:
@@ -257,7 +258,7 @@ def consensus_messages(block: Block) -> list[tuple[str, Any]]:
 
 SIGNER_FIELDS = {
     Transaction: "sender",
-    WorkBatch: "issuer",
+    Assignment: "issuer",
     Verdict: "device",
     DeviceHello: "device",
     Heartbeat: "device",
@@ -378,7 +379,8 @@ def invalid_json() -> dict[str, Any]:
 
     good = codec.encode(tx)
     hb = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0, 0), DEVICE)
-    batch = codec.sign(WorkBatch(CHAIN, LEDGER.public, 1, T0, (tx,), 5), LEDGER)
+    assignment = Assignment(CHAIN, LEDGER.public, 1, 5, T0, compute_batch_root((tx,)))
+    batch = WorkBatch(codec.sign(assignment, LEDGER), (tx,))
     batch_items = [cbor.encode(item) for item in batch.to_wire()]
 
     def batch_with(index: int, encoded: bytes) -> bytes:
@@ -387,7 +389,7 @@ def invalid_json() -> dict[str, Any]:
         return _array(changed)
 
     def batch_with_txs(txs: list[bytes]) -> bytes:
-        return batch_with(5, _array(txs))
+        return batch_with(2, _array(txs))
 
     wide_nonce_tx = Transaction(CHAIN, ALICE.public, BOB.public, 1000, 10, 1, T0, "")
     wide_items = [cbor.encode(item) for item in codec.sign(wide_nonce_tx, ALICE).to_wire()]
@@ -435,7 +437,7 @@ def invalid_json() -> dict[str, Any]:
         ("text kind tag", _array([_text("tx")]), none, fail.BAD_SHAPE),
         ("transaction without its signature", _array(items[:-1]), tx_t, fail.BAD_SHAPE),
         ("transaction with an extra field", _array([*items, b"\x00"]), tx_t, fail.BAD_SHAPE),
-        ("work batch txs field is an integer", batch_with(5, b"\x01"), batch_t,
+        ("work batch txs field is an integer", batch_with(2, b"\x01"), batch_t,
          fail.BAD_SHAPE),
         ("half float 1.0 as the amount", tx_with(amount, b"\xf9\x3c\x00"), tx_t, fail.BAD_TYPE),
         ("true as the amount", tx_with(amount, b"\xf5"), tx_t, fail.BAD_TYPE),
@@ -498,7 +500,7 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
     p_t, v_t, c_t, s_t, b_t = "Proposal", "Prevote", "Precommit", "SyncRequest", "Block"
     precommit_items = [cbor.encode(item) for item in precommit.to_wire()]
     return [
-        ("kind tag 16", _array([_head(0, 16)]), None, fail.UNKNOWN_KIND),
+        ("kind tag 17", _array([_head(0, 17)]), None, fail.UNKNOWN_KIND),
         ("a prevote where a precommit is expected", codec.encode(prevote), c_t,
          fail.WRONG_KIND),
         ("precommit without its commit signature",
@@ -534,24 +536,39 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
 
 
 def registry_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailure]]:
-    """The fields added for device assignment: registry_height and registrations."""
+    """The fields of device assignment: the Assignment (alone, in a WorkBatch, in a
+    Verdict), judgements, and a block's registrations."""
     by_name = dict(build_messages())
-    batch, verdict, block = by_name["work-batch"], by_name["verdict"], by_name["block"]
+    assignment, batch = by_name["assignment"], by_name["work-batch"]
+    verdict, block = by_name["verdict"], by_name["block"]
     hello, heartbeat = by_name["device-hello"], by_name["heartbeat"]
-    batch_items = [cbor.encode(item) for item in batch.to_wire()]
+    assignment_items = [cbor.encode(item) for item in assignment.to_wire()]
+    other_chain = codec.sign(dataclasses.replace(assignment, chain_id="othernet"), LEDGER)
+    judgement = [cbor.encode(item) for item in verdict.judgements[0].to_wire()]
     hello_bytes = codec.encode(hello)
     fail = DecodeFailure
-    # Wire positions: WorkBatch registry_height 6; Verdict registry_height 5; Block
-    # registrations 5.
+    # Wire positions: Assignment registry_height 4, tx_root 6; WorkBatch assignment 1;
+    # Verdict assignment 3, judgements 4; Block registrations 5.
     return [
-        ("work batch without its registry_height", _array(batch_items[:6] + batch_items[7:]),
-         "WorkBatch", fail.BAD_SHAPE),
-        ("work batch registry_height 2^63", _with_item(batch, 6, _head(0, 2**63)),
-         "WorkBatch", fail.OUT_OF_RANGE),
-        ("text as a verdict's registry_height", _with_item(verdict, 5, _text("0")),
-         "Verdict", fail.BAD_TYPE),
-        ("verdict registry_height -1", _with_item(verdict, 5, b"\x20"), "Verdict",
-         fail.OUT_OF_RANGE),
+        ("assignment without its tx_root",
+         _array(assignment_items[:6] + assignment_items[7:]), "Assignment", fail.BAD_SHAPE),
+        ("assignment registry_height 2^63", _with_item(assignment, 4, _head(0, 2**63)),
+         "Assignment", fail.OUT_OF_RANGE),
+        ("assignment tx_root of 31 bytes", _with_item(assignment, 6, _bytes(bytes(31))),
+         "Assignment", fail.OUT_OF_RANGE),
+        ("a transaction where a work batch's assignment is",
+         _with_item(batch, 1, codec.encode(batch.txs[0])), "WorkBatch", fail.WRONG_KIND),
+        ("text as a verdict's assignment", _with_item(verdict, 3, _text("0")), "Verdict",
+         fail.BAD_SHAPE),
+        ("verdict with an assignment of another chain",
+         _with_item(verdict, 3, codec.encode(other_chain)), "Verdict", fail.OUT_OF_RANGE),
+        ("judgement without its signature_hash",
+         _with_item(verdict, 4, _array([_array([judgement[0], judgement[2]])])), "Verdict",
+         fail.BAD_SHAPE),
+        ("judgement signature_hash of 33 bytes",
+         _with_item(verdict, 4, _array([_array([judgement[0], _bytes(bytes(33)),
+                                                judgement[2]])])),
+         "Verdict", fail.OUT_OF_RANGE),
         (f"block with {MAX_BLOCK_REGISTRATIONS + 1} registrations",
          _with_item(block, 5, _array([hello_bytes] * (MAX_BLOCK_REGISTRATIONS + 1))),
          "Block", fail.OUT_OF_RANGE),
@@ -564,8 +581,11 @@ def registry_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailure
 
 
 def assignment_json() -> dict[str, Any]:
-    """Rankings of a registry for two batch ids, and the registry-height window."""
-    batch_ids = [work_batch().id, sha256(b"micromine/vectors/another batch")]
+    """The binding roots of the vectors' batch, rankings of a registry for two assignment
+    ids, and the registry-height window."""
+    batch = work_batch()
+    other = dataclasses.replace(batch.assignment, seq=43)
+    batch_ids = [batch.assignment.id, other.id]
     registry = sorted([DEVICE.public, DEVICE_2.public, DEVICE_3.public] + [
         KeyPair(labelled_seed(f"registered-{i}")).public for i in range(7)
     ])  # fmt: skip
@@ -573,7 +593,7 @@ def assignment_json() -> dict[str, Any]:
     for batch_id in batch_ids:
         ranked = rank_devices(batch_id, registry)
         rankings.append({
-            "batch_id": batch_id.hex(),
+            "assignment_id": batch_id.hex(),
             "registry": [device.hex() for device in registry],
             "scores": {d.hex(): compute_assignment_score(batch_id, d).hex() for d in registry},
             "ranking": [device.hex() for device in ranked],
@@ -588,11 +608,22 @@ def assignment_json() -> dict[str, Any]:
          "in_window": is_registry_height_in_window(r, h, window)}
         for r, h in ((0, 1), (0, 64), (0, 65), (100, 164), (99, 164), (164, 164), (165, 164))
     ]  # fmt: skip
+    leaves = [tx.id + sha256(tx.signature) for tx in batch.txs]
+    binding = {
+        "txs": [codec.encode(tx).hex() for tx in batch.txs],
+        "leaves": [leaf.hex() for leaf in leaves],
+        "leaf_hashes": [leaf_hash(leaf).hex() for leaf in leaves],
+        "tx_root": compute_batch_root(batch.txs).hex(),
+    }
+    assert binding["tx_root"] == batch.assignment.tx_root.hex() == merkle_root(leaves).hex()
     return {
-        "description": "score = SHA-256('micromine-assign' | batch_id | device); ranking = "
+        "description": "tx_root = Merkle root over leaves tx_id | SHA-256(tx signature), in "
+        "batch order (a verdict's judgements give the same leaves); score = "
+        "SHA-256('micromine-assign' | assignment_id | device); ranking = "
         "registry by ascending score (ties: lower key); entitled = the first "
         f"{ENTITLED_PER_K}k of the ranking; a verdict's registry_height r is usable in a "
         "block at height h when h - window <= r < h",
+        "binding": binding,
         "domain": ASSIGNMENT_DOMAIN.hex(),
         "entitled_per_k": ENTITLED_PER_K,
         "rankings": rankings,

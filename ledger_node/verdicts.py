@@ -1,0 +1,95 @@
+"""The rules a verdict must pass to count, in the tally (core.py) and in a block (verify.py).
+
+    check_verdict_binding(verdict, block_height, registry, params)  -> problem | None
+    check_verdict_signatures(verdict, validators, signatures)       -> problem | None
+    AssignmentSignatures                                            the issuer signatures
+                                                                    verified, by id
+
+A verdict counts for a block at ``block_height`` only if:
+
+* its assignment was made by a validator: the issuer is one, and signed it;
+* its registry is in the window: block_height - assignment_window <= registry_height
+  < block_height (so that registry is committed, and recent);
+* its device is entitled: registered (and not banned) at registry_height, and among the
+  first 2k of the ranking seeded by the assignment id;
+* it judges exactly the assignment's transactions: the Merkle root of its judgements
+  (tx id | signature hash, in order) is the assignment's ``tx_root``;
+* its device signed it, and is not banned as of the block's parent.
+
+The binding rules need no signature, so ``apply_block`` checks them for blocks learned
+with a certificate too; the signature rules are ``verify_block``'s.  The k verdicts on
+one batch share one assignment, so its signature is verified once and remembered
+(``AssignmentSignatures``, bounded): only a successful verification is remembered, keyed
+by the assignment id and the signature bytes, so a cache hit means exactly "these bytes
+verified before".  Each problem is a short name: the core counts drops under it
+(``verdict.<problem>``) and ``verify_block`` puts it in its error.
+"""
+
+from collections import OrderedDict
+from collections.abc import Collection
+
+from micromine.ledger_node.genesis import ChainParams
+from micromine.ledger_node.registry import DeviceRegistry
+from micromine.protocol.assignment import compute_judgements_root, is_registry_height_in_window
+from micromine.protocol.codec import is_signature_valid
+from micromine.protocol.messages import Assignment, Verdict
+
+ASSIGNMENT_SIGNATURES = 16_384  # verified assignment signatures remembered
+
+
+class AssignmentSignatures:
+    """The assignments whose issuer signature verified (a bounded memo of a pure check)."""
+
+    def __init__(self, capacity: int = ASSIGNMENT_SIGNATURES) -> None:
+        self.capacity = capacity
+        self._verified: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        self.verifications = 0  # signature checks actually made (for tests and stats)
+
+    def is_valid(self, assignment: Assignment) -> bool:
+        key = (assignment.id, assignment.signature)
+        if key in self._verified:
+            self._verified.move_to_end(key)
+            return True
+        self.verifications += 1
+        if not is_signature_valid(assignment):
+            return False
+        self._verified[key] = None
+        if len(self._verified) > self.capacity:
+            self._verified.popitem(last=False)
+        return True
+
+
+def check_verdict_binding(
+    verdict: Verdict, block_height: int, registry: DeviceRegistry, params: ChainParams
+) -> str | None:
+    """The rules that need no signature; ``registry`` must hold ``registry_height``."""
+    assignment = verdict.assignment
+    # [REJECT] Its registry is committed and at most assignment_window blocks old.
+    if not is_registry_height_in_window(
+        assignment.registry_height, block_height, params.assignment_window
+    ):
+        return "stale_registry"
+    # [REJECT] Its device is registered then, and among the first 2k of the ranking
+    # seeded by the assignment.
+    if verdict.device not in registry.entitled(assignment.id, assignment.registry_height, params.k):
+        return "not_entitled"
+    # [REJECT] It judges the assignment's transactions: all of them, in order.
+    if compute_judgements_root(verdict.judgements) != assignment.tx_root:
+        return "tx_root_mismatch"
+    return None
+
+
+def check_verdict_signatures(
+    verdict: Verdict, validators: Collection[bytes], signatures: AssignmentSignatures
+) -> str | None:
+    """The assignment is a validator's, signed by it; the verdict is signed by its device."""
+    # [REJECT] The assignment's issuer is a validator.
+    if verdict.assignment.issuer not in validators:
+        return "unknown_issuer"
+    # [REJECT] The issuer signed the assignment (verified once per assignment).
+    if not signatures.is_valid(verdict.assignment):
+        return "bad_assignment_signature"
+    # [REJECT] The device signed the verdict.
+    if not is_signature_valid(verdict):
+        return "bad_signature"
+    return None
