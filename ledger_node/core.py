@@ -12,6 +12,8 @@ simulation replays exactly.  Transaction lifecycle:
     submitted --admission--> pending --dispatch--> judged by k devices
         --q valid--> accepted --block--> committed
         --q invalid / timeout--> rejected (and the sender's later nonces: NONCE_GAP)
+        --valid and invalid votes (before or after acceptance)--> settled: the node
+          checks the transaction itself (tally.py); a forgery is rejected
 
 A batch is given to k distinct available devices among those the chain entitles to
 judge it (dispatch.py, registry.py).  When a device misses the batch deadline, or when
@@ -49,7 +51,14 @@ from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.render import block_to_json
 from micromine.ledger_node.replica import Replica
 from micromine.ledger_node.state import Account
-from micromine.ledger_node.tally import TxVotes, agreement, compute_outcome, record_vote
+from micromine.ledger_node.tally import (
+    Outcome,
+    TxVotes,
+    agreement,
+    compute_outcome,
+    is_disputed,
+    record_vote,
+)
 from micromine.ledger_node.verdicts import (
     AssignmentSignatures,
     check_verdict_binding,
@@ -65,7 +74,7 @@ from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Reason, ReceiptStatus
 from micromine.protocol.messages import Submission, Transaction, Verdict
 from micromine.protocol.topics import Channel, Publish
-from micromine.protocol.validation import decode_transaction
+from micromine.protocol.validation import check_transaction_objective, decode_transaction
 
 DeviceMessage = TypeVar("DeviceMessage", DeviceHello, Heartbeat, DeviceStatus)
 
@@ -84,6 +93,8 @@ class CoreStats:
     rejected: int = 0
     blocks: int = 0
     verdicts: int = 0
+    settled: int = 0  # disagreements the node settled by checking the transaction itself
+    forged: int = 0  # transactions found to fail check_transaction_objective
     dropped: Counter[str] = field(default_factory=Counter)
 
 
@@ -341,16 +352,7 @@ class LedgerCore:
             return
         self.stats.verdicts += 1
         was_waiting = self.dispatcher.take_answer(record, verdict.device)
-        for judgement in verdict.judgements:
-            votes = self.votes.get(judgement.tx_id)
-            if votes is None:
-                continue  # decided already
-            if was_waiting:
-                votes.outstanding -= 1
-            self._forget_stale_verdicts(votes)  # so that the device's new vote counts
-            record_vote(votes, verdict, judgement.reason)
-            if not self._decide(judgement.tx_id, votes) and votes.outstanding <= 0:
-                self.dispatcher.retry.append(judgement.tx_id)  # all answered, no quorum
+        self._count(verdict, own=True, was_waiting=was_waiting)
         self.dispatcher.forget_if_done(verdict.batch_id, self.votes)
 
     def _count_foreign_verdict(self, verdict: Verdict, out: list[Action]) -> None:
@@ -358,8 +360,8 @@ class LedgerCore:
         learns which transactions are accepted.  We never saw the batch, but the
         verdict carries its signed assignment: who issued it, the registry that ranks
         the entitled devices, and the root of its transactions (verdicts.py)."""
-        # [IGNORE] Nothing in it is still undecided here.
-        if not any(j.tx_id in self.votes for j in verdict.judgements):
+        # [IGNORE] Nothing in it is still undecided, or accepted and disputed, here.
+        if not any(self._concerns_us(j.tx_id, j.reason) for j in verdict.judgements):
             return
         # [IGNORE] Its registry is above our tip: held (once its signatures verified, so
         # that forgeries cannot fill the buffer) until we commit up to it.
@@ -374,12 +376,26 @@ class LedgerCore:
         if not self._is_signed(verdict, out):
             return
         self.stats.verdicts += 1
+        self._count(verdict, own=False, was_waiting=False)
+
+    def _concerns_us(self, tx_id: bytes, reason: int) -> bool:
+        return tx_id in self.votes or (reason != Reason.OK and tx_id in self.accepted)
+
+    def _count(self, verdict: Verdict, *, own: bool, was_waiting: bool) -> None:
+        """Count a checked verdict's judgements.  On our own batch, a transaction that
+        every asked device answered without a decision goes to one more device."""
         for judgement in verdict.judgements:
-            votes = self.votes.get(judgement.tx_id)
+            tx_id = judgement.tx_id
+            votes = self.votes.get(tx_id)
             if votes is not None:
-                self._forget_stale_verdicts(votes)
+                if was_waiting:
+                    votes.outstanding -= 1
+                self._forget_stale_verdicts(votes)  # so that the device's new vote counts
                 record_vote(votes, verdict, judgement.reason)
-                self._decide(judgement.tx_id, votes)
+                if not self._decide(tx_id, votes) and own and votes.outstanding <= 0:
+                    self.dispatcher.retry.append(tx_id)  # all answered, no quorum
+            elif judgement.reason != Reason.OK and (accepted := self.accepted.get(tx_id)):
+                self._dispute_accepted(tx_id, accepted, verdict, judgement.reason)
 
     def _is_bound(self, verdict: Verdict, out: list[Action]) -> bool:
         """The verdict's binding rules of a block (verify.apply_block), for our next
@@ -423,22 +439,51 @@ class LedgerCore:
                 self._take_verdict(verdict, out)
 
     def _decide(self, tx_id: bytes, votes: TxVotes) -> bool:
+        """Decide the transaction if its votes allow; True when it left ``votes``."""
+        # [REJECT] Devices disagree: we check it ourselves, and a forgery is rejected.
+        if is_disputed(votes) and not self._settle(tx_id, votes):
+            return True
         outcome = compute_outcome(votes, self.params.q)
         if outcome is None:
             return False
         del self.votes[tx_id]
-        matched, other = agreement(votes, outcome)
-        for device_key in matched:
-            if (device := self.devices.records.get(device_key)) is not None:
-                device.agreed += 1
-        for device_key in other:
-            if (device := self.devices.records.get(device_key)) is not None:
-                device.disagreed += 1
+        self.devices.record_outcome(*agreement(votes, outcome))
         if outcome.accepted:
             self.accepted[tx_id] = votes
         else:
             self.reject_pending(tx_id, outcome.reason)
         return True
+
+    def _settle(self, tx_id: bytes, votes: TxVotes) -> bool:
+        """The devices disagree on ``tx_id``: check it ourselves (one stateless check,
+        once per transaction).  True when it passes (its "invalid" votes stop counting),
+        False when it does not (it is rejected, and its "valid" votes were wrong)."""
+        self.stats.settled += 1
+        reason = check_transaction_objective(votes.tx, self.chain_id)
+        if reason is Reason.OK:
+            votes.settled = True
+            return True
+        self._reject_forged(tx_id, votes, reason)
+        return False
+
+    def _reject_forged(self, tx_id: bytes, votes: TxVotes, reason: Reason) -> None:
+        """``votes.tx`` fails a check that needs neither time nor state: reject it; the
+        devices that judged it valid were wrong beyond doubt."""
+        self.stats.forged += 1
+        self.devices.record_outcome(*agreement(votes, Outcome(False, reason)))
+        self.reject_pending(tx_id, reason)
+
+    def _dispute_accepted(
+        self, tx_id: bytes, votes: TxVotes, verdict: Verdict, reason: int
+    ) -> None:
+        """An "invalid" vote on a transaction already accepted (a verdict that came after
+        the q "valid" ones): settle it before a block takes it."""
+        if votes.settled:
+            self.devices.record_outcome((), (verdict.device,))
+            return
+        record_vote(votes, verdict, reason)
+        if self._settle(tx_id, votes):
+            self.devices.record_outcome((), (verdict.device,))
 
     def _forget_stale_verdicts(self, votes: TxVotes) -> None:
         """Valid votes whose registry is out of the window cannot justify the

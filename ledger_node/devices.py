@@ -8,14 +8,27 @@ Device lifecycle, per device key:
              may never fire its Last Will), so it gets no new work until it speaks again
 
 Liveness is application-level on purpose (amqtt does not enforce MQTT keep-alive).
+
+Reputation is this node's own record of how often a device's judgements matched the
+decided outcome (``agreed`` / ``disagreed``, counted by the tally), kept local and
+bounded: once the two counts add up to more than REPUTATION_MEMORY, both are halved, so
+old behaviour fades and a device cannot bank goodwill forever.
+
+    reputation(d) = (agreed + 1) / (agreed + disagreed + 2)      in (0, 1)
+
+a new device is at 1/2; one that always agreed tends to 1 - 1/(REPUTATION_MEMORY + 2).
+It sets how often the node audits a transaction the device vouched for
+(``audit_probability``) and weights which entitled devices get a batch (dispatch.py).
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 
 MAX_OUTSTANDING_BATCHES = 4  # per device; bounds what a dying device can strand
 DEFAULT_CAPACITY = 64
+REPUTATION_MEMORY = 1024  # agreed + disagreed above this: both halved
 
 
 @dataclass(slots=True)
@@ -28,6 +41,22 @@ class DeviceRecord:
     outstanding: int = 0
     agreed: int = 0  # judgements that matched the decided outcome
     disagreed: int = 0
+
+    @property
+    def reputation(self) -> float:
+        return (self.agreed + 1) / (self.agreed + self.disagreed + 2)
+
+    def record_judgement(self, *, agreed: bool) -> None:
+        if agreed:
+            self.agreed += 1
+        else:
+            self.disagreed += 1
+        if self.agreed + self.disagreed > REPUTATION_MEMORY:
+            self.agreed //= 2
+            self.disagreed //= 2
+
+
+NEW_DEVICE_REPUTATION = DeviceRecord(b"").reputation  # 1/2: nothing known yet
 
 
 class LiveDevices:
@@ -82,6 +111,19 @@ class LiveDevices:
             for key, record in sorted(self.records.items())
             if self.is_live(record, now_ms) and record.outstanding < MAX_OUTSTANDING_BATCHES
         ]
+
+    def reputation(self, key: bytes) -> float:
+        record = self.records.get(key)
+        return record.reputation if record is not None else NEW_DEVICE_REPUTATION
+
+    def record_outcome(self, matched: Iterable[bytes], other: Iterable[bytes]) -> None:
+        """Devices whose vote matched a decided outcome, and those whose vote did not."""
+        for key in matched:
+            if (record := self.records.get(key)) is not None:
+                record.record_judgement(agreed=True)
+        for key in other:
+            if (record := self.records.get(key)) is not None:
+                record.record_judgement(agreed=False)
 
     def count_live(self, now_ms: int) -> int:
         return sum(1 for record in self.records.values() if self.is_live(record, now_ms))

@@ -204,6 +204,8 @@ class LedgerService:
             "registrations_pending": len(core.hellos),
             "committed": core.stats.committed,
             "rejected": core.stats.rejected,
+            "settled": core.stats.settled,
+            "forged": core.stats.forged,
             "batches_sent": core.dispatcher.batches_sent,
             "redispatched": core.dispatcher.redispatched,
             "reissued": core.dispatcher.reissued,
@@ -215,6 +217,7 @@ class LedgerService:
                     "registered": key in core.registry,
                     "agreed": record.agreed,
                     "disagreed": record.disagreed,
+                    "reputation": round(record.reputation, 4),
                 }
                 for key, record in list(core.devices.records.items())[:STATUS_MAX_DEVICES]
             },
