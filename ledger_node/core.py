@@ -14,6 +14,8 @@ simulation replays exactly.  Transaction lifecycle:
         --q invalid / timeout--> rejected (and the sender's later nonces: NONCE_GAP)
         --valid and invalid votes (before or after acceptance)--> settled: the node
           checks the transaction itself (tally.py); a forgery is rejected
+        --q valid, picked for an audit (more likely the lower the vouching devices'
+          reputation: devices.py)--> checked like a disagreement before acceptance
 
 A batch is given to k distinct available devices among those the chain entitles to
 judge it (dispatch.py, registry.py).  When a device misses the batch deadline, or when
@@ -41,7 +43,7 @@ from typing import TypeVar
 from micromine.ledger_node.actions import Action, CommitBlock, Dropped, ForgetPending, StorePending
 from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.consensus import SignedState
-from micromine.ledger_node.devices import LiveDevices
+from micromine.ledger_node.devices import LiveDevices, audit_probability
 from micromine.ledger_node.dispatch import Dispatcher
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import Mempool, PendingTx
@@ -78,6 +80,7 @@ from micromine.protocol.validation import check_transaction_objective, decode_tr
 
 DeviceMessage = TypeVar("DeviceMessage", DeviceHello, Heartbeat, DeviceStatus)
 
+DEFAULT_AUDIT_RATE = 0.05  # see LedgerConfig.audit_rate
 RECENT_COMMITTED = 100_000  # committed tx ids remembered, for idempotent resubmission
 PEER_TIMEOUT_MS = 5000  # a validator unheard for this long loses its share of the work
 OWNERSHIP_SCAN_MS = 1000  # how often to pick up transactions a silent peer owned
@@ -94,6 +97,7 @@ class CoreStats:
     blocks: int = 0
     verdicts: int = 0
     settled: int = 0  # disagreements the node settled by checking the transaction itself
+    audited: int = 0  # quorum-accepted transactions checked by chance (_audit)
     forged: int = 0  # transactions found to fail check_transaction_objective
     dropped: Counter[str] = field(default_factory=Counter)
 
@@ -113,9 +117,15 @@ class LedgerCore:
         registered: Mapping[bytes, int] | None = None,
         last_signed: SignedState | None = None,
         now_ms: int = 0,
+        audit_rate: float = DEFAULT_AUDIT_RATE,
     ) -> None:
         """``registered``: the device registry as of ``tip`` (device -> the height that
-        registered it); None means the genesis devices, for a chain at height 0."""
+        registered it); None means the genesis devices, for a chain at height 0.
+        ``audit_rate``: this node's own share of quorum-accepted transactions it checks
+        itself, for devices with a perfect record (devices.audit_probability)."""
+        if not 0.0 <= audit_rate <= 1.0:
+            raise ValueError("audit_rate must be in 0..1")
+        self.audit_rate = audit_rate
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.params = genesis.params
@@ -137,6 +147,7 @@ class LedgerCore:
             params=self.params,
             devices=self.devices,
             registry=self.registry,
+            rng=rng,
         )
         self._early: list[Verdict] = []  # see _hold_early
         self.signatures = AssignmentSignatures()  # verified assignment signatures
@@ -446,6 +457,9 @@ class LedgerCore:
         outcome = compute_outcome(votes, self.params.q)
         if outcome is None:
             return False
+        # [REJECT] Accepted by a quorum, and picked for an audit: a forgery is rejected.
+        if outcome.accepted and not votes.settled and not self._audit(tx_id, votes):
+            return True
         del self.votes[tx_id]
         self.devices.record_outcome(*agreement(votes, outcome))
         if outcome.accepted:
@@ -455,10 +469,26 @@ class LedgerCore:
         return True
 
     def _settle(self, tx_id: bytes, votes: TxVotes) -> bool:
-        """The devices disagree on ``tx_id``: check it ourselves (one stateless check,
-        once per transaction).  True when it passes (its "invalid" votes stop counting),
-        False when it does not (it is rejected, and its "valid" votes were wrong)."""
+        """The devices disagree on ``tx_id``: check it ourselves (once per transaction).
+        True when it passes (its "invalid" votes stop counting), False when it does not
+        (it is rejected, and its "valid" votes were wrong)."""
         self.stats.settled += 1
+        return self._check_ourselves(tx_id, votes)
+
+    def _audit(self, tx_id: bytes, votes: TxVotes) -> bool:
+        """Perhaps check a transaction q devices accepted, before any block takes it:
+        with the audit probability of the lowest-reputation device that vouched for it
+        (devices.audit_probability).  False when it was audited and found forged (it
+        is then rejected)."""
+        reputation = min(self.devices.reputation(device) for device in votes.valid)
+        if self.rng.random() >= audit_probability(reputation, self.audit_rate):
+            return True
+        self.stats.audited += 1
+        return self._check_ourselves(tx_id, votes)
+
+    def _check_ourselves(self, tx_id: bytes, votes: TxVotes) -> bool:
+        """One stateless check (a signature verification at most): True and settled when
+        the transaction passes, False and rejected when it is a forgery."""
         reason = check_transaction_objective(votes.tx, self.chain_id)
         if reason is Reason.OK:
             votes.settled = True

@@ -17,11 +17,20 @@ old behaviour fades and a device cannot bank goodwill forever.
     reputation(d) = (agreed + 1) / (agreed + disagreed + 2)      in (0, 1)
 
 a new device is at 1/2; one that always agreed tends to 1 - 1/(REPUTATION_MEMORY + 2).
-It sets how often the node audits a transaction the device vouched for
-(``audit_probability``) and weights which entitled devices get a batch (dispatch.py).
+It sets how often the node audits a transaction the device vouched for:
+
+    audit_probability(r) = audit_rate + (1 - audit_rate) * (1 - r)
+
+linear in the reputation's shortfall: audit_rate for a device with a perfect record
+(0.05 + 0.001 by default), 0.525 for a new one, and 1 as r goes to 0; a transaction is
+audited with the probability of the lowest-reputation device that vouched for it.  And
+it weights which of the 2k entitled devices get a batch: the issuer draws k of the
+live ones with probability proportional to r (``weighted_sample``; dispatch.py), a
+local choice, since validators check only that a device is entitled.
 """
 
-from collections.abc import Iterable
+import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
@@ -57,6 +66,23 @@ class DeviceRecord:
 
 
 NEW_DEVICE_REPUTATION = DeviceRecord(b"").reputation  # 1/2: nothing known yet
+
+
+def audit_probability(reputation: float, audit_rate: float) -> float:
+    """How likely a transaction vouched for by a device of ``reputation`` is audited."""
+    return audit_rate + (1.0 - audit_rate) * (1.0 - reputation)
+
+
+def weighted_sample(
+    items: Sequence[bytes], weights: Sequence[float], count: int, rng: random.Random
+) -> list[bytes]:
+    """``count`` of ``items`` without replacement, each draw proportional to its weight
+    (Efraimidis and Spirakis: the largest u ** (1 / w)), in ``items`` order."""
+    if count >= len(items):
+        return list(items)
+    keys = [rng.random() ** (1.0 / max(weight, 1e-9)) for weight in weights]
+    chosen = set(sorted(range(len(items)), key=lambda i: -keys[i])[:count])
+    return [item for i, item in enumerate(items) if i in chosen]
 
 
 class LiveDevices:

@@ -6,12 +6,13 @@ device registry as of its ``registry_height`` (our tip; protocol/assignment.py,
 registry.py), and every ledger node checks it.  So only registered devices ever get
 work.  The issuer picks among them:
 
-* a fresh batch goes to the first k entitled devices that are available (live, not
-  stalled, with room: devices.py); if fewer than q are, the batch is made again with the
-  next seq (a new id, so a new ranking), up to ASSIGN_TRIES times, and otherwise its
-  transactions wait for a later tick;
-* a retry batch goes to the first entitled device, available, that was not yet asked
-  about any of its transactions, with the same re-issue rule.
+* a fresh batch goes to k of its entitled devices that are available (live, not
+  stalled, with room: devices.py), drawn with probability proportional to their
+  reputation (devices.weighted_sample, with the core's seeded rng); if fewer than q are
+  available, the batch is made again with the next seq (a new id, so a new ranking),
+  up to ASSIGN_TRIES times, and otherwise its transactions wait for a later tick;
+* a retry batch goes to one entitled device, available, that was not yet asked about
+  any of its transactions, drawn the same way, with the same re-issue rule.
 
 Batch lifecycle, per (batch, device) assignment:
 
@@ -20,16 +21,17 @@ Batch lifecycle, per (batch, device) assignment:
                               for one more device that has not judged them yet
 
 Late verdicts from a device that missed its deadline still count while the batch is
-known.  The choice is a function of the batch id and the registry, so a seeded
-simulation replays exactly.
+known.  The choice is a function of the assignment id, the registry, reputations and
+the rng, so a seeded simulation replays exactly.
 """
 
+import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from micromine.ledger_node.actions import Action
-from micromine.ledger_node.devices import DeviceRecord, LiveDevices
+from micromine.ledger_node.devices import DeviceRecord, LiveDevices, weighted_sample
 from micromine.ledger_node.genesis import ChainParams
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.tally import TxVotes
@@ -65,8 +67,10 @@ class Dispatcher:
         params: ChainParams,
         devices: LiveDevices,
         registry: DeviceRegistry,
+        rng: random.Random,
     ) -> None:
         self.chain_id = chain_id
+        self.rng = rng
         self.key = key
         self.params = params
         self.devices = devices
@@ -199,11 +203,13 @@ class Dispatcher:
                 self.chain_id, self.key.public, self._seq, height, deadline, root
             )
             batch = WorkBatch(assignment, txs)
-            chosen = [
+            candidates = [
                 device
                 for device in self.registry.entitled(assignment.id, height, k)
                 if device in available and available[device].capacity >= len(txs)
-            ][:wanted]
+            ]
+            weights = [available[device].reputation for device in candidates]
+            chosen = weighted_sample(candidates, weights, wanted, self.rng)
             if len(chosen) >= needed:
                 break
             self.reissued += 1

@@ -64,6 +64,7 @@ class LedgerService:
             registered=self.store.registry(),
             last_signed=self.store.last_signed(),
             now_ms=now_ms(),
+            audit_rate=config.audit_rate,
         )
         self.core.recent_committed.update(self.store.recent_committed(RECENT_COMMITTED))
         chain = genesis.chain_id
@@ -206,6 +207,7 @@ class LedgerService:
             "rejected": core.stats.rejected,
             "settled": core.stats.settled,
             "forged": core.stats.forged,
+            "audited": core.stats.audited,
             "batches_sent": core.dispatcher.batches_sent,
             "redispatched": core.dispatcher.redispatched,
             "reissued": core.dispatcher.reissued,
