@@ -24,8 +24,12 @@ go, as a new batch, to one entitled device not yet asked.
 
 Devices: a signed hello makes a device known (devices.py) and, until a block registers
 it, a pending registration that the next proposer includes; only registered devices
-get work.  A verdict counts only under an assignment a validator signed, from a device
-that assignment entitles, against a registry at most ``assignment_window`` blocks old,
+get work.  A device caught judging a forgery valid is the subject of a fraud proof
+(frauds.py) that the next proposer includes; once a block bans it, its verdicts,
+hellos and heartbeats are dropped and it gets no work.
+
+A verdict counts only under an assignment a validator signed, from a device that
+assignment entitles, against a registry at most ``assignment_window`` blocks old,
 and only if it judges exactly the assignment's transactions (verdicts.py); an accepted
 transaction whose verdicts fall out of that window is judged again.
 
@@ -45,6 +49,7 @@ from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.consensus import SignedState
 from micromine.ledger_node.devices import LiveDevices, audit_probability
 from micromine.ledger_node.dispatch import Dispatcher
+from micromine.ledger_node.frauds import FraudBook
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import Mempool, PendingTx
 from micromine.ledger_node.peers import PeerTracker
@@ -52,7 +57,7 @@ from micromine.ledger_node.receipts import ReceiptBook
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.render import block_to_json
 from micromine.ledger_node.replica import Replica
-from micromine.ledger_node.state import Account
+from micromine.ledger_node.state import Account, StateChanges, Vesting, merged_vesting
 from micromine.ledger_node.tally import (
     Outcome,
     TxVotes,
@@ -115,12 +120,16 @@ class LedgerCore:
         tip: ChainTip,
         pending: Iterable[PendingTx] = (),
         registered: Mapping[bytes, int] | None = None,
+        banned: Mapping[bytes, int] | None = None,
+        vesting: Vesting | None = None,
         last_signed: SignedState | None = None,
         now_ms: int = 0,
         audit_rate: float = DEFAULT_AUDIT_RATE,
     ) -> None:
         """``registered``: the device registry as of ``tip`` (device -> the height that
         registered it); None means the genesis devices, for a chain at height 0.
+        ``banned`` (device -> ban height) and ``vesting`` (device -> unvested rewards):
+        the rest of the chain state as of ``tip``.
         ``audit_rate``: this node's own share of quorum-accepted transactions it checks
         itself, for devices with a perfect record (devices.audit_probability)."""
         if not 0.0 <= audit_rate <= 1.0:
@@ -137,7 +146,9 @@ class LedgerCore:
         self.devices = LiveDevices(self.params.device_timeout_ms)
         if registered is None:
             registered = dict.fromkeys(genesis.devices, 0)
-        self.registry = DeviceRegistry(registered, tip.height)
+        self.registry = DeviceRegistry(registered, tip.height, banned)
+        self.vesting: Vesting = dict(vesting) if vesting is not None else {}
+        self.frauds = FraudBook(self.chain_id, genesis.ledger_nodes, self.params)
         self.hellos: dict[bytes, DeviceHello] = {}  # pending registrations, by device
         self.votes: OrderedDict[bytes, TxVotes] = OrderedDict()  # undecided, admission order
         self.accepted: dict[bytes, TxVotes] = {}  # decided valid, waiting for a block
@@ -271,6 +282,10 @@ class LedgerCore:
         hello = self._decode_device_message(key, payload, DeviceHello, "hello", out)
         if hello is None:
             return
+        # [REJECT] A banned device's hello (it gets no work, and stays registered).
+        if self.registry.is_banned(hello.device):
+            self._drop(out, "hello", "banned", hello.device.hex()[:16])
+            return
         self.devices.on_hello(hello, now_ms)
         # [IGNORE] Registered already (by the chain; the latest hello of a device waiting
         # for registration replaces its earlier one).
@@ -287,7 +302,8 @@ class LedgerCore:
         self, key: bytes | None, payload: bytes, now_ms: int, out: list[Action]
     ) -> None:
         heartbeat = self._decode_device_message(key, payload, Heartbeat, "heartbeat", out)
-        if heartbeat is not None:
+        # [IGNORE] A banned device's heartbeat: it must never look live (no work).
+        if heartbeat is not None and not self.registry.is_banned(heartbeat.device):
             self.devices.on_heartbeat(heartbeat, now_ms)
 
     def _on_device_status(
@@ -337,6 +353,10 @@ class LedgerCore:
         # [REJECT] The verdict is for this chain, on the device's own topic.
         if verdict.chain_id != self.chain_id or verdict.device != key:
             self._drop(out, "verdict", "topic_mismatch", verdict.device.hex()[:16])
+            return
+        # [REJECT] Its device is not banned.
+        if self.registry.is_banned(verdict.device):
+            self._drop(out, "verdict", "banned", verdict.device.hex()[:16])
             return
         self._take_verdict(verdict, out)
 
@@ -390,7 +410,13 @@ class LedgerCore:
         self._count(verdict, own=False, was_waiting=False)
 
     def _concerns_us(self, tx_id: bytes, reason: int) -> bool:
-        return tx_id in self.votes or (reason != Reason.OK and tx_id in self.accepted)
+        """Undecided here; or an "invalid" on an accepted transaction (a dispute); or a
+        "valid" on one found forged or rejected by devices (perhaps a fraud)."""
+        if tx_id in self.votes:
+            return True
+        if reason != Reason.OK:
+            return tx_id in self.accepted
+        return self.frauds.is_known(tx_id)
 
     def _count(self, verdict: Verdict, *, own: bool, was_waiting: bool) -> None:
         """Count a checked verdict's judgements.  On our own batch, a transaction that
@@ -407,6 +433,8 @@ class LedgerCore:
                     self.dispatcher.retry.append(tx_id)  # all answered, no quorum
             elif judgement.reason != Reason.OK and (accepted := self.accepted.get(tx_id)):
                 self._dispute_accepted(tx_id, accepted, verdict, judgement.reason)
+            elif judgement.reason == Reason.OK and (tx := self.frauds.forged_for(tx_id)):
+                self._offer_fraud(verdict, tx)  # a "valid" on a forgery, after the fact
 
     def _is_bound(self, verdict: Verdict, out: list[Action]) -> bool:
         """The verdict's binding rules of a block (verify.apply_block), for our next
@@ -465,6 +493,7 @@ class LedgerCore:
         if outcome.accepted:
             self.accepted[tx_id] = votes
         else:
+            self.frauds.note_rejected(votes.tx)  # a late "valid" on it gets it checked
             self.reject_pending(tx_id, outcome.reason)
         return True
 
@@ -501,7 +530,20 @@ class LedgerCore:
         devices that judged it valid were wrong beyond doubt."""
         self.stats.forged += 1
         self.devices.record_outcome(*agreement(votes, Outcome(False, reason)))
+        self.frauds.note_forged(votes.tx)
+        for verdict in votes.valid.values():
+            self._offer_fraud(verdict, votes.tx)
         self.reject_pending(tx_id, reason)
+
+    def _offer_fraud(self, verdict: Verdict, tx: Transaction) -> None:
+        """``verdict`` judged ``tx`` valid, and ``tx`` is a forgery: queue the proof for
+        our next block (frauds.py), or count why it cannot be one."""
+        problem = self.frauds.offer(
+            verdict, tx, height=self.tip.height + 1, registry=self.registry,
+            signatures=self.signatures,
+        )  # fmt: skip
+        if problem is not None:
+            self.note_drop("fraud", problem, verdict.device.hex()[:16])
 
     def _dispute_accepted(
         self, tx_id: bytes, votes: TxVotes, verdict: Verdict, reason: int
@@ -517,9 +559,15 @@ class LedgerCore:
 
     def _forget_stale_verdicts(self, votes: TxVotes) -> None:
         """Valid votes whose registry is out of the window cannot justify the
-        transaction any more; the device may vote again on a fresh batch."""
-        if any(not self._in_window(v) for v in votes.valid.values()):
-            votes.valid = {d: v for d, v in votes.valid.items() if self._in_window(v)}
+        transaction any more; the device may vote again on a fresh batch.  Votes of
+        banned devices count for nothing."""
+        banned = self.registry.is_banned
+        if any(not self._in_window(v) or banned(d) for d, v in votes.valid.items()):
+            votes.valid = {
+                d: v for d, v in votes.valid.items() if self._in_window(v) and not banned(d)
+            }
+        if any(banned(d) for d in votes.invalid):
+            votes.invalid = {d: r for d, r in votes.invalid.items() if not banned(d)}
 
     def judge_again(self, tx_id: bytes) -> None:
         """An accepted transaction without q verdicts that can still justify it goes back
@@ -559,15 +607,18 @@ class LedgerCore:
     # ---- blocks -------------------------------------------------------------------
 
     def on_block_committed(
-        self, block: Block, changes: dict[bytes, Account], now_ms: int, actions: list[Action]
+        self, block: Block, changes: StateChanges, now_ms: int, actions: list[Action]
     ) -> None:
         """A block was decided (by consensus, or learned with its certificate): store it,
         advance the state, settle its transactions, and publish it if we proposed it."""
         actions.append(CommitBlock(block, changes))
-        self.accounts.update(changes)
+        self.accounts.update(changes.accounts)
+        self.vesting = merged_vesting(self.vesting, changes.vesting)
         self.tip = ChainTip(block.height, block.hash, block.header.timestamp_ms)
         registered = [hello.device for hello in block.registrations]
-        self.registry.process_block(block.height, registered)
+        banned = [proof.device for proof in block.frauds]
+        self.registry.process_block(block.height, registered, banned)
+        self.frauds.on_block(block.height + 1, self.registry)
         for device in registered:
             self.hellos.pop(device, None)
         for tx in block.txs:

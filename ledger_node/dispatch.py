@@ -173,11 +173,13 @@ class Dispatcher:
             self.redispatched += 1
 
     def _available(self, now_ms: int, exclude: set[bytes]) -> dict[bytes, DeviceRecord]:
-        """Live devices with room, registered, and not in ``exclude``."""
+        """Live devices with room, registered, not banned, and not in ``exclude``."""
         return {
             device.key: device
             for device in self.devices.available(now_ms)
-            if device.key in self.registry and device.key not in exclude
+            if device.key in self.registry
+            and not self.registry.is_banned(device.key)
+            and device.key not in exclude
         }
 
     def _assign(

@@ -19,6 +19,8 @@ from micromine.protocol.errors import DecodeError
 from micromine.protocol.fields import check_chain_id
 from micromine.protocol.limits import MAX_AMOUNT, MAX_BATCH_TXS, MAX_BLOCK_TXS, MAX_FEE
 
+MAX_VESTING_BLOCKS = 100_000  # bounds each device's vesting entries (one per block)
+
 
 class GenesisError(ValueError):
     """A genesis file that cannot be used, with the reason in the message."""
@@ -47,6 +49,9 @@ class ChainParams:
     # vouch for a forged transaction (docs/CONSENSUS.md, "Device assignment").  0 leaves
     # signatures to the devices alone, which is what takes the work off the ledger.
     recheck_tx_signatures: int = 1
+    # A device's reward earned at height h is spendable from the block at h + this; until
+    # then a fraud proof against the device burns it (docs/CONSENSUS.md).  0: at once.
+    reward_vesting_blocks: int = 64
 
     def check(self) -> None:
         if not 1 <= self.q <= self.k:
@@ -64,6 +69,8 @@ class ChainParams:
                      "assignment_window"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise GenesisError(f"{name} must be positive")
+        if not 0 <= self.reward_vesting_blocks <= MAX_VESTING_BLOCKS:
+            raise GenesisError(f"reward_vesting_blocks must be 0..{MAX_VESTING_BLOCKS}")
         if self.recheck_tx_signatures not in (0, 1):
             raise GenesisError("recheck_tx_signatures must be 0 or 1")
         if not 0 <= self.block_reward <= MAX_AMOUNT:

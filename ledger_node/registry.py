@@ -1,16 +1,20 @@
-"""The chain's device registry: which devices are registered, and since which height.
+"""The chain's device registry: which devices are registered, since which height, and
+which are banned.
 
     registered at h     a block at height h carried the device's signed DeviceHello in
                         ``Block.registrations`` (genesis may list devices: height 0);
-                        records are never removed (revocation, with its own height, is
-                        for the enrollment policies of issue 4)
-    registry at h       every device registered at a height <= h
-    entitled(batch, h)  the first 2k devices of the registry at h, ranked for the batch
-                        (protocol/assignment.py)
+                        records are never removed
+    banned at h         a block at height h carried a fraud proof against the device
+                        (``Block.frauds``); a ban is for good
+    registry at h       every device registered at a height <= h and not banned at a
+                        height <= h
+    entitled(a, h)      the first 2k devices of the registry at h, ranked for the
+                        assignment a (protocol/assignment.py)
 
-The registry is part of the chain state: the state root commits to it
-(state.compute_registry_root).  It grows only through ``process_block`` of committed
-blocks, in height order, so the registry at a committed height never changes again.
+The registry and the bans are part of the chain state: the state root commits to them
+(state.compute_registry_root, compute_bans_root).  They grow only through
+``process_block`` of committed blocks, in height order, so the registry at a committed
+height never changes again.
 That is what makes memoising ``entitled`` safe: the memo is of a pure function of chain
 data, and heights above the registry's own are refused rather than guessed.
 """
@@ -20,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
-from micromine.ledger_node.state import compute_registry_root
+from micromine.ledger_node.state import compute_bans_root, compute_registry_root
 from micromine.protocol.assignment import compute_entitled
 
 ENTITLED_MEMO = 16_384  # (batch, registry height) rankings remembered
@@ -29,11 +33,21 @@ ENTITLED_MEMO = 16_384  # (batch, registry height) rankings remembered
 class DeviceRegistry:
     """Registered devices as of ``height`` (the chain tip it was built from)."""
 
-    def __init__(self, registered: Mapping[bytes, int], height: int) -> None:
-        if any(at > height for at in registered.values()):
-            raise ValueError("a device is registered above the registry's height")
+    def __init__(
+        self,
+        registered: Mapping[bytes, int],
+        height: int,
+        banned: Mapping[bytes, int] | None = None,
+    ) -> None:
+        banned = banned if banned is not None else {}
+        if any(at > height for at in (*registered.values(), *banned.values())):
+            raise ValueError("a device is registered or banned above the registry's height")
+        if any(device not in registered for device in banned):
+            raise ValueError("a device is banned but not registered")
         self.height = height
         self._heights = dict(registered)
+        self._banned = dict(banned)
+        self._bans_root: bytes | None = None
         order = sorted((at, device) for device, at in registered.items())
         self._devices = [device for _, device in order]  # by registration height, then key
         self._at = [at for at, _ in order]
@@ -51,9 +65,21 @@ class DeviceRegistry:
         """Device key -> the height that registered it (read-only)."""
         return MappingProxyType(self._heights)
 
+    @property
+    def banned(self) -> Mapping[bytes, int]:
+        """Device key -> the height that banned it (read-only)."""
+        return MappingProxyType(self._banned)
+
+    def is_banned(self, device: bytes) -> bool:
+        return device in self._banned
+
     def members_at(self, height: int) -> Sequence[bytes]:
-        """The registry at ``height``: devices registered at ``height`` or below."""
-        return self._devices[: bisect_right(self._at, height)]
+        """The registry at ``height``: devices registered at ``height`` or below, less
+        those banned at ``height`` or below."""
+        registered = self._devices[: bisect_right(self._at, height)]
+        if not self._banned:
+            return registered
+        return [d for d in registered if self._banned.get(d, height + 1) > height]
 
     def is_registered_at(self, device: bytes, height: int) -> bool:
         at = self._heights.get(device)
@@ -86,17 +112,39 @@ class DeviceRegistry:
             return self.root
         return compute_registry_root({**self._heights, **added})
 
-    def process_block(self, height: int, devices: Sequence[bytes]) -> None:
-        """Record a committed block: ``devices`` (not yet registered) registered at
-        ``height``, which must be the next height."""
+    @property
+    def bans_root(self) -> bytes:
+        if self._bans_root is None:
+            self._bans_root = compute_bans_root(self._banned)
+        return self._bans_root
+
+    def bans_root_after(self, devices: Iterable[bytes], height: int) -> bytes:
+        """The bans root once ``devices`` are banned at ``height``."""
+        added = dict.fromkeys(devices, height)
+        if not added:
+            return self.bans_root
+        return compute_bans_root({**self._banned, **added})
+
+    def process_block(
+        self, height: int, devices: Sequence[bytes], banned: Sequence[bytes] = ()
+    ) -> None:
+        """Record a committed block: ``devices`` (not yet registered) registered and
+        ``banned`` (registered, not banned yet) banned at ``height``, which must be the
+        next height."""
         if height != self.height + 1:
             raise ValueError(f"block {height} does not follow the registry's {self.height}")
         if any(device in self._heights for device in devices):
             raise ValueError("a device is registered twice")
+        if any(device not in self._heights or device in self._banned for device in banned):
+            raise ValueError("a device banned is not registered, or banned already")
         for device in sorted(devices):
             self._heights[device] = height
             self._devices.append(device)
             self._at.append(height)
         if devices:
             self._root = None
+        for device in banned:
+            self._banned[device] = height
+        if banned:
+            self._bans_root = None
         self.height = height

@@ -39,7 +39,7 @@ from micromine.ledger_node.consensus import (
     SignedState,
     Timeouts,
 )
-from micromine.ledger_node.state import Account
+from micromine.ledger_node.state import StateChanges
 from micromine.ledger_node.verify import apply_block, verify_block
 from micromine.protocol import topics
 from micromine.protocol.block import Block, CommitSignature
@@ -75,7 +75,7 @@ class Replica:
             last_signed=last_signed,
         )
         self._built: dict[bytes, BuiltBlock] = {}  # our proposals, by block hash
-        self._checked: dict[bytes, dict[bytes, Account]] = {}  # valid blocks' changes
+        self._checked: dict[bytes, StateChanges] = {}  # valid blocks' changes
         self._sent: list[bytes] = []  # our messages of the current height, encoded
         self._decided: dict[int, Block] = {}  # the last RECENT_DECIDED blocks, by height
         self._pools: dict[int, CommitPool] = {}  # COMMIT signatures, by height
@@ -89,9 +89,11 @@ class Replica:
     # ---- the app the consensus core asks ------------------------------------------
 
     def has_work(self) -> bool:
-        """Accepted transactions, or devices waiting to be registered (so an idle chain
-        still registers them, and they can get work)."""
-        return bool(self.ledger.accepted) or bool(self.ledger.hellos)
+        """Accepted transactions, devices waiting to be registered (so an idle chain
+        still registers them, and they can get work), or fraud proofs waiting to ban
+        their devices."""
+        ledger = self.ledger
+        return bool(ledger.accepted) or bool(ledger.hellos) or bool(ledger.frauds)
 
     def propose(self, height: int, round: int, now_ms: int) -> Block | None:
         ledger = self.ledger
@@ -107,6 +109,8 @@ class Replica:
             candidates=[votes.tx for votes in ledger.accepted.values()],
             justification={i: list(v.valid.values()) for i, v in ledger.accepted.items()},
             hellos=list(ledger.hellos.values()),
+            frauds=list(ledger.frauds.pending.values()),
+            vesting=ledger.vesting,
             params=ledger.params,
             seal=False,
         )
@@ -114,7 +118,8 @@ class Replica:
             ledger.reject_pending(tx.id, reason)
         for tx in built.stale:
             ledger.judge_again(tx.id)
-        if round == 1 and not built.block.txs and not built.block.registrations:
+        block = built.block
+        if round == 1 and not (block.txs or block.registrations or block.frauds):
             return None  # nothing to propose yet; later rounds may propose an empty block
         self._built[built.block.hash] = built
         self._checked[built.block.hash] = built.changes
@@ -131,6 +136,7 @@ class Replica:
                 params=ledger.params,
                 validators=self.consensus.validators,
                 signatures=ledger.signatures,
+                vesting=ledger.vesting,
             )
         except InvalidBlockError as exc:
             ledger.note_drop("consensus", "invalid_block", str(exc))
@@ -281,7 +287,12 @@ class Replica:
         changes = self._checked.get(block.hash)
         if changes is None:  # learned with a certificate: the core checked is_valid
             changes = apply_block(
-                ledger.accounts, ledger.registry, ledger.tip, block, ledger.params
+                ledger.accounts,
+                ledger.registry,
+                ledger.tip,
+                block,
+                ledger.params,
+                vesting=ledger.vesting,
             )
         self._built.clear()
         self._checked.clear()

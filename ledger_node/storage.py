@@ -1,8 +1,8 @@
-"""SQLite storage for one ledger node: blocks, accounts, the device registry, and
-admitted transactions.
+"""SQLite storage for one ledger node: blocks, accounts, the device registry and bans,
+vesting rewards, and admitted transactions.
 
-A block, its account changes, the devices it registers and the removal of its
-transactions from ``pending`` are one SQLite transaction, so a node killed at any
+A block, its account and vesting changes, the devices it registers and bans and the
+removal of its transactions from ``pending`` are one SQLite transaction, so a node killed at any
 instant restarts at a height whose state matches it exactly.  WAL mode with
 synchronous=NORMAL: a commit survives a killed process (the WAL is in the OS's hands);
 a power cut may lose the last few commits, which peers re-supply once there are several
@@ -22,13 +22,13 @@ from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.consensus import SignedState
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import PendingTx
-from micromine.ledger_node.state import Account
+from micromine.ledger_node.state import Account, StateChanges, VestingEntry
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.messages import Transaction
 
-SCHEMA_VERSION = 2  # 2: the devices table (the chain's device registry)
+SCHEMA_VERSION = 3  # 2: the devices table (the chain's device registry); 3: bans, vesting
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -50,6 +50,16 @@ CREATE TABLE IF NOT EXISTS accounts (
 CREATE TABLE IF NOT EXISTS devices (
     device BLOB PRIMARY KEY,
     height INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bans (
+    device BLOB PRIMARY KEY,
+    height INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS vesting (
+    device BLOB NOT NULL,
+    earned_height INTEGER NOT NULL,
+    amount INTEGER NOT NULL,
+    PRIMARY KEY (device, earned_height)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS signed (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -143,6 +153,21 @@ class LedgerStore:
         rows = self.db.execute("SELECT device, height FROM devices")
         return {bytes(device): height for device, height in rows}
 
+    def bans(self) -> dict[bytes, int]:
+        """Banned devices: device key -> the height of the block that banned it."""
+        rows = self.db.execute("SELECT device, height FROM bans")
+        return {bytes(device): height for device, height in rows}
+
+    def vesting(self) -> dict[bytes, tuple[VestingEntry, ...]]:
+        """Unvested rewards: device key -> (earned height, amount) entries, by height."""
+        found: dict[bytes, list[VestingEntry]] = {}
+        rows = self.db.execute(
+            "SELECT device, earned_height, amount FROM vesting ORDER BY device, earned_height"
+        )
+        for device, earned, amount in rows:
+            found.setdefault(bytes(device), []).append((earned, amount))
+        return {device: tuple(entries) for device, entries in found.items()}
+
     def pending(self) -> list[PendingTx]:
         entries = []
         rows = self.db.execute(
@@ -219,7 +244,7 @@ class LedgerStore:
                 (encode(block), block.height, block.hash),
             )
 
-    def commit_block(self, block: Block, changes: dict[bytes, Account]) -> None:
+    def commit_block(self, block: Block, changes: StateChanges) -> None:
         tx_ids = [(tx.id,) for tx in block.txs]
         with self._transaction():
             self.db.execute(
@@ -232,10 +257,25 @@ class LedgerStore:
             )
             self.db.executemany(
                 "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?)",
-                [(a, acct.balance, acct.nonce) for a, acct in changes.items()],
+                [(a, acct.balance, acct.nonce) for a, acct in changes.accounts.items()],
             )
             self.db.executemany(
                 "INSERT INTO devices VALUES (?, ?)",
                 [(hello.device, block.height) for hello in block.registrations],
+            )
+            self.db.executemany(
+                "INSERT INTO bans VALUES (?, ?)",
+                [(proof.device, block.height) for proof in block.frauds],
+            )
+            self.db.executemany(
+                "DELETE FROM vesting WHERE device = ?", [(d,) for d in changes.vesting]
+            )
+            self.db.executemany(
+                "INSERT INTO vesting VALUES (?, ?, ?)",
+                [
+                    (device, earned, amount)
+                    for device, entries in changes.vesting.items()
+                    for earned, amount in entries
+                ],
             )
             self.db.executemany("DELETE FROM pending WHERE id = ?", tx_ids)

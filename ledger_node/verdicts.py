@@ -1,7 +1,10 @@
-"""The rules a verdict must pass to count, in the tally (core.py) and in a block (verify.py).
+"""The rules a verdict must pass to count, in the tally (core.py) and in a block (verify.py),
+and those of a fraud proof.
 
     check_verdict_binding(verdict, block_height, registry, params)  -> problem | None
     check_verdict_signatures(verdict, validators, signatures)       -> problem | None
+    check_fraud_binding(proof, block_height, registry, params)      -> problem | None
+    check_fraud_evidence(proof, chain_id, validators, signatures)   -> problem | None
     AssignmentSignatures                                            the issuer signatures
                                                                     verified, by id
 
@@ -16,8 +19,20 @@ A verdict counts for a block at ``block_height`` only if:
   (tx id | signature hash, in order) is the assignment's ``tx_root``;
 * its device signed it, and is not banned as of the block's parent.
 
+A fraud proof (verdict, tx) proves its device lied when:
+
+* its verdict passes every rule above (so a validator gave the device this batch, and
+  the device signed what it says), for the block that carries the proof;
+* that verdict judges ``tx`` itself "valid": a judgement with ``tx``'s id, the hash of
+  ``tx``'s signature and reason 0 (the signature hash is what stops anyone from pairing
+  an honest "valid" with a copy of the transaction carrying a garbage signature);
+* ``tx`` fails validation.check_transaction_objective: a rule that needs neither time
+  nor state nor the minimum fee, which every honest device applies (PROTOCOL.md
+  section 9), so no honest device can be framed.
+
 The binding rules need no signature, so ``apply_block`` checks them for blocks learned
-with a certificate too; the signature rules are ``verify_block``'s.  The k verdicts on
+with a certificate too; the signature rules (and the fraud evidence, which costs a
+transaction signature check) are ``verify_block``'s.  The k verdicts on
 one batch share one assignment, so its signature is verified once and remembered
 (``AssignmentSignatures``, bounded): only a successful verification is remembered, keyed
 by the assignment id and the signature bytes, so a cache hit means exactly "these bytes
@@ -31,8 +46,12 @@ from collections.abc import Collection
 from micromine.ledger_node.genesis import ChainParams
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.protocol.assignment import compute_judgements_root, is_registry_height_in_window
+from micromine.protocol.block import FraudProof
 from micromine.protocol.codec import is_signature_valid
+from micromine.protocol.crypto import sha256
+from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import Assignment, Verdict
+from micromine.protocol.validation import check_transaction_objective
 
 ASSIGNMENT_SIGNATURES = 16_384  # verified assignment signatures remembered
 
@@ -64,6 +83,9 @@ def check_verdict_binding(
 ) -> str | None:
     """The rules that need no signature; ``registry`` must hold ``registry_height``."""
     assignment = verdict.assignment
+    # [REJECT] Its device is not banned (as of the parent of the block).
+    if registry.is_banned(verdict.device):
+        return "banned"
     # [REJECT] Its registry is committed and at most assignment_window blocks old.
     if not is_registry_height_in_window(
         assignment.registry_height, block_height, params.assignment_window
@@ -92,4 +114,43 @@ def check_verdict_signatures(
     # [REJECT] The device signed the verdict.
     if not is_signature_valid(verdict):
         return "bad_signature"
+    return None
+
+
+def check_fraud_binding(
+    proof: FraudProof, block_height: int, registry: DeviceRegistry, params: ChainParams
+) -> str | None:
+    """The fraud-proof rules that need no signature (see the module docstring)."""
+    # [REJECT] Its verdict could justify a transaction in this block.
+    problem = check_verdict_binding(proof.verdict, block_height, registry, params)
+    if problem is not None:
+        return problem
+    # [REJECT] The verdict judges this very transaction (id and signature) valid.
+    tx = proof.tx
+    signature_hash = sha256(tx.signature)
+    if not any(
+        j.tx_id == tx.id and j.signature_hash == signature_hash and j.reason == Reason.OK
+        for j in proof.verdict.judgements
+    ):
+        return "not_judged_valid"
+    return None
+
+
+def check_fraud_evidence(
+    proof: FraudProof,
+    chain_id: str,
+    validators: Collection[bytes],
+    signatures: AssignmentSignatures,
+) -> str | None:
+    """The fraud-proof rules that need signatures: the verdict's, its assignment's, and
+    the transaction's own check."""
+    # [REJECT] The verdict is for this chain, its assignment a validator's, both signed.
+    if proof.verdict.chain_id != chain_id:
+        return "another_chain"
+    problem = check_verdict_signatures(proof.verdict, validators, signatures)
+    if problem is not None:
+        return problem
+    # [REJECT] The transaction really fails a check that needs neither time nor state.
+    if check_transaction_objective(proof.tx, chain_id) is Reason.OK:
+        return "transaction_valid"
     return None

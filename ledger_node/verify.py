@@ -25,28 +25,32 @@ from micromine.ledger_node.blocks import (
     ChainTip,
     InvalidBlockError,
     compute_judged,
+    compute_post_state_root,
     compute_rewards,
 )
 from micromine.ledger_node.genesis import ChainParams
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
     Account,
+    StateChanges,
     StateView,
-    compute_accounts_root,
-    compute_state_root,
-    merged,
+    Vesting,
+    process_bans,
     process_rewards,
     process_transaction,
+    process_vesting,
 )
 from micromine.ledger_node.verdicts import (
     AssignmentSignatures,
+    check_fraud_binding,
+    check_fraud_evidence,
     check_verdict_binding,
     check_verdict_signatures,
 )
 from micromine.protocol.block import Block, compute_body_hash, compute_tx_root
 from micromine.protocol.codec import is_signature_valid
 from micromine.protocol.kinds import Reason
-from micromine.protocol.limits import MAX_BLOCK_REGISTRATIONS
+from micromine.protocol.limits import MAX_BLOCK_FRAUDS, MAX_BLOCK_REGISTRATIONS
 
 
 def apply_block(
@@ -55,11 +59,14 @@ def apply_block(
     tip: ChainTip,
     block: Block,
     params: ChainParams,
-) -> dict[bytes, Account]:
+    *,
+    vesting: Vesting | None = None,
+) -> StateChanges:
     """The state transition of one block; raises InvalidBlockError before changing anything.
 
-    ``registry`` is the device registry as of ``tip``; the block's registrations are
-    recorded by the caller when it commits the block (``DeviceRegistry.process_block``).
+    ``registry`` is the device registry as of ``tip`` and ``vesting`` the vesting rewards;
+    the block's registrations and bans are recorded by the caller when it commits the
+    block (``DeviceRegistry.process_block``).
     """
     header = block.header
     # [REJECT] The block extends our chain tip.
@@ -77,12 +84,15 @@ def apply_block(
         raise InvalidBlockError("too many transactions")
     if header.tx_root != compute_tx_root(block.txs):
         raise InvalidBlockError("tx_root does not match the transactions")
-    body_hash = compute_body_hash(block.verdicts, block.rewards, block.registrations)
+    body_hash = compute_body_hash(block.verdicts, block.rewards, block.registrations, block.frauds)
     if header.body_hash != body_hash:
-        raise InvalidBlockError("body_hash does not match the verdicts, rewards, registrations")
+        raise InvalidBlockError(
+            "body_hash does not match the verdicts, rewards, registrations, frauds"
+        )
     if len({tx.id for tx in block.txs}) != len(block.txs):
         raise InvalidBlockError("a transaction appears twice")
     check_registrations(registry, block)
+    check_frauds(registry, block, params)
     # [REJECT] Each verdict is bound to an assignment whose registry is in the window,
     # entitles its device, and names exactly the transactions it judges (verdicts.py).
     for verdict in block.verdicts:
@@ -92,8 +102,10 @@ def apply_block(
                 f"verdict from {verdict.device.hex()[:16]} on batch "
                 f"{verdict.batch_id.hex()[:16]}: {problem}"
             )
-    # [REJECT] Every transaction is valid against the state, in block order.
-    view = StateView(accounts)
+    # [REJECT] Every transaction is valid against the state, in block order, once the
+    # rewards due at this height are spendable.
+    view = StateView(accounts, vesting)
+    process_vesting(view, header.height, params.reward_vesting_blocks)
     for tx in block.txs:
         if tx.chain_id != header.chain_id:
             raise InvalidBlockError(f"tx {tx.id.hex()[:16]} is for another chain")
@@ -106,27 +118,55 @@ def apply_block(
     pool = params.block_reward + sum(tx.fee for tx in block.txs)
     if block.rewards != compute_rewards(pool, judged):
         raise InvalidBlockError("rewards are not the protocol's split")
-    process_rewards(view, block.rewards)
-    # [REJECT] The state root is the post-state's: accounts and device registry.
-    registry_root = registry.root_after((h.device for h in block.registrations), header.height)
-    accounts_root = compute_accounts_root(merged(accounts, view.changes))
-    if header.state_root != compute_state_root(accounts_root, registry_root):
+    process_rewards(view, block.rewards, header.height, params.reward_vesting_blocks)
+    banned = [proof.device for proof in block.frauds]
+    process_bans(view, banned)
+    # [REJECT] The state root is the post-state's: accounts, device registry, bans and
+    # vesting rewards.
+    registered = [hello.device for hello in block.registrations]
+    state_root = compute_post_state_root(
+        view, registry, header.height, registered=registered, banned=banned
+    )
+    if header.state_root != state_root:
         raise InvalidBlockError("state_root does not match the post-state")
-    return view.changes
+    return view.diff
+
+
+def check_frauds(registry: DeviceRegistry, block: Block, params: ChainParams) -> None:
+    """The fraud-proof rules that need no signature (verify_block checks the others)."""
+    # [REJECT] At most MAX_BLOCK_FRAUDS, one proof per device, in device key order.
+    check_one_per_device(
+        [proof.device for proof in block.frauds], MAX_BLOCK_FRAUDS, "banned", "fraud proofs"
+    )
+    # [REJECT] Each proof's verdict could justify a transaction in this block (so the
+    # device is entitled, and not banned already), and judges the proof's transaction,
+    # that very signature, valid (verdicts.py).
+    for proof in block.frauds:
+        problem = check_fraud_binding(proof, block.header.height, registry, params)
+        if problem is not None:
+            raise InvalidBlockError(f"fraud proof against {proof.device.hex()[:16]}: {problem}")
+
+
+def check_one_per_device(devices: list[bytes], limit: int, verb: str, what: str) -> None:
+    """A block's list of devices (registered, banned): at most ``limit`` (the decoder
+    enforces it too), no device twice, in device key order (one canonical body per set)."""
+    if len(devices) > limit:  # pragma: no cover - Block refuses more
+        raise InvalidBlockError(f"too many {what}")
+    if len(set(devices)) != len(devices):
+        raise InvalidBlockError(f"a device is {verb} twice in the block")
+    if devices != sorted(devices):
+        raise InvalidBlockError(f"{what} are not in device key order")
 
 
 def check_registrations(registry: DeviceRegistry, block: Block) -> None:
     """The registration rules that need no signature (verify_block checks those)."""
-    devices = [hello.device for hello in block.registrations]
-    # [REJECT] At most MAX_BLOCK_REGISTRATIONS (the decoder enforces it too).
-    if len(devices) > MAX_BLOCK_REGISTRATIONS:  # pragma: no cover - Block refuses more
-        raise InvalidBlockError("too many registrations")
-    # [REJECT] No device is registered twice in one block.
-    if len(set(devices)) != len(devices):
-        raise InvalidBlockError("a device is registered twice in the block")
-    # [REJECT] Registrations are in device key order (one canonical body per set).
-    if devices != sorted(devices):
-        raise InvalidBlockError("registrations are not in device key order")
+    # [REJECT] At most MAX_BLOCK_REGISTRATIONS, no device twice, in device key order.
+    check_one_per_device(
+        [hello.device for hello in block.registrations],
+        MAX_BLOCK_REGISTRATIONS,
+        "registered",
+        "registrations",
+    )
     for hello in block.registrations:
         # [REJECT] The hello is for this chain.
         if hello.chain_id != block.header.chain_id:
@@ -145,7 +185,8 @@ def verify_block(
     params: ChainParams,
     validators: Sequence[bytes],
     signatures: AssignmentSignatures | None = None,
-) -> dict[bytes, Account]:
+    vesting: Vesting | None = None,
+) -> StateChanges:
     """``apply_block`` plus the checks that need signatures; returns the changes.
     ``signatures`` remembers verified assignment signatures across calls."""
     signatures = signatures if signatures is not None else AssignmentSignatures()
@@ -165,6 +206,13 @@ def verify_block(
             raise InvalidBlockError(
                 f"verdict from {verdict.device.hex()[:16]} is forged: {problem}"
             )
+    # [REJECT] Each fraud proof's verdict is signed, under a validator's signed
+    # assignment, and its transaction really fails a check that needs neither time
+    # nor state (verdicts.py): a device that said "valid" lied.
+    for proof in block.frauds:
+        problem = check_fraud_evidence(proof, header.chain_id, validators, signatures)
+        if problem is not None:
+            raise InvalidBlockError(f"fraud proof against {proof.device.hex()[:16]}: {problem}")
     # [REJECT] Each registration is signed by the device it registers.
     for hello in block.registrations:
         if not is_signature_valid(hello):
@@ -176,4 +224,4 @@ def verify_block(
         for tx in block.txs:
             if not is_signature_valid(tx):
                 raise InvalidBlockError(f"tx {tx.id.hex()[:16]} has a bad signature")
-    return apply_block(accounts, registry, tip, block, params)
+    return apply_block(accounts, registry, tip, block, params, vesting=vesting)

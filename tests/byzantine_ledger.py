@@ -60,18 +60,22 @@ import structlog
 import micromine.ledger_node.core as ledger_core
 from micromine.device_agent.keyfile import KeyFileError, load_key
 from micromine.ledger_node.actions import Action
-from micromine.ledger_node.blocks import InvalidBlockError, compute_judged, compute_rewards
+from micromine.ledger_node.blocks import (
+    InvalidBlockError,
+    compute_judged,
+    compute_post_state_root,
+    compute_rewards,
+)
 from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
 from micromine.ledger_node.consensus import Broadcast, ConsensusMessage, Output, SignedState
 from micromine.ledger_node.replica import Replica
 from micromine.ledger_node.service import run_ledger
 from micromine.ledger_node.state import (
     StateView,
-    compute_accounts_root,
-    compute_state_root,
-    merged,
+    process_bans,
     process_rewards,
     process_transaction,
+    process_vesting,
 )
 from micromine.ledger_node.verify import verify_block
 from micromine.logs import configure_logging
@@ -259,6 +263,7 @@ class ByzantineReplica(Replica):
                 block,
                 params=ledger.params,
                 validators=self.consensus.validators,
+                vesting=ledger.vesting,
             )
         except InvalidBlockError as exc:
             return f"refused: {exc}"
@@ -316,25 +321,35 @@ class ByzantineReplica(Replica):
         if rewards is None:
             pool = ledger.params.block_reward + sum(tx.fee for tx in txs)
             rewards = compute_rewards(pool, compute_judged(txs, verdicts, ledger.params.q))
-        view = StateView(ledger.accounts)
+        vesting_blocks = ledger.params.reward_vesting_blocks
+        view = StateView(ledger.accounts, ledger.vesting)
+        process_vesting(view, header.height, vesting_blocks)
         for tx in txs:
             process_transaction(view, tx, header.timestamp_ms)
-        process_rewards(view, rewards)
-        registrations = base.registrations  # kept as the honest block has them
-        registry_root = ledger.registry.root_after(
-            (hello.device for hello in registrations), header.height
+        process_rewards(view, rewards, header.height, vesting_blocks)
+        # Registrations and bans are kept as the honest block has them.
+        registrations, frauds = base.registrations, base.frauds
+        banned = [proof.device for proof in frauds]
+        process_bans(view, banned)
+        state_root = compute_post_state_root(
+            view,
+            ledger.registry,
+            header.height,
+            registered=[hello.device for hello in registrations],
+            banned=banned,
         )
-        accounts_root = compute_accounts_root(merged(ledger.accounts, view.changes))
         changes: dict[str, bytes] = {
             "prev_hash": ledger.tip.hash,
             "tx_root": compute_tx_root(txs),
-            "body_hash": compute_body_hash(verdicts, rewards, registrations),
-            "state_root": compute_state_root(accounts_root, registry_root),
+            "body_hash": compute_body_hash(verdicts, rewards, registrations, frauds),
+            "state_root": state_root,
             "proposer": self.me,
             **header_changes,
         }
         new_header = dataclasses.replace(header, **changes)  # type: ignore[arg-type]
-        return Block(new_header, tuple(txs), tuple(verdicts), tuple(rewards), 0, (), registrations)
+        return Block(
+            new_header, tuple(txs), tuple(verdicts), tuple(rewards), 0, (), registrations, frauds
+        )
 
     # ---- forged transactions and verdicts -----------------------------------------
 

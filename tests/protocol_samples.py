@@ -13,6 +13,7 @@ from micromine.protocol.block import (
     Block,
     BlockHeader,
     CommitSignature,
+    FraudProof,
     Reward,
     compute_body_hash,
     compute_tx_root,
@@ -143,19 +144,31 @@ def block_header(**overrides: Any) -> BlockHeader:
 COMMIT_ROUND = 2  # the sample block is decided in round 2, as the sample precommit votes
 
 
+def fraud_proof() -> FraudProof:
+    """A device's "valid" on a transaction whose signature is not its sender's."""
+    forged = dataclasses.replace(transaction(nonce=9), signature=bytes(64))
+    batch = signed_batch(
+        LEDGER, seq=8, registry_height=12, deadline_ms=NOW_MS + 5_000, txs=(forged,)
+    )
+    return FraudProof(verdict(batch, OTHER_DEVICE), forged)
+
+
 def block() -> Block:
     batch = work_batch()
     verdicts = (verdict(batch), verdict(batch, OTHER_DEVICE))
     rewards = (Reward(DEVICE.public, 3), Reward(OTHER_DEVICE.public, 3))
     registrations = (device_hello(),)
+    frauds = (fraud_proof(),)
     header = block_header(
         tx_root=compute_tx_root(batch.txs),
-        body_hash=compute_body_hash(verdicts, rewards, registrations),
+        body_hash=compute_body_hash(verdicts, rewards, registrations, frauds),
     )
     certificate = (
         CommitSignature(LEDGER.public, codec.sign_commit(COMMIT_ROUND, header.hash, CHAIN, LEDGER)),
     )
-    return Block(header, batch.txs, verdicts, rewards, COMMIT_ROUND, certificate, registrations)
+    return Block(
+        header, batch.txs, verdicts, rewards, COMMIT_ROUND, certificate, registrations, frauds
+    )
 
 
 def device_hello(**overrides: Any) -> DeviceHello:

@@ -20,6 +20,7 @@ from micromine.ledger_node.blocks import (
     InvalidBlockError,
     build_block,
     compute_judged,
+    compute_post_state_root,
     compute_rewards,
 )
 from micromine.ledger_node.core import LedgerCore
@@ -27,12 +28,15 @@ from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
     Account,
+    StateChanges,
     StateView,
     compute_accounts_root,
     compute_state_root,
-    merged,
+    compute_vesting_root,
+    process_bans,
     process_rewards,
     process_transaction,
+    process_vesting,
 )
 from micromine.ledger_node.storage import LedgerStore
 from micromine.ledger_node.verdicts import AssignmentSignatures
@@ -49,6 +53,7 @@ from micromine.protocol.block import (
     Block,
     BlockHeader,
     CommitSignature,
+    FraudProof,
     compute_body_hash,
     compute_tx_root,
 )
@@ -123,6 +128,7 @@ class Parent:
     accounts: dict[bytes, Account]
     registry: DeviceRegistry
     tip: ChainTip
+    vesting: dict[bytes, tuple[tuple[int, int], ...]] = dataclasses.field(default_factory=dict)
 
 
 def parent() -> Parent:
@@ -135,33 +141,46 @@ def assemble(
     txs: Sequence[Transaction],
     verdicts: Sequence[Verdict],
     registrations: Sequence[DeviceHello] = (),
+    *,
+    frauds: Sequence[FraudProof] = (),
+    params: ChainParams = PARAMS,
 ) -> Block:
     """A block over ``p`` consistent in every field (roots, rewards, body hash), whatever
     the verdicts are: so only the rule a test is about can refuse it."""
-    view = StateView(p.accounts)
+    height = p.tip.height + 1
+    view = StateView(p.accounts, p.vesting)
+    process_vesting(view, height, params.reward_vesting_blocks)
     for t in txs:
         assert process_transaction(view, t, T0 + 1) is Reason.OK
     rewards = compute_rewards(
-        PARAMS.block_reward + sum(t.fee for t in txs), compute_judged(txs, verdicts, PARAMS.q)
+        params.block_reward + sum(t.fee for t in txs), compute_judged(txs, verdicts, params.q)
     )
-    process_rewards(view, rewards)
-    height = p.tip.height + 1
-    registry_root = p.registry.root_after((h.device for h in registrations), height)
+    process_rewards(view, rewards, height, params.reward_vesting_blocks)
+    banned = [proof.device for proof in frauds]
+    process_bans(view, banned)
+    state_root = compute_post_state_root(
+        view, p.registry, height, registered=[h.device for h in registrations], banned=banned
+    )
     header = BlockHeader(
         CHAIN,
         height,
         p.tip.hash,
         compute_tx_root(txs),
-        compute_body_hash(verdicts, rewards, registrations),
-        compute_state_root(compute_accounts_root(merged(p.accounts, view.changes)), registry_root),
+        compute_body_hash(verdicts, rewards, registrations, frauds),
+        state_root,
         T0 + 1,
         NODE.public,
     )
-    return Block(header, tuple(txs), tuple(verdicts), rewards, 0, (), tuple(registrations))
+    return Block(
+        header, tuple(txs), tuple(verdicts), rewards, 0, (), tuple(registrations), tuple(frauds)
+    )
 
 
-def verify(p: Parent, block: Block, params: ChainParams = PARAMS) -> dict[bytes, Account]:
-    return verify_block(p.accounts, p.registry, p.tip, block, params=params, validators=VALIDATORS)
+def verify(p: Parent, block: Block, params: ChainParams = PARAMS) -> StateChanges:
+    return verify_block(
+        p.accounts, p.registry, p.tip, block, params=params, validators=VALIDATORS,
+        vesting=p.vesting,
+    )  # fmt: skip
 
 
 # ---- the ranking -----------------------------------------------------------------------
@@ -352,12 +371,14 @@ def test_registrations_are_applied_and_change_the_state_root() -> None:
     newcomers = sorted([key(400), key(401)], key=lambda d: d.public)
     registering = assemble(p, [], [], [hello(d) for d in newcomers])
     empty = assemble(p, [], [])
-    assert verify(p, registering) == verify(p, empty) == {}
+    assert verify(p, registering) == verify(p, empty) == StateChanges()
     assert registering.header.state_root != empty.header.state_root
     assert registering.header.body_hash != empty.header.body_hash
     p.registry.process_block(TIP_HEIGHT + 1, [d.public for d in newcomers])
     accounts_root = compute_accounts_root(p.accounts)
-    assert registering.header.state_root == compute_state_root(accounts_root, p.registry.root)
+    assert registering.header.state_root == compute_state_root(
+        accounts_root, p.registry.root, p.registry.bans_root, compute_vesting_root({})
+    )
     assert all(p.registry.heights[d.public] == TIP_HEIGHT + 1 for d in newcomers)
 
 
@@ -400,7 +421,9 @@ def test_a_block_holds_at_most_max_block_registrations() -> None:
     devices = [h.device for h in built.block.registrations]
     assert len(devices) == MAX_BLOCK_REGISTRATIONS and devices == sorted(devices)
     assert DEVICES[0].public not in devices
-    assert verify(p, dataclasses.replace(built.block, commit_round=0, certificate=())) == {}
+    assert verify(p, dataclasses.replace(built.block, commit_round=0, certificate=())) == (
+        StateChanges()
+    )
 
 
 def test_build_block_leaves_out_a_transaction_whose_verdicts_went_stale() -> None:

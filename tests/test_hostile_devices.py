@@ -8,9 +8,28 @@ Every chain here leaves transaction signatures to the devices (recheck_tx_signat
 
 import random
 from dataclasses import replace
+from pathlib import Path
 
-from test_ledger_core import CHAIN, SENDERS, Harness, make_harness, tx
+import pytest
+from protocol_samples import signed_batch
+from test_device_assignment import (
+    DEVICES,
+    PARAMS,
+    STRANGER,
+    TIP_HEIGHT,
+    Parent,
+    assemble,
+    assignment_entitling,
+    assignment_for,
+    entitled_and_not,
+    parent,
+    verify,
+)
+from test_ledger_core import CHAIN, NODE, SENDERS, Harness, make_harness, tx
 
+from micromine.ledger_node.actions import CommitBlock
+from micromine.ledger_node.blocks import InvalidBlockError
+from micromine.ledger_node.core import LedgerCore
 from micromine.ledger_node.devices import (
     NEW_DEVICE_REPUTATION,
     REPUTATION_MEMORY,
@@ -18,7 +37,16 @@ from micromine.ledger_node.devices import (
     audit_probability,
     weighted_sample,
 )
+from micromine.ledger_node.registry import DeviceRegistry
+from micromine.ledger_node.state import (
+    compute_accounts_root,
+    compute_bans_root,
+    compute_state_root,
+    compute_vesting_root,
+)
+from micromine.ledger_node.storage import LedgerStore
 from micromine.protocol import topics
+from micromine.protocol.block import FraudProof
 from micromine.protocol.codec import decode, encode, sign
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.kinds import Reason, ReceiptStatus
@@ -62,6 +90,12 @@ def dispatch(h: Harness, *txs: Transaction) -> list[tuple[WorkBatch, KeyPair]]:
     h.heartbeat_all()
     h.tick(100)
     return pending_work(h)
+
+
+def one_batch(h: Harness, t: Transaction) -> tuple[WorkBatch, list[KeyPair]]:
+    """Submit ``t`` and dispatch it: its batch, and the k devices it went to."""
+    work = dispatch(h, t)
+    return work[0][0], [device for _, device in work]
 
 
 def run(h: Harness, behaviours: dict[bytes, str], rounds: int = 40) -> None:
@@ -125,9 +159,7 @@ def test_a_valid_transaction_one_device_calls_invalid_is_settled_and_accepted() 
 def test_q_invalid_votes_do_not_reject_a_settled_transaction() -> None:
     h = make_harness(n_devices=5, k=3, q=2, recheck_tx_signatures=0)
     good = tx(SENDERS[0], 0)
-    work = dispatch(h, good)
-    batch = work[0][0]
-    honest, *liars = (device for _, device in work)
+    batch, (honest, *liars) = one_batch(h, good)
     deliver(h, verdict(h, batch, honest, HONEST))
     for liar in liars:  # two "invalid": a quorum, were the transaction not settled
         deliver(h, verdict(h, batch, liar, SAYS_INVALID))
@@ -141,9 +173,7 @@ def test_an_invalid_vote_after_acceptance_reopens_a_forgery_before_a_block() -> 
     a block takes the transaction: the ledger settles it and takes it back."""
     h = without_audits(make_harness(n_devices=5, k=3, q=2, recheck_tx_signatures=0))
     bad = forged()
-    work = dispatch(h, bad)
-    batch = work[0][0]
-    *liars, honest = (device for _, device in work)
+    batch, (*liars, honest) = one_batch(h, bad)
     for liar in liars:
         deliver(h, verdict(h, batch, liar, SAYS_VALID))
     assert bad.id in h.core.accepted and h.core.stats.audited == 0
@@ -216,3 +246,250 @@ def test_audits_of_trusted_devices_run_at_about_the_audit_rate() -> None:
     run(h, {}, rounds=120)
     assert committed(h) == {t.id for t in good}
     assert 2 <= h.core.stats.audited <= 25  # 200 transactions at about 5.1%
+
+
+# ---- step 4: fraud proofs, bans, vesting -------------------------------------------------
+
+
+def liar_caught(vesting_blocks: int = 64) -> tuple[Harness, KeyPair, Transaction]:
+    """A chain where one device earned rewards honestly, then judged a forgery valid next
+    to an honest device: the tally settles the disagreement and holds the proof."""
+    h = make_harness(
+        n_devices=4, k=2, q=2, batch_size=1, recheck_tx_signatures=0,
+        reward_vesting_blocks=vesting_blocks,
+    )  # fmt: skip
+    good = [tx(s, n) for s in SENDERS[:2] for n in range(4)]  # 8 batches: all devices earn
+    h.submit([encode(t) for t in good])
+    run(h, {}, rounds=40)
+    assert committed(h) == {t.id for t in good}
+    assert all(d.public in h.core.vesting for d in h.devices)
+    bad = forged(2, 0)
+    ((batch, first), (_, second)) = dispatch(h, bad)
+    deliver(h, verdict(h, batch, first, SAYS_VALID))
+    deliver(h, verdict(h, batch, second, HONEST))
+    return h, first, bad
+
+
+def test_a_lie_found_by_settling_becomes_a_fraud_proof_and_a_ban_that_burns_rewards() -> None:
+    h, liar, bad = liar_caught()
+    assert h.core.stats.forged == 1 and set(h.core.frauds.pending) == {liar.public}
+    assert h.core.replica.has_work()  # a proof waiting is work: an idle chain bans too
+    earned = sum(a for _, a in h.core.vesting[liar.public])
+    assert earned > 0 and liar.public not in h.core.accounts  # earned, not vested yet
+    run(h, {liar.public: SAYS_VALID}, rounds=20)
+    (banning,) = [b for b in h.blocks() if b.frauds]
+    (proof,) = banning.frauds
+    assert proof.device == liar.public and proof.tx == bad
+    assert h.core.registry.banned == {liar.public: banning.height}
+    assert liar.public not in h.core.vesting  # burned
+    assert liar.public not in h.core.accounts
+    assert not h.core.frauds.pending and not h.core.replica.has_work()
+    assert bad.id not in committed(h)
+
+
+def test_a_banned_device_gets_no_work_and_is_not_heard() -> None:
+    h, liar, _ = liar_caught()
+    run(h, {liar.public: SAYS_VALID}, rounds=20)
+    assert h.core.registry.is_banned(liar.public)
+    last_heard = h.core.devices.records[liar.public].last_seen_ms
+    h.actions.clear()
+    good = [tx(SENDERS[3], 0), tx(SENDERS[3], 1)]
+    h.submit([encode(t) for t in good])
+    sent_to = set()
+    for _ in range(30):
+        h.heartbeat_all()
+        h.tick(100)
+        for batch, device in pending_work(h):
+            sent_to.add(device.public)
+            deliver(h, verdict(h, batch, device, HONEST))
+    assert liar.public not in sent_to and {t.id for t in good} <= committed(h)
+    # Its heartbeats are ignored: once its last one ages out, it is never live again.
+    h.tick(h.core.params.device_timeout_ms)
+    h.heartbeat_all()
+    record = h.core.devices.records[liar.public]
+    assert record.last_seen_ms == last_heard and not h.core.devices.is_live(record, h.now)
+    h.hello_all()
+    assert h.core.stats.dropped["hello.banned"] == 1
+    assert h.core.stats.dropped["verdict.banned"] == 0
+    # A verdict it still sends (on a batch it had before) is dropped, counted.
+    t = tx(SENDERS[3], 2)
+    stale = sign(
+        Verdict(CHAIN, liar.public, verdict_batch(h, t).assignment, (Judgement.of(t, 0),)), liar
+    )
+    deliver(h, stale)
+    assert h.core.stats.dropped["verdict.banned"] == 1
+
+
+def verdict_batch(h: Harness, t: Transaction) -> WorkBatch:
+    return signed_batch(
+        NODE, seq=10**6, registry_height=h.core.tip.height, deadline_ms=h.now + 3000,
+        txs=(t,), chain_id=CHAIN,
+    )  # fmt: skip
+
+
+def test_a_valid_verdict_after_the_invalid_quorum_is_checked_and_becomes_a_proof() -> None:
+    """Two honest devices reject a forgery before the liar answers: no disagreement was
+    ever open, so the liar's late "valid" gets the transaction checked (once)."""
+    h = without_audits(make_harness(n_devices=5, k=3, q=2, recheck_tx_signatures=0))
+    bad = forged()
+    batch, (*honest, liar) = one_batch(h, bad)
+    for device in honest:
+        deliver(h, verdict(h, batch, device, HONEST))
+    assert h.receipts()[bad.id] == (ReceiptStatus.REJECTED, Reason.BAD_SIGNATURE)
+    assert h.core.stats.settled == 0 and not h.core.frauds.pending
+    deliver(h, verdict(h, batch, liar, SAYS_VALID))
+    assert set(h.core.frauds.pending) == {liar.public}
+    run(h, {liar.public: SAYS_VALID}, rounds=20)
+    assert h.core.registry.is_banned(liar.public)
+
+
+def test_rewards_vest_after_reward_vesting_blocks() -> None:
+    h = make_harness(n_devices=3, k=2, q=2, reward_vesting_blocks=2)
+    h.submit([encode(tx(SENDERS[0], 0))])
+    run(h, {}, rounds=30)
+    (paid,) = [b for b in h.blocks() if b.txs]
+    earners = {r.device: r.amount for r in paid.rewards}
+    assert earners and all(h.core.vesting[d] == ((paid.height, a),) for d, a in earners.items())
+    for n in (1, 2):  # two more blocks: spendable from paid.height + 2
+        h.submit([encode(tx(SENDERS[n], 0))])
+        run(h, {}, rounds=30)
+    assert h.core.tip.height >= paid.height + 2
+    for device, amount in earners.items():
+        assert h.core.accounts[device].balance >= amount
+        assert all(earned > paid.height for earned, _ in h.core.vesting.get(device, ()))
+
+
+# ---- verify_block: the fraud-proof rules ---------------------------------------------------
+
+
+def proof_against(p: Parent, t: Transaction, reason: int = 0) -> tuple[FraudProof, KeyPair]:
+    """An entitled device's signed judgement ``reason`` on ``t``, under a validator's
+    assignment of ``[t]``, as a proof."""
+    a = assignment_for([t], TIP_HEIGHT)
+    device, _ = entitled_and_not(p.registry, a)
+    judged = (Judgement.of(t, reason),)
+    return FraudProof(sign(Verdict(CHAIN, device.public, a, judged), device), t), device
+
+
+def test_a_valid_fraud_proof_bans_its_device_and_burns_its_unvested_rewards() -> None:
+    p = parent()
+    proof, liar = proof_against(p, forged())
+    p.vesting = {liar.public: ((TIP_HEIGHT - 70, 5), (TIP_HEIGHT - 3, 7))}
+    block = assemble(p, [], [], frauds=[proof])
+    changes = verify(p, block)
+    # At height 101 the reward of height 31 has vested (31 + 64 <= 101): paid; the one
+    # of height 98 has not: burned by the ban.
+    assert changes.accounts[liar.public].balance == 5
+    assert changes.vesting == {liar.public: ()}
+    registry = p.registry
+    registry.process_block(TIP_HEIGHT + 1, [], [liar.public])
+    assert registry.is_banned(liar.public) and liar.public not in registry.members_at(101)
+    assert liar.public in registry.members_at(100)  # the registry at 100 is as it was
+    assert block.header.state_root == compute_state_root(
+        compute_accounts_root({**p.accounts, **changes.accounts}),
+        registry.root,
+        compute_bans_root({liar.public: TIP_HEIGHT + 1}),
+        compute_vesting_root({}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "problem"),
+    [
+        ("a valid transaction", "transaction_valid"),
+        ("only expired", "transaction_valid"),
+        ("a fee below the minimum", "transaction_valid"),
+        ("judged invalid", "not_judged_valid"),
+        ("another copy of the transaction", "not_judged_valid"),
+        ("a device not entitled", "not_entitled"),
+        ("a device banned already", "banned"),
+        ("a forged verdict signature", "bad_signature"),
+        ("an assignment by a non-validator", "unknown_issuer"),
+        ("two proofs against one device", "banned twice"),
+        ("proofs out of device order", "device key order"),
+    ],
+)
+def test_verify_block_refuses_a_fraud_proof_that_proves_nothing(case: str, problem: str) -> None:
+    """No honest device can be framed: every one of these is refused."""
+    p = parent()
+    bad = forged()
+    proof, liar = proof_against(p, bad)
+    frauds = [proof]
+    params = PARAMS
+    if case == "a valid transaction":
+        proof, liar = proof_against(p, tx(SENDERS[0], 0))
+        frauds = [proof]
+    elif case == "only expired":  # clocks differ: expiry proves nothing
+        proof, liar = proof_against(p, tx(SENDERS[0], 0, expiry_ms=1))
+        frauds = [proof]
+    elif case == "a fee below the minimum":  # devices need not know the chain's minimum
+        params = replace(PARAMS, min_fee=5)
+        frauds = [proof_against(p, tx(SENDERS[0], 0, fee=1))[0]]
+    elif case == "judged invalid":
+        frauds = [proof_against(p, bad, int(Reason.BAD_SIGNATURE))[0]]
+    elif case == "another copy of the transaction":  # an honest "valid" on the real one,
+        honest = tx(SENDERS[0], 0)  # framed with a garbage-signed copy of the same id
+        frauds = [
+            FraudProof(proof_against(p, honest)[0].verdict, replace(honest, signature=bytes(64)))
+        ]
+    elif case == "a device not entitled":
+        a = proof.verdict.assignment
+        outsider = entitled_and_not(p.registry, a)[1]
+        lie = sign(Verdict(CHAIN, outsider.public, a, proof.verdict.judgements), outsider)
+        frauds = [FraudProof(lie, bad)]
+    elif case == "a device banned already":
+        p.registry = DeviceRegistry(dict(p.registry.heights), TIP_HEIGHT, {liar.public: TIP_HEIGHT})
+    elif case == "a forged verdict signature":
+        frauds = [FraudProof(replace(proof.verdict, signature=bytes(64)), bad)]
+    elif case == "an assignment by a non-validator":
+        a = sign(replace(proof.verdict.assignment, issuer=STRANGER.public), STRANGER)
+        device = next(
+            d for d in DEVICES if d.public in p.registry.entitled(a.id, TIP_HEIGHT, PARAMS.k)
+        )
+        frauds = [
+            FraudProof(sign(Verdict(CHAIN, device.public, a, (Judgement.of(bad, 0),)), device), bad)
+        ]
+    elif case == "two proofs against one device":
+        again = forged(2)
+        a = assignment_entitling(p.registry, liar, [again], TIP_HEIGHT)
+        lie = sign(Verdict(CHAIN, liar.public, a, (Judgement.of(again, 0),)), liar)
+        frauds = [proof, FraudProof(lie, again)]
+    else:
+        other = forged(2)
+        a = assignment_for([other], TIP_HEIGHT, seq=2)
+        device = next(
+            d
+            for d in DEVICES
+            if d.public != liar.public
+            and d.public in p.registry.entitled(a.id, TIP_HEIGHT, PARAMS.k)
+        )
+        second = FraudProof(
+            sign(Verdict(CHAIN, device.public, a, (Judgement.of(other, 0),)), device), other
+        )
+        frauds = sorted([proof, second], key=lambda f: f.device, reverse=True)
+    with pytest.raises(InvalidBlockError, match=problem):
+        verify(p, assemble(p, [], [], frauds=frauds, params=params), params)
+
+
+def test_bans_and_vesting_are_stored_and_reloaded(tmp_path: Path) -> None:
+    h, liar, _ = liar_caught()
+    genesis = h.core.genesis
+    store = LedgerStore(tmp_path / "ledger.sqlite", genesis)
+    run(h, {liar.public: SAYS_VALID}, rounds=20)
+    for block, changes in [(a.block, a.changes) for a in h.actions if isinstance(a, CommitBlock)]:
+        store.commit_block(block, changes)
+    assert (
+        store.bans()
+        == dict(h.core.registry.banned)
+        == {liar.public: next(b.height for b in h.blocks() if b.frauds)}
+    )
+    assert store.vesting() == h.core.vesting and liar.public not in store.vesting()
+    # (The store missed block 1, which registered the devices: the harness made it.)
+    resumed = LedgerCore(
+        genesis=genesis, key=NODE, rng=random.Random(1), accounts=store.accounts(),
+        tip=h.core.tip, registered=dict(h.core.registry.heights), banned=store.bans(),
+        vesting=store.vesting(),
+    )  # fmt: skip
+    assert resumed.registry.is_banned(liar.public) and resumed.vesting == h.core.vesting
+    assert resumed.registry.bans_root == h.core.registry.bans_root
+    store.close()

@@ -125,15 +125,17 @@ def test_block_hash_is_the_header_hash() -> None:
     assert block.header.tx_root == compute_tx_root(block.txs)
     assert compute_tx_root(block.txs) == merkle_root([tx.id for tx in block.txs])
     assert block.registrations  # the sample block registers a device
+    assert block.frauds  # and bans one
     body = cbor.encode(
         [
             [v.to_wire() for v in block.verdicts],
             [r.to_wire() for r in block.rewards],
             [h.to_wire() for h in block.registrations],
+            [f.to_wire() for f in block.frauds],
         ]
     )
     assert block.header.body_hash == compute_body_hash(
-        block.verdicts, block.rewards, block.registrations
+        block.verdicts, block.rewards, block.registrations, block.frauds
     )
     assert block.header.body_hash == sha256(body)
     assert codec.is_commit_signature_valid(
@@ -213,10 +215,10 @@ CASES: list[tuple[str, bytes, type[Any] | None, DecodeFailure]] = [
     ("invalid utf-8 memo", tx_with(MEMO, b"\x61\xff"), None, DecodeFailure.NOT_CBOR),
     ("overlong utf-8 memo", tx_with(MEMO, b"\x62\xc0\x80"), None, DecodeFailure.NOT_CBOR),
     ("utf-8 surrogate memo", tx_with(MEMO, b"\x63\xed\xa0\x80"), None, DecodeFailure.NOT_CBOR),
-    # TOO_DEEP: more than 6 nested containers.
-    ("7 nested arrays", nested(7), None, DecodeFailure.TOO_DEEP),
-    ("deep memo", tx_with(MEMO, nested(6)), None, DecodeFailure.TOO_DEEP),
-    ("deep tags", b"\xc1" * 7 + b"\x00", None, DecodeFailure.TOO_DEEP),
+    # TOO_DEEP: more than 7 nested containers.
+    ("8 nested arrays", nested(8), None, DecodeFailure.TOO_DEEP),
+    ("deep memo", tx_with(MEMO, nested(7)), None, DecodeFailure.TOO_DEEP),
+    ("deep tags", b"\xc1" * 8 + b"\x00", None, DecodeFailure.TOO_DEEP),
     # INDEFINITE_LENGTH
     (
         "indefinite tx array",

@@ -133,8 +133,18 @@ def test_message_vector(vector: dict[str, Any]) -> None:
         header = message.header
         assert header.tx_root == compute_tx_root(message.txs)
         assert header.body_hash == compute_body_hash(
-            message.verdicts, message.rewards, message.registrations
+            message.verdicts, message.rewards, message.registrations, message.frauds
         )
+        assert message.frauds  # the vectors' block bans a device
+        for proof in message.frauds:
+            # The lie: a valid-looking verdict, judging valid a transaction whose
+            # signature is not its sender's (so check_transaction says BAD_SIGNATURE).
+            assert codec.is_signature_valid(proof.verdict)
+            assert codec.is_signature_valid(proof.verdict.assignment)
+            assert (proof.tx.id, crypto.sha256(proof.tx.signature), 0) in {
+                (j.tx_id, j.signature_hash, j.reason) for j in proof.verdict.judgements
+            }
+            assert not codec.is_signature_valid(proof.tx)
         for hello in message.registrations:
             assert codec.is_signature_valid(hello)
         assert message.commit_round >= 1  # the vectors' block is certified
@@ -160,7 +170,7 @@ def test_message_vector(vector: dict[str, Any]) -> None:
         assert message.pol_round < message.round
         assert block.header.tx_root == compute_tx_root(block.txs)
         assert block.header.body_hash == compute_body_hash(
-            block.verdicts, block.rewards, block.registrations
+            block.verdicts, block.rewards, block.registrations, block.frauds
         )
         assert all(codec.is_signature_valid(m) for m in (*block.txs, *block.verdicts))
     if isinstance(message, Precommit):
@@ -366,7 +376,7 @@ def test_doc_states_the_key_limits() -> None:
     doc = DOC.read_text(encoding="utf-8")
     for name, value in [("MAX_TX_BYTES", 512), ("MAX_MEMO_BYTES", 64), ("MAX_BATCH_TXS", 256),
                         ("MAX_SUBMISSION_TXS", 1024), ("MAX_CHAIN_ID_LEN", 32),
-                        ("MAX_DEPTH", 6)]:  # fmt: skip
+                        ("MAX_DEPTH", 7)]:  # fmt: skip
         assert getattr(limits, name) == value
         assert re.search(rf"{name}\W[^\n]*\b{value}\b", doc), name
 

@@ -34,6 +34,7 @@ from micromine.protocol.block import (
     Block,
     BlockHeader,
     CommitSignature,
+    FraudProof,
     Reward,
     compute_body_hash,
     compute_commit_digest,
@@ -52,7 +53,7 @@ from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeFailure
 from micromine.protocol.kinds import Kind, Reason, ReceiptStatus
-from micromine.protocol.limits import MAX_BLOCK_REGISTRATIONS, MAX_TX_BYTES
+from micromine.protocol.limits import MAX_BLOCK_FRAUDS, MAX_BLOCK_REGISTRATIONS, MAX_TX_BYTES
 from micromine.protocol.merkle import leaf_hash, merkle_root
 from micromine.protocol.messages import (
     NO_SIGNATURE,
@@ -174,12 +175,13 @@ def build_messages() -> list[tuple[str, Any]]:
         DeviceHello(CHAIN, DEVICE_3.public, "micromine-c/0.1", 32, T0 + 500), DEVICE_3
     )
     registrations = (registration,)
+    frauds = (fraud_proof(),)
     header = BlockHeader(
         CHAIN,
         1,
         bytes(32),
         compute_tx_root(block_txs),
-        compute_body_hash(block_verdicts, rewards, registrations),
+        compute_body_hash(block_verdicts, rewards, registrations, frauds),
         sha256(b"micromine/vectors/state"),
         T0 + 1000,
         LEDGER.public,
@@ -188,7 +190,7 @@ def build_messages() -> list[tuple[str, Any]]:
     certificate = (
         CommitSignature(LEDGER.public, codec.sign_commit(1, header.hash, CHAIN, LEDGER)),
     )
-    block = Block(header, block_txs, block_verdicts, rewards, 1, certificate, registrations)
+    block = Block(header, block_txs, block_verdicts, rewards, 1, certificate, registrations, frauds)
     hello = codec.sign(DeviceHello(CHAIN, DEVICE.public, "micromine-c/0.1", 64, T0), DEVICE)
     heartbeat = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0 + 2000, 0), DEVICE)
     online = codec.sign(DeviceStatus(CHAIN, DEVICE.public, True, T0), DEVICE)
@@ -224,6 +226,21 @@ def build_messages() -> list[tuple[str, Any]]:
         ("receipts", receipts),
         *consensus_messages(block),
     ]
+
+
+def fraud_proof() -> FraudProof:
+    """The block bans device-2: it judged "valid" a transfer out of alice's account that
+    bob signed (BAD_SIGNATURE), in a batch of its own (seq 43)."""
+    base = Transaction(CHAIN, ALICE.public, BOB.public, 500, 10, 1, T0 + 60_000, "stolen")
+    forged = dataclasses.replace(base, signature=BOB.sign(Kind.TRANSACTION, CHAIN, base.id))
+    root = compute_batch_root((forged,))
+    assignment = codec.sign(
+        Assignment(CHAIN, LEDGER.public, 43, REGISTRY_HEIGHT, T0 + 3000, root), LEDGER
+    )
+    lie = (Judgement.of(forged, int(Reason.OK)),)
+    return FraudProof(
+        codec.sign(Verdict(CHAIN, DEVICE_2.public, assignment, lie), DEVICE_2), forged
+    )
 
 
 def work_batch() -> WorkBatch:
@@ -405,7 +422,7 @@ def invalid_json() -> dict[str, Any]:
         ("transaction missing its last byte", good[:-1], tx_t, fail.NOT_CBOR),
         ("array head promising more items than present", b"\x8a\x01", none, fail.NOT_CBOR),
         ("invalid UTF-8 in the memo", tx_with(memo, b"\x61\xff"), tx_t, fail.NOT_CBOR),
-        ("7 nested arrays", b"\x81" * 7 + b"\x00", none, fail.TOO_DEEP),
+        ("8 nested arrays", b"\x81" * 8 + b"\x00", none, fail.TOO_DEEP),
         ("indefinite-length transaction array", b"\x9f" + b"".join(items) + b"\xff", tx_t,
          fail.INDEFINITE_LENGTH),
         ("indefinite-length text memo", tx_with(memo, b"\x7f\x61a\xff"), tx_t,
@@ -493,8 +510,8 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
     short_sync = SyncRequest(CHAIN, 1, 3, sync.reply_to)  # from 0 to 3: one rule broken
     uncertified = dataclasses.replace(block, commit_round=0, certificate=())
     # Wire positions: Proposal round 3, pol_round 4, block 5; votes round 3; Precommit
-    # commit_signature 6; SyncRequest from_height 2, to_height 3; Block commit_round 6,
-    # certificate 7.  Each case breaks one rule only, so there is no "proposal round 0":
+    # commit_signature 6; SyncRequest from_height 2, to_height 3; Block commit_round 7,
+    # certificate 8.  Each case breaks one rule only, so there is no "proposal round 0":
     # no pol_round is below round 0.
     fail = DecodeFailure
     p_t, v_t, c_t, s_t, b_t = "Proposal", "Prevote", "Precommit", "SyncRequest", "Block"
@@ -518,13 +535,13 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
         ("nil precommit with a commit signature",
          _with_item(nil_precommit, 6, _bytes(precommit.commit_signature)), c_t,
          fail.OUT_OF_RANGE),
-        ("block certificate with commit_round 0", _with_item(block, 6, _head(0, 0)), b_t,
+        ("block certificate with commit_round 0", _with_item(block, 7, _head(0, 0)), b_t,
          fail.OUT_OF_RANGE),
-        ("block commit_round 2^31 + 1", _with_item(block, 6, _head(0, MAX_ROUND + 1)), b_t,
+        ("block commit_round 2^31 + 1", _with_item(block, 7, _head(0, MAX_ROUND + 1)), b_t,
          fail.OUT_OF_RANGE),
-        ("uncertified block with commit_round 1", _with_item(uncertified, 6, _head(0, 1)),
+        ("uncertified block with commit_round 1", _with_item(uncertified, 7, _head(0, 1)),
          b_t, fail.OUT_OF_RANGE),
-        ("block commit_round as text", _with_item(block, 6, _text("1")), b_t, fail.BAD_TYPE),
+        ("block commit_round as text", _with_item(block, 7, _text("1")), b_t, fail.BAD_TYPE),
         ("sync request from height 0", _with_item(short_sync, 2, _head(0, 0)), s_t,
          fail.OUT_OF_RANGE),
         ("sync request to_height below from_height",
@@ -546,9 +563,11 @@ def registry_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailure
     other_chain = codec.sign(dataclasses.replace(assignment, chain_id="othernet"), LEDGER)
     judgement = [cbor.encode(item) for item in verdict.judgements[0].to_wire()]
     hello_bytes = codec.encode(hello)
+    fraud = cbor.encode(block.frauds[0].to_wire())
+    fraud_items = [cbor.encode(item) for item in block.frauds[0].to_wire()]
     fail = DecodeFailure
     # Wire positions: Assignment registry_height 4, tx_root 6; WorkBatch assignment 1;
-    # Verdict assignment 3, judgements 4; Block registrations 5.
+    # Verdict assignment 3, judgements 4; Block registrations 5, frauds 6.
     return [
         ("assignment without its tx_root",
          _array(assignment_items[:6] + assignment_items[7:]), "Assignment", fail.BAD_SHAPE),
@@ -574,6 +593,14 @@ def registry_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailure
          "Block", fail.OUT_OF_RANGE),
         ("a heartbeat among a block's registrations",
          _with_item(block, 5, _array([codec.encode(heartbeat)])), "Block", fail.WRONG_KIND),
+        (f"block with {MAX_BLOCK_FRAUDS + 1} fraud proofs",
+         _with_item(block, 6, _array([fraud] * (MAX_BLOCK_FRAUDS + 1))), "Block",
+         fail.OUT_OF_RANGE),
+        ("fraud proof without its transaction",
+         _with_item(block, 6, _array([_array([fraud_items[0]])])), "Block", fail.BAD_SHAPE),
+        ("a heartbeat as a fraud proof's transaction",
+         _with_item(block, 6, _array([_array([fraud_items[0], codec.encode(heartbeat)])])),
+         "Block", fail.WRONG_KIND),
     ]  # fmt: skip
 
 
