@@ -15,9 +15,9 @@ for the ledger to dispatch again.
 A block also registers devices: the signed DeviceHellos of devices not yet registered,
 in key order, at most MAX_BLOCK_REGISTRATIONS; and bans devices: one fraud proof per
 device not yet banned, in key order, at most MAX_BLOCK_FRAUDS (``select_frauds``).  The
-proposer does not use the verdicts of a device it bans.  Rewards vest: they are paid
-into the devices' vesting entries, released ``reward_vesting_blocks`` later, and burned
-by a ban (state.py).
+proposer does not use the verdicts of a device it holds a fraud proof against.
+Rewards vest: they are paid into the devices' vesting entries, released
+``reward_vesting_blocks`` later, and burned by a ban (state.py).
 """
 
 from collections import Counter, defaultdict
@@ -204,11 +204,14 @@ def build_block(
     vesting = vesting if vesting is not None else {}
     chosen_frauds = select_frauds(frauds, height, registry, params)
     banning = {proof.device for proof in chosen_frauds}
+    # Devices proven liars (this block bans them, or a later one will): their verdicts
+    # justify nothing we propose; what is left with fewer than q is judged again.
+    liars = {proof.device for proof in frauds}
     justifies: dict[bytes, bool] = {}  # by verdict id: k transactions share a verdict
 
     def usable_verdict(verdict: Verdict) -> bool:
         if verdict.id not in justifies:
-            justifies[verdict.id] = verdict.device not in banning and is_justifying(
+            justifies[verdict.id] = verdict.device not in liars and is_justifying(
                 verdict, height, registry, params
             )
         return justifies[verdict.id]

@@ -23,12 +23,13 @@ from test_device_assignment import (
     assignment_for,
     entitled_and_not,
     parent,
+    verdict_on,
     verify,
 )
-from test_ledger_core import CHAIN, NODE, SENDERS, Harness, make_harness, tx
+from test_ledger_core import CHAIN, NODE, SENDERS, T0, Harness, make_harness, tx
 
 from micromine.ledger_node.actions import CommitBlock
-from micromine.ledger_node.blocks import InvalidBlockError
+from micromine.ledger_node.blocks import InvalidBlockError, build_block
 from micromine.ledger_node.core import LedgerCore
 from micromine.ledger_node.devices import (
     NEW_DEVICE_REPUTATION,
@@ -493,3 +494,18 @@ def test_bans_and_vesting_are_stored_and_reloaded(tmp_path: Path) -> None:
     assert resumed.registry.is_banned(liar.public) and resumed.vesting == h.core.vesting
     assert resumed.registry.bans_root == h.core.registry.bans_root
     store.close()
+
+
+def test_the_proposer_uses_no_verdict_of_a_device_it_holds_a_proof_against() -> None:
+    p = parent()
+    proof, liar = proof_against(p, forged())
+    t = tx(SENDERS[0], 0)
+    vouched = verdict_on(t, liar, assignment_entitling(p.registry, liar, [t], TIP_HEIGHT))
+    built = build_block(
+        tip=p.tip, chain_id=CHAIN, timestamp_ms=T0 + 1, proposer=NODE, accounts=p.accounts,
+        registry=p.registry, candidates=[t], justification={t.id: [vouched]},
+        frauds=[proof], params=PARAMS, seal=False,
+    )  # fmt: skip
+    assert built.block.frauds == (proof,) and not built.block.txs
+    assert built.stale == (t,)  # judged again, by other devices
+    assert verify(p, built.block)
