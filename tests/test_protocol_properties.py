@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from micromine.protocol import codec
-from micromine.protocol.block import Block, BlockHeader, CommitSignature, Reward
+from micromine.protocol.block import Block, BlockHeader, CommitSignature, FraudProof, Reward
 from micromine.protocol.consensus import (
     MAX_ROUND,
     MAX_SYNC_BLOCKS,
@@ -165,6 +165,7 @@ blocks = tuples(commit_signatures, 0, 2).flatmap(
         st.one_of(st.integers(1, 5), st.integers(1, MAX_ROUND)) if certificate else st.just(0),
         st.just(certificate),
         tuples(hellos(), 0, 2),
+        tuples(st.builds(FraudProof, verdicts(), transactions()), 0, 2),
     )
 )
 
