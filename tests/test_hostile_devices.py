@@ -1,11 +1,13 @@
-"""Lying devices against the ledger core, in memory: disagreements the ledger settles
-itself, audits of what a quorum accepted, and reputation (docs/CONSENSUS.md, "Device
-assignment").
+"""Lying devices against the ledger, in memory (docs/CONSENSUS.md, "Device assignment"):
+disagreements the ledger settles itself, audits of what a quorum accepted, reputation,
+fraud proofs on chain (the rules of verify_block, and the core that finds and proposes
+them), bans, vesting rewards burned by a ban, and their storage.
 
 Every chain here leaves transaction signatures to the devices (recheck_tx_signatures
 0), so what stops a forgery is the tally's own defences, not verify_block's re-check.
 """
 
+import argparse
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +32,7 @@ from test_ledger_core import CHAIN, NODE, SENDERS, T0, Harness, make_harness, tx
 
 from micromine.ledger_node.actions import CommitBlock
 from micromine.ledger_node.blocks import InvalidBlockError, build_block
+from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
 from micromine.ledger_node.core import LedgerCore
 from micromine.ledger_node.devices import (
     NEW_DEVICE_REPUTATION,
@@ -509,3 +512,14 @@ def test_the_proposer_uses_no_verdict_of_a_device_it_holds_a_proof_against() -> 
     assert built.block.frauds == (proof,) and not built.block.txs
     assert built.stale == (t,)  # judged again, by other devices
     assert verify(p, built.block)
+
+
+def test_the_audit_rate_is_a_local_ledger_setting() -> None:
+    parser = argparse.ArgumentParser()
+    add_ledger_arguments(parser)
+    required = ["--key", "k", "--genesis", "g", "--db", "d"]
+    assert LedgerConfig.from_args(parser.parse_args(required)).audit_rate == 0.05
+    config = LedgerConfig.from_args(parser.parse_args([*required, "--audit-rate", "0.2"]))
+    assert config.audit_rate == 0.2
+    with pytest.raises(ValueError, match="audit_rate"):
+        LedgerConfig.from_args(parser.parse_args([*required, "--audit-rate", "1.5"]))
