@@ -19,9 +19,17 @@ from micromine.ledger_node.blocks import ChainTip, build_block
 from micromine.ledger_node.genesis import ChainParams
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import Account
+from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.codec import decode, encode, is_signature_valid, sign
 from micromine.protocol.crypto import KeyPair, sha256
-from micromine.protocol.messages import Judgement, Submission, Transaction, Verdict, WorkBatch
+from micromine.protocol.messages import (
+    Assignment,
+    Judgement,
+    Submission,
+    Transaction,
+    Verdict,
+    WorkBatch,
+)
 from micromine.protocol.validation import check_transaction
 
 
@@ -53,11 +61,12 @@ def main() -> None:
     ]
     tx_bytes = encode(txs[0])
     submission = encode(Submission("bench", bytes(16), tuple(encode(t) for t in txs)))
-    batch = sign(WorkBatch("bench", node.public, 1, now, tuple(txs), 0), node)
+    assignment = sign(Assignment("bench", node.public, 1, 0, now, compute_batch_root(txs)), node)
+    batch = WorkBatch(assignment, tuple(txs))
     batch_bytes = encode(batch)
-    judgements = tuple(Judgement(t.id, 0) for t in txs)
+    judgements = tuple(Judgement.of(t, 0) for t in txs)
     devices = keys[:2]  # registered at genesis; with k = 3 both are entitled
-    verdicts = [sign(Verdict("bench", batch.id, d.public, judgements, 0), d) for d in devices]
+    verdicts = [sign(Verdict("bench", d.public, assignment, judgements), d) for d in devices]
     accounts = {k.public: Account(10**9, 0) for k in keys}
     registry = DeviceRegistry({d.public: 0 for d in devices}, 0)
     justification = {t.id: verdicts for t in txs}

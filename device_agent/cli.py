@@ -22,6 +22,7 @@ from micromine.device_agent.config import (
     ENV_KEY,
     AgentConfig,
 )
+from micromine.device_agent.core import Lie
 from micromine.device_agent.keyfile import KeyFileError, load_or_create_key
 from micromine.device_agent.service import AgentService
 from micromine.logs import LEVELS, configure_logging
@@ -69,6 +70,9 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         help="accept work only from this ledger node key (repeatable; default: any)",
     )
     add_link_arguments(parser)
+    # Hidden, for tests only: a lying agent (core.Lie), refused without
+    # MICROMINE_ALLOW_LYING=1 (config.py).  Not in --help on purpose.
+    parser.add_argument("--lie", choices=[lie.value for lie in Lie], help=argparse.SUPPRESS)
     parser.add_argument("--log-level", choices=list(LEVELS), type=str.lower, help="default info")
     parser.add_argument(
         "--log-json",

@@ -14,17 +14,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from micromine.device_agent.core import Lie
 from micromine.logs import LEVELS
 from micromine.mqtt import LoginMode, TlsFiles, link_settings_from, parse_broker_url
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.fields import check_chain_id
 from micromine.protocol.limits import MAX_BATCH_TXS, PUBLIC_KEY_LEN
 
-__all__ = ["ENV_BROKER", "ENV_CHAIN", "ENV_KEY", "AgentConfig", "ConfigError", "default_key_path"]
+__all__ = [
+    "ENV_ALLOW_LYING",
+    "ENV_BROKER",
+    "ENV_CHAIN",
+    "ENV_KEY",
+    "AgentConfig",
+    "ConfigError",
+    "default_key_path",
+]
 
 ENV_BROKER = "MICROMINE_BROKER"
 ENV_KEY = "MICROMINE_KEY"
 ENV_CHAIN = "MICROMINE_CHAIN"
+# --lie is refused unless this is "1": a lying agent is for tests of the ledger's
+# defences only, and must never run by accident (it gets banned and loses its rewards).
+ENV_ALLOW_LYING = "MICROMINE_ALLOW_LYING"
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_CHAIN = "devnet"
@@ -59,6 +71,7 @@ class AgentConfig:
     known_issuers: frozenset[bytes] | None = None
     login: LoginMode = LoginMode.TOKEN
     tls: TlsFiles | None = None  # CA, client certificate and key for mqtts:// / wss://
+    lie: Lie | None = None  # FOR TESTS ONLY (core.Lie); from_args demands ENV_ALLOW_LYING
 
     def __post_init__(self) -> None:
         try:
@@ -110,6 +123,12 @@ class AgentConfig:
             return default
 
         issuers = getattr(args, "issuer", None)
+        lie = getattr(args, "lie", None)
+        if lie is not None and env.get(ENV_ALLOW_LYING) != "1":
+            raise ConfigError(
+                f"--lie is for testing the ledger's defences only; set {ENV_ALLOW_LYING}=1 "
+                "to run a lying agent (it will be banned and lose its rewards)"
+            )
         try:
             login, tls = link_settings_from(args, env)
         except ValueError as exc:
@@ -125,6 +144,7 @@ class AgentConfig:
             known_issuers=_parse_issuers(issuers) if issuers else None,
             login=login,
             tls=tls,
+            lie=Lie(lie) if lie is not None else None,
         )
 
 

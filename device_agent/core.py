@@ -5,11 +5,18 @@ cadence, what a verdict contains) is tested in microseconds without a broker, an
 firmware author can port it line by line.  :mod:`.service` is the only code that does I/O.
 
 Order of checks on a work batch, cheapest and least exploitable first:
-rate -> decode -> chain -> known issuer -> already judged -> issuer signature -> judge
-each tx.  The rate (WORK_RATE, a token bucket) only matters on a broker that lets
-anyone publish on our work topic: the ledger nodes send a few batches a second.
-Only batches whose signature verified enter the "already judged" set, so a forged copy of
-a batch (same id, bad signature) sent first cannot suppress the genuine one.
+rate -> decode -> chain -> known issuer -> already judged -> tx_root is the root of the
+txs -> assignment signature -> judge each tx.  The rate (WORK_RATE, a token bucket) only
+matters on a broker that lets anyone publish on our work topic: the ledger nodes send a
+few batches a second.  Only batches that passed every check enter the "already judged"
+set (keyed by the assignment id), so a forged copy of a batch (same assignment, other
+transactions or a bad signature) sent first cannot suppress the genuine one.  The
+verdict copies the assignment unchanged and judges every transaction in batch order;
+the agent computes nothing about device assignment.
+
+``lie`` is for tests only (``Lie.ALWAYS_VALID``: judge every transaction valid without
+looking), so that the ledger's defences against lying devices can be exercised; the
+command line refuses it unless MICROMINE_ALLOW_LYING=1 (cli.py).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from micromine.protocol import codec, topics
+from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeError
@@ -37,6 +45,7 @@ __all__ = [
     "Discarded",
     "Drop",
     "Judged",
+    "Lie",
     "Output",
     "Publish",
 ]
@@ -53,9 +62,16 @@ class Drop(enum.Enum):
     WRONG_CHAIN = "wrong_chain"
     UNKNOWN_ISSUER = "unknown_issuer"
     DUPLICATE = "duplicate"
+    TX_ROOT_MISMATCH = "tx_root_mismatch"  # the assignment does not name these transactions
     BAD_SIGNATURE = "bad_signature"
     RATE_LIMITED = "rate_limited"
     UNEXPECTED_TOPIC = "unexpected_topic"
+
+
+class Lie(enum.Enum):
+    """How a lying agent lies.  FOR TESTS ONLY: never run a lying agent on a real chain."""
+
+    ALWAYS_VALID = "always-valid"  # every transaction "valid", nothing checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +107,7 @@ class AgentStats:
     malformed_by_code: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     bad_signature_batches: int = 0
+    tx_root_mismatches: int = 0
     wrong_chain: int = 0
     unknown_issuer: int = 0
     late_batches: int = 0
@@ -135,6 +152,7 @@ class AgentCore:
         known_issuers: frozenset[bytes] | None = None,
         recent_batches: int = DEFAULT_RECENT_BATCHES,
         agent_version: str = AGENT_VERSION,
+        lie: Lie | None = None,
     ) -> None:
         if heartbeat_ms <= 0 or recent_batches <= 0:
             raise ValueError("heartbeat_ms and recent_batches must be positive")
@@ -145,6 +163,7 @@ class AgentCore:
         self.heartbeat_ms = heartbeat_ms
         self.known_issuers = known_issuers
         self.agent_version = agent_version
+        self.lie = lie
         self.stats = AgentStats()
         self._recent: OrderedDict[bytes, None] = OrderedDict()
         self._recent_max = recent_batches
@@ -209,42 +228,52 @@ class AgentCore:
             self.stats.malformed += 1
             self.stats.malformed_by_code[exc.code.name.lower()] += 1
             return [Discarded(Drop.MALFORMED, str(exc))]
-        if batch.chain_id != self.chain_id:
+        assignment = batch.assignment
+        if assignment.chain_id != self.chain_id:
             self.stats.wrong_chain += 1
-            return [Discarded(Drop.WRONG_CHAIN, f"batch for chain {batch.chain_id!r}")]
-        if self.known_issuers is not None and batch.issuer not in self.known_issuers:
+            return [Discarded(Drop.WRONG_CHAIN, f"batch for chain {assignment.chain_id!r}")]
+        if self.known_issuers is not None and assignment.issuer not in self.known_issuers:
             self.stats.unknown_issuer += 1
-            return [Discarded(Drop.UNKNOWN_ISSUER, f"issuer {batch.issuer.hex()[:16]}")]
-        batch_id = batch.id
+            return [Discarded(Drop.UNKNOWN_ISSUER, f"issuer {assignment.issuer.hex()[:16]}")]
+        batch_id = assignment.id
         if batch_id in self._recent:
             self.stats.duplicates += 1
             self._recent.move_to_end(batch_id)
             return [Discarded(Drop.DUPLICATE, "already judged", batch_id)]
-        if not codec.is_signature_valid(batch):
+        if compute_batch_root(batch.txs) != assignment.tx_root:
+            self.stats.tx_root_mismatches += 1
+            return [Discarded(Drop.TX_ROOT_MISMATCH, "tx_root is not the txs' root", batch_id)]
+        if not codec.is_signature_valid(assignment):
             self.stats.bad_signature_batches += 1
             return [Discarded(Drop.BAD_SIGNATURE, "issuer signature invalid", batch_id)]
         self._remember(batch_id)
         return self._judge(batch, batch_id, now_ms)
 
     def _judge(self, batch: WorkBatch, batch_id: bytes, now_ms: int) -> list[Output]:
-        judgements = tuple(
-            Judgement(tx.id, int(check_transaction(tx, self.chain_id, now_ms))) for tx in batch.txs
-        )
+        if self.lie is Lie.ALWAYS_VALID:
+            judgements = tuple(Judgement.of(tx, int(Reason.OK)) for tx in batch.txs)
+        else:
+            judgements = tuple(
+                Judgement.of(tx, int(check_transaction(tx, self.chain_id, now_ms)))
+                for tx in batch.txs
+            )
         valid = sum(1 for j in judgements if j.reason == Reason.OK)
-        late = batch.deadline_ms < now_ms
+        assignment = batch.assignment
+        late = assignment.deadline_ms < now_ms
         stats = self.stats
         stats.batches += 1
         stats.txs_judged += len(judgements)
         stats.valid += valid
         stats.invalid += len(judgements) - valid
         stats.late_batches += late
-        # registry_height is copied unchanged: it names the registry the ledger nodes use
-        # to check that this device was entitled to judge the batch.
-        verdict = Verdict(self.chain_id, batch_id, self.device, judgements, batch.registry_height)
+        # The assignment is copied unchanged: the ledger nodes check from it that a
+        # validator made the batch, that this device was entitled to judge it, and (by
+        # its tx_root) that the judgements are about exactly its transactions.
+        verdict = Verdict(self.chain_id, self.device, assignment, judgements)
         verdict = codec.sign(verdict, self._key)
         return [
             Publish.on(Channel.VERDICTS, self._verdict_topic, codec.encode(verdict)),
-            Judged(batch_id, batch.issuer, len(judgements), valid, late),
+            Judged(batch_id, assignment.issuer, len(judgements), valid, late),
         ]
 
     def _remember(self, batch_id: bytes) -> None:

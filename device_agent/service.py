@@ -60,6 +60,7 @@ class AgentService:
             capacity=config.capacity,
             heartbeat_ms=config.heartbeat_ms,
             known_issuers=config.known_issuers,
+            lie=config.lie,
         )
         will = self.core.status(False, clock_ms())
         self.link = MqttLink(
@@ -87,6 +88,8 @@ class AgentService:
         previous = self._install_signal_handlers()
         try:
             self.link.start()
+            if self.config.lie is not None:
+                self._log.warning("LYING AGENT, for tests only", lie=self.config.lie.value)
             self._log.info(
                 "agent started",
                 broker=self.config.broker_url,

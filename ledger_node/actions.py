@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from micromine.ledger_node.consensus import PersistSigned
 from micromine.ledger_node.consensus_votes import ConsensusMessage
 from micromine.ledger_node.mempool import PendingTx
-from micromine.ledger_node.state import Account
+from micromine.ledger_node.state import StateChanges
 from micromine.protocol.block import Block
 from micromine.protocol.consensus import SyncRequest
 from micromine.protocol.topics import Publish
@@ -31,11 +31,11 @@ class ForgetPending:
 
 @dataclass(frozen=True, slots=True)
 class CommitBlock:
-    """Write the block, its account changes, and drop its transactions from pending,
-    atomically."""
+    """Write the block, its account and vesting changes, the devices it registers and
+    bans, and drop its transactions from pending, atomically."""
 
     block: Block
-    changes: dict[bytes, Account]
+    changes: StateChanges
 
 
 @dataclass(frozen=True, slots=True)

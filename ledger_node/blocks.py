@@ -7,17 +7,23 @@ round down; the remainder goes to the device with the most judgements (lowest ke
 tie), so exactly ``pool`` is paid and every node computes the same split.
 
 Only verdicts that may justify a transaction at the block's height count
-(``is_justifying``: the device was entitled to judge the batch, against a registry at
-most ``assignment_window`` blocks old).  A candidate left with fewer than q of them is
-not proposed: it comes back as ``stale`` for the ledger to dispatch again.
+(``is_justifying``: the binding rules of verdicts.py, among them the device's
+entitlement against a registry at most ``assignment_window`` blocks old, and no ban).
+A candidate left with fewer than q of them is not proposed: it comes back as ``stale``
+for the ledger to dispatch again.
 
 A block also registers devices: the signed DeviceHellos of devices not yet registered,
 in key order, at most MAX_BLOCK_REGISTRATIONS, and records operators' approvals
 (select_approvals); under "approved" enrollment it registers only approved devices.
+And a block bans devices: one fraud proof per device not yet banned, in key order, at
+most MAX_BLOCK_FRAUDS (``select_frauds``).  The proposer does not use the verdicts of
+a device it holds a fraud proof against.  Rewards vest: they are paid into the
+devices' vesting entries, released ``reward_vesting_blocks`` later, and burned by a
+ban (state.py).
 """
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from micromine.ledger_node.enrollment import OPEN, ApprovalRecord, Enrollment
@@ -25,18 +31,25 @@ from micromine.ledger_node.genesis import ChainParams
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
     Account,
+    StateChanges,
     StateView,
+    Vesting,
     compute_accounts_root,
     compute_state_root,
+    compute_vesting_root,
     merged,
+    merged_vesting,
+    process_bans,
     process_rewards,
     process_transaction,
+    process_vesting,
 )
-from micromine.protocol.assignment import is_registry_height_in_window
+from micromine.ledger_node.verdicts import check_fraud_binding, check_verdict_binding
 from micromine.protocol.block import (
     Block,
     BlockHeader,
     CommitSignature,
+    FraudProof,
     Reward,
     compute_body_hash,
     compute_tx_root,
@@ -46,7 +59,11 @@ from micromine.protocol.crypto import KeyPair
 from micromine.protocol.device import DeviceHello
 from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.kinds import Reason
-from micromine.protocol.limits import MAX_BLOCK_APPROVALS, MAX_BLOCK_REGISTRATIONS
+from micromine.protocol.limits import (
+    MAX_BLOCK_APPROVALS,
+    MAX_BLOCK_FRAUDS,
+    MAX_BLOCK_REGISTRATIONS,
+)
 from micromine.protocol.messages import Transaction, Verdict
 
 SEAL_ROUND = 1  # the round of a block sealed by its proposer alone (seal=True)
@@ -66,7 +83,7 @@ class ChainTip:
 @dataclass(frozen=True, slots=True)
 class BuiltBlock:
     block: Block
-    changes: dict[bytes, Account]  # accounts the block changed, post-state
+    changes: StateChanges  # accounts and vesting entries the block changed, post-state
     rejected: tuple[tuple[Transaction, Reason], ...]  # failed the stateful rules
     deferred: tuple[Transaction, ...]  # wait for an earlier nonce of the same sender
     stale: tuple[Transaction, ...]  # fewer than q verdicts still justify it: judge again
@@ -75,12 +92,49 @@ class BuiltBlock:
 def is_justifying(
     verdict: Verdict, height: int, registry: DeviceRegistry, params: ChainParams
 ) -> bool:
-    """May ``verdict`` justify a transaction in a block at ``height``?  Its registry is
-    within the window below the block, and its device is entitled to judge its batch
-    against that registry (the two verdict rules of verify.apply_block)."""
-    return is_registry_height_in_window(
-        verdict.registry_height, height, params.assignment_window
-    ) and verdict.device in registry.entitled(verdict.batch_id, verdict.registry_height, params.k)
+    """May ``verdict`` justify a transaction in a block at ``height``?  The binding rules
+    of verify.apply_block (verdicts.check_verdict_binding): its device is not banned, its
+    registry is within the window below the block, the device is entitled to judge the
+    assignment against that registry, and it judges the assignment's transactions."""
+    return check_verdict_binding(verdict, height, registry, params) is None
+
+
+def select_frauds(
+    frauds: Iterable[FraudProof], height: int, registry: DeviceRegistry, params: ChainParams
+) -> tuple[FraudProof, ...]:
+    """What a block bans: the first proof per device that still holds at ``height`` (its
+    verdict in the window, the device not banned), in device key order, at most
+    MAX_BLOCK_FRAUDS."""
+    by_device: dict[bytes, FraudProof] = {}
+    for proof in frauds:
+        if (
+            proof.device not in by_device
+            and check_fraud_binding(proof, height, registry, params) is None
+        ):
+            by_device[proof.device] = proof
+    chosen = sorted(by_device)[:MAX_BLOCK_FRAUDS]
+    return tuple(by_device[device] for device in chosen)
+
+
+def compute_post_state_root(
+    view: StateView,
+    registry: DeviceRegistry,
+    height: int,
+    *,
+    registered: Iterable[bytes],
+    banned: Iterable[bytes],
+    approvals: Iterable[ApprovalRecord] = (),
+) -> bytes:
+    """The state root after the block at ``height``, whose account and vesting effects
+    are in ``view`` (over the parent's) and whose registrations, bans and approval
+    records are not yet in ``registry``."""
+    accounts, vesting = view.base, view.vesting_base
+    return compute_state_root(
+        compute_accounts_root(merged(accounts, view.changes)),
+        registry.root_after(registered, height, approvals),
+        registry.bans_root_after(banned, height),
+        compute_vesting_root(merged_vesting(vesting, view.vesting_changes)),
+    )
 
 
 def select_registrations(
@@ -181,28 +235,44 @@ def build_block(
     candidates: Sequence[Transaction],
     justification: Mapping[bytes, Sequence[Verdict]],
     hellos: Sequence[DeviceHello] = (),
+    frauds: Sequence[FraudProof] = (),
+    vesting: Vesting | None = None,
     params: ChainParams,
     seal: bool = True,
     approvals: Sequence[DeviceApproval] = (),
     enrollment: Enrollment = OPEN,
 ) -> BuiltBlock:
-    """Apply ``candidates`` in order over ``accounts`` and seal the result.
+    """Apply ``candidates`` in order over ``accounts`` and ``vesting`` and seal the result.
 
     ``justification[tx.id]`` holds the verdicts that voted the transaction valid (the
     tally gives at least ``params.q``); those that can no longer justify it at this
     height are left out, and a candidate left with fewer than q is ``stale``.
     ``hellos`` are verified DeviceHellos of devices that want to be registered;
-    ``approvals`` verified DeviceApprovals waiting to be recorded.
+    ``approvals`` verified DeviceApprovals waiting to be recorded; ``frauds`` verified
+    fraud proofs (verify_block's rules) waiting for a block.
     """
     timestamp_ms = max(timestamp_ms, tip.timestamp_ms + 1)
     height = tip.height + 1
-    usable = {
-        tx.id: [v for v in justification[tx.id] if is_justifying(v, height, registry, params)]
-        for tx in candidates
-    }
+    vesting = vesting if vesting is not None else {}
+    chosen_frauds = select_frauds(frauds, height, registry, params)
+    banning = {proof.device for proof in chosen_frauds}
+    # Devices proven liars (this block bans them, or a later one will): their verdicts
+    # justify nothing we propose; what is left with fewer than q is judged again.
+    liars = {proof.device for proof in frauds}
+    justifies: dict[bytes, bool] = {}  # by verdict id: k transactions share a verdict
+
+    def usable_verdict(verdict: Verdict) -> bool:
+        if verdict.id not in justifies:
+            justifies[verdict.id] = verdict.device not in liars and is_justifying(
+                verdict, height, registry, params
+            )
+        return justifies[verdict.id]
+
+    usable = {tx.id: [v for v in justification[tx.id] if usable_verdict(v)] for tx in candidates}
     stale = tuple(tx for tx in candidates if len(usable[tx.id]) < params.q)
     stale_ids = {tx.id for tx in stale}
-    view = StateView(accounts)
+    view = StateView(accounts, vesting)
+    process_vesting(view, height, params.reward_vesting_blocks)
     included: list[Transaction] = []
     rejected: list[tuple[Transaction, Reason]] = []
     deferred: list[Transaction] = []
@@ -227,26 +297,29 @@ def build_block(
     judged = compute_judged(included, ordered_verdicts, params.q)
     pool = params.block_reward + sum(tx.fee for tx in included)
     rewards = compute_rewards(pool, judged)
-    process_rewards(view, rewards)
+    process_rewards(view, rewards, height, params.reward_vesting_blocks)
+    process_bans(view, sorted(banning))
     recorded = select_approvals(approvals, registry, enrollment)
     registrations = select_registrations(
         select_enrolled(hellos, registry, recorded, enrollment), registry
     )
-    registry_root = registry.root_after(
-        (hello.device for hello in registrations),
+    state_root = compute_post_state_root(
+        view,
+        registry,
         height,
-        (ApprovalRecord.of(approval, height) for approval in recorded),
+        registered=[hello.device for hello in registrations],
+        banned=sorted(banning),
+        approvals=[ApprovalRecord.of(approval, height) for approval in recorded],
     )
-
     header = BlockHeader(
         chain_id=chain_id,
         height=height,
         prev_hash=tip.hash,
         tx_root=compute_tx_root(included),
-        body_hash=compute_body_hash(ordered_verdicts, rewards, registrations, recorded),
-        state_root=compute_state_root(
-            compute_accounts_root(merged(accounts, view.changes)), registry_root
+        body_hash=compute_body_hash(
+            ordered_verdicts, rewards, registrations, approvals=recorded, frauds=chosen_frauds
         ),
+        state_root=state_root,
         timestamp_ms=timestamp_ms,
         proposer=proposer.public,
     )
@@ -267,5 +340,6 @@ def build_block(
         certificate=certificate,
         registrations=registrations,
         approvals=recorded,
+        frauds=chosen_frauds,
     )
-    return BuiltBlock(block, view.changes, tuple(rejected), tuple(deferred), stale)
+    return BuiltBlock(block, view.diff, tuple(rejected), tuple(deferred), stale)

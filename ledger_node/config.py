@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from micromine.ledger_node.core import DEFAULT_AUDIT_RATE
 from micromine.mqtt import (
     LoginMode,
     TlsFiles,
@@ -33,6 +34,11 @@ class LedgerConfig:
     log_json: bool | None = None
     login: LoginMode = LoginMode.TOKEN
     tls: TlsFiles | None = None  # CA, client certificate and key for mqtts:// / wss://
+    # The share of quorum-accepted transactions this node checks itself before it
+    # proposes them, for devices with a perfect record; more for devices whose judgements
+    # disagreed with decided outcomes (devices.audit_probability).  A local setting: each
+    # node audits on its own, so nodes may differ, and block validity never depends on it.
+    audit_rate: float = DEFAULT_AUDIT_RATE
 
     def __post_init__(self) -> None:
         address = parse_broker_url(self.broker_url)  # raises ValueError with the reason
@@ -40,6 +46,8 @@ class LedgerConfig:
             raise ValueError(f"--tls-* files need a TLS broker URL (mqtts://), not {address.url}")
         if not 5 <= self.tick_ms <= 1000:
             raise ValueError("tick_ms must be 5..1000")
+        if not 0.0 <= self.audit_rate <= 1.0:
+            raise ValueError("audit_rate must be 0..1")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "LedgerConfig":
@@ -60,6 +68,7 @@ class LedgerConfig:
             log_json=True if args.log_json else None,
             login=login,
             tls=tls,
+            audit_rate=args.audit_rate,
         )
 
 
@@ -71,4 +80,11 @@ def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tick-ms", type=int, default=50, help="core clock period")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--log-json", action="store_true", help="JSON logs even on a terminal")
+    parser.add_argument(
+        "--audit-rate",
+        type=float,
+        default=DEFAULT_AUDIT_RATE,
+        help="share of quorum-accepted transactions this node checks itself (0..1; more "
+        f"for devices with a poor record; default {DEFAULT_AUDIT_RATE})",
+    )
     add_link_arguments(parser)

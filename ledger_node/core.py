@@ -12,6 +12,10 @@ simulation replays exactly.  Transaction lifecycle:
     submitted --admission--> pending --dispatch--> judged by k devices
         --q valid--> accepted --block--> committed
         --q invalid / timeout--> rejected (and the sender's later nonces: NONCE_GAP)
+        --valid and invalid votes (before or after acceptance)--> settled: the node
+          checks the transaction itself (tally.py); a forgery is rejected
+        --q valid, picked for an audit (more likely the lower the vouching devices'
+          reputation: devices.py)--> checked like a disagreement before acceptance
 
 A batch is given to k distinct available devices among those the chain entitles to
 judge it (dispatch.py, registry.py).  When a device misses the batch deadline, or when
@@ -23,9 +27,14 @@ it, a pending registration that the next proposer includes; only registered devi
 get work.  Under "approved" enrollment a hello counts only from a device an operator
 approved on chain, and a revoked device's hellos and verdicts are dropped under either
 policy; operators' signed approvals are held until a block records them (enrollment.py).
-A verdict counts only from a device entitled to judge its batch, against a
-registry at most ``assignment_window`` blocks old; an accepted transaction whose
-verdicts fall out of that window is judged again.
+A device caught judging a forgery valid is the subject of a fraud proof (frauds.py)
+that the next proposer includes; once a block bans it, its verdicts, hellos and
+heartbeats are dropped and it gets no work.
+
+A verdict counts only under an assignment a validator signed, from a device that
+assignment entitles, against a registry at most ``assignment_window`` blocks old,
+and only if it judges exactly the assignment's transactions (verdicts.py); an accepted
+transaction whose verdicts fall out of that window is judged again.
 
 Every ledger node admits every submission and tallies every verdict; only a
 transaction's owner (peers.py) dispatches it and answers its submitter.  Blocks are
@@ -41,9 +50,10 @@ from typing import TypeVar
 from micromine.ledger_node.actions import Action, CommitBlock, Dropped, ForgetPending, StorePending
 from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.consensus import SignedState
-from micromine.ledger_node.devices import LiveDevices
+from micromine.ledger_node.devices import LiveDevices, audit_probability
 from micromine.ledger_node.dispatch import Dispatcher
 from micromine.ledger_node.enrollment import ApprovalRecord, Enrollment
+from micromine.ledger_node.frauds import FraudBook
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import Mempool, PendingTx
 from micromine.ledger_node.peers import PeerTracker
@@ -51,8 +61,20 @@ from micromine.ledger_node.receipts import ReceiptBook
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.render import block_to_json
 from micromine.ledger_node.replica import Replica
-from micromine.ledger_node.state import Account
-from micromine.ledger_node.tally import TxVotes, agreement, compute_outcome, record_vote
+from micromine.ledger_node.state import Account, StateChanges, Vesting, merged_vesting
+from micromine.ledger_node.tally import (
+    Outcome,
+    TxVotes,
+    agreement,
+    compute_outcome,
+    is_disputed,
+    record_vote,
+)
+from micromine.ledger_node.verdicts import (
+    AssignmentSignatures,
+    check_verdict_binding,
+    check_verdict_signatures,
+)
 from micromine.protocol import topics
 from micromine.protocol.assignment import is_registry_height_in_window
 from micromine.protocol.block import Block
@@ -64,10 +86,11 @@ from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Reason, ReceiptStatus
 from micromine.protocol.messages import Submission, Transaction, Verdict
 from micromine.protocol.topics import Channel, Publish
-from micromine.protocol.validation import decode_transaction
+from micromine.protocol.validation import check_transaction_objective, decode_transaction
 
 DeviceMessage = TypeVar("DeviceMessage", DeviceHello, Heartbeat, DeviceStatus)
 
+DEFAULT_AUDIT_RATE = 0.05  # see LedgerConfig.audit_rate
 RECENT_COMMITTED = 100_000  # committed tx ids remembered, for idempotent resubmission
 PEER_TIMEOUT_MS = 5000  # a validator unheard for this long loses its share of the work
 OWNERSHIP_SCAN_MS = 1000  # how often to pick up transactions a silent peer owned
@@ -85,6 +108,9 @@ class CoreStats:
     rejected: int = 0
     blocks: int = 0
     verdicts: int = 0
+    settled: int = 0  # disagreements the node settled by checking the transaction itself
+    audited: int = 0  # quorum-accepted transactions checked by chance (_audit)
+    forged: int = 0  # transactions found to fail check_transaction_objective
     dropped: Counter[str] = field(default_factory=Counter)
 
 
@@ -101,13 +127,22 @@ class LedgerCore:
         tip: ChainTip,
         pending: Iterable[PendingTx] = (),
         registered: Mapping[bytes, int] | None = None,
+        banned: Mapping[bytes, int] | None = None,
+        vesting: Vesting | None = None,
         last_signed: SignedState | None = None,
         now_ms: int = 0,
         approvals: Iterable[ApprovalRecord] = (),
+        audit_rate: float = DEFAULT_AUDIT_RATE,
     ) -> None:
         """``registered``: the device registry as of ``tip`` (device -> the height that
         registered it); None means the genesis devices, for a chain at height 0.
-        ``approvals``: the approval records of the chain up to ``tip``."""
+        ``banned`` (device -> ban height), ``vesting`` (device -> unvested rewards) and
+        ``approvals`` (the approval records): the rest of the chain state as of ``tip``.
+        ``audit_rate``: this node's own share of quorum-accepted transactions it checks
+        itself, for devices with a perfect record (devices.audit_probability)."""
+        if not 0.0 <= audit_rate <= 1.0:
+            raise ValueError("audit_rate must be in 0..1")
+        self.audit_rate = audit_rate
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.params = genesis.params
@@ -119,7 +154,9 @@ class LedgerCore:
         self.devices = LiveDevices(self.params.device_timeout_ms)
         if registered is None:
             registered = dict.fromkeys(genesis.devices, 0)
-        self.registry = DeviceRegistry(registered, tip.height, approvals)
+        self.registry = DeviceRegistry(registered, tip.height, banned=banned, approvals=approvals)
+        self.vesting: Vesting = dict(vesting) if vesting is not None else {}
+        self.frauds = FraudBook(self.chain_id, genesis.ledger_nodes, self.params)
         self.hellos: dict[bytes, DeviceHello] = {}  # pending registrations, by device
         self.enrollment = Enrollment.of(genesis)
         self.approvals: dict[bytes, DeviceApproval] = {}  # pending approvals, by device
@@ -134,8 +171,10 @@ class LedgerCore:
             params=self.params,
             devices=self.devices,
             registry=self.registry,
+            rng=rng,
         )
         self._early: list[Verdict] = []  # see _hold_early
+        self.signatures = AssignmentSignatures()  # verified assignment signatures
         self.recent_committed: OrderedDict[bytes, int] = OrderedDict()
         self.stats = CoreStats()
         self.peers = PeerTracker(genesis.ledger_nodes, key.public, PEER_TIMEOUT_MS, now_ms)
@@ -257,6 +296,10 @@ class LedgerCore:
         hello = self._decode_device_message(key, payload, DeviceHello, "hello", out)
         if hello is None:
             return
+        # [REJECT] A banned device's hello (it gets no work, and stays registered).
+        if self.registry.is_banned(hello.device):
+            self._drop(out, "hello", "banned", hello.device.hex()[:16])
+            return
         self.devices.on_hello(hello, now_ms)
         # [IGNORE] Registered already (by the chain; the latest hello of a device waiting
         # for registration replaces its earlier one).
@@ -283,8 +326,13 @@ class LedgerCore:
         self, key: bytes | None, payload: bytes, now_ms: int, out: list[Action]
     ) -> None:
         heartbeat = self._decode_device_message(key, payload, Heartbeat, "heartbeat", out)
+        if heartbeat is None:
+            return
+        # [IGNORE] A banned device's heartbeat: it must never look live (no work).
+        if self.registry.is_banned(heartbeat.device):
+            return
         # [REJECT] Not older than the device's latest heartbeat (devices.py).
-        if heartbeat is not None and (why := self.devices.on_heartbeat(heartbeat, now_ms)):
+        if why := self.devices.on_heartbeat(heartbeat, now_ms):
             self._drop(out, "heartbeat", why, heartbeat.device.hex()[:16])
 
     def _on_device_status(
@@ -335,6 +383,10 @@ class LedgerCore:
         if verdict.chain_id != self.chain_id or verdict.device != key:
             self._drop(out, "verdict", "topic_mismatch", verdict.device.hex()[:16])
             return
+        # [REJECT] Its device is not banned.
+        if self.registry.is_banned(verdict.device):
+            self._drop(out, "verdict", "banned", verdict.device.hex()[:16])
+            return
         # [IGNORE] The device is revoked (as of our tip): counted.
         if self.registry.is_revoked_at(verdict.device, self.tip.height):
             self._drop(out, "verdict", "revoked", verdict.device.hex()[:16])
@@ -343,7 +395,8 @@ class LedgerCore:
 
     def _take_verdict(self, verdict: Verdict, out: list[Action]) -> None:
         record = self.dispatcher.batches.get(verdict.batch_id)
-        if record is None:  # another node's batch (or one from before a restart)
+        if record is None or record.batch.assignment != verdict.assignment:
+            # Another node's batch (or one from before a restart, or a forgery).
             self._count_foreign_verdict(verdict, out)
             return
         # [REJECT] The device was given this batch (so it is entitled to judge it).
@@ -353,16 +406,9 @@ class LedgerCore:
         # [IGNORE] The device already answered this batch.
         if verdict.device in record.answered:
             return
-        # [REJECT] It names the batch's registry.
-        if verdict.registry_height != record.batch.registry_height:
-            self._drop(out, "verdict", "registry_mismatch", verdict.device.hex()[:16])
-            return
-        # [REJECT] It can still justify a transaction in our next block.
-        if not self._is_entitled(verdict, out):
-            return
-        # [REJECT] The judgements name the batch's transactions, in order.
-        if tuple(j.tx_id for j in verdict.judgements) != record.tx_ids:
-            self._drop(out, "verdict", "judgements_mismatch", verdict.device.hex()[:16])
+        # [REJECT] It can still justify a transaction in our next block, and judges
+        # exactly the batch's transactions (our own assignment: signed by us).
+        if not self._is_bound(verdict, out):
             return
         # [REJECT] The device signed it.
         if not is_signature_valid(verdict):
@@ -370,60 +416,74 @@ class LedgerCore:
             return
         self.stats.verdicts += 1
         was_waiting = self.dispatcher.take_answer(record, verdict.device)
-        for judgement in verdict.judgements:
-            votes = self.votes.get(judgement.tx_id)
-            if votes is None:
-                continue  # decided already
-            if was_waiting:
-                votes.outstanding -= 1
-            self._forget_stale_verdicts(votes)  # so that the device's new vote counts
-            record_vote(votes, verdict, judgement.reason)
-            if not self._decide(judgement.tx_id, votes) and votes.outstanding <= 0:
-                self.dispatcher.retry.append(judgement.tx_id)  # all answered, no quorum
+        self._count(verdict, own=True, was_waiting=was_waiting)
         self.dispatcher.forget_if_done(verdict.batch_id, self.votes)
 
     def _count_foreign_verdict(self, verdict: Verdict, out: list[Action]) -> None:
         """Tally a verdict on a batch another ledger node issued, so that every node
-        learns which transactions are accepted.  We never saw the batch, but the device's
-        entitlement follows from the batch id and the registry alone, as in a block."""
-        # [IGNORE] Nothing in it is still undecided here.
-        if not any(j.tx_id in self.votes for j in verdict.judgements):
+        learns which transactions are accepted.  We never saw the batch, but the
+        verdict carries its signed assignment: who issued it, the registry that ranks
+        the entitled devices, and the root of its transactions (verdicts.py)."""
+        # [IGNORE] Nothing in it is still undecided, or accepted and disputed, here.
+        if not any(self._concerns_us(j.tx_id, j.reason) for j in verdict.judgements):
             return
-        # [IGNORE] Its registry is above our tip: held (once its signature verified, so
+        # [IGNORE] Its registry is above our tip: held (once its signatures verified, so
         # that forgeries cannot fill the buffer) until we commit up to it.
         if verdict.registry_height > self.tip.height:
-            if is_signature_valid(verdict):
+            if self._is_signed(verdict, out):
                 self._hold_early(verdict, out)
-            else:
-                self._drop(out, "verdict", "bad_signature", verdict.device.hex()[:16])
             return
-        # [REJECT] The device is entitled to judge the batch, within the window.
-        if not self._is_entitled(verdict, out):
+        # [REJECT] Bound to an assignment that entitles the device, within the window.
+        if not self._is_bound(verdict, out):
             return
-        # [REJECT] The device signed it.
-        if not is_signature_valid(verdict):
-            self._drop(out, "verdict", "bad_signature", verdict.device.hex()[:16])
+        # [REJECT] The assignment is a validator's, and it and the verdict are signed.
+        if not self._is_signed(verdict, out):
             return
         self.stats.verdicts += 1
-        for judgement in verdict.judgements:
-            votes = self.votes.get(judgement.tx_id)
-            if votes is not None:
-                self._forget_stale_verdicts(votes)
-                record_vote(votes, verdict, judgement.reason)
-                self._decide(judgement.tx_id, votes)
+        self._count(verdict, own=False, was_waiting=False)
 
-    def _is_entitled(self, verdict: Verdict, out: list[Action]) -> bool:
-        """The verdict's rules of a block (verify.apply_block), for our next block; a
-        counted drop when broken.  Its registry must not be above our tip."""
-        who = verdict.device.hex()[:16]
-        # [REJECT] Its registry is at most assignment_window blocks below our next block.
-        if not self._in_window(verdict):
-            self._drop(out, "verdict", "stale_registry", f"{who} at {verdict.registry_height}")
+    def _concerns_us(self, tx_id: bytes, reason: int) -> bool:
+        """Undecided here; or an "invalid" on an accepted transaction (a dispute); or a
+        "valid" on one found forged or rejected by devices (perhaps a fraud)."""
+        if tx_id in self.votes:
+            return True
+        if reason != Reason.OK:
+            return tx_id in self.accepted
+        return self.frauds.is_known(tx_id)
+
+    def _count(self, verdict: Verdict, *, own: bool, was_waiting: bool) -> None:
+        """Count a checked verdict's judgements.  On our own batch, a transaction that
+        every asked device answered without a decision goes to one more device."""
+        for judgement in verdict.judgements:
+            tx_id = judgement.tx_id
+            votes = self.votes.get(tx_id)
+            if votes is not None:
+                if was_waiting:
+                    votes.outstanding -= 1
+                self._forget_stale_verdicts(votes)  # so that the device's new vote counts
+                record_vote(votes, verdict, judgement.reason)
+                if not self._decide(tx_id, votes) and own and votes.outstanding <= 0:
+                    self.dispatcher.retry.append(tx_id)  # all answered, no quorum
+            elif judgement.reason != Reason.OK and (accepted := self.accepted.get(tx_id)):
+                self._dispute_accepted(tx_id, accepted, verdict, judgement.reason)
+            elif judgement.reason == Reason.OK and (tx := self.frauds.forged_for(tx_id)):
+                self._offer_fraud(verdict, tx)  # a "valid" on a forgery, after the fact
+
+    def _is_bound(self, verdict: Verdict, out: list[Action]) -> bool:
+        """The verdict's binding rules of a block (verify.apply_block), for our next
+        block; a counted drop when broken.  Its registry must not be above our tip."""
+        problem = check_verdict_binding(verdict, self.tip.height + 1, self.registry, self.params)
+        if problem is not None:
+            who = verdict.device.hex()[:16]
+            self._drop(out, "verdict", problem, f"{who} at {verdict.registry_height}")
             return False
-        # [REJECT] Registered then, and among the first 2k of the batch's ranking.
-        entitled = self.registry.entitled(verdict.batch_id, verdict.registry_height, self.params.k)
-        if verdict.device not in entitled:
-            self._drop(out, "verdict", "not_entitled", who)
+        return True
+
+    def _is_signed(self, verdict: Verdict, out: list[Action]) -> bool:
+        validators = self.genesis.ledger_nodes
+        problem = check_verdict_signatures(verdict, validators, self.signatures)
+        if problem is not None:
+            self._drop(out, "verdict", problem, verdict.device.hex()[:16])
             return False
         return True
 
@@ -451,28 +511,96 @@ class LedgerCore:
                 self._take_verdict(verdict, out)
 
     def _decide(self, tx_id: bytes, votes: TxVotes) -> bool:
+        """Decide the transaction if its votes allow; True when it left ``votes``."""
+        # [REJECT] Devices disagree: we check it ourselves, and a forgery is rejected.
+        if is_disputed(votes) and not self._settle(tx_id, votes):
+            return True
         outcome = compute_outcome(votes, self.params.q)
         if outcome is None:
             return False
+        # [REJECT] Accepted by a quorum, and picked for an audit: a forgery is rejected.
+        if outcome.accepted and not votes.settled and not self._audit(tx_id, votes):
+            return True
         del self.votes[tx_id]
-        matched, other = agreement(votes, outcome)
-        for device_key in matched:
-            if (device := self.devices.records.get(device_key)) is not None:
-                device.agreed += 1
-        for device_key in other:
-            if (device := self.devices.records.get(device_key)) is not None:
-                device.disagreed += 1
+        self.devices.record_outcome(*agreement(votes, outcome))
         if outcome.accepted:
             self.accepted[tx_id] = votes
         else:
+            self.frauds.note_rejected(votes.tx)  # a late "valid" on it gets it checked
             self.reject_pending(tx_id, outcome.reason)
         return True
 
+    def _settle(self, tx_id: bytes, votes: TxVotes) -> bool:
+        """The devices disagree on ``tx_id``: check it ourselves (once per transaction).
+        True when it passes (its "invalid" votes stop counting), False when it does not
+        (it is rejected, and its "valid" votes were wrong)."""
+        self.stats.settled += 1
+        return self._check_ourselves(tx_id, votes)
+
+    def _audit(self, tx_id: bytes, votes: TxVotes) -> bool:
+        """Perhaps check a transaction q devices accepted, before any block takes it:
+        with the audit probability of the lowest-reputation device that vouched for it
+        (devices.audit_probability).  False when it was audited and found forged (it
+        is then rejected)."""
+        reputation = min(self.devices.reputation(device) for device in votes.valid)
+        if self.rng.random() >= audit_probability(reputation, self.audit_rate):
+            return True
+        self.stats.audited += 1
+        return self._check_ourselves(tx_id, votes)
+
+    def _check_ourselves(self, tx_id: bytes, votes: TxVotes) -> bool:
+        """One stateless check (a signature verification at most): True and settled when
+        the transaction passes, False and rejected when it is a forgery."""
+        reason = check_transaction_objective(votes.tx, self.chain_id)
+        if reason is Reason.OK:
+            votes.settled = True
+            return True
+        self._reject_forged(tx_id, votes, reason)
+        return False
+
+    def _reject_forged(self, tx_id: bytes, votes: TxVotes, reason: Reason) -> None:
+        """``votes.tx`` fails a check that needs neither time nor state: reject it; the
+        devices that judged it valid were wrong beyond doubt."""
+        self.stats.forged += 1
+        self.devices.record_outcome(*agreement(votes, Outcome(False, reason)))
+        self.frauds.note_forged(votes.tx)
+        for verdict in votes.valid.values():
+            self._offer_fraud(verdict, votes.tx)
+        self.reject_pending(tx_id, reason)
+
+    def _offer_fraud(self, verdict: Verdict, tx: Transaction) -> None:
+        """``verdict`` judged ``tx`` valid, and ``tx`` is a forgery: queue the proof for
+        our next block (frauds.py), or count why it cannot be one."""
+        problem = self.frauds.offer(
+            verdict, tx, height=self.tip.height + 1, registry=self.registry,
+            signatures=self.signatures,
+        )  # fmt: skip
+        if problem is not None:
+            self.note_drop("fraud", problem, verdict.device.hex()[:16])
+
+    def _dispute_accepted(
+        self, tx_id: bytes, votes: TxVotes, verdict: Verdict, reason: int
+    ) -> None:
+        """An "invalid" vote on a transaction already accepted (a verdict that came after
+        the q "valid" ones): settle it before a block takes it."""
+        if votes.settled:
+            self.devices.record_outcome((), (verdict.device,))
+            return
+        record_vote(votes, verdict, reason)
+        if self._settle(tx_id, votes):
+            self.devices.record_outcome((), (verdict.device,))
+
     def _forget_stale_verdicts(self, votes: TxVotes) -> None:
         """Valid votes whose registry is out of the window cannot justify the
-        transaction any more; the device may vote again on a fresh batch."""
-        if any(not self._in_window(v) for v in votes.valid.values()):
-            votes.valid = {d: v for d, v in votes.valid.items() if self._in_window(v)}
+        transaction any more; the device may vote again on a fresh batch.  Votes of
+        banned devices count for nothing."""
+        banned = self.registry.is_banned
+        if any(not self._in_window(v) or banned(d) for d, v in votes.valid.items()):
+            votes.valid = {
+                d: v for d, v in votes.valid.items() if self._in_window(v) and not banned(d)
+            }
+        if any(banned(d) for d in votes.invalid):
+            votes.invalid = {d: r for d, r in votes.invalid.items() if not banned(d)}
 
     def judge_again(self, tx_id: bytes) -> None:
         """An accepted transaction without q verdicts that can still justify it goes back
@@ -588,16 +716,19 @@ class LedgerCore:
     # ---- blocks -------------------------------------------------------------------
 
     def on_block_committed(
-        self, block: Block, changes: dict[bytes, Account], now_ms: int, actions: list[Action]
+        self, block: Block, changes: StateChanges, now_ms: int, actions: list[Action]
     ) -> None:
         """A block was decided (by consensus, or learned with its certificate): store it,
         advance the state, settle its transactions, and publish it if we proposed it."""
         actions.append(CommitBlock(block, changes))
-        self.accounts.update(changes)
+        self.accounts.update(changes.accounts)
+        self.vesting = merged_vesting(self.vesting, changes.vesting)
         self.tip = ChainTip(block.height, block.hash, block.header.timestamp_ms)
         registered = [hello.device for hello in block.registrations]
         records = [ApprovalRecord.of(approval, block.height) for approval in block.approvals]
-        self.registry.process_block(block.height, registered, records)
+        banned = [proof.device for proof in block.frauds]
+        self.registry.process_block(block.height, registered, banned=banned, approvals=records)
+        self.frauds.on_block(block.height + 1, self.registry)
         for device in registered:
             self.hellos.pop(device, None)
         self._settle_approvals(records)

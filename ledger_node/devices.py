@@ -19,9 +19,30 @@ only hides the device until its next heartbeat.
 At most ``max_records`` devices are remembered: a new one evicts the device heard from
 longest ago if that one is no longer live, and is refused (``devices_full``) otherwise,
 so keys made up by the thousand cannot grow the table.
+
+Reputation is this node's own record of how often a device's judgements matched the
+decided outcome (``agreed`` / ``disagreed``, counted by the tally), kept local and
+bounded: once the two counts add up to more than REPUTATION_MEMORY, both are halved, so
+old behaviour fades and a device cannot bank goodwill forever.
+
+    reputation(d) = (agreed + 1) / (agreed + disagreed + 2)      in (0, 1)
+
+a new device is at 1/2; one that always agreed tends to 1 - 1/(REPUTATION_MEMORY + 2).
+It sets how often the node audits a transaction the device vouched for:
+
+    audit_probability(r) = audit_rate + (1 - audit_rate) * (1 - r)
+
+linear in the reputation's shortfall: audit_rate for a device with a perfect record
+(0.05 + 0.001 by default), 0.525 for a new one, and 1 as r goes to 0; a transaction is
+audited with the probability of the lowest-reputation device that vouched for it.  And
+it weights which of the 2k entitled devices get a batch: the issuer draws k of the
+live ones with probability proportional to r (``weighted_sample``; dispatch.py), a
+local choice, since validators check only that a device is entitled.
 """
 
+import random
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
@@ -31,6 +52,7 @@ DEFAULT_CAPACITY = 64
 MAX_DEVICE_RECORDS = 65_536
 STALE = "stale"  # refusal reasons, for the core's drop counters
 FULL = "devices_full"
+REPUTATION_MEMORY = 1024  # agreed + disagreed above this: both halved
 
 
 @dataclass(slots=True)
@@ -44,6 +66,39 @@ class DeviceRecord:
     agreed: int = 0  # judgements that matched the decided outcome
     disagreed: int = 0
     last_beat_ts: int = -1  # the device's own timestamp of its latest heartbeat
+
+    @property
+    def reputation(self) -> float:
+        return (self.agreed + 1) / (self.agreed + self.disagreed + 2)
+
+    def record_judgement(self, *, agreed: bool) -> None:
+        if agreed:
+            self.agreed += 1
+        else:
+            self.disagreed += 1
+        if self.agreed + self.disagreed > REPUTATION_MEMORY:
+            self.agreed //= 2
+            self.disagreed //= 2
+
+
+NEW_DEVICE_REPUTATION = DeviceRecord(b"").reputation  # 1/2: nothing known yet
+
+
+def audit_probability(reputation: float, audit_rate: float) -> float:
+    """How likely a transaction vouched for by a device of ``reputation`` is audited."""
+    return audit_rate + (1.0 - audit_rate) * (1.0 - reputation)
+
+
+def weighted_sample(
+    items: Sequence[bytes], weights: Sequence[float], count: int, rng: random.Random
+) -> list[bytes]:
+    """``count`` of ``items`` without replacement, each draw proportional to its weight
+    (Efraimidis and Spirakis: the largest u ** (1 / w)), in ``items`` order."""
+    if count >= len(items):
+        return list(items)
+    keys = [rng.random() ** (1.0 / max(weight, 1e-9)) for weight in weights]
+    chosen = set(sorted(range(len(items)), key=lambda i: -keys[i])[:count])
+    return [item for i, item in enumerate(items) if i in chosen]
 
 
 class LiveDevices:
@@ -127,6 +182,19 @@ class LiveDevices:
             for key, record in sorted(self.records.items())
             if self.is_live(record, now_ms) and record.outstanding < MAX_OUTSTANDING_BATCHES
         ]
+
+    def reputation(self, key: bytes) -> float:
+        record = self.records.get(key)
+        return record.reputation if record is not None else NEW_DEVICE_REPUTATION
+
+    def record_outcome(self, matched: Iterable[bytes], other: Iterable[bytes]) -> None:
+        """Devices whose vote matched a decided outcome, and those whose vote did not."""
+        for key in matched:
+            if (record := self.records.get(key)) is not None:
+                record.record_judgement(agreed=True)
+        for key in other:
+            if (record := self.records.get(key)) is not None:
+                record.record_judgement(agreed=False)
 
     def count_live(self, now_ms: int) -> int:
         return sum(1 for record in self.records.values() if self.is_live(record, now_ms))

@@ -1,16 +1,18 @@
 """Handing transactions to devices, and taking them back when a device goes quiet.
 
 Who may judge a batch is not the issuer's choice: it is the first 2k devices of the
-batch's rendezvous ranking over the chain's device registry as of the batch's
-``registry_height`` (our tip; protocol/assignment.py, registry.py), and every ledger node
-checks it.  So only registered devices ever get work.  The issuer picks among them:
+rendezvous ranking, seeded by the id of the batch's signed Assignment, over the chain's
+device registry as of its ``registry_height`` (our tip; protocol/assignment.py,
+registry.py), and every ledger node checks it.  So only registered devices ever get
+work.  The issuer picks among them:
 
-* a fresh batch goes to the first k entitled devices that are available (live, not
-  stalled, with room: devices.py); if fewer than q are, the batch is made again with the
-  next seq (a new id, so a new ranking), up to ASSIGN_TRIES times, and otherwise its
-  transactions wait for a later tick;
-* a retry batch goes to the first entitled device, available, that was not yet asked
-  about any of its transactions, with the same re-issue rule.
+* a fresh batch goes to k of its entitled devices that are available (live, not
+  stalled, with room: devices.py), drawn with probability proportional to their
+  reputation (devices.weighted_sample, with the core's seeded rng); if fewer than q are
+  available, the batch is made again with the next seq (a new id, so a new ranking),
+  up to ASSIGN_TRIES times, and otherwise its transactions wait for a later tick;
+* a retry batch goes to one entitled device, available, that was not yet asked about
+  any of its transactions, drawn the same way, with the same re-issue rule.
 
 Batch lifecycle, per (batch, device) assignment:
 
@@ -19,23 +21,25 @@ Batch lifecycle, per (batch, device) assignment:
                               for one more device that has not judged them yet
 
 Late verdicts from a device that missed its deadline still count while the batch is
-known.  The choice is a function of the batch id and the registry, so a seeded
-simulation replays exactly.
+known.  The choice is a function of the assignment id, the registry, reputations and
+the rng, so a seeded simulation replays exactly.
 """
 
+import random
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from micromine.ledger_node.actions import Action
-from micromine.ledger_node.devices import DeviceRecord, LiveDevices
+from micromine.ledger_node.devices import DeviceRecord, LiveDevices, weighted_sample
 from micromine.ledger_node.genesis import ChainParams
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.tally import TxVotes
 from micromine.protocol import topics
+from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.crypto import KeyPair
-from micromine.protocol.messages import WorkBatch
+from micromine.protocol.messages import Assignment, WorkBatch
 from micromine.protocol.topics import Channel, Publish
 
 BATCH_LINGER_MS = 50  # wait this long for a fuller batch before dispatching a small one
@@ -44,7 +48,7 @@ ASSIGN_TRIES = 8  # batch ids (seqs) tried before waiting for more devices
 
 @dataclass(slots=True)
 class BatchRecord:
-    batch: WorkBatch
+    batch: WorkBatch  # its assignment signed
     tx_ids: tuple[bytes, ...]
     waiting: dict[bytes, int] = field(default_factory=dict)  # device -> deadline_ms
     given: set[bytes] = field(default_factory=set)  # devices given this batch (all entitled)
@@ -63,8 +67,10 @@ class Dispatcher:
         params: ChainParams,
         devices: LiveDevices,
         registry: DeviceRegistry,
+        rng: random.Random,
     ) -> None:
         self.chain_id = chain_id
+        self.rng = rng
         self.key = key
         self.params = params
         self.devices = devices
@@ -167,11 +173,13 @@ class Dispatcher:
             self.redispatched += 1
 
     def _available(self, now_ms: int, exclude: set[bytes]) -> dict[bytes, DeviceRecord]:
-        """Live devices with room, registered, and not in ``exclude``."""
+        """Live devices with room, registered, not banned, and not in ``exclude``."""
         return {
             device.key: device
             for device in self.devices.available(now_ms)
-            if device.key in self.registry and device.key not in exclude
+            if device.key in self.registry
+            and not self.registry.is_banned(device.key)
+            and device.key not in exclude
         }
 
     def _assign(
@@ -182,22 +190,28 @@ class Dispatcher:
         wanted: int,
         now_ms: int,
     ) -> tuple[WorkBatch, list[bytes]]:
-        """An unsigned batch of ``tx_ids`` and the first ``wanted`` of its entitled
-        devices that are ``available`` and can take it.  While fewer than q (or than
-        ``wanted``, if less) can, try the next seq: a new id, a new ranking."""
+        """A batch of ``tx_ids`` under an unsigned assignment, and the first ``wanted`` of
+        its entitled devices that are ``available`` and can take it.  While fewer than q
+        (or than ``wanted``, if less) can, try the next seq: a new id, a new ranking."""
         txs = tuple(votes[tx_id].tx for tx_id in tx_ids)
         deadline = now_ms + self.params.batch_timeout_ms
         height, k = self.registry.height, self.params.k
+        root = compute_batch_root(txs)
         needed = min(wanted, self.params.q)
         chosen: list[bytes] = []
         for _ in range(ASSIGN_TRIES):
             self._seq += 1
-            batch = WorkBatch(self.chain_id, self.key.public, self._seq, deadline, txs, height)
-            chosen = [
+            assignment = Assignment(
+                self.chain_id, self.key.public, self._seq, height, deadline, root
+            )
+            batch = WorkBatch(assignment, txs)
+            candidates = [
                 device
-                for device in self.registry.entitled(batch.id, height, k)
+                for device in self.registry.entitled(assignment.id, height, k)
                 if device in available and available[device].capacity >= len(txs)
-            ][:wanted]
+            ]
+            weights = [available[device].reputation for device in candidates]
+            chosen = weighted_sample(candidates, weights, wanted, self.rng)
             if len(chosen) >= needed:
                 break
             self.reissued += 1
@@ -219,12 +233,12 @@ class Dispatcher:
         devices: list[bytes],
         actions: list[Action],
     ) -> None:
-        batch = sign(unsigned, self.key)
+        batch = WorkBatch(sign(unsigned.assignment, self.key), unsigned.txs)
         record = BatchRecord(batch, tuple(tx_ids))
         self.batches[batch.id] = record
         payload = encode(batch)
         for device_key in devices:
-            record.waiting[device_key] = batch.deadline_ms
+            record.waiting[device_key] = batch.assignment.deadline_ms
             record.given.add(device_key)
             self.devices.records[device_key].outstanding += 1
             for tx_id in tx_ids:

@@ -29,6 +29,8 @@ from micromine.protocol.limits import (
 MAX_PARAM_MS = 86_400_000  # the longest interval or timeout a chain may set
 ENROLLMENT_POLICIES = ("open", "approved")
 
+MAX_VESTING_BLOCKS = 100_000  # bounds each device's vesting entries (one per block)
+
 
 class GenesisError(ValueError):
     """A genesis file that cannot be used, with the reason in the message."""
@@ -57,6 +59,9 @@ class ChainParams:
     # vouch for a forged transaction (docs/CONSENSUS.md, "Device assignment").  0 leaves
     # signatures to the devices alone, which is what takes the work off the ledger.
     recheck_tx_signatures: int = 1
+    # A device's reward earned at height h is spendable from the block at h + this; until
+    # then a fraud proof against the device burns it (docs/CONSENSUS.md).  0: at once.
+    reward_vesting_blocks: int = 64
 
     def check(self) -> None:
         if not 1 <= self.q <= self.k:
@@ -77,6 +82,8 @@ class ChainParams:
             # A deadline (now + batch_timeout_ms) must still be a valid *_ms field.
             if name.endswith("_ms") and getattr(self, name) > MAX_PARAM_MS:
                 raise GenesisError(f"{name} must be at most {MAX_PARAM_MS} (a day)")
+        if not 0 <= self.reward_vesting_blocks <= MAX_VESTING_BLOCKS:
+            raise GenesisError(f"reward_vesting_blocks must be 0..{MAX_VESTING_BLOCKS}")
         if self.recheck_tx_signatures not in (0, 1):
             raise GenesisError("recheck_tx_signatures must be 0 or 1")
         if not 0 <= self.block_reward <= MAX_AMOUNT:

@@ -1,18 +1,23 @@
-"""The chain's device registry: which devices are registered, and since which height.
+"""The chain's device registry: which devices are registered, since which height, and
+which are banned.
 
     registered at h     a block at height h carried the device's signed DeviceHello in
                         ``Block.registrations`` (genesis may list devices: height 0);
                         records are never removed (revocation has its own height)
     approvals           operators' approvals and revocations recorded by blocks
                         (``Block.approvals``, enrollment.py), kept with their heights
-    registry at h       every device registered at a height <= h, less those whose
-                        latest approval record at <= h is a revocation
-    entitled(batch, h)  the first 2k devices of the registry at h, ranked for the batch
-                        (protocol/assignment.py)
+    banned at h         a block at height h carried a fraud proof against the device
+                        (``Block.frauds``); a ban is for good
+    registry at h       every device registered at a height <= h, less those banned at
+                        a height <= h and those whose latest approval record at <= h is
+                        a revocation
+    entitled(a, h)      the first 2k devices of the registry at h, ranked for the
+                        assignment a (protocol/assignment.py)
 
-The registry is part of the chain state: the state root commits to it
-(state.compute_registry_root).  It grows only through ``process_block`` of committed
-blocks, in height order, so the registry at a committed height never changes again.
+The registry and the bans are part of the chain state: the state root commits to them
+(state.compute_registry_root with the approvals, compute_bans_root).  They grow only
+through ``process_block`` of committed blocks, in height order, so the registry at a
+committed height never changes again.
 That is what makes memoising ``entitled`` safe: the memo is of a pure function of chain
 data, and heights above the registry's own are refused rather than guessed.
 """
@@ -23,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
 from micromine.ledger_node.enrollment import ApprovalRecord, compute_enrolled_registry_root
-from micromine.ledger_node.state import compute_registry_root
+from micromine.ledger_node.state import compute_bans_root, compute_registry_root
 from micromine.protocol.assignment import compute_entitled
 
 ENTITLED_MEMO = 16_384  # (batch, registry height) rankings remembered
@@ -36,10 +41,15 @@ class DeviceRegistry:
         self,
         registered: Mapping[bytes, int],
         height: int,
+        *,
+        banned: Mapping[bytes, int] | None = None,
         approvals: Iterable[ApprovalRecord] = (),
     ) -> None:
-        if any(at > height for at in registered.values()):
-            raise ValueError("a device is registered above the registry's height")
+        banned = banned if banned is not None else {}
+        if any(at > height for at in (*registered.values(), *banned.values())):
+            raise ValueError("a device is registered or banned above the registry's height")
+        if any(device not in registered for device in banned):
+            raise ValueError("a device is banned but not registered")
         self._approvals: dict[bytes, list[ApprovalRecord]] = {}  # per device, by height
         for record in sorted(approvals, key=lambda r: (r.height, r.timestamp_ms)):
             if record.height > height:
@@ -48,6 +58,8 @@ class DeviceRegistry:
         self._revoked_ever = any(not r.approved for rs in self._approvals.values() for r in rs)
         self.height = height
         self._heights = dict(registered)
+        self._banned = dict(banned)
+        self._bans_root: bytes | None = None
         order = sorted((at, device) for device, at in registered.items())
         self._devices = [device for _, device in order]  # by registration height, then key
         self._at = [at for at, _ in order]
@@ -65,10 +77,20 @@ class DeviceRegistry:
         """Device key -> the height that registered it (read-only)."""
         return MappingProxyType(self._heights)
 
+    @property
+    def banned(self) -> Mapping[bytes, int]:
+        """Device key -> the height that banned it (read-only)."""
+        return MappingProxyType(self._banned)
+
+    def is_banned(self, device: bytes) -> bool:
+        return device in self._banned
+
     def members_at(self, height: int) -> Sequence[bytes]:
         """The registry at ``height``: devices registered at ``height`` or below, less
-        those revoked at ``height``."""
+        those banned or revoked at ``height`` or below."""
         members = self._devices[: bisect_right(self._at, height)]
+        if self._banned:
+            members = [d for d in members if self._banned.get(d, height + 1) > height]
         if not self._revoked_ever:
             return members
         return [device for device in members if not self.is_revoked_at(device, height)]
@@ -144,15 +166,36 @@ class DeviceRegistry:
             {**self._latest_records(), **recorded},
         )
 
+    @property
+    def bans_root(self) -> bytes:
+        if self._bans_root is None:
+            self._bans_root = compute_bans_root(self._banned)
+        return self._bans_root
+
+    def bans_root_after(self, devices: Iterable[bytes], height: int) -> bytes:
+        """The bans root once ``devices`` are banned at ``height``."""
+        added = dict.fromkeys(devices, height)
+        if not added:
+            return self.bans_root
+        return compute_bans_root({**self._banned, **added})
+
     def process_block(
-        self, height: int, devices: Sequence[bytes], approvals: Sequence[ApprovalRecord] = ()
+        self,
+        height: int,
+        devices: Sequence[bytes],
+        *,
+        banned: Sequence[bytes] = (),
+        approvals: Sequence[ApprovalRecord] = (),
     ) -> None:
-        """Record a committed block: ``devices`` (not yet registered) registered at
-        ``height``, which must be the next height, and its ``approvals``."""
+        """Record a committed block: ``devices`` (not yet registered) registered,
+        ``banned`` (registered, not banned yet) banned and ``approvals`` recorded at
+        ``height``, which must be the next height."""
         if height != self.height + 1:
             raise ValueError(f"block {height} does not follow the registry's {self.height}")
         if any(device in self._heights for device in devices):
             raise ValueError("a device is registered twice")
+        if any(device not in self._heights or device in self._banned for device in banned):
+            raise ValueError("a device banned is not registered, or banned already")
         for record in approvals:
             if record.height != height:
                 raise ValueError("an approval recorded at another height")
@@ -166,4 +209,8 @@ class DeviceRegistry:
             self._at.append(height)
         if devices:
             self._root = None
+        for device in banned:
+            self._banned[device] = height
+        if banned:
+            self._bans_root = None
         self.height = height

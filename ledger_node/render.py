@@ -22,6 +22,8 @@ def block_to_dict(block: Block) -> dict[str, Any]:
         "verdicts": len(block.verdicts),
         "rewards": {reward.device.hex(): reward.amount for reward in block.rewards},
         "registrations": [hello.device.hex() for hello in block.registrations],
+        "approvals": {approval.device.hex(): approval.approve for approval in block.approvals},
+        "frauds": [proof.device.hex() for proof in block.frauds],
         "commit_round": block.commit_round,
         "signers": [entry.signer.hex() for entry in block.certificate],
     }

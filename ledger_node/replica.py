@@ -39,7 +39,7 @@ from micromine.ledger_node.consensus import (
     SignedState,
     Timeouts,
 )
-from micromine.ledger_node.state import Account
+from micromine.ledger_node.state import StateChanges
 from micromine.ledger_node.verify import apply_block, verify_block
 from micromine.protocol import topics
 from micromine.protocol.block import Block, CommitSignature
@@ -77,7 +77,7 @@ class Replica:
             last_signed=last_signed,
         )
         self._built: dict[bytes, BuiltBlock] = {}  # our proposals, by block hash
-        self._checked: dict[bytes, dict[bytes, Account]] = {}  # valid blocks' changes
+        self._checked: dict[bytes, StateChanges] = {}  # valid blocks' changes
         self._sent: list[bytes] = []  # our messages of the current height, encoded
         self._decided: dict[int, Block] = {}  # the last RECENT_DECIDED blocks, by height
         self._pools: dict[int, CommitPool] = {}  # COMMIT signatures, by height
@@ -91,9 +91,11 @@ class Replica:
     # ---- the app the consensus core asks ------------------------------------------
 
     def has_work(self) -> bool:
-        """Accepted transactions, or devices waiting to be registered (so an idle chain
-        still registers them, and they can get work)."""
-        return bool(self.ledger.accepted) or self.ledger.has_registration_work()
+        """Accepted transactions, devices or approvals waiting to be registered or
+        recorded (so an idle chain still registers them, and they can get work), or
+        fraud proofs waiting to ban their devices."""
+        ledger = self.ledger
+        return bool(ledger.accepted) or ledger.has_registration_work() or bool(ledger.frauds)
 
     def propose(self, height: int, round: int, now_ms: int) -> Block | None:
         ledger = self.ledger
@@ -113,6 +115,8 @@ class Replica:
             candidates=[votes.tx for votes in ledger.accepted.values()],
             justification={i: list(v.valid.values()) for i, v in ledger.accepted.items()},
             hellos=list(ledger.hellos.values()),
+            frauds=list(ledger.frauds.pending.values()),
+            vesting=ledger.vesting,
             params=ledger.params,
             seal=False,
             approvals=list(ledger.approvals.values()),
@@ -123,7 +127,7 @@ class Replica:
         for tx in built.stale:
             ledger.judge_again(tx.id)
         block = built.block
-        if round == 1 and not block.txs and not block.registrations and not block.approvals:
+        if round == 1 and not (block.txs or block.registrations or block.approvals or block.frauds):
             return None  # nothing to propose yet; later rounds may propose an empty block
         self._built[built.block.hash] = built
         self._checked[built.block.hash] = built.changes
@@ -143,6 +147,8 @@ class Replica:
                 params=ledger.params,
                 validators=self.consensus.validators,
                 enrollment=ledger.enrollment,
+                signatures=ledger.signatures,
+                vesting=ledger.vesting,
             )
         except InvalidBlockError as exc:
             ledger.note_drop("consensus", "invalid_block", str(exc))
@@ -298,6 +304,7 @@ class Replica:
                 ledger.tip,
                 block,
                 ledger.params,
+                vesting=ledger.vesting,
                 enrollment=ledger.enrollment,
             )
         self._built.clear()

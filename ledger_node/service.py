@@ -68,9 +68,12 @@ class LedgerService:
             tip=self.store.tip(genesis),
             pending=self.store.pending(),
             registered=self.store.registry(),
+            banned=self.store.bans(),
+            vesting=self.store.vesting(),
             last_signed=self.store.last_signed(),
             now_ms=now_ms(),
             approvals=self.store.approvals(),
+            audit_rate=config.audit_rate,
         )
         self.core.recent_committed.update(self.store.recent_committed(RECENT_COMMITTED))
         self.intake = Intake(genesis.chain_id)
@@ -242,9 +245,15 @@ class LedgerService:
             "shed": dict(core.mempool.shed),
             "devices_live": core.devices.count_live(now) if online else 0,
             "devices_registered": len(core.registry),
+            "devices_banned": len(core.registry.banned),
+            "frauds_found": core.frauds.found,
+            "frauds_pending": len(core.frauds.pending),
             "registrations_pending": len(core.hellos),
             "committed": core.stats.committed,
             "rejected": core.stats.rejected,
+            "settled": core.stats.settled,
+            "forged": core.stats.forged,
+            "audited": core.stats.audited,
             "batches_sent": core.dispatcher.batches_sent,
             "redispatched": core.dispatcher.redispatched,
             "reissued": core.dispatcher.reissued,
@@ -254,8 +263,10 @@ class LedgerService:
                 key.hex()[:16]: {
                     "live": core.devices.is_live(record, now),
                     "registered": key in core.registry,
+                    "banned": core.registry.is_banned(key),
                     "agreed": record.agreed,
                     "disagreed": record.disagreed,
+                    "reputation": round(record.reputation, 4),
                 }
                 for key, record in list(core.devices.records.items())[:STATUS_MAX_DEVICES]
             },

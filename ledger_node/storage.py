@@ -1,8 +1,8 @@
-"""SQLite storage for one ledger node: blocks, accounts, the device registry, and
-admitted transactions.
+"""SQLite storage for one ledger node: blocks, accounts, the device registry and bans,
+vesting rewards, and admitted transactions.
 
-A block, its account changes, the devices it registers and the removal of its
-transactions from ``pending`` are one SQLite transaction, so a node killed at any
+A block, its account and vesting changes, the devices it registers and bans and the
+removal of its transactions from ``pending`` are one SQLite transaction, so a node killed at any
 instant restarts at a height whose state matches it exactly.  WAL mode with
 synchronous=NORMAL: a commit survives a killed process (the WAL is in the OS's hands);
 a power cut may lose the last few commits, which peers re-supply once there are several
@@ -23,13 +23,13 @@ from micromine.ledger_node.consensus import SignedState
 from micromine.ledger_node.enrollment import ApprovalRecord
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import PendingTx
-from micromine.ledger_node.state import Account
+from micromine.ledger_node.state import Account, StateChanges, VestingEntry
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.messages import Transaction
 
-SCHEMA_VERSION = 2  # 2: the devices table (the chain's device registry)
+SCHEMA_VERSION = 3  # 2: devices (the registry); 3: bans, vesting, approvals
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -51,6 +51,16 @@ CREATE TABLE IF NOT EXISTS accounts (
 CREATE TABLE IF NOT EXISTS devices (
     device BLOB PRIMARY KEY,
     height INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bans (
+    device BLOB PRIMARY KEY,
+    height INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS vesting (
+    device BLOB NOT NULL,
+    earned_height INTEGER NOT NULL,
+    amount INTEGER NOT NULL,
+    PRIMARY KEY (device, earned_height)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS signed (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -153,12 +163,26 @@ class LedgerStore:
         return {bytes(device): height for device, height in rows}
 
     def approvals(self) -> list[ApprovalRecord]:
-        """Every approval record of the chain (enrollment.py), oldest first.  The table
-        is new in schema 2 without a version bump: no earlier block carried approvals."""
+        """Every approval record of the chain (enrollment.py), oldest first."""
         rows = self.db.execute(
             "SELECT device, approved, height, timestamp_ms FROM approvals ORDER BY height"
         )
         return [ApprovalRecord(bytes(d), bool(a), h, t) for d, a, h, t in rows]
+
+    def bans(self) -> dict[bytes, int]:
+        """Banned devices: device key -> the height of the block that banned it."""
+        rows = self.db.execute("SELECT device, height FROM bans")
+        return {bytes(device): height for device, height in rows}
+
+    def vesting(self) -> dict[bytes, tuple[VestingEntry, ...]]:
+        """Unvested rewards: device key -> (earned height, amount) entries, by height."""
+        found: dict[bytes, list[VestingEntry]] = {}
+        rows = self.db.execute(
+            "SELECT device, earned_height, amount FROM vesting ORDER BY device, earned_height"
+        )
+        for device, earned, amount in rows:
+            found.setdefault(bytes(device), []).append((earned, amount))
+        return {device: tuple(entries) for device, entries in found.items()}
 
     def pending(self) -> list[PendingTx]:
         entries = []
@@ -236,7 +260,7 @@ class LedgerStore:
                 (encode(block), block.height, block.hash),
             )
 
-    def commit_block(self, block: Block, changes: dict[bytes, Account]) -> None:
+    def commit_block(self, block: Block, changes: StateChanges) -> None:
         tx_ids = [(tx.id,) for tx in block.txs]
         with self._transaction():
             self.db.execute(
@@ -249,7 +273,7 @@ class LedgerStore:
             )
             self.db.executemany(
                 "INSERT OR REPLACE INTO accounts VALUES (?, ?, ?)",
-                [(a, acct.balance, acct.nonce) for a, acct in changes.items()],
+                [(a, acct.balance, acct.nonce) for a, acct in changes.accounts.items()],
             )
             self.db.executemany(
                 "INSERT INTO devices VALUES (?, ?)",
@@ -260,6 +284,21 @@ class LedgerStore:
                 [
                     (a.device, block.height, int(a.approve), a.timestamp_ms, a.operator)
                     for a in block.approvals
+                ],
+            )
+            self.db.executemany(
+                "INSERT INTO bans VALUES (?, ?)",
+                [(proof.device, block.height) for proof in block.frauds],
+            )
+            self.db.executemany(
+                "DELETE FROM vesting WHERE device = ?", [(d,) for d in changes.vesting]
+            )
+            self.db.executemany(
+                "INSERT INTO vesting VALUES (?, ?, ?)",
+                [
+                    (device, earned, amount)
+                    for device, entries in changes.vesting.items()
+                    for earned, amount in entries
                 ],
             )
             self.db.executemany("DELETE FROM pending WHERE id = ?", tx_ids)

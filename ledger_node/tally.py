@@ -1,11 +1,18 @@
-"""Counting devices' verdicts per transaction until q of them agree.
+"""Counting devices' verdicts per transaction until q of them agree, and settling
+disagreements.
 
     undecided --q "valid" votes--> accepted (waits for a block)
     undecided --q "invalid" votes--> rejected, with the most common reason
     undecided --tx_timeout_ms--> rejected NO_QUORUM
+    undecided or accepted --"valid" and "invalid" votes both--> settled by the ledger:
+        the transaction fails check_transaction_objective: rejected with that reason
+        (the "valid" votes were wrong beyond doubt: fraud proofs, core.py)
+        it passes: "invalid" votes no longer count; it waits for q "valid" ones
 
 A device votes at most once per transaction (its first verdict counts).  The verdicts
-that voted "valid" are kept: they are the block's justification.
+that voted "valid" are kept: they are the block's justification.  Settling costs the
+ledger one stateless check (one signature verification), once per transaction: bounded
+by the disagreements, which honest devices only cause through a wrong clock (EXPIRED).
 """
 
 from collections import Counter
@@ -24,6 +31,9 @@ class TxVotes:
     outstanding: int = 0  # assignments not yet answered or timed out
     valid: dict[bytes, Verdict] = field(default_factory=dict)
     invalid: dict[bytes, int] = field(default_factory=dict)
+    # The ledger checked the transaction itself (a disagreement, or an audit) and found
+    # nothing objectively wrong: "invalid" votes no longer decide it.
+    settled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +52,15 @@ def record_vote(votes: TxVotes, verdict: Verdict, reason: int) -> None:
         votes.invalid[verdict.device] = reason
 
 
+def is_disputed(votes: TxVotes) -> bool:
+    """Devices disagree and the ledger has not settled it yet."""
+    return bool(votes.valid) and bool(votes.invalid) and not votes.settled
+
+
 def compute_outcome(votes: TxVotes, q: int) -> Outcome | None:
     if len(votes.valid) >= q:
         return Outcome(True, Reason.OK)
-    if len(votes.invalid) >= q:
+    if len(votes.invalid) >= q and not votes.settled:
         counts = Counter(votes.invalid.values())
         code = min(counts, key=lambda c: (-counts[c], c))
         reason = Reason(code) if code in Reason._value2member_map_ else Reason.OTHER

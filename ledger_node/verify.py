@@ -10,11 +10,13 @@ proposer builds blocks (blocks.build_block) that pass it by construction.  Every
 here is deterministic: the same parent state and block give the same answer on every
 node, which is what lets n nodes agree on validity.
 
-Transaction signatures are *not* checked here: that is the devices' work.  What a node
-checks instead is who vouched for each transaction: q "valid" verdicts, each signed by
-a device that the chain had registered and that the batch's rendezvous ranking entitled
-to judge it (protocol/assignment.py, registry.py).  So a node verifies one signature
-per verdict (one per device per batch), not one per transaction.
+Transaction signatures are *not* checked here unless the chain asks for it
+(``recheck_tx_signatures``): that is the devices' work.  What a node checks instead is
+who vouched for each transaction: q "valid" verdicts, each signed by a device that the
+chain had registered and that the rendezvous ranking of a validator's signed assignment
+entitled to judge it, and each bound to that assignment's transactions
+(verdicts.py, protocol/assignment.py, registry.py).  So a node verifies one signature
+per verdict (one per device per batch) and one per assignment, not one per transaction.
 """
 
 from collections.abc import Mapping, Sequence
@@ -23,6 +25,7 @@ from micromine.ledger_node.blocks import (
     ChainTip,
     InvalidBlockError,
     compute_judged,
+    compute_post_state_root,
     compute_rewards,
 )
 from micromine.ledger_node.enrollment import OPEN, ApprovalRecord, Enrollment
@@ -30,18 +33,29 @@ from micromine.ledger_node.genesis import ChainParams
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
     Account,
+    StateChanges,
     StateView,
-    compute_accounts_root,
-    compute_state_root,
-    merged,
+    Vesting,
+    process_bans,
     process_rewards,
     process_transaction,
+    process_vesting,
 )
-from micromine.protocol.assignment import is_registry_height_in_window
+from micromine.ledger_node.verdicts import (
+    AssignmentSignatures,
+    check_fraud_binding,
+    check_fraud_evidence,
+    check_verdict_binding,
+    check_verdict_signatures,
+)
 from micromine.protocol.block import Block, compute_body_hash, compute_tx_root
 from micromine.protocol.codec import is_signature_valid
 from micromine.protocol.kinds import Reason
-from micromine.protocol.limits import MAX_BLOCK_APPROVALS, MAX_BLOCK_REGISTRATIONS
+from micromine.protocol.limits import (
+    MAX_BLOCK_APPROVALS,
+    MAX_BLOCK_FRAUDS,
+    MAX_BLOCK_REGISTRATIONS,
+)
 
 
 def apply_block(
@@ -51,12 +65,14 @@ def apply_block(
     block: Block,
     params: ChainParams,
     *,
+    vesting: Vesting | None = None,
     enrollment: Enrollment = OPEN,
-) -> dict[bytes, Account]:
+) -> StateChanges:
     """The state transition of one block; raises InvalidBlockError before changing anything.
 
-    ``registry`` is the device registry as of ``tip``; the block's registrations are
-    recorded by the caller when it commits the block (``DeviceRegistry.process_block``).
+    ``registry`` is the device registry as of ``tip`` and ``vesting`` the vesting rewards;
+    the block's registrations, approvals and bans are recorded by the caller when it
+    commits the block (``DeviceRegistry.process_block``).
     """
     header = block.header
     # [REJECT] The block extends our chain tip.
@@ -75,36 +91,34 @@ def apply_block(
     if header.tx_root != compute_tx_root(block.txs):
         raise InvalidBlockError("tx_root does not match the transactions")
     body_hash = compute_body_hash(
-        block.verdicts, block.rewards, block.registrations, block.approvals
+        block.verdicts,
+        block.rewards,
+        block.registrations,
+        approvals=block.approvals,
+        frauds=block.frauds,
     )
     if header.body_hash != body_hash:
-        raise InvalidBlockError("body_hash does not match the verdicts, rewards, registrations")
+        raise InvalidBlockError(
+            "body_hash does not match the verdicts, rewards, registrations, approvals, frauds"
+        )
     if len({tx.id for tx in block.txs}) != len(block.txs):
         raise InvalidBlockError("a transaction appears twice")
     check_registrations(registry, block)
     check_approvals(registry, block, enrollment)
-    # [REJECT] Each verdict ranks devices against a registry at most assignment_window
-    # blocks below this one (and already committed).
+    check_frauds(registry, block, params)
+    # [REJECT] Each verdict is bound to an assignment whose registry is in the window,
+    # entitles its device, and names exactly the transactions it judges (verdicts.py).
     for verdict in block.verdicts:
-        if not is_registry_height_in_window(
-            verdict.registry_height, header.height, params.assignment_window
-        ):
+        problem = check_verdict_binding(verdict, header.height, registry, params)
+        if problem is not None:
             raise InvalidBlockError(
-                f"verdict from {verdict.device.hex()[:16]} uses the registry at "
-                f"{verdict.registry_height}, outside the window below {header.height}"
+                f"verdict from {verdict.device.hex()[:16]} on batch "
+                f"{verdict.batch_id.hex()[:16]}: {problem}"
             )
-    # [REJECT] Each verdict's device is entitled to judge its batch: registered at
-    # registry_height, and among the first 2k of the batch's ranking.
-    for verdict in block.verdicts:
-        if verdict.device not in registry.entitled(
-            verdict.batch_id, verdict.registry_height, params.k
-        ):
-            raise InvalidBlockError(
-                f"device {verdict.device.hex()[:16]} is not entitled to judge batch "
-                f"{verdict.batch_id.hex()[:16]}"
-            )
-    # [REJECT] Every transaction is valid against the state, in block order.
-    view = StateView(accounts)
+    # [REJECT] Every transaction is valid against the state, in block order, once the
+    # rewards due at this height are spendable.
+    view = StateView(accounts, vesting)
+    process_vesting(view, header.height, params.reward_vesting_blocks)
     for tx in block.txs:
         if tx.chain_id != header.chain_id:
             raise InvalidBlockError(f"tx {tx.id.hex()[:16]} is for another chain")
@@ -117,31 +131,59 @@ def apply_block(
     pool = params.block_reward + sum(tx.fee for tx in block.txs)
     if block.rewards != compute_rewards(pool, judged):
         raise InvalidBlockError("rewards are not the protocol's split")
-    process_rewards(view, block.rewards)
-    # [REJECT] The state root is the post-state's: accounts and device registry.
-    registry_root = registry.root_after(
-        (h.device for h in block.registrations),
+    process_rewards(view, block.rewards, header.height, params.reward_vesting_blocks)
+    banned = [proof.device for proof in block.frauds]
+    process_bans(view, banned)
+    # [REJECT] The state root is the post-state's: accounts, device registry (with its
+    # approval records), bans and vesting rewards.
+    state_root = compute_post_state_root(
+        view,
+        registry,
         header.height,
-        (ApprovalRecord.of(a, header.height) for a in block.approvals),
+        registered=[hello.device for hello in block.registrations],
+        banned=banned,
+        approvals=[ApprovalRecord.of(a, header.height) for a in block.approvals],
     )
-    accounts_root = compute_accounts_root(merged(accounts, view.changes))
-    if header.state_root != compute_state_root(accounts_root, registry_root):
+    if header.state_root != state_root:
         raise InvalidBlockError("state_root does not match the post-state")
-    return view.changes
+    return view.diff
+
+
+def check_frauds(registry: DeviceRegistry, block: Block, params: ChainParams) -> None:
+    """The fraud-proof rules that need no signature (verify_block checks the others)."""
+    # [REJECT] At most MAX_BLOCK_FRAUDS, one proof per device, in device key order.
+    check_one_per_device(
+        [proof.device for proof in block.frauds], MAX_BLOCK_FRAUDS, "banned", "fraud proofs"
+    )
+    # [REJECT] Each proof's verdict could justify a transaction in this block (so the
+    # device is entitled, and not banned already), and judges the proof's transaction,
+    # that very signature, valid (verdicts.py).
+    for proof in block.frauds:
+        problem = check_fraud_binding(proof, block.header.height, registry, params)
+        if problem is not None:
+            raise InvalidBlockError(f"fraud proof against {proof.device.hex()[:16]}: {problem}")
+
+
+def check_one_per_device(devices: list[bytes], limit: int, verb: str, what: str) -> None:
+    """A block's list of devices (registered, banned): at most ``limit`` (the decoder
+    enforces it too), no device twice, in device key order (one canonical body per set)."""
+    if len(devices) > limit:  # pragma: no cover - Block refuses more
+        raise InvalidBlockError(f"too many {what}")
+    if len(set(devices)) != len(devices):
+        raise InvalidBlockError(f"a device is {verb} twice in the block")
+    if devices != sorted(devices):
+        raise InvalidBlockError(f"{what} are not in device key order")
 
 
 def check_registrations(registry: DeviceRegistry, block: Block) -> None:
     """The registration rules that need no signature (verify_block checks those)."""
-    devices = [hello.device for hello in block.registrations]
-    # [REJECT] At most MAX_BLOCK_REGISTRATIONS (the decoder enforces it too).
-    if len(devices) > MAX_BLOCK_REGISTRATIONS:  # pragma: no cover - Block refuses more
-        raise InvalidBlockError("too many registrations")
-    # [REJECT] No device is registered twice in one block.
-    if len(set(devices)) != len(devices):
-        raise InvalidBlockError("a device is registered twice in the block")
-    # [REJECT] Registrations are in device key order (one canonical body per set).
-    if devices != sorted(devices):
-        raise InvalidBlockError("registrations are not in device key order")
+    # [REJECT] At most MAX_BLOCK_REGISTRATIONS, no device twice, in device key order.
+    check_one_per_device(
+        [hello.device for hello in block.registrations],
+        MAX_BLOCK_REGISTRATIONS,
+        "registered",
+        "registrations",
+    )
     for hello in block.registrations:
         # [REJECT] The hello is for this chain.
         if hello.chain_id != block.header.chain_id:
@@ -197,19 +239,36 @@ def verify_block(
     *,
     params: ChainParams,
     validators: Sequence[bytes],
+    signatures: AssignmentSignatures | None = None,
+    vesting: Vesting | None = None,
     enrollment: Enrollment = OPEN,
-) -> dict[bytes, Account]:
-    """``apply_block`` plus the checks that need signatures; returns the changes."""
+) -> StateChanges:
+    """``apply_block`` plus the checks that need signatures; returns the changes.
+    ``signatures`` remembers verified assignment signatures across calls."""
+    signatures = signatures if signatures is not None else AssignmentSignatures()
     header = block.header
     # [REJECT] The proposer is a validator.
     if header.proposer not in validators:
         raise InvalidBlockError("proposer is not a validator")
-    # [REJECT] Each verdict is signed by its device, for this chain, and listed once.
+    # [REJECT] Each verdict is for this chain and listed once; its assignment is a
+    # validator's, signed by it; the verdict is signed by its device (verdicts.py).
     if len({v.id for v in block.verdicts}) != len(block.verdicts):
         raise InvalidBlockError("a verdict appears twice")
     for verdict in block.verdicts:
-        if verdict.chain_id != header.chain_id or not is_signature_valid(verdict):
+        if verdict.chain_id != header.chain_id:
             raise InvalidBlockError(f"verdict from {verdict.device.hex()[:16]} is forged")
+        problem = check_verdict_signatures(verdict, validators, signatures)
+        if problem is not None:
+            raise InvalidBlockError(
+                f"verdict from {verdict.device.hex()[:16]} is forged: {problem}"
+            )
+    # [REJECT] Each fraud proof's verdict is signed, under a validator's signed
+    # assignment, and its transaction really fails a check that needs neither time
+    # nor state (verdicts.py): a device that said "valid" lied.
+    for proof in block.frauds:
+        problem = check_fraud_evidence(proof, header.chain_id, validators, signatures)
+        if problem is not None:
+            raise InvalidBlockError(f"fraud proof against {proof.device.hex()[:16]}: {problem}")
     # [REJECT] Each registration is signed by the device it registers.
     for hello in block.registrations:
         if not is_signature_valid(hello):
@@ -218,7 +277,9 @@ def verify_block(
     for approval in block.approvals:
         if not is_signature_valid(approval):
             raise InvalidBlockError(f"approval of {approval.device.hex()[:16]} is forged")
-    changes = apply_block(accounts, registry, tip, block, params, enrollment=enrollment)
+    changes = apply_block(
+        accounts, registry, tip, block, params, vesting=vesting, enrollment=enrollment
+    )
     # [REJECT] Each transaction is signed by its sender, when the chain asks validators
     # to check (ChainParams.recheck_tx_signatures): one verification per transaction per
     # node, the safety net until audits and fraud proofs guard the devices' work.  Last,

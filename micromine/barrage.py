@@ -22,11 +22,12 @@ from dataclasses import dataclass, replace
 
 from micromine.mqtt import LinkConfig, Login, MqttLink
 from micromine.protocol import topics
+from micromine.protocol.assignment import compute_judgements_root
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.limits import MAX_MESSAGE_BYTES
-from micromine.protocol.messages import Judgement, Submission, Verdict
+from micromine.protocol.messages import Assignment, Judgement, Submission, Verdict
 from micromine.protocol.topics import Channel
 
 KINDS = (
@@ -133,9 +134,17 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _nobodys_verdict(chain_id: str, signer: KeyPair, label: bytes) -> Verdict:
+    """A verdict ``signer`` signs on a batch nobody made: under an assignment it signed
+    itself (not a validator's), bound to the verdict's one judgement."""
+    judgements = (Judgement(sha256(b"tx " + label), sha256(b"sig " + label), 0),)
+    root = compute_judgements_root(judgements)
+    assignment = sign(Assignment(chain_id, signer.public, 0, 0, 0, root), signer)
+    return Verdict(chain_id, signer.public, assignment, judgements)
+
+
 def _verdict(chain_id: str, signer: KeyPair, now_ms: int) -> bytes:
-    judgements = (Judgement(sha256(b"%d" % now_ms), 0),)
-    return encode(sign(Verdict(chain_id, sha256(b"batch"), signer.public, judgements, 0), signer))
+    return encode(sign(_nobodys_verdict(chain_id, signer, b"%d" % now_ms), signer))
 
 
 def _valid_for(
@@ -153,8 +162,7 @@ def _valid_for(
     elif topic.endswith("/status"):
         message = DeviceStatus(chain_id if forge else other_chain, device, True, now_ms)
     elif "/verdicts/" in topic:
-        judgements = (Judgement(sha256(b"tx %d" % seq), 0),)
-        message = Verdict(chain_id, sha256(b"batch %d" % seq), device, judgements, 0)
+        message = _nobodys_verdict(chain_id, key, b"%d" % seq)
     elif topic.endswith("/tx/submit"):
         return encode(Submission(other_chain, b"r" * 16, (bytes(8),)))
     else:

@@ -1,5 +1,6 @@
 """Comparing the chains that several ledger nodes stored: the proof, after a run, that
-they agreed.  Reads the SQLite files read-only; safe while the nodes are stopped."""
+they agreed; and what a chain says about its devices (rewards, bans).  Reads the SQLite
+files read-only; safe while the nodes are stopped."""
 
 import sqlite3
 from dataclasses import dataclass
@@ -42,4 +43,50 @@ def compare_chains(db_paths: dict[str, Path]) -> ChainComparison:
         identical=identical,
         same_height=len({len(chain) for chain in chains.values()}) <= 1,
         min_signers=min(signers, default=0),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLedger:
+    """What a stored chain says about the devices: who earned, who was banned, when."""
+
+    rewards: dict[bytes, int]  # device -> every reward it earned (vested or not)
+    rewards_after_bans: dict[bytes, int]  # device -> rewards in blocks after the last ban
+    banned: dict[bytes, int]  # device -> the height of the block that banned it
+    frauds: int  # fraud proofs on chain
+    height: int
+    spendable: dict[bytes, int]  # device -> its account balance (vested rewards)
+    vesting: dict[bytes, int]  # device -> its rewards not yet vested
+
+    def burned(self, device: bytes) -> int:
+        """What a device earned and neither holds nor will: a ban's forfeit (devices
+        spend nothing in devnet, so earned = spendable + vesting + burned)."""
+        held = self.spendable.get(device, 0) + self.vesting.get(device, 0)
+        return self.rewards.get(device, 0) - held
+
+
+def read_device_ledger(db_path: Path) -> DeviceLedger:
+    blocks = [decode(data, Block) for data in read_chain(db_path)]
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+        spendable = {bytes(a): b for a, b in db.execute("SELECT address, balance FROM accounts")}
+        vesting: dict[bytes, int] = {}
+        for device, amount in db.execute("SELECT device, amount FROM vesting"):
+            vesting[bytes(device)] = vesting.get(bytes(device), 0) + amount
+    banned = {proof.device: block.height for block in blocks for proof in block.frauds}
+    last_ban = max(banned.values(), default=0)
+    rewards: dict[bytes, int] = {}
+    after: dict[bytes, int] = {}
+    for block in blocks:
+        for reward in block.rewards:
+            rewards[reward.device] = rewards.get(reward.device, 0) + reward.amount
+            if block.height > last_ban:
+                after[reward.device] = after.get(reward.device, 0) + reward.amount
+    return DeviceLedger(
+        rewards=rewards,
+        rewards_after_bans=after,
+        banned=banned,
+        frauds=sum(len(block.frauds) for block in blocks),
+        height=len(blocks),
+        spendable={d: spendable[d] for d in rewards if d in spendable},
+        vesting=vesting,
     )

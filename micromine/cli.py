@@ -180,7 +180,8 @@ def add_genesis_arguments(parser: argparse.ArgumentParser) -> None:
                              "register with their hello)")  # fmt: skip
     for name, default in (("k", 3), ("q", 2), ("batch-size", 64), ("block-interval-ms", 1000),
                           ("block-reward", 50), ("min-fee", 0),
-                          ("assignment-window", 64)):  # fmt: skip
+                          ("assignment-window", 64),
+                          ("reward-vesting-blocks", 64)):  # fmt: skip
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--recheck-tx-signatures", type=int, choices=(0, 1), default=1,
                         help="1 (default): validators re-verify every transaction's "
@@ -218,6 +219,7 @@ def cmd_genesis(args: argparse.Namespace) -> int:
                 min_fee=args.min_fee,
                 assignment_window=args.assignment_window,
                 recheck_tx_signatures=args.recheck_tx_signatures,
+                reward_vesting_blocks=args.reward_vesting_blocks,
             ),
             devices=tuple(sorted({_hex_key(text, "--device") for text in args.device})),
             operators=tuple(operators),

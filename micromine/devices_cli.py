@@ -113,8 +113,8 @@ def cmd_devices_decide(args: argparse.Namespace) -> int:
 
 
 def read_devices(db_path: Path) -> list[dict[str, Any]]:
-    """Every device the database knows, with its registration height and its latest
-    approval or revocation (either may be missing)."""
+    """Every device the database knows, with its registration height, its latest
+    approval or revocation (either may be missing) and its ban (fraud proofs), if any."""
     if not db_path.exists():
         raise ValueError(f"{db_path} does not exist")
     try:
@@ -132,10 +132,13 @@ def read_devices(db_path: Path) -> list[dict[str, Any]]:
             )
             for device, height, approved, stamp, operator in db.execute(query):
                 decisions[bytes(device)] = (height, approved, stamp, bytes(operator))
+            bans: dict[bytes, int] = {}
+            if "bans" in tables:
+                bans = {bytes(d): h for d, h in db.execute("SELECT device, height FROM bans")}
     except sqlite3.Error as exc:
         raise ValueError(f"{db_path} is not a ledger database ({exc})") from None
     rows = []
-    for device in sorted({bytes(d) for d in registered} | set(decisions)):
+    for device in sorted({bytes(d) for d in registered} | set(decisions) | set(bans)):
         row: dict[str, Any] = {"device": device.hex(), "registered_at": registered.get(device)}
         if device in decisions:
             height, approved, stamp, operator = decisions[device]
@@ -147,6 +150,8 @@ def read_devices(db_path: Path) -> list[dict[str, Any]]:
             )
         else:
             row["status"] = "registered"
+        if device in bans:  # for good, whatever the operators decide
+            row.update(status="banned", banned_at=bans[device])
         rows.append(row)
     return rows
 
@@ -163,7 +168,8 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
             continue
         registered = row["registered_at"]
         where = f"registered at {registered}" if registered is not None else "not registered"
-        decided = f" (at {row['decided_at']})" if "decided_at" in row else ""
+        at = row.get("banned_at", row.get("decided_at"))
+        decided = f" (at {at})" if at is not None else ""
         print(f"{row['device']}  {row['status']}{decided}  {where}")
     if not args.json:
         print(f"{len(rows)} devices", file=sys.stderr)

@@ -5,6 +5,14 @@ block by consensus, N agents and a load generator,
 each its own process with its own log under the data directory.  Live progress goes
 to stderr; the summary goes to stderr, and with ``--json`` also to stdout as one JSON
 object on the last line.
+
+``--lying-agents N`` makes the last N agents lie (``--lie always-valid``: every
+transaction "valid", unchecked; a test of the ledger's defences, so devnet sets
+MICROMINE_ALLOW_LYING=1 for them alone).  The summary then says, from the first
+ledger's stored chain, which devices were banned by fraud proofs, and what each device
+earned, before and after the last ban.  Devnet's genesis leaves transaction signatures
+to the devices (``--recheck-tx-signatures 0``, unlike the chain default) so that it
+exercises what guards them.
 """
 
 import argparse
@@ -18,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from micromine.barrage import Barrage
-from micromine.chains import compare_chains
+from micromine.chains import compare_chains, read_device_ledger
+from micromine.device_agent.config import ENV_ALLOW_LYING
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.loadgen import bad_sender_key, sender_key
@@ -109,6 +118,7 @@ class Progress:
             f"  committed {self.txs_committed:7d}"
             f"  {self.rate():7.1f} tx/s  devices {self.ledger.get('devices_live', 0)}/{agents}"
             f"  mempool {self.ledger.get('mempool', 0)}"
+            f"  banned {self.ledger.get('devices_banned', 0)}"
             f"  ledgers {len(self.online_heights())}"
         )
 
@@ -126,7 +136,12 @@ def write_genesis(args: argparse.Namespace, data_dir: Path) -> Path:
         timestamp_ms=time.time_ns() // 1_000_000,
         ledger_nodes=tuple(sorted(key.public for key in ledger_keys)),
         balances=tuple(sorted(balances.items())),
-        params=ChainParams(k=k, q=min(args.q, k), block_interval_ms=args.block_interval_ms),
+        params=ChainParams(
+            k=k,
+            q=min(args.q, k),
+            block_interval_ms=args.block_interval_ms,
+            recheck_tx_signatures=args.recheck_tx_signatures,
+        ),
         operators=(operator.public,),
     )
     genesis_path = data_dir / "genesis.json"
@@ -154,8 +169,11 @@ class Devnet:
             )
         return TlsFiles(Path(args.tls_ca) if args.tls_ca else None)
 
-    def spawn(self, name: str, argv: list[str]) -> ManagedProcess:
-        process = ManagedProcess(name, argv, self.data_dir / "logs" / f"{name}.log").start()
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        log_path = self.data_dir / "logs" / f"{name}.log"
+        process = ManagedProcess(name, argv, log_path, env).start()
         self.processes.append(process)
         return process
 
@@ -195,11 +213,23 @@ class Devnet:
                 *self.link_flags,
             ))  # fmt: skip
         for index in range(1, args.agents + 1):
+            lying = index in self.lying_indices()
             self.spawn(f"agent-{index}", python_module(
                 "micromine.device_agent", "--broker", self.broker_url, "--chain", args.chain,
                 "--key", str(self.data_dir / f"agent-{index}.key"), "--log-json",
-                *self.link_flags,
-            ))  # fmt: skip
+                *self.link_flags, *(["--lie", "always-valid"] if lying else []),
+            ), env={ENV_ALLOW_LYING: "1"} if lying else None)  # fmt: skip
+
+    def lying_indices(self) -> range:
+        """The agents that lie: the last ``--lying-agents`` of them."""
+        return range(self.args.agents - self.args.lying_agents + 1, self.args.agents + 1)
+
+    def agent_keys(self) -> dict[int, bytes]:
+        """Every agent's public key (its key file is made here if the agent has not yet)."""
+        return {
+            index: load_or_create_key(self.data_dir / f"agent-{index}.key").public
+            for index in range(1, self.args.agents + 1)
+        }
 
     def start_load(self) -> ManagedProcess:
         args = self.args
@@ -222,6 +252,9 @@ class Devnet:
 
 
 def run_devnet(args: argparse.Namespace) -> int:
+    if not 0 <= args.lying_agents <= args.agents:
+        say("devnet: error: --lying-agents must be 0..--agents")
+        return 2
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="devnet-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     devnet = Devnet(args, data_dir)
@@ -248,6 +281,7 @@ def run_devnet(args: argparse.Namespace) -> int:
         report = json.loads(report_path.read_text())
     summary = {
         **report,
+        **device_summary(devnet, data_dir / "ledger-1.sqlite"),
         "blocks": progress.blocks,
         "height": progress.height,
         "agents": args.agents,
@@ -271,6 +305,33 @@ def run_devnet(args: argparse.Namespace) -> int:
     if not args.data_dir and not args.keep:
         shutil.rmtree(data_dir, ignore_errors=True)
     return 0
+
+
+def device_summary(devnet: Devnet, db_path: Path) -> dict[str, Any]:
+    """What the first ledger's chain says about the agents: bans, frauds, rewards."""
+    if not db_path.exists():
+        return {}
+    ledger = read_device_ledger(db_path)
+    keys = devnet.agent_keys()
+    liars = {keys[index] for index in devnet.lying_indices()}
+    honest = set(keys.values()) - liars
+
+    def name(device: bytes) -> str:
+        return device.hex()[:16]
+
+    return {
+        "lying_agents": len(liars),
+        "liars": sorted(name(d) for d in liars),
+        "recheck_tx_signatures": devnet.args.recheck_tx_signatures,
+        "frauds": ledger.frauds,
+        "banned": {name(d): height for d, height in sorted(ledger.banned.items())},
+        "liars_banned": len(liars & set(ledger.banned)),
+        "honest_banned": len(honest & set(ledger.banned)),
+        "rewards": {name(d): amount for d, amount in sorted(ledger.rewards.items())},
+        "burned": {name(d): ledger.burned(d) for d in sorted(ledger.banned)},
+        "earning_devices": len(honest & set(ledger.rewards)),
+        "earning_after_bans": len(honest & set(ledger.rewards_after_bans)),
+    }
 
 
 def say(text: str) -> None:
@@ -376,6 +437,12 @@ def drain(monitor: MqttLink, progress: Progress, chain_id: str, timeout: float) 
 
 def add_devnet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agents", type=int, default=4, help="device agents to start")
+    parser.add_argument("--lying-agents", type=int, default=0,
+                        help="of the agents, how many lie (every transaction 'valid'; a "
+                        "test of the ledger's defences: they should be banned)")  # fmt: skip
+    parser.add_argument("--recheck-tx-signatures", type=int, choices=(0, 1), default=0,
+                        help="the genesis parameter (default 0 here: signatures are the "
+                        "devices' work; the chain default is 1)")  # fmt: skip
     parser.add_argument("--ledgers", type=int, default=4,
                         help="ledger nodes (validators; 3f + 1 tolerate f faulty)")  # fmt: skip
     parser.add_argument("--tx-rate", type=float, default=50.0, help="transactions per second")

@@ -1,44 +1,74 @@
-"""Which devices may judge a batch: rendezvous hashing over the chain's device registry.
+"""Which devices may judge a batch, and what binds their verdicts to it.
 
-    compute_assignment_score(batch_id, device) = SHA-256("micromine-assign" | batch_id | device)
-    rank_devices(batch_id, registered)          -> the devices by ascending score
-    compute_entitled(batch_id, registered, k)   -> the first ENTITLED_PER_K * k of them
+    compute_batch_root(txs)               = MTH([tx.id | SHA-256(tx.signature), ...])
+    compute_judgements_root(judgements)   = MTH([j.tx_id | j.signature_hash, ...])
+    compute_assignment_score(assignment_id, device)
+                                          = SHA-256("micromine-assign" | assignment_id | device)
+    rank_devices(assignment_id, registered)   -> the devices by ascending score
+    compute_entitled(assignment_id, registered, k) -> the first ENTITLED_PER_K * k of them
     is_registry_height_in_window(registry_height, block_height, window)
 
-``registered`` is the device registry *as of* the batch's ``registry_height``: every
-device that a block at that height or below registered.  Every ledger node computes the
-same entitled set from chain data alone, so a block can be checked for verdicts from
-devices that had no business judging its transactions.  Ties between equal scores (a
-SHA-256 collision) go to the lower device key, so the order is total.
+A batch travels under an ``Assignment`` that its issuer (a validator) signed: the
+registry height, the deadline and ``tx_root``, the Merkle root (RFC 6962, merkle.py) of
+the batch's transactions in batch order, each leaf the 64 bytes ``tx id | SHA-256(tx
+signature)``.  The device copies the assignment into its Verdict and judges every
+transaction in order, so ``compute_judgements_root(verdict.judgements)`` must equal
+``verdict.assignment.tx_root``: any node checks, without the batch, that the verdict is
+about a batch a validator made, and about exactly its transactions.  The signature hash
+is in the leaf because a transaction id does not cover the signature: without it, an
+honest "valid" finding could be paired with a copy of the transaction carrying a
+garbage signature and passed off as fraud.
 
-An issuer sends a batch to the first k entitled devices that are live; the other k are
-the slack for devices that are registered but offline.  A device never computes any of
-this: it copies the batch's ``registry_height`` into its verdict.
+``registered`` is the device registry *as of* the assignment's ``registry_height``:
+every device that a block at that height or below registered, less those banned at
+that height or below.  The ranking is seeded by the assignment id, which only a
+validator's signature makes usable, so devices cannot pick the batches they are
+entitled to.  Ties between equal scores (a SHA-256 collision) go to the lower device
+key, so the order is total.
+
+An issuer sends a batch to k of the 2k entitled devices that are live; the other k are
+the slack for devices that are registered but offline.  A device never computes the
+ranking: it copies the assignment.
 """
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from micromine.protocol.crypto import sha256
+from micromine.protocol.merkle import merkle_root
+from micromine.protocol.messages import Judgement, Transaction
 
 ASSIGNMENT_DOMAIN = b"micromine-assign"  # 16 ASCII bytes, no terminator
 ENTITLED_PER_K = 2  # a batch's entitled devices are the first 2k of the ranking
 
 
-def compute_assignment_score(batch_id: bytes, device: bytes) -> bytes:
-    """The device's rendezvous score for the batch: lower ranks first."""
-    return sha256(ASSIGNMENT_DOMAIN + batch_id + device)
+def compute_batch_root(txs: Sequence[Transaction]) -> bytes:
+    """The ``tx_root`` of an assignment for ``txs``, in batch order."""
+    return merkle_root([tx.id + sha256(tx.signature) for tx in txs])
 
 
-def rank_devices(batch_id: bytes, registered: Iterable[bytes]) -> list[bytes]:
+def compute_judgements_root(judgements: Sequence[Judgement]) -> bytes:
+    """The root a verdict's judgements name; equal to its assignment's ``tx_root`` exactly
+    when they judge the assignment's transactions, all of them, in order."""
+    return merkle_root([j.tx_id + j.signature_hash for j in judgements])
+
+
+def compute_assignment_score(assignment_id: bytes, device: bytes) -> bytes:
+    """The device's rendezvous score for the assignment: lower ranks first."""
+    return sha256(ASSIGNMENT_DOMAIN + assignment_id + device)
+
+
+def rank_devices(assignment_id: bytes, registered: Iterable[bytes]) -> list[bytes]:
     """Every device of ``registered``, best (lowest score) first."""
-    return sorted(registered, key=lambda d: (compute_assignment_score(batch_id, d), d))
+    return sorted(registered, key=lambda d: (compute_assignment_score(assignment_id, d), d))
 
 
-def compute_entitled(batch_id: bytes, registered: Iterable[bytes], k: int) -> tuple[bytes, ...]:
+def compute_entitled(
+    assignment_id: bytes, registered: Iterable[bytes], k: int
+) -> tuple[bytes, ...]:
     """The devices entitled to judge the batch, best first: the first 2k of the ranking
     (all of them when fewer are registered)."""
-    scored = ((compute_assignment_score(batch_id, device), device) for device in registered)
+    scored = ((compute_assignment_score(assignment_id, device), device) for device in registered)
     return tuple(device for _, device in heapq.nsmallest(ENTITLED_PER_K * k, scored))
 
 

@@ -2,8 +2,12 @@
 
 The block hash is SHA-256 of the canonical header encoding.  The header commits to
 the transactions (``tx_root``, an RFC 6962 Merkle root of their ids), to the body's
-verdicts, rewards, device registrations and device approvals (``body_hash``) and to the post-state
-(``state_root``).
+verdicts, rewards, device registrations, device approvals and fraud proofs
+(``body_hash``) and to the post-state (``state_root``).
+
+A fraud proof is a device's signed Verdict judging "valid" a transaction that fails a
+check needing neither time nor state (validation.check_transaction_objective), with
+that very transaction: proof enough to ban the device (ledger_node/verify.py).
 
 The certificate is outside the hash: ``commit_round`` and the ledger nodes' signatures
 of kind COMMIT over ``compute_commit_digest(commit_round, block hash)``, which binds
@@ -12,8 +16,9 @@ holds > 2/3 of the validators' signatures, all of that one round (one suffices w
 single ledger node).  An uncertified block (a proposal's) has round 0 and none.
 
 On the wire the body comes first and the certificate last: ``[6, header, txs,
-verdicts, rewards, registrations, approvals, commit_round, certificate]``.  (In the
-dataclass ``registrations`` and ``approvals`` come last only because they have defaults.)
+verdicts, rewards, registrations, approvals, frauds, commit_round, certificate]``.
+(In the dataclass ``registrations``, ``approvals`` and ``frauds`` are the last fields
+only because they have defaults.)
 """
 
 from collections.abc import Sequence
@@ -30,6 +35,7 @@ from micromine.protocol.kinds import Kind
 from micromine.protocol.limits import (
     HASH_LEN,
     MAX_BLOCK_APPROVALS,
+    MAX_BLOCK_FRAUDS,
     MAX_BLOCK_REGISTRATIONS,
     MAX_BLOCK_REWARDS,
     MAX_BLOCK_TXS,
@@ -138,22 +144,53 @@ def compute_tx_root(txs: Sequence[Transaction]) -> bytes:
     return merkle_root([tx.id for tx in txs])
 
 
+@dataclass(frozen=True, slots=True)
+class FraudProof:
+    """A device's signed "valid" on ``tx``, which fails a stateless check: see the module
+    docstring.  Wire form: ``[verdict, tx]``."""
+
+    verdict: Verdict
+    tx: Transaction
+
+    def __post_init__(self) -> None:
+        if type(self.verdict) is not Verdict:
+            raise DecodeError(DecodeFailure.BAD_TYPE, "a fraud proof's verdict must be a Verdict")
+        if type(self.tx) is not Transaction:
+            raise DecodeError(DecodeFailure.BAD_TYPE, "a fraud proof's tx must be a Transaction")
+
+    @property
+    def device(self) -> bytes:
+        return self.verdict.device
+
+    def to_wire(self) -> list[Any]:
+        return [self.verdict.to_wire(), self.tx.to_wire()]
+
+    @classmethod
+    def from_wire(cls, items: Sequence[Any]) -> Self:
+        pair = array("fraud proof", items, 2)
+        return cls(
+            Verdict.from_wire(array("verdict", pair[0])),
+            Transaction.from_wire(array("tx", pair[1])),
+        )
+
+
 def compute_body_hash(
     verdicts: Sequence[Verdict],
     rewards: Sequence[Reward],
     registrations: Sequence[DeviceHello],
+    *,
     approvals: Sequence[DeviceApproval] = (),
+    frauds: Sequence[FraudProof] = (),
 ) -> bytes:
-    """SHA-256 of ``[[verdict...], [reward...], [registration...]]``, canonical CBOR,
-    with ``[approval...]`` appended as a fourth element only when there are approvals
-    (so a body without any hashes exactly as before approvals existed)."""
+    """SHA-256 of ``[[verdict...], [reward...], [registration...], [approval...],
+    [fraud proof...]]``, canonical CBOR: always the five arrays, empty or not."""
     body = [
         [v.to_wire() for v in verdicts],
         [r.to_wire() for r in rewards],
         [h.to_wire() for h in registrations],
+        [a.to_wire() for a in approvals],
+        [f.to_wire() for f in frauds],
     ]
-    if approvals:
-        body.append([a.to_wire() for a in approvals])
     return sha256(cbor.encode(body))
 
 
@@ -168,6 +205,7 @@ class Block:
     certificate: tuple[CommitSignature, ...]  # empty exactly when commit_round is 0
     registrations: tuple[DeviceHello, ...] = ()  # devices this block registers
     approvals: tuple[DeviceApproval, ...] = ()  # operators' approvals/revocations it records
+    frauds: tuple[FraudProof, ...] = ()  # proofs against devices this block bans
 
     def __post_init__(self) -> None:
         if type(self.header) is not BlockHeader:
@@ -179,6 +217,7 @@ class Block:
         check_tuple("certificate", self.certificate, 0, MAX_CERTIFICATE_SIGNATURES)
         check_tuple("registrations", self.registrations, 0, MAX_BLOCK_REGISTRATIONS)
         check_tuple("approvals", self.approvals, 0, MAX_BLOCK_APPROVALS)
+        check_tuple("frauds", self.frauds, 0, MAX_BLOCK_FRAUDS)
         for name, items, kind in (
             ("txs", self.txs, Transaction),
             ("verdicts", self.verdicts, Verdict),
@@ -186,6 +225,7 @@ class Block:
             ("certificate", self.certificate, CommitSignature),
             ("registrations", self.registrations, DeviceHello),
             ("approvals", self.approvals, DeviceApproval),
+            ("frauds", self.frauds, FraudProof),
         ):
             if any(type(item) is not kind for item in items):
                 raise DecodeError(DecodeFailure.BAD_TYPE, f"{name} must hold {kind.__name__}")
@@ -212,20 +252,21 @@ class Block:
             [r.to_wire() for r in self.rewards],
             [h.to_wire() for h in self.registrations],
             [a.to_wire() for a in self.approvals],
+            [f.to_wire() for f in self.frauds],
             self.commit_round,
             [c.to_wire() for c in self.certificate],
         ]
 
     @classmethod
     def from_wire(cls, items: Sequence[Any]) -> Self:
-        expect_tag(items, cls.KIND, 9)
+        expect_tag(items, cls.KIND, 10)
         return cls(
             BlockHeader.from_wire(array("header", items[1])),
             tuple(Transaction.from_wire(array("tx", t)) for t in array("txs", items[2])),
             tuple(Verdict.from_wire(array("verdict", v)) for v in array("verdicts", items[3])),
             tuple(Reward.from_wire(r) for r in array("rewards", items[4])),
-            items[7],
-            tuple(CommitSignature.from_wire(c) for c in array("certificate", items[8])),
+            items[8],
+            tuple(CommitSignature.from_wire(c) for c in array("certificate", items[9])),
             tuple(
                 DeviceHello.from_wire(array("registration", h))
                 for h in array("registrations", items[5])
@@ -233,4 +274,5 @@ class Block:
             tuple(
                 DeviceApproval.from_wire(array("approval", a)) for a in array("approvals", items[6])
             ),
+            tuple(FraudProof.from_wire(f) for f in array("frauds", items[7])),
         )

@@ -19,6 +19,7 @@ from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.kinds import Kind
 from micromine.protocol.limits import MAX_ANY_MESSAGE_BYTES, MAX_MESSAGE_BYTES
 from micromine.protocol.messages import (
+    Assignment,
     Receipts,
     SignedMessage,
     Submission,
@@ -30,7 +31,7 @@ from micromine.protocol.messages import (
 Message = (
     Transaction | Submission | WorkBatch | Verdict | BlockHeader | Block
     | DeviceHello | Heartbeat | DeviceStatus | Receipts
-    | Proposal | Prevote | Precommit | SyncRequest
+    | Proposal | Prevote | Precommit | SyncRequest | Assignment
     | DeviceApproval
 )  # fmt: skip
 
@@ -50,6 +51,7 @@ MESSAGE_TYPES: dict[int, type[Any]] = {
     Kind.PRECOMMIT: Precommit,
     Kind.SYNC_REQUEST: SyncRequest,
     Kind.DEVICE_APPROVAL: DeviceApproval,
+    Kind.ASSIGNMENT: Assignment,
 }
 
 _SIZE_NAMES: dict[type[Any], str] = {
@@ -68,6 +70,7 @@ _SIZE_NAMES: dict[type[Any], str] = {
     Precommit: "precommit",
     SyncRequest: "sync_request",
     DeviceApproval: "device_approval",
+    Assignment: "assignment",
 }
 
 M = TypeVar("M")

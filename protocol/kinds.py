@@ -21,11 +21,10 @@ class Kind(IntEnum):
     PREVOTE = 13
     PRECOMMIT = 14
     SYNC_REQUEST = 15
-    # 16 is left for the Assignment message of the fraud-proof work (issue 4), so that
-    # the two changes can be merged without renumbering.
+    ASSIGNMENT = 16  # a ledger node's signed assignment of a batch (inside WorkBatch, Verdict)
     DEVICE_APPROVAL = 17  # an operator approves or revokes a device (protocol/enrollment.py)
     # Signature kinds only, never messages.  Numbered apart from the message kinds so that
-    # new message kinds can keep counting up from 16 without colliding with them.
+    # new message kinds can keep counting up from 18 without colliding with them.
     LOGIN = 64  # a client's broker login token (protocol/auth.py)
 
 

@@ -35,12 +35,14 @@ MAX_BLOCK_TXS: Final = 8192
 MAX_BLOCK_VERDICTS: Final = 8192
 MAX_BLOCK_REWARDS: Final = 4096
 MAX_BLOCK_REGISTRATIONS: Final = 64  # DeviceHellos registered by one block
-MAX_CERTIFICATE_SIGNATURES: Final = 256
+MAX_BLOCK_FRAUDS: Final = 16  # fraud proofs (devices banned) in one block
 MAX_BLOCK_APPROVALS: Final = 64  # DeviceApprovals recorded by one block
+MAX_CERTIFICATE_SIGNATURES: Final = 256
 MAX_RECEIPT_ITEMS: Final = 8192
 MAX_AGENT_VERSION_LEN: Final = 32
 MAX_HEARTBEAT_BUSY: Final = 1024  # a heartbeat's count of unfinished batches
-MAX_DEPTH: Final = 6  # deepest valid message: Block > verdicts > verdict > results > pair
+# Deepest valid message: Proposal > Block > frauds > proof > verdict > judgements > judgement.
+MAX_DEPTH: Final = 7
 
 # --- whole messages, in bytes, checked before decoding --------------------------------
 MAX_MESSAGE_BYTES: Final = {
@@ -59,5 +61,6 @@ MAX_MESSAGE_BYTES: Final = {
     "precommit": 1_024,
     "sync_request": 1_024,
     "device_approval": 1_024,
+    "assignment": 1_024,
 }
 MAX_ANY_MESSAGE_BYTES: Final = max(MAX_MESSAGE_BYTES.values())

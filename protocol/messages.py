@@ -1,4 +1,5 @@
-"""Transaction-path messages: Transaction, Submission, WorkBatch, Verdict, Receipts.
+"""Transaction-path messages: Transaction, Submission, Assignment, WorkBatch, Verdict,
+Receipts.
 
 Each message is a frozen dataclass whose ``__post_init__`` checks every field, and
 whose wire form is a CBOR array ``[kind tag, field, field, ...]`` in declaration order
@@ -7,7 +8,8 @@ that array *without* its trailing signature; the signature covers
 ``crypto.signing_bytes(kind, chain_id, id)``.
 
 Throughput shapes: a Submission carries up to 1024 transactions, a WorkBatch up to 256,
-and a device answers a whole batch with one Verdict.
+and a device answers a whole batch with one Verdict.  A batch travels under an
+Assignment its issuer signed, which the device copies into its Verdict.
 """
 
 from collections.abc import Sequence
@@ -156,35 +158,35 @@ class Submission:
 
 
 @dataclass(frozen=True, slots=True)
-class WorkBatch(SignedMessage):
-    """Transactions a ledger node asks devices to judge before ``deadline_ms``.
+class Assignment(SignedMessage):
+    """A ledger node's signed statement "I gave these transactions to be judged".
 
-    Device-independent: the same signed batch goes to each of the k devices chosen for
-    it; a re-dispatch after a missed deadline is a new batch (new seq, new id).  Which
-    devices may judge it follows from its id and ``registry_height`` (assignment.py).
+    It names the batch's transactions by ``tx_root`` (protocol/assignment.py: the Merkle
+    root over ``tx_id | SHA-256(tx signature)`` in batch order), the registry that ranks
+    the devices entitled to judge them, and the deadline.  Its id seeds that ranking.  A
+    device copies it unchanged into its Verdict, so any node can check, without the
+    batch, that a validator made the batch and that the verdict judges exactly its
+    transactions (by recomputing ``tx_root`` from the judgements).
     """
 
-    KIND: ClassVar[Kind] = Kind.WORK_BATCH
+    KIND: ClassVar[Kind] = Kind.ASSIGNMENT
     chain_id: str
-    issuer: bytes  # the ledger node's public key
+    issuer: bytes  # the ledger node's public key; must be a validator's
     seq: int  # issuer-local counter, makes ids unique
-    deadline_ms: int
-    txs: tuple[Transaction, ...]
-    # The chain height whose device registry ranked the devices entitled to judge this
-    # batch (protocol/assignment.py); a device copies it into its Verdict unchanged.
+    # The chain height whose device registry ranks the devices entitled to judge the
+    # batch (protocol/assignment.py).
     registry_height: int
+    deadline_ms: int
+    tx_root: bytes
     signature: bytes = NO_SIGNATURE
 
     def __post_init__(self) -> None:
         check_chain_id(self.chain_id)
         check_bytes("issuer", self.issuer, PUBLIC_KEY_LEN)
         check_uint("seq", self.seq)
-        check_uint("deadline_ms", self.deadline_ms, MAX_TIMESTAMP_MS)
-        check_tuple("txs", self.txs, 1, MAX_BATCH_TXS)
-        for tx in self.txs:
-            if type(tx) is not Transaction:
-                raise DecodeError(DecodeFailure.BAD_TYPE, "txs must hold Transactions")
         check_uint("registry_height", self.registry_height)
+        check_uint("deadline_ms", self.deadline_ms, MAX_TIMESTAMP_MS)
+        check_bytes("tx_root", self.tx_root, HASH_LEN)
         check_bytes("signature", self.signature, SIGNATURE_LEN)
 
     @property
@@ -192,78 +194,146 @@ class WorkBatch(SignedMessage):
         return self.issuer
 
     def unsigned_wire(self) -> list[Any]:
-        txs = [tx.to_wire() for tx in self.txs]
         return [
-            int(self.KIND), self.chain_id, self.issuer, self.seq, self.deadline_ms, txs,
-            self.registry_height,
+            int(self.KIND), self.chain_id, self.issuer, self.seq, self.registry_height,
+            self.deadline_ms, self.tx_root,
         ]  # fmt: skip
 
     @classmethod
     def from_wire(cls, items: Sequence[Any]) -> Self:
         expect_tag(items, cls.KIND, 8)
-        txs = tuple(Transaction.from_wire(array("tx", t)) for t in array("txs", items[5]))
-        return cls(items[1], items[2], items[3], items[4], txs, items[6], items[7])
+        return cls(*items[1:])
+
+
+def _nested_assignment(value: Any) -> Assignment:
+    return Assignment.from_wire(array("assignment", value))
+
+
+def _check_assignment(value: Any) -> None:
+    if type(value) is not Assignment:
+        raise DecodeError(DecodeFailure.BAD_TYPE, "assignment must be an Assignment")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkBatch:
+    """Transactions a ledger node asks devices to judge, under its signed Assignment.
+
+    Not signed itself: the assignment's signature covers ``tx_root``, which commits to
+    every transaction (id and signature), so a second signature would add nothing.  A
+    device checks that ``tx_root`` is the root of ``txs`` before judging.  The same
+    batch goes to each of the k devices chosen for it; a re-dispatch is a new
+    assignment (new seq, new id, so a new ranking).
+    """
+
+    KIND: ClassVar[Kind] = Kind.WORK_BATCH
+    assignment: Assignment
+    txs: tuple[Transaction, ...]
+
+    def __post_init__(self) -> None:
+        _check_assignment(self.assignment)
+        check_tuple("txs", self.txs, 1, MAX_BATCH_TXS)
+        for tx in self.txs:
+            if type(tx) is not Transaction:
+                raise DecodeError(DecodeFailure.BAD_TYPE, "txs must hold Transactions")
+
+    @property
+    def chain_id(self) -> str:
+        return self.assignment.chain_id
+
+    @property
+    def id(self) -> bytes:
+        """The batch is named by its assignment's id."""
+        return self.assignment.id
+
+    def to_wire(self) -> list[Any]:
+        return [int(self.KIND), self.assignment.to_wire(), [tx.to_wire() for tx in self.txs]]
+
+    @classmethod
+    def from_wire(cls, items: Sequence[Any]) -> Self:
+        expect_tag(items, cls.KIND, 3)
+        txs = tuple(Transaction.from_wire(array("tx", t)) for t in array("txs", items[2]))
+        return cls(_nested_assignment(items[1]), txs)
 
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
-    """One device's finding on one transaction: ``reason`` 0 means valid."""
+    """One device's finding on one transaction: ``reason`` 0 means valid.
+
+    ``signature_hash`` is SHA-256 of the 64-byte signature of the transaction judged: the
+    id does not cover the signature, and a finding must name the exact bytes judged (a
+    "valid" finding on a copy whose signature is garbage proves nothing against the
+    device; see docs/PROTOCOL.md, fraud proofs).
+    """
 
     tx_id: bytes
+    signature_hash: bytes
     reason: int
 
     def __post_init__(self) -> None:
         check_bytes("tx_id", self.tx_id, HASH_LEN)
+        check_bytes("signature_hash", self.signature_hash, HASH_LEN)
         check_uint("reason", self.reason, 255)
 
+    @classmethod
+    def of(cls, tx: Transaction, reason: int) -> "Judgement":
+        """The judgement of ``tx`` (its id and the hash of its signature) with ``reason``."""
+        return cls(tx.id, sha256(tx.signature), reason)
+
     def to_wire(self) -> list[Any]:
-        return [self.tx_id, self.reason]
+        return [self.tx_id, self.signature_hash, self.reason]
 
     @classmethod
     def from_wire(cls, items: Sequence[Any]) -> Self:
-        pair = array("judgement", items, 2)
-        return cls(pair[0], pair[1])
+        triple = array("judgement", items, 3)
+        return cls(triple[0], triple[1], triple[2])
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict(SignedMessage):
-    """A device's signed findings on every transaction of one batch, in batch order."""
+    """A device's signed findings on every transaction of one batch, in batch order,
+    under the batch's Assignment (copied unchanged)."""
 
     KIND: ClassVar[Kind] = Kind.VERDICT
     chain_id: str
-    batch_id: bytes
     device: bytes  # the device's public key
+    assignment: Assignment
     judgements: tuple[Judgement, ...]
-    registry_height: int  # the batch's registry_height, copied unchanged
     signature: bytes = NO_SIGNATURE
 
     def __post_init__(self) -> None:
         check_chain_id(self.chain_id)
-        check_bytes("batch_id", self.batch_id, HASH_LEN)
         check_bytes("device", self.device, PUBLIC_KEY_LEN)
+        _check_assignment(self.assignment)
+        if self.assignment.chain_id != self.chain_id:
+            raise DecodeError(DecodeFailure.OUT_OF_RANGE, "the assignment is for another chain")
         check_tuple("judgements", self.judgements, 1, MAX_BATCH_TXS)
         for judgement in self.judgements:
             if type(judgement) is not Judgement:
                 raise DecodeError(DecodeFailure.BAD_TYPE, "judgements must hold Judgements")
-        check_uint("registry_height", self.registry_height)
         check_bytes("signature", self.signature, SIGNATURE_LEN)
 
     @property
     def signer(self) -> bytes:
         return self.device
 
+    @property
+    def batch_id(self) -> bytes:
+        """The id of the batch judged: its assignment's id."""
+        return self.assignment.id
+
+    @property
+    def registry_height(self) -> int:
+        return self.assignment.registry_height
+
     def unsigned_wire(self) -> list[Any]:
         judgements = [j.to_wire() for j in self.judgements]
-        return [
-            int(self.KIND), self.chain_id, self.batch_id, self.device, judgements,
-            self.registry_height,
-        ]  # fmt: skip
+        return [int(self.KIND), self.chain_id, self.device, self.assignment.to_wire(), judgements]
 
     @classmethod
     def from_wire(cls, items: Sequence[Any]) -> Self:
-        expect_tag(items, cls.KIND, 7)
+        expect_tag(items, cls.KIND, 6)
         judgements = tuple(Judgement.from_wire(j) for j in array("judgements", items[4]))
-        return cls(items[1], items[2], items[3], judgements, items[5], items[6])
+        return cls(items[1], items[2], _nested_assignment(items[3]), judgements, items[5])
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from micromine.protocol.acl import TABLE, Role
 from micromine.protocol.limits import (
     MAX_BLOCK_APPROVALS,
+    MAX_BLOCK_FRAUDS,
     MAX_BLOCK_REGISTRATIONS,
     MAX_BLOCK_REWARDS,
     MAX_BLOCK_TXS,
@@ -38,13 +39,15 @@ from micromine.protocol.topics import Channel
 KIB = 1024
 MIB = 1024 * KIB
 
-# A JSON block (ledger_node/render.py): per transaction id, reward, registration and
-# signer its hex and punctuation, plus the fixed fields; PROTOCOL.md section 11.
+# A JSON block (ledger_node/render.py): per transaction id, reward, registration,
+# approval, banned device and signer its hex and punctuation, plus the fixed fields;
+# PROTOCOL.md section 11.
 MAX_BLOCK_JSON_BYTES = (
     4 * KIB
     + MAX_BLOCK_TXS * (64 + 3)
     + MAX_BLOCK_REWARDS * (64 + 4 + 16 + 1)
-    + (MAX_BLOCK_REGISTRATIONS + MAX_BLOCK_APPROVALS + MAX_CERTIFICATE_SIGNATURES) * (64 + 3)
+    + MAX_BLOCK_APPROVALS * (64 + 4 + 5 + 1)
+    + (MAX_BLOCK_REGISTRATIONS + MAX_BLOCK_FRAUDS + MAX_CERTIFICATE_SIGNATURES) * (64 + 3)
 )
 MAX_LEDGER_STATUS_BYTES = 256 * KIB  # ledger_node/service.py keeps its status below this
 

@@ -24,6 +24,23 @@ def check_transaction(tx: Transaction, chain_id: str, now_ms: int, min_fee: int 
     return Reason.OK
 
 
+def check_transaction_objective(tx: Transaction, chain_id: str) -> Reason:
+    """The first rule ``tx`` breaks whatever the time, the state or the chain's minimum
+    fee, or Reason.OK: what any node can establish about the bytes alone, the same way
+    forever.  A device that judged ``tx`` valid while this fails was wrong beyond
+    doubt (a fraud proof); expiry (clocks differ) and the minimum fee (devices may not
+    know it) are left out for that reason.  Same order as check_transaction."""
+    # [REJECT] For this chain, a positive amount in bounds, a fee not above MAX_FEE, not
+    # a self-transfer.
+    reason = check_transaction_fields(tx, chain_id, now_ms=0, min_fee=0)
+    if reason is not Reason.OK:
+        return reason
+    # [REJECT] The sender signed it.
+    if not is_signature_valid(tx):
+        return Reason.BAD_SIGNATURE
+    return Reason.OK
+
+
 def check_transaction_fields(
     tx: Transaction, chain_id: str, now_ms: int, min_fee: int = 0
 ) -> Reason:

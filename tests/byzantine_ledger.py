@@ -28,17 +28,20 @@ Which forgeries the honest rules catch (checked against ``verify_block``):
   (``forged_verdicts``); a transfer with an invalid signature backed by such verdicts
   (``stolen_bad_sig_tx``); a transaction without q valid verdicts (``unaccepted_tx``);
   an unsigned theft backed by verdicts validly signed by device keys made up on the
-  spot (``stolen_tx_fresh_devices``).  That last one was committed once, before blocks
-  checked device entitlement; it is now refused because those devices are not in the
-  chain's device registry, so not entitled to judge any batch (verify_block no longer
-  re-checks transaction signatures: docs/CONSENSUS.md, "Device assignment").
-* ``KNOWN_GAP_LIES`` (with ``--exploit-known-gaps``): the residual risk of open
-  enrollment.  The node makes up q device keys and publishes their signed hellos, so
-  the honest nodes register them like any device; once they are registered it grinds
-  batch ids (nothing signed, a hash per try) until its devices rank among the first 2k,
-  and backs an unsigned theft with their verdicts (``stolen_tx_sybil_devices``).  The
-  honest rules accept that block: enrollment policies and audits (issue 4) are what
-  bound it.  Never use this flag in a test that expects a clean chain.
+  spot, under an assignment this node signed (``stolen_tx_fresh_devices``).  That last
+  one was committed once, before blocks checked device entitlement; it is now refused
+  because those devices are not in the chain's device registry, so not entitled to
+  judge any batch.
+* ``KNOWN_GAP_LIES`` (with ``--exploit-known-gaps``): what a Byzantine *validator* can
+  still do under open enrollment.  The node makes up q device keys and publishes their
+  signed hellos, so the honest nodes register them like any device; once they are
+  registered it grinds the seq of an assignment of its own (a hash per try, one
+  signature at the end) until its devices rank among the first 2k, and backs an
+  unsigned theft with their verdicts (``stolen_tx_sybil_devices``).  With
+  ``recheck_tx_signatures`` = 1 (the default) every honest node refuses that block;
+  with 0 it passes, and the sybils' verdicts are fraud proofs that ban them afterwards
+  (docs/CONSENSUS.md, "Device assignment").  Never use this flag in a test that
+  expects a clean chain.
 
 Each lie is logged (event "byzantine ...") with what ``verify_block`` says about it, so
 a test can tell what was attempted from this node's log.
@@ -57,29 +60,41 @@ import structlog
 import micromine.ledger_node.core as ledger_core
 from micromine.device_agent.keyfile import KeyFileError, load_key
 from micromine.ledger_node.actions import Action
-from micromine.ledger_node.blocks import InvalidBlockError, compute_judged, compute_rewards
+from micromine.ledger_node.blocks import (
+    InvalidBlockError,
+    compute_judged,
+    compute_post_state_root,
+    compute_rewards,
+)
 from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
 from micromine.ledger_node.consensus import Broadcast, ConsensusMessage, Output, SignedState
+from micromine.ledger_node.enrollment import ApprovalRecord
 from micromine.ledger_node.replica import Replica
 from micromine.ledger_node.service import run_ledger
 from micromine.ledger_node.state import (
     StateView,
-    compute_accounts_root,
-    compute_state_root,
-    merged,
+    process_bans,
     process_rewards,
     process_transaction,
+    process_vesting,
 )
 from micromine.ledger_node.verify import verify_block
 from micromine.logs import configure_logging
 from micromine.protocol import topics
+from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.block import Block, Reward, compute_body_hash, compute_tx_root
 from micromine.protocol.codec import encode, sign, sign_commit
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello
 from micromine.protocol.kinds import Reason
-from micromine.protocol.messages import NO_SIGNATURE, Judgement, Transaction, Verdict
+from micromine.protocol.messages import (
+    NO_SIGNATURE,
+    Assignment,
+    Judgement,
+    Transaction,
+    Verdict,
+)
 from micromine.protocol.topics import Channel, Publish
 
 log = structlog.get_logger("micromine.byzantine")
@@ -97,12 +112,12 @@ LIES = (
     "stolen_tx_fresh_devices",  # unsigned theft, verdicts by unregistered made-up devices
 )
 # Lies that the validity rules do NOT catch: off unless --exploit-known-gaps.
-KNOWN_GAP_LIES = ("stolen_tx_sybil_devices",)  # unsigned theft, registered sybils, ground ids
+KNOWN_GAP_LIES = ("stolen_tx_sybil_devices",)  # unsigned theft, registered sybils, ground seq
 ADDS_A_TX = (
     "unaccepted_tx", "forged_verdicts", "stolen_bad_sig_tx", "stolen_tx_fresh_devices",
     "stolen_tx_sybil_devices",
 )  # fmt: skip
-GRIND_TRIES = 100_000  # batch ids tried for the sybils to rank first
+GRIND_TRIES = 100_000  # assignment seqs tried for the sybils to rank first
 HONEST = "honest"  # the block the honest core built
 
 # What it proposes on its turns, in order and then again: one block, or two different
@@ -249,6 +264,7 @@ class ByzantineReplica(Replica):
                 block,
                 params=ledger.params,
                 validators=self.consensus.validators,
+                vesting=ledger.vesting,
             )
         except InvalidBlockError as exc:
             return f"refused: {exc}"
@@ -306,25 +322,46 @@ class ByzantineReplica(Replica):
         if rewards is None:
             pool = ledger.params.block_reward + sum(tx.fee for tx in txs)
             rewards = compute_rewards(pool, compute_judged(txs, verdicts, ledger.params.q))
-        view = StateView(ledger.accounts)
+        vesting_blocks = ledger.params.reward_vesting_blocks
+        view = StateView(ledger.accounts, ledger.vesting)
+        process_vesting(view, header.height, vesting_blocks)
         for tx in txs:
             process_transaction(view, tx, header.timestamp_ms)
-        process_rewards(view, rewards)
-        registrations = base.registrations  # kept as the honest block has them
-        registry_root = ledger.registry.root_after(
-            (hello.device for hello in registrations), header.height
+        process_rewards(view, rewards, header.height, vesting_blocks)
+        # Registrations and bans are kept as the honest block has them.
+        registrations, frauds = base.registrations, base.frauds
+        banned = [proof.device for proof in frauds]
+        process_bans(view, banned)
+        state_root = compute_post_state_root(
+            view,
+            ledger.registry,
+            header.height,
+            registered=[hello.device for hello in registrations],
+            banned=banned,
+            approvals=[ApprovalRecord.of(a, header.height) for a in base.approvals],
         )
-        accounts_root = compute_accounts_root(merged(ledger.accounts, view.changes))
         changes: dict[str, bytes] = {
             "prev_hash": ledger.tip.hash,
             "tx_root": compute_tx_root(txs),
-            "body_hash": compute_body_hash(verdicts, rewards, registrations),
-            "state_root": compute_state_root(accounts_root, registry_root),
+            "body_hash": compute_body_hash(
+                verdicts, rewards, registrations, approvals=base.approvals, frauds=frauds
+            ),
+            "state_root": state_root,
             "proposer": self.me,
             **header_changes,
         }
         new_header = dataclasses.replace(header, **changes)  # type: ignore[arg-type]
-        return Block(new_header, tuple(txs), tuple(verdicts), tuple(rewards), 0, (), registrations)
+        return Block(
+            new_header,
+            tuple(txs),
+            tuple(verdicts),
+            tuple(rewards),
+            0,
+            (),
+            registrations,
+            base.approvals,
+            frauds,
+        )
 
     # ---- forged transactions and verdicts -----------------------------------------
 
@@ -368,43 +405,55 @@ class ByzantineReplica(Replica):
             base.header.timestamp_ms + 600_000, "stolen", self.rng.randbytes(64),
         )  # fmt: skip
 
+    def _assignment(self, tx: Transaction, seq: int) -> Assignment:
+        """Our own assignment of ``[tx]``: a real validator's, so only the rule each lie
+        is about refuses it.  Unsigned until ``_signed``."""
+        return Assignment(
+            self.chain_id, self.me, seq, self.ledger.tip.height,
+            self.ledger.tip.timestamp_ms + 600_000, compute_batch_root([tx]),
+        )  # fmt: skip
+
+    def _signed(self, assignment: Assignment) -> Assignment:
+        return sign(assignment, self.key)
+
     def _badly_signed(self, tx: Transaction) -> list[Verdict]:
         """q "valid" verdicts on ``tx`` in the name of real devices (the ones we know; made-up
         keys if we know fewer than q), with signatures they never made.  Caught:
         verify_block checks every verdict's signature."""
         devices = sorted(self.ledger.devices.records)
         devices += [KeyPair(self.rng.randbytes(32)).public for _ in range(self.ledger.params.q)]
-        height = self.ledger.tip.height
+        assignment = self._signed(self._assignment(tx, self.rng.randrange(2**40)))
+        judgements = (Judgement.of(tx, int(Reason.OK)),)
         return [
-            Verdict(self.chain_id, self._random_hash(), device, (Judgement(tx.id, int(Reason.OK)),),
-                    height, self.rng.randbytes(64))
+            Verdict(self.chain_id, device, assignment, judgements, self.rng.randbytes(64))
             for device in devices[: self.ledger.params.q]
-        ]  # fmt: skip
+        ]
 
     def _fresh_devices(self, tx: Transaction) -> list[Verdict]:
         """q "valid" verdicts on ``tx`` properly signed by keys made up just now.  Caught:
-        the devices are not registered, so no batch ranks them entitled."""
+        the devices are not registered, so no assignment ranks them entitled."""
         devices = [KeyPair(self.rng.randbytes(32)) for _ in range(self.ledger.params.q)]
-        return self._verdicts_by(devices, self._random_hash(), tx)
+        assignment = self._signed(self._assignment(tx, self.rng.randrange(2**40)))
+        return self._verdicts_by(devices, assignment, tx)
 
     def _sybil_verdicts(self, tx: Transaction) -> list[Verdict]:
-        """q "valid" verdicts on ``tx`` by our registered sybils, for a batch id ground
-        until they are all entitled.  NOT caught (the residual risk of open enrollment)."""
+        """q "valid" verdicts on ``tx`` by our registered sybils, under an assignment of
+        ours whose seq was ground until they are all entitled.  Caught only while
+        validators re-check transaction signatures (the chain's default)."""
         ledger, height = self.ledger, self.ledger.tip.height
         wanted = {sybil.public for sybil in self.sybils}
-        for _ in range(GRIND_TRIES):
-            batch_id = self._random_hash()
-            if wanted <= set(ledger.registry.entitled(batch_id, height, ledger.params.k)):
-                return self._verdicts_by(self.sybils, batch_id, tx)
+        for seq in range(GRIND_TRIES):
+            assignment = self._assignment(tx, seq)
+            if wanted <= set(ledger.registry.entitled(assignment.id, height, ledger.params.k)):
+                return self._verdicts_by(self.sybils, self._signed(assignment), tx)
         return self._fresh_devices(tx)  # too few registered devices to rank first: give up
 
     def _verdicts_by(
-        self, devices: Sequence[KeyPair], batch_id: bytes, tx: Transaction
+        self, devices: Sequence[KeyPair], assignment: Assignment, tx: Transaction
     ) -> list[Verdict]:
-        height = self.ledger.tip.height
-        judgements = (Judgement(tx.id, int(Reason.OK)),)
+        judgements = (Judgement.of(tx, int(Reason.OK)),)
         return [
-            sign(Verdict(self.chain_id, batch_id, device.public, judgements, height), device)
+            sign(Verdict(self.chain_id, device.public, assignment, judgements), device)
             for device in devices
         ]
 

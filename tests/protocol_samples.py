@@ -8,10 +8,12 @@ import dataclasses
 from typing import Any
 
 from micromine.protocol import cbor, codec
+from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.block import (
     Block,
     BlockHeader,
     CommitSignature,
+    FraudProof,
     Reward,
     compute_body_hash,
     compute_tx_root,
@@ -23,6 +25,7 @@ from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.kinds import ReceiptStatus
 from micromine.protocol.messages import (
     NO_SIGNATURE,
+    Assignment,
     Judgement,
     Receipt,
     Receipts,
@@ -75,27 +78,51 @@ def submission(**overrides: Any) -> Submission:
     return Submission(**fields)
 
 
-def work_batch(**overrides: Any) -> WorkBatch:
+def signed_batch(
+    issuer: KeyPair,
+    *,
+    seq: int,
+    registry_height: int,
+    deadline_ms: int,
+    txs: tuple[Transaction, ...],
+    chain_id: str = CHAIN,
+) -> WorkBatch:
+    """A WorkBatch of ``txs`` under an assignment ``issuer`` signed, as a ledger makes it."""
+    root = compute_batch_root(txs)
+    unsigned = Assignment(chain_id, issuer.public, seq, registry_height, deadline_ms, root)
+    return WorkBatch(codec.sign(unsigned, issuer), txs)
+
+
+def assignment(**overrides: Any) -> Assignment:
+    txs = (transaction(), transaction(nonce=1, memo=""))
     fields: dict[str, Any] = {
         "chain_id": CHAIN,
         "issuer": LEDGER.public,
         "seq": 7,
-        "deadline_ms": NOW_MS + 5_000,
-        "txs": (transaction(), transaction(nonce=1, memo="")),
         "registry_height": 12,
+        "deadline_ms": NOW_MS + 5_000,
+        "tx_root": compute_batch_root(txs),
     }
     fields.update(overrides)
-    return codec.sign(WorkBatch(**fields), LEDGER)
+    return codec.sign(Assignment(**fields), LEDGER)
+
+
+def work_batch(**overrides: Any) -> WorkBatch:
+    fields: dict[str, Any] = {
+        "assignment": assignment(),
+        "txs": (transaction(), transaction(nonce=1, memo="")),
+    }
+    fields.update(overrides)
+    return WorkBatch(**fields)
 
 
 def verdict(batch: WorkBatch | None = None, signer: KeyPair = DEVICE, **overrides: Any) -> Verdict:
     batch = batch if batch is not None else work_batch()
     fields: dict[str, Any] = {
         "chain_id": CHAIN,
-        "batch_id": batch.id,
         "device": signer.public,
-        "judgements": tuple(Judgement(tx.id, 0) for tx in batch.txs),
-        "registry_height": batch.registry_height,
+        "assignment": batch.assignment,
+        "judgements": tuple(Judgement.of(tx, 0) for tx in batch.txs),
     }
     fields.update(overrides)
     return codec.sign(Verdict(**fields), signer)
@@ -119,19 +146,42 @@ def block_header(**overrides: Any) -> BlockHeader:
 COMMIT_ROUND = 2  # the sample block is decided in round 2, as the sample precommit votes
 
 
+def fraud_proof() -> FraudProof:
+    """A device's "valid" on a transaction whose signature is not its sender's."""
+    forged = dataclasses.replace(transaction(nonce=9), signature=bytes(64))
+    batch = signed_batch(
+        LEDGER, seq=8, registry_height=12, deadline_ms=NOW_MS + 5_000, txs=(forged,)
+    )
+    return FraudProof(verdict(batch, OTHER_DEVICE), forged)
+
+
 def block() -> Block:
     batch = work_batch()
     verdicts = (verdict(batch), verdict(batch, OTHER_DEVICE))
     rewards = (Reward(DEVICE.public, 3), Reward(OTHER_DEVICE.public, 3))
     registrations = (device_hello(),)
+    approvals = (device_approval(),)
+    frauds = (fraud_proof(),)
     header = block_header(
         tx_root=compute_tx_root(batch.txs),
-        body_hash=compute_body_hash(verdicts, rewards, registrations),
+        body_hash=compute_body_hash(
+            verdicts, rewards, registrations, approvals=approvals, frauds=frauds
+        ),
     )
     certificate = (
         CommitSignature(LEDGER.public, codec.sign_commit(COMMIT_ROUND, header.hash, CHAIN, LEDGER)),
     )
-    return Block(header, batch.txs, verdicts, rewards, COMMIT_ROUND, certificate, registrations)
+    return Block(
+        header,
+        batch.txs,
+        verdicts,
+        rewards,
+        COMMIT_ROUND,
+        certificate,
+        registrations,
+        approvals,
+        frauds,
+    )
 
 
 def device_hello(**overrides: Any) -> DeviceHello:
@@ -288,6 +338,7 @@ def all_messages() -> list[Any]:
         prevote(),
         precommit(),
         sync_request(),
+        assignment(),
         device_approval(),
     ]
 
@@ -299,7 +350,7 @@ def variant_messages() -> dict[str, Any]:
 
 SIGNED_BUILDERS = {
     "transaction": transaction,
-    "work_batch": work_batch,
+    "assignment": assignment,
     "verdict": verdict,
     "device_hello": device_hello,
     "heartbeat": heartbeat,

@@ -11,6 +11,7 @@ import pytest
 
 from micromine.device_agent import add_agent_arguments
 from micromine.device_agent.config import AgentConfig, ConfigError
+from micromine.device_agent.core import Lie
 from micromine.mqtt import LoginMode, TlsFiles
 
 
@@ -131,3 +132,17 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().startswith("micromine agent: error:")
     assert "mqtts://" in result.stderr
     assert not (tmp_path / "k").exists()
+
+
+def test_lying_is_refused_unless_explicitly_allowed() -> None:
+    """--lie (tests only) needs MICROMINE_ALLOW_LYING=1, and is not in --help."""
+    with pytest.raises(ConfigError, match="MICROMINE_ALLOW_LYING=1"):
+        parse("--lie", "always-valid")
+    with pytest.raises(ConfigError, match="MICROMINE_ALLOW_LYING"):
+        parse("--lie", "always-valid", env={"MICROMINE_ALLOW_LYING": "yes"})
+    config = parse("--lie", "always-valid", env={"MICROMINE_ALLOW_LYING": "1"})
+    assert config.lie is Lie.ALWAYS_VALID
+    assert parse(env={"MICROMINE_ALLOW_LYING": "1"}).lie is None
+    parser = argparse.ArgumentParser()
+    add_agent_arguments(parser)
+    assert "--lie" not in parser.format_help()

@@ -7,13 +7,22 @@ from collections.abc import Sequence
 
 import pytest
 
-from micromine.device_agent.core import WORK_RATE, AgentCore, Discarded, Drop, Judged, Publish
+from micromine.device_agent.core import (
+    WORK_RATE,
+    AgentCore,
+    Discarded,
+    Drop,
+    Judged,
+    Lie,
+    Publish,
+)
 from micromine.protocol import codec, topics
-from micromine.protocol.crypto import KeyPair
+from micromine.protocol.assignment import compute_batch_root, compute_judgements_root
+from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.kinds import Reason
 from micromine.protocol.limits import MAX_AMOUNT, MAX_FEE
-from micromine.protocol.messages import Transaction, Verdict, WorkBatch
+from micromine.protocol.messages import Assignment, Transaction, Verdict, WorkBatch
 from micromine.protocol.topics import Channel
 
 CHAIN = "testchain"
@@ -50,8 +59,9 @@ REGISTRY_HEIGHT = 41  # any height: the agent copies it into its verdict
 
 
 def make_batch(txs: list[Transaction], seq: int = 1, chain: str = CHAIN) -> WorkBatch:
-    batch = WorkBatch(chain, ISSUER_KEY.public, seq, NOW + 5_000, tuple(txs), REGISTRY_HEIGHT)
-    return codec.sign(batch, ISSUER_KEY)
+    root = compute_batch_root(txs)
+    assignment = Assignment(chain, ISSUER_KEY.public, seq, REGISTRY_HEIGHT, NOW + 5_000, root)
+    return WorkBatch(codec.sign(assignment, ISSUER_KEY), tuple(txs))
 
 
 def new_core(**kwargs: object) -> AgentCore:
@@ -87,12 +97,14 @@ def test_mixed_batch_gets_one_verdict_with_each_reason_in_batch_order() -> None:
 
     verdict = only_verdict(outputs)
     assert verdict.chain_id == CHAIN
-    assert verdict.batch_id == batch.id
+    assert verdict.batch_id == batch.id == batch.assignment.id
     assert verdict.device == DEVICE_KEY.public
-    assert verdict.registry_height == batch.registry_height == REGISTRY_HEIGHT
-    assert [(j.tx_id, j.reason) for j in verdict.judgements] == [
-        (tx.id, int(reason)) for tx, reason in cases
+    assert verdict.assignment == batch.assignment  # copied unchanged, signature and all
+    assert verdict.registry_height == REGISTRY_HEIGHT
+    assert [(j.tx_id, j.signature_hash, j.reason) for j in verdict.judgements] == [
+        (tx.id, sha256(tx.signature), int(reason)) for tx, reason in cases
     ]
+    assert compute_judgements_root(verdict.judgements) == batch.assignment.tx_root
     judged = [o for o in outputs if isinstance(o, Judged)]
     assert judged == [Judged(batch.id, ISSUER_KEY.public, len(cases), 2, late=False)]
     assert (core.stats.batches, core.stats.txs_judged) == (1, len(cases))
@@ -143,7 +155,9 @@ def test_malformed_bytes_are_counted_not_raised(payload: bytes, code: str) -> No
 def test_bad_batch_signature_is_dropped_and_does_not_poison_dedupe() -> None:
     core = new_core()
     genuine = make_batch([make_tx()])
-    forged = dataclasses.replace(genuine, signature=bytes(64))
+    forged = dataclasses.replace(
+        genuine, assignment=dataclasses.replace(genuine.assignment, signature=bytes(64))
+    )
     outputs = core.on_work(codec.encode(forged), NOW)
     assert [o.why for o in outputs if isinstance(o, Discarded)] == [Drop.BAD_SIGNATURE]
     assert core.stats.bad_signature_batches == 1
@@ -172,10 +186,42 @@ def test_unknown_issuer_dropped_when_issuers_are_pinned() -> None:
 def test_late_batch_is_still_answered_but_flagged() -> None:
     core = new_core()
     batch = make_batch([make_tx(expiry_ms=NOW + 100_000)])
-    outputs = core.on_work(codec.encode(batch), batch.deadline_ms + 1)
+    outputs = core.on_work(codec.encode(batch), batch.assignment.deadline_ms + 1)
     only_verdict(outputs)
     assert [o.late for o in outputs if isinstance(o, Judged)] == [True]
     assert core.stats.late_batches == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["another transaction", "a transaction left out", "another signature", "reordered"],
+)
+def test_a_batch_whose_txs_are_not_its_assignments_is_refused(change: str) -> None:
+    """The assignment's tx_root names the transactions (ids and signatures, in order);
+    a batch that carries others is refused, counted, and does not poison dedupe."""
+    core = new_core()
+    txs = [make_tx(), make_tx(nonce=1)]
+    genuine = make_batch(txs)
+    other = {
+        "another transaction": [txs[0], make_tx(nonce=2)],
+        "a transaction left out": txs[:1],
+        "another signature": [dataclasses.replace(txs[0], signature=bytes(64)), txs[1]],
+        "reordered": txs[::-1],
+    }[change]
+    tampered = WorkBatch(genuine.assignment, tuple(other))
+    outputs = core.on_work(codec.encode(tampered), NOW)
+    assert [o.why for o in outputs if isinstance(o, Discarded)] == [Drop.TX_ROOT_MISMATCH]
+    assert core.stats.tx_root_mismatches == 1 and core.stats.batches == 0
+    assert only_verdict(core.on_work(codec.encode(genuine), NOW)).batch_id == genuine.id
+
+
+def test_a_lying_agent_judges_everything_valid() -> None:
+    """For tests of the ledger's defences only (cli.py refuses it without an env var)."""
+    core = new_core(lie=Lie.ALWAYS_VALID)
+    batch = make_batch([make_tx(), make_tx(signer=BOB), make_tx(amount=0)])
+    verdict = only_verdict(core.on_work(codec.encode(batch), NOW))
+    assert [j.reason for j in verdict.judgements] == [0, 0, 0]
+    assert compute_judgements_root(verdict.judgements) == batch.assignment.tx_root
 
 
 def heartbeats(outputs: Sequence[object]) -> list[Heartbeat]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from protocol_samples import signed_batch
 
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.mqtt import Incoming, LinkConfig, MqttLink
@@ -287,8 +288,9 @@ def test_agent_judges_work_and_goes_offline_on_sigterm(
     ]
 
     def batch(seq: int, txs: tuple[Transaction, ...]) -> WorkBatch:
-        unsigned = WorkBatch(CHAIN, issuer.public, seq, now + 30_000, txs, 3)
-        return codec.sign(unsigned, issuer)
+        return signed_batch(
+            issuer, seq=seq, registry_height=3, deadline_ms=now + 30_000, txs=txs, chain_id=CHAIN
+        )
 
     first = batch(1, tuple(tx for tx, _ in cases))
     second = batch(2, (signed_tx(now, nonce=2),))
@@ -354,8 +356,14 @@ def test_agent_reconnects_and_reannounces_after_a_broker_restart(
     wait_until(lambda: ledger.link.connected, "the observer to reconnect")
     issuer = KeyPair.generate()
     now = time.time_ns() // 1_000_000
-    unsigned = WorkBatch(CHAIN, issuer.public, 1, now + 30_000, (signed_tx(now),), 0)
-    work = codec.sign(unsigned, issuer)
+    work = signed_batch(
+        issuer,
+        seq=1,
+        registry_height=0,
+        deadline_ms=now + 30_000,
+        txs=(signed_tx(now),),
+        chain_id=CHAIN,
+    )
     assert ledger.link.publish(topics.work(CHAIN, device), codec.encode(work), 1, wait=5)
     (message,) = ledger.wait(topics.verdicts(CHAIN, device), what="a verdict after restart")
     assert decoded(message, Verdict).judgements[0].reason == Reason.OK

@@ -8,7 +8,7 @@ and its device is among the first 2k of the batch's ranking over the registry at
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from micromine.ledger_node.blocks import (
     InvalidBlockError,
     build_block,
     compute_judged,
+    compute_post_state_root,
     compute_rewards,
 )
 from micromine.ledger_node.core import LedgerCore
@@ -27,18 +28,23 @@ from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
     Account,
+    StateChanges,
     StateView,
     compute_accounts_root,
     compute_state_root,
-    merged,
+    compute_vesting_root,
+    process_bans,
     process_rewards,
     process_transaction,
+    process_vesting,
 )
 from micromine.ledger_node.storage import LedgerStore
+from micromine.ledger_node.verdicts import AssignmentSignatures
 from micromine.ledger_node.verify import verify_block
 from micromine.protocol import topics
 from micromine.protocol.assignment import (
     ENTITLED_PER_K,
+    compute_batch_root,
     compute_entitled,
     is_registry_height_in_window,
     rank_devices,
@@ -47,6 +53,7 @@ from micromine.protocol.block import (
     Block,
     BlockHeader,
     CommitSignature,
+    FraudProof,
     compute_body_hash,
     compute_tx_root,
 )
@@ -56,7 +63,7 @@ from micromine.protocol.device import DeviceHello
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Reason
 from micromine.protocol.limits import MAX_BLOCK_REGISTRATIONS
-from micromine.protocol.messages import Judgement, Transaction, Verdict, WorkBatch
+from micromine.protocol.messages import Assignment, Judgement, Transaction, Verdict, WorkBatch
 from micromine.protocol.topics import Channel, Publish
 
 DEVICES = [key(200 + i) for i in range(8)]
@@ -81,14 +88,35 @@ def batch_id(label: str) -> bytes:
     return sha256(label.encode())
 
 
-def verdict_on(t: Transaction, device: KeyPair, batch: bytes, registry_height: int) -> Verdict:
-    judgement = (Judgement(t.id, int(Reason.OK)),)
-    return sign(Verdict(CHAIN, batch, device.public, judgement, registry_height), device)
+def assignment_for(
+    txs: Sequence[Transaction], registry_height: int, seq: int = 1, issuer: KeyPair = NODE
+) -> Assignment:
+    """A validator's signed assignment of ``txs`` (``issuer`` may be anyone, for tests of
+    what a non-validator's assignment is worth)."""
+    root = compute_batch_root(txs)
+    return sign(Assignment(CHAIN, issuer.public, seq, registry_height, T0 + 10**6, root), issuer)
 
 
-def entitled_and_not(registry: DeviceRegistry, label: str) -> tuple[KeyPair, KeyPair]:
-    """A device entitled to judge batch ``label`` at the tip, and a registered one that is not."""
-    entitled = registry.entitled(batch_id(label), TIP_HEIGHT, PARAMS.k)
+def assignment_entitling(
+    registry: DeviceRegistry, device: KeyPair, txs: Sequence[Transaction], registry_height: int
+) -> Assignment:
+    """The first assignment of ``txs`` (by seq) whose ranking entitles ``device``."""
+    return next(
+        a
+        for a in (assignment_for(txs, registry_height, seq) for seq in range(1, 500))
+        if device.public in registry.entitled(a.id, registry_height, PARAMS.k)
+    )
+
+
+def verdict_on(t: Transaction, device: KeyPair, assignment: Assignment) -> Verdict:
+    """``device``'s "valid" on ``t``: the whole batch of an assignment of ``[t]``."""
+    judgement = (Judgement.of(t, int(Reason.OK)),)
+    return sign(Verdict(CHAIN, device.public, assignment, judgement), device)
+
+
+def entitled_and_not(registry: DeviceRegistry, a: Assignment) -> tuple[KeyPair, KeyPair]:
+    """A device entitled to judge under ``a``, and a registered one that is not."""
+    entitled = registry.entitled(a.id, a.registry_height, PARAMS.k)
     by_public = {d.public: d for d in DEVICES}
     inside = next(by_public[d] for d in entitled if d in by_public)
     outside = next(d for d in DEVICES if d.public not in entitled)
@@ -100,6 +128,7 @@ class Parent:
     accounts: dict[bytes, Account]
     registry: DeviceRegistry
     tip: ChainTip
+    vesting: dict[bytes, tuple[tuple[int, int], ...]] = dataclasses.field(default_factory=dict)
 
 
 def parent() -> Parent:
@@ -112,33 +141,53 @@ def assemble(
     txs: Sequence[Transaction],
     verdicts: Sequence[Verdict],
     registrations: Sequence[DeviceHello] = (),
+    *,
+    frauds: Sequence[FraudProof] = (),
+    params: ChainParams = PARAMS,
 ) -> Block:
     """A block over ``p`` consistent in every field (roots, rewards, body hash), whatever
     the verdicts are: so only the rule a test is about can refuse it."""
-    view = StateView(p.accounts)
+    height = p.tip.height + 1
+    view = StateView(p.accounts, p.vesting)
+    process_vesting(view, height, params.reward_vesting_blocks)
     for t in txs:
         assert process_transaction(view, t, T0 + 1) is Reason.OK
     rewards = compute_rewards(
-        PARAMS.block_reward + sum(t.fee for t in txs), compute_judged(txs, verdicts, PARAMS.q)
+        params.block_reward + sum(t.fee for t in txs), compute_judged(txs, verdicts, params.q)
     )
-    process_rewards(view, rewards)
-    height = p.tip.height + 1
-    registry_root = p.registry.root_after((h.device for h in registrations), height)
+    process_rewards(view, rewards, height, params.reward_vesting_blocks)
+    banned = [proof.device for proof in frauds]
+    process_bans(view, banned)
+    state_root = compute_post_state_root(
+        view, p.registry, height, registered=[h.device for h in registrations], banned=banned
+    )
     header = BlockHeader(
         CHAIN,
         height,
         p.tip.hash,
         compute_tx_root(txs),
-        compute_body_hash(verdicts, rewards, registrations),
-        compute_state_root(compute_accounts_root(merged(p.accounts, view.changes)), registry_root),
+        compute_body_hash(verdicts, rewards, registrations, frauds=frauds),
+        state_root,
         T0 + 1,
         NODE.public,
     )
-    return Block(header, tuple(txs), tuple(verdicts), rewards, 0, (), tuple(registrations))
+    return Block(
+        header,
+        tuple(txs),
+        tuple(verdicts),
+        rewards,
+        0,
+        (),
+        tuple(registrations),
+        frauds=tuple(frauds),
+    )
 
 
-def verify(p: Parent, block: Block, params: ChainParams = PARAMS) -> dict[bytes, Account]:
-    return verify_block(p.accounts, p.registry, p.tip, block, params=params, validators=VALIDATORS)
+def verify(p: Parent, block: Block, params: ChainParams = PARAMS) -> StateChanges:
+    return verify_block(
+        p.accounts, p.registry, p.tip, block, params=params, validators=VALIDATORS,
+        vesting=p.vesting,
+    )  # fmt: skip
 
 
 # ---- the ranking -----------------------------------------------------------------------
@@ -199,15 +248,17 @@ def test_the_registry_grows_one_height_at_a_time() -> None:
 
 def test_a_block_with_entitled_verdicts_is_valid_and_signatures_rechecked_only_if_asked() -> None:
     p = parent()
-    inside, _ = entitled_and_not(p.registry, "ok")
     t = tx(SENDERS[0], 0)
-    block = assemble(p, [t], [verdict_on(t, inside, batch_id("ok"), TIP_HEIGHT)])
+    a = assignment_for([t], TIP_HEIGHT)
+    inside, _ = entitled_and_not(p.registry, a)
+    block = assemble(p, [t], [verdict_on(t, inside, a)])
     assert verify(p, block)
     # A transaction with a bad signature, vouched for by an entitled device: refused
     # while the chain has validators re-check signatures (the default), and passed when
     # it leaves them to the devices alone (see docs/CONSENSUS.md).
     forged = dataclasses.replace(tx(SENDERS[1], 0), signature=bytes(64))
-    block = assemble(p, [forged], [verdict_on(forged, inside, batch_id("ok"), TIP_HEIGHT)])
+    a = assignment_entitling(p.registry, inside, [forged], TIP_HEIGHT)
+    block = assemble(p, [forged], [verdict_on(forged, inside, a)])
     with pytest.raises(InvalidBlockError, match="bad signature"):
         verify(p, block)
     assert verify(p, block, dataclasses.replace(PARAMS, recheck_tx_signatures=0))
@@ -216,46 +267,107 @@ def test_a_block_with_entitled_verdicts_is_valid_and_signatures_rechecked_only_i
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("unregistered device", "not entitled"),
-        ("registered but not entitled", "not entitled"),
-        ("registered after the registry height", "not entitled"),
-        ("stale registry height", "outside the window"),
-        ("future registry height", "outside the window"),
+        ("unregistered device", "not_entitled"),
+        ("registered but not entitled", "not_entitled"),
+        ("registered after the registry height", "not_entitled"),
+        ("stale registry height", "stale_registry"),
+        ("future registry height", "stale_registry"),
     ],
 )
 def test_verify_block_refuses_a_verdict_from_a_device_not_entitled(case: str, message: str) -> None:
     p = parent()
     t = tx(SENDERS[0], 0)
-    inside, outside = entitled_and_not(p.registry, "x")
-    window = PARAMS.assignment_window
-    device, registry_height, label = {
-        "unregistered device": (STRANGER, TIP_HEIGHT, "x"),
-        "registered but not entitled": (outside, TIP_HEIGHT, "x"),
-        "stale registry height": (inside, TIP_HEIGHT + 1 - window - 1, "x"),
-        "future registry height": (inside, TIP_HEIGHT + 1, "x"),
-    }.get(case, (LATE, 49, ""))
+    a = assignment_for([t], TIP_HEIGHT)
+    inside, outside = entitled_and_not(p.registry, a)
+    stale = TIP_HEIGHT + 1 - PARAMS.assignment_window - 1
+    device, assignment = {
+        "unregistered device": (STRANGER, a),
+        "registered but not entitled": (outside, a),
+        "stale registry height": (inside, assignment_for([t], stale)),
+        "future registry height": (inside, assignment_for([t], TIP_HEIGHT + 1)),
+    }.get(case, (LATE, a))
     if case == "registered after the registry height":
-        # A batch LATE ranks first for at its own height, judged against the registry
-        # before it was registered.
-        label = next(
-            f"l{i}"
-            for i in range(200)
-            if p.registry.entitled(batch_id(f"l{i}"), 60, PARAMS.k)[0] == LATE.public
+        # An assignment whose ranking puts LATE first over today's registry, ranked
+        # against the registry before LATE was registered.
+        assignment = next(
+            b
+            for b in (assignment_for([t], 49, seq) for seq in range(1, 500))
+            if rank_devices(b.id, p.registry.members_at(TIP_HEIGHT))[0] == LATE.public
         )
-    verdict = verdict_on(t, device, batch_id(label), registry_height)
+    verdict = verdict_on(t, device, assignment)
     with pytest.raises(InvalidBlockError, match=message):
         verify(p, assemble(p, [t], [verdict]))
 
 
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("a transaction the assignment does not hold", "tx_root_mismatch"),
+        ("another signature on the transaction", "tx_root_mismatch"),
+        ("a judgement missing", "tx_root_mismatch"),
+        ("judgements out of order", "tx_root_mismatch"),
+        ("an assignment by a non-validator", "unknown_issuer"),
+        ("an assignment not signed by its issuer", "bad_assignment_signature"),
+    ],
+)
+def test_verify_block_refuses_a_verdict_not_bound_to_a_validators_batch(
+    case: str, message: str
+) -> None:
+    p = parent()
+    t, other = tx(SENDERS[0], 0), tx(SENDERS[1], 0)
+    a = assignment_for([t, other], TIP_HEIGHT)
+    inside, _ = entitled_and_not(p.registry, a)
+    judgements = [Judgement.of(t, 0), Judgement.of(other, 0)]
+    if case == "a transaction the assignment does not hold":
+        judgements[1] = Judgement.of(tx(SENDERS[2], 0), 0)
+    elif case == "another signature on the transaction":
+        judgements[0] = Judgement.of(dataclasses.replace(t, signature=bytes(64)), 0)
+    elif case == "a judgement missing":
+        judgements = judgements[:1]
+    elif case == "judgements out of order":
+        judgements.reverse()
+    elif case == "an assignment by a non-validator":
+        a = assignment_entitling(p.registry, inside, [t, other], TIP_HEIGHT)
+        a = sign(dataclasses.replace(a, issuer=STRANGER.public), STRANGER)
+        inside = next(
+            d for d in DEVICES if d.public in p.registry.entitled(a.id, TIP_HEIGHT, PARAMS.k)
+        )
+    else:
+        a = dataclasses.replace(a, signature=bytes(64))
+    verdict = sign(Verdict(CHAIN, inside.public, a, tuple(judgements)), inside)
+    block = assemble(p, [t], [verdict])
+    with pytest.raises(InvalidBlockError, match=message):
+        verify(p, block)
+
+
 def test_verify_block_still_refuses_a_forged_verdict_signature() -> None:
     p = parent()
-    inside, _ = entitled_and_not(p.registry, "sig")
     t = tx(SENDERS[0], 0)
-    verdict = dataclasses.replace(
-        verdict_on(t, inside, batch_id("sig"), TIP_HEIGHT), signature=bytes(64)
-    )
+    a = assignment_for([t], TIP_HEIGHT)
+    inside, _ = entitled_and_not(p.registry, a)
+    verdict = dataclasses.replace(verdict_on(t, inside, a), signature=bytes(64))
     with pytest.raises(InvalidBlockError, match="forged"):
         verify(p, assemble(p, [t], [verdict]))
+
+
+def test_an_assignment_signature_is_verified_once_for_its_k_verdicts() -> None:
+    p = parent()
+    t = tx(SENDERS[0], 0)
+    a = assignment_for([t], TIP_HEIGHT)
+    entitled = set(p.registry.entitled(a.id, TIP_HEIGHT, PARAMS.k))
+    verdicts = [verdict_on(t, d, a) for d in DEVICES if d.public in entitled]
+    assert len(verdicts) == 2
+    signatures = AssignmentSignatures()
+    block = assemble(p, [t], sorted(verdicts, key=lambda v: v.id))
+    verify_block(
+        p.accounts, p.registry, p.tip, block, params=PARAMS, validators=VALIDATORS,
+        signatures=signatures,
+    )  # fmt: skip
+    assert signatures.verifications == 1
+    # A copy with another signature is checked on its own, and not remembered as good.
+    forged = dataclasses.replace(a, signature=bytes(64))
+    assert not signatures.is_valid(forged) and not signatures.is_valid(forged)
+    assert signatures.verifications == 3
 
 
 # ---- verify_block: registrations ---------------------------------------------------------
@@ -266,12 +378,14 @@ def test_registrations_are_applied_and_change_the_state_root() -> None:
     newcomers = sorted([key(400), key(401)], key=lambda d: d.public)
     registering = assemble(p, [], [], [hello(d) for d in newcomers])
     empty = assemble(p, [], [])
-    assert verify(p, registering) == verify(p, empty) == {}
+    assert verify(p, registering) == verify(p, empty) == StateChanges()
     assert registering.header.state_root != empty.header.state_root
     assert registering.header.body_hash != empty.header.body_hash
     p.registry.process_block(TIP_HEIGHT + 1, [d.public for d in newcomers])
     accounts_root = compute_accounts_root(p.accounts)
-    assert registering.header.state_root == compute_state_root(accounts_root, p.registry.root)
+    assert registering.header.state_root == compute_state_root(
+        accounts_root, p.registry.root, p.registry.bans_root, compute_vesting_root({})
+    )
     assert all(p.registry.heights[d.public] == TIP_HEIGHT + 1 for d in newcomers)
 
 
@@ -314,25 +428,24 @@ def test_a_block_holds_at_most_max_block_registrations() -> None:
     devices = [h.device for h in built.block.registrations]
     assert len(devices) == MAX_BLOCK_REGISTRATIONS and devices == sorted(devices)
     assert DEVICES[0].public not in devices
-    assert verify(p, dataclasses.replace(built.block, commit_round=0, certificate=())) == {}
+    assert verify(p, dataclasses.replace(built.block, commit_round=0, certificate=())) == (
+        StateChanges()
+    )
 
 
 def test_build_block_leaves_out_a_transaction_whose_verdicts_went_stale() -> None:
     p = parent()
-    inside, _ = entitled_and_not(p.registry, "s")
     fresh, old = tx(SENDERS[0], 0), tx(SENDERS[1], 0)
+    a = assignment_for([fresh], TIP_HEIGHT)
+    inside, _ = entitled_and_not(p.registry, a)
     stale_height = TIP_HEIGHT - PARAMS.assignment_window  # out for block TIP_HEIGHT + 1
-    label = next(
-        f"s{i}"
-        for i in range(200)
-        if inside.public in p.registry.entitled(batch_id(f"s{i}"), stale_height, PARAMS.k)
-    )
+    stale = assignment_entitling(p.registry, inside, [old], stale_height)
     built = build_block(
         tip=p.tip, chain_id=CHAIN, timestamp_ms=T0 + 1, proposer=NODE, accounts=p.accounts,
         registry=p.registry, candidates=[fresh, old],
         justification={
-            fresh.id: [verdict_on(fresh, inside, batch_id("s"), TIP_HEIGHT)],
-            old.id: [verdict_on(old, inside, batch_id(label), stale_height)],
+            fresh.id: [verdict_on(fresh, inside, a)],
+            old.id: [verdict_on(old, inside, stale)],
         },
         params=PARAMS,
     )  # fmt: skip
@@ -393,7 +506,7 @@ def work_batches(h: Harness) -> list[tuple[WorkBatch, bytes]]:
     ]
 
 
-def test_the_dispatcher_sends_to_the_first_k_live_entitled_devices_only() -> None:
+def test_the_dispatcher_sends_to_k_live_entitled_devices_only() -> None:
     h = make_harness(n_devices=8, k=2, q=2)  # entitled: the first 4 of 8
     h.silent = {h.devices[0].public, h.devices[1].public}  # registered, not live
     lurker = key(77)  # live (heartbeats), never registered
@@ -409,10 +522,12 @@ def test_the_dispatcher_sends_to_the_first_k_live_entitled_devices_only() -> Non
     by_batch: dict[bytes, list[bytes]] = {}
     for batch, device in sent:
         by_batch.setdefault(batch.id, []).append(device)
-        assert batch.registry_height == registry.height
+        assert batch.assignment.registry_height == registry.height
     for batch_id_, given in by_batch.items():
         entitled = registry.entitled(batch_id_, registry.height, 2)
-        assert given == [d for d in entitled if d in live and d != lurker.public][:2]
+        candidates = [d for d in entitled if d in live and d != lurker.public]
+        # k of them, drawn by reputation (all new here: equal weights).
+        assert len(given) == min(2, len(candidates)) and set(given) <= set(candidates)
     assert all(device != lurker.public for _, device in sent)
 
 
@@ -427,7 +542,7 @@ def test_too_few_live_entitled_devices_make_the_dispatcher_try_another_batch_id(
     sent = work_batches(h)
     assert sent and all(device == h.devices[0].public for _, device in sent)
     for batch, device in sent:
-        assert device in h.core.registry.entitled(batch.id, batch.registry_height, 1)
+        assert device in h.core.registry.entitled(batch.id, batch.assignment.registry_height, 1)
     assert h.core.dispatcher.reissued > 0
 
 
@@ -450,10 +565,16 @@ def test_a_new_device_is_registered_by_the_next_block_then_gets_work() -> None:
     assert any(device == newcomer.public for _, device in work_batches(h))
 
 
+def foreign_assignment(t: Transaction, registry_height: int) -> Assignment:
+    """An assignment of ``[t]`` by another validator (the harness's node is the only one
+    in genesis, so: by it, under a seq its dispatcher never reaches)."""
+    return assignment_for([t], registry_height, seq=10**6 + registry_height)
+
+
 def foreign_verdict(h: Harness, t: Transaction, device: KeyPair, registry_height: int) -> Publish:
-    """A verdict on a batch some other node issued, with a batch id that ranks ``device``
-    entitled, or not, as the test needs; returned as the publication a node receives."""
-    verdict = verdict_on(t, device, batch_id(f"foreign {registry_height}"), registry_height)
+    """A verdict on a batch some other node issued, whose ranking entitles ``device``, or
+    not, as the test needs; returned as the publication a node receives."""
+    verdict = verdict_on(t, device, foreign_assignment(t, registry_height))
     return Publish.on(Channel.VERDICTS, topics.verdicts(CHAIN, device.public), encode(verdict))
 
 
@@ -463,7 +584,7 @@ def test_foreign_verdicts_count_only_from_entitled_devices() -> None:
     t = tx(SENDERS[0], 0)
     h.submit([encode(t)])
     height = h.core.registry.height
-    entitled = h.core.registry.entitled(batch_id(f"foreign {height}"), height, 1)
+    entitled = h.core.registry.entitled(foreign_assignment(t, height).id, height, 1)
     outsider = next(d for d in h.devices if d.public not in entitled)
     insider = next(d for d in h.devices if d.public == entitled[0])
 
@@ -520,39 +641,62 @@ def test_an_accepted_transaction_whose_verdicts_go_stale_is_judged_again() -> No
     assert any(isinstance(a, CommitBlock) for a in h.actions)
 
 
-# ---- the known gap ---------------------------------------------------------------------
+# ---- the gap that binding closed -------------------------------------------------------
 
 
-RESIDUAL = pytest.mark.xfail(
-    strict=True,
-    reason="open enrollment: a proposer can register devices it made up, then grind batch "
-    "ids until they rank first (docs/CONSENSUS.md, 'Device assignment', residual risk); "
-    "refused only while validators re-check transaction signatures",
-)
-
-
+@pytest.mark.parametrize("recheck", [1, 0], ids=["recheck on", "recheck off"])
 @pytest.mark.parametrize(
-    "recheck", [1, pytest.param(0, marks=RESIDUAL)], ids=["recheck on", "recheck off"]
+    ("attempt", "problem"),
+    [
+        ("the sybil's own assignment, seq ground", "unknown_issuer"),
+        ("a validator named, its signature made up, seq ground", "bad_assignment_signature"),
+        ("a genuine assignment of another batch", "tx_root_mismatch"),
+    ],
 )
-def test_sybil_devices_registered_by_a_proposer_cannot_back_a_theft(recheck: int) -> None:
+def test_sybil_devices_registered_by_a_proposer_cannot_back_a_theft(
+    recheck: int, attempt: str, problem: str
+) -> None:
+    """Open enrollment lets anyone register devices.  Before assignments were signed, a
+    proposer could grind batch ids (a hash per try) until its sybils ranked first and back
+    an unsigned theft with their verdicts.  Now a verdict counts only under an assignment
+    a validator signed, for exactly the transactions it judges; so the grinding has to be
+    of validator signatures, which only a Byzantine validator can make (docs/CONSENSUS.md,
+    "Device assignment").  Refused structurally, whatever recheck_tx_signatures is."""
     p = parent()
     sybils = sorted([key(600), key(601)], key=lambda d: d.public)
     registering = assemble(p, [], [], [hello(d) for d in sybils])
     verify(p, registering)  # a valid block: registration is open
     p.registry.process_block(TIP_HEIGHT + 1, [d.public for d in sybils])
     p.tip = ChainTip(TIP_HEIGHT + 1, registering.hash, T0 + 1)
-    # An unsigned transfer out of a sender's account, vouched for by a sybil whose batch
-    # id was ground until it ranks first (a hash computation per try, nothing signed).
-    theft = Transaction(CHAIN, SENDERS[0].public, sybils[0].public, 500_000, 0, 0, T0 + 10**9, "")
-    label = next(
-        f"grind {i}"
-        for i in range(10_000)
-        if sybils[0].public in p.registry.entitled(batch_id(f"grind {i}"), p.tip.height, 1)
-    )
-    verdict = verdict_on(theft, sybils[0], batch_id(label), p.tip.height)
+    sybil, height = sybils[0], p.tip.height
+    # An unsigned transfer out of a sender's account, vouched for by a sybil.
+    theft = Transaction(CHAIN, SENDERS[0].public, sybil.public, 500_000, 0, 0, T0 + 10**9, "")
+
+    def ground(make: Callable[[int], Assignment]) -> Assignment:
+        return next(
+            a
+            for a in (make(seq) for seq in range(1, 10_000))
+            if sybil.public in p.registry.entitled(a.id, height, PARAMS.k)
+        )
+
+    judgements: tuple[Judgement, ...] = (Judgement.of(theft, int(Reason.OK)),)
+    if attempt == "the sybil's own assignment, seq ground":
+        assignment = ground(lambda seq: assignment_for([theft], height, seq, issuer=sybil))
+    elif attempt == "a validator named, its signature made up, seq ground":
+        root = compute_batch_root([theft])
+        assignment = ground(
+            lambda seq: Assignment(
+                CHAIN, NODE.public, seq, height, T0 + 10**6, root, sybil.sign(16, CHAIN, root)
+            )
+        )
+    else:  # the sybil was given real work, and judges the theft under it instead
+        honest = tx(SENDERS[1], 0)
+        assignment = ground(lambda seq: assignment_for([honest], height, seq))
+    verdict = sign(Verdict(CHAIN, sybil.public, assignment, judgements), sybil)
     block = assemble(p, [theft], [verdict])
     block = dataclasses.replace(
         block, header=dataclasses.replace(block.header, timestamp_ms=T0 + 2)
     )
-    with pytest.raises(InvalidBlockError):
+    # The binding rules come before the re-check (which runs last): the same refusal.
+    with pytest.raises(InvalidBlockError, match=problem):
         verify(p, block, dataclasses.replace(PARAMS, recheck_tx_signatures=recheck))

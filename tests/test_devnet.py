@@ -87,3 +87,29 @@ def test_devnet_on_mosquitto_and_mosquitto_sub_sees_every_block(
     assert all(
         {"height", "hash", "prev_hash", "timestamp", "txs", "signers"} <= set(b) for b in lines
     )
+
+
+def test_devnet_bans_lying_agents_and_commits_no_forgery(tmp_path: Path) -> None:
+    """2 of 8 agents judge every transaction valid (``--lie always-valid``), invalid
+    transactions are mixed into the load, and the genesis leaves signatures to the
+    devices (recheck 0): no invalid transaction is committed, both liars are banned by
+    fraud proofs and forfeit their unvested rewards, and the honest devices keep
+    earning after the bans (docs/CONSENSUS.md, "Device assignment")."""
+    summary = run_devnet(
+        "--ledgers", "4", "--agents", "8", "--lying-agents", "2",
+        "--invalid-fraction", "0.2", "--tx-rate", "50", "--duration", "15",
+        "--data-dir", str(tmp_path),
+    )  # fmt: skip
+    assert summary["recheck_tx_signatures"] == 0
+    assert summary["invalid_submitted"] > 50 and summary["invalid_committed"] == 0
+    assert summary["invalid_kinds"].get("bad_signature", 0) > 0
+    assert summary["valid_rejected"] == 0
+    assert summary["committed"] >= 0.95 * summary["submitted"]
+    assert summary["liars_banned"] == 2 and summary["honest_banned"] == 0
+    assert set(summary["banned"]) == set(summary["liars"]) and summary["frauds"] == 2
+    assert all(
+        summary["burned"][liar] == summary["rewards"].get(liar, 0) for liar in summary["liars"]
+    )
+    assert summary["earning_devices"] == 6 and summary["earning_after_bans"] >= 4
+    assert summary["chains_identical"], summary["ledger_heights"]
+    assert set(summary["exit_codes"].values()) == {0}, summary["exit_codes"]

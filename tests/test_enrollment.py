@@ -1,6 +1,6 @@
 """Device enrollment in memory: DeviceApproval on the wire, the genesis policy, the block
 rules for approvals and registrations, the registry's approval records and root
-(docs/CONSENSUS.md, "Device assignment"; docs/PROTOCOL.md 6.15, 14)."""
+(docs/CONSENSUS.md, "Device assignment"; docs/PROTOCOL.md 6.16, 14)."""
 
 import dataclasses
 
@@ -13,8 +13,10 @@ from micromine.ledger_node.genesis import ChainParams, Genesis, GenesisError
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
     compute_accounts_root,
+    compute_bans_root,
     compute_registry_root,
     compute_state_root,
+    compute_vesting_root,
 )
 from micromine.ledger_node.verify import verify_block
 from micromine.protocol import cbor
@@ -137,7 +139,7 @@ def test_open_policy_needs_no_approval_but_revocation_bans() -> None:
 
 
 def test_approval_rules() -> None:
-    registry = DeviceRegistry({}, 1, [ApprovalRecord(DEVICE.public, True, 1, T0)])
+    registry = DeviceRegistry({}, 1, approvals=[ApprovalRecord(DEVICE.public, True, 1, T0)])
     tip = ChainTip(1, bytes(32), T0)
     # Not later than the recorded one: not proposed, and refused when forced in.
     assert build(registry, approvals=[approval(approve=False)], tip=tip).approvals == ()
@@ -177,9 +179,11 @@ def _rehash(block: Block, registry: DeviceRegistry, tip: ChainTip = TIP) -> Bloc
     header = dataclasses.replace(
         block.header,
         body_hash=compute_body_hash(
-            block.verdicts, block.rewards, block.registrations, block.approvals
+            block.verdicts, block.rewards, block.registrations, approvals=block.approvals
         ),
-        state_root=compute_state_root(compute_accounts_root({}), root),
+        state_root=compute_state_root(
+            compute_accounts_root({}), root, compute_bans_root({}), compute_vesting_root({})
+        ),
     )
     return dataclasses.replace(block, header=header)
 
@@ -189,11 +193,11 @@ def _rehash(block: Block, registry: DeviceRegistry, tip: ChainTip = TIP) -> Bloc
 
 def test_revocation_takes_effect_at_its_height() -> None:
     registry = DeviceRegistry({DEVICE.public: 1, OTHER.public: 1}, 3)
-    registry.process_block(4, [], [ApprovalRecord(DEVICE.public, False, 4, T0)])
+    registry.process_block(4, [], approvals=[ApprovalRecord(DEVICE.public, False, 4, T0)])
     assert list(registry.members_at(3)) == sorted([DEVICE.public, OTHER.public])
     assert list(registry.members_at(4)) == [OTHER.public]
     assert DEVICE.public not in registry.entitled(b"\x01" * 32, 4, 1)
-    registry.process_block(5, [], [ApprovalRecord(DEVICE.public, True, 5, T0 + 1)])
+    registry.process_block(5, [], approvals=[ApprovalRecord(DEVICE.public, True, 5, T0 + 1)])
     assert DEVICE.public in registry.members_at(5)
     assert registry.is_revoked_at(DEVICE.public, 4)
     assert registry.is_approved_at(DEVICE.public, 5)
@@ -204,8 +208,8 @@ def test_registry_root_covers_approvals_only_when_there_are_some() -> None:
     plain = DeviceRegistry(registered, 1)
     assert plain.root == compute_registry_root(registered)
     record = ApprovalRecord(DEVICE.public, True, 1, T0)
-    approved = DeviceRegistry(registered, 1, [record])
+    approved = DeviceRegistry(registered, 1, approvals=[record])
     assert approved.root != plain.root
     assert plain.root_after([], 2, [dataclasses.replace(record, height=2)]) != plain.root
-    revoked = DeviceRegistry(registered, 1, [dataclasses.replace(record, approved=False)])
+    revoked = DeviceRegistry(registered, 1, approvals=[dataclasses.replace(record, approved=False)])
     assert revoked.root not in (plain.root, approved.root)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from micromine.device_agent.core import AgentCore, AgentStats, Discarded, Drop, Judged
 from micromine.protocol import codec, topics
+from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.messages import Verdict, WorkBatch
 from micromine.protocol.topics import Publish
@@ -32,25 +33,42 @@ COUNTER_OF = {
     Drop.WRONG_CHAIN: "wrong_chain",
     Drop.UNKNOWN_ISSUER: "unknown_issuer",
     Drop.DUPLICATE: "duplicates",
+    Drop.TX_ROOT_MISMATCH: "tx_root_mismatches",
     Drop.BAD_SIGNATURE: "bad_signature_batches",
 }
 
 
 def batches() -> list[WorkBatch]:
     genuine = protocol_samples.work_batch()
-    rogue = codec.sign(dataclasses.replace(genuine, issuer=ROGUE.public), ROGUE)
+    assignment = genuine.assignment
+    rogue = codec.sign(dataclasses.replace(assignment, issuer=ROGUE.public), ROGUE)
+
+    def under(**changes: object) -> WorkBatch:
+        return protocol_samples.work_batch(assignment=protocol_samples.assignment(**changes))
+
     return [
-        protocol_samples.work_batch(),
-        protocol_samples.work_batch(seq=8, deadline_ms=0),  # late: still answered
-        protocol_samples.work_batch(seq=9, chain_id="otherchain"),
-        rogue,  # an issuer the agent may not know
-        dataclasses.replace(genuine, signature=bytes(64)),  # a forged copy of the genuine one
+        genuine,
+        under(seq=8, deadline_ms=0),  # late: still answered
+        under(seq=9, chain_id="otherchain"),
+        WorkBatch(rogue, genuine.txs),  # an issuer the agent may not know
+        # Forged copies of the genuine one: a bad signature, other transactions.
+        WorkBatch(dataclasses.replace(assignment, signature=bytes(64)), genuine.txs),
+        WorkBatch(assignment, genuine.txs[:1]),
     ]
 
 
+def is_genuine(batch: WorkBatch) -> bool:
+    assignment = batch.assignment
+    return (
+        assignment.chain_id == CHAIN
+        and assignment.issuer == LEDGER.public
+        and compute_batch_root(batch.txs) == assignment.tx_root
+        and codec.is_signature_valid(assignment)
+    )
+
+
 BATCHES = batches()
-GENUINE = [b for b in BATCHES if b.chain_id == CHAIN and b.issuer == LEDGER.public
-           and codec.is_signature_valid(b)]  # fmt: skip
+GENUINE = [b for b in BATCHES if is_genuine(b)]
 
 
 def counters(stats: AgentStats) -> dict[str, int]:

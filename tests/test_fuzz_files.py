@@ -26,7 +26,7 @@ from micromine.device_agent.config import AgentConfig
 from micromine.device_agent.keyfile import KeyFileError, load_key
 from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
-from micromine.ledger_node.core import LedgerCore
+from micromine.ledger_node.core import DEFAULT_AUDIT_RATE, LedgerCore
 from micromine.ledger_node.genesis import ChainParams, Genesis, GenesisError
 from micromine.ledger_node.state import Account
 from micromine.mqtt import parse_broker_url
@@ -183,7 +183,8 @@ def test_agent_and_ledger_settings_load_or_say_why(
     with contextlib.suppress(ValueError):  # ConfigError is a ValueError
         AgentConfig.from_args(args, environ)
     ledger_args = argparse.Namespace(broker=flags.get("broker"), key="k", genesis="g", db="d",
-                                     tick_ms=50, log_level="info", log_json=False)  # fmt: skip
+                                     tick_ms=50, log_level="info", log_json=False,
+                                     audit_rate=DEFAULT_AUDIT_RATE)  # fmt: skip
     with contextlib.suppress(ValueError):
         LedgerConfig.from_args(ledger_args)
 

@@ -32,6 +32,7 @@ from micromine.ledger_node.actions import Action, Dropped
 from micromine.ledger_node.blocks import build_block
 from micromine.ledger_node.core import LedgerCore
 from micromine.protocol import topics
+from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.block import Block, CommitSignature
 from micromine.protocol.codec import decode, encode, max_bytes, sign, sign_commit
 from micromine.protocol.consensus import MAX_ROUND, NIL, Precommit, Prevote, Proposal, SyncRequest
@@ -40,7 +41,7 @@ from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import ReceiptStatus
 from micromine.protocol.limits import MAX_TIMESTAMP_MS
-from micromine.protocol.messages import Judgement, Submission, Verdict
+from micromine.protocol.messages import Assignment, Judgement, Submission, Verdict
 from micromine.protocol.topics import Channel
 
 DEVICE = key(10)  # the first of the harness's devices
@@ -63,9 +64,15 @@ KINDS: dict[Channel, type[Any] | None] = {
 def _samples() -> dict[Channel, list[Any]]:
     """Valid (or validly shaped) messages per channel, as bases for the hostile inputs:
     genuine ones, and signed ones with the wrong chain, signer or topic."""
-    good_tx = encode(tx(SENDERS[0], 0))
-    verdict = Verdict(CHAIN, sha256(b"batch"), DEVICE.public, (Judgement(sha256(good_tx), 0),), 0)
+    good = tx(SENDERS[0], 0)
+    good_tx = encode(good)
     other_chain = "otherchain"
+
+    def verdict(chain: str) -> Verdict:
+        """A verdict under an assignment signed by a validator (NODE), of ``chain``."""
+        unsigned = Assignment(chain, NODE.public, 1, 0, 10_000, compute_batch_root([good]))
+        return Verdict(chain, DEVICE.public, sign(unsigned, NODE), (Judgement.of(good, 0),))
+
     device_messages = {
         Channel.HELLO: lambda chain: DeviceHello(chain, DEVICE.public, "v", 64, 5),
         Channel.HEARTBEAT: lambda chain: Heartbeat(chain, DEVICE.public, 1, 5, 0),
@@ -81,7 +88,7 @@ def _samples() -> dict[Channel, list[Any]]:
             Submission(CHAIN, REPLY_TO, (good_tx, b"\x00" * 600, b"\x8a", good_tx)),
             Submission(other_chain, REPLY_TO, (good_tx,)),
         ],
-        Channel.VERDICTS: [sign(verdict, DEVICE), dataclasses.replace(verdict, chain_id="x")],
+        Channel.VERDICTS: [sign(verdict(CHAIN), DEVICE), sign(verdict(other_chain), DEVICE)],
         Channel.CONSENSUS: [
             sign(prevote, OUTSIDER),
             sign(precommit, OUTSIDER),
@@ -242,7 +249,8 @@ def test_valid_traffic_among_garbage_still_commits(
     receipts = h.receipts()
     assert all(receipts[t.id] == (ReceiptStatus.COMMITTED, receipts[t.id][1]) for t in txs)
     minted = h.core.params.block_reward * len(h.blocks())
-    assert sum(a.balance for a in h.core.accounts.values()) == total_before + minted
+    vesting = sum(amount for entries in h.core.vesting.values() for _, amount in entries)
+    assert sum(a.balance for a in h.core.accounts.values()) + vesting == total_before + minted
     check_consistent(h.core)
 
 

@@ -13,8 +13,10 @@ from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
     Account,
     compute_accounts_root,
+    compute_bans_root,
     compute_registry_root,
     compute_state_root,
+    compute_vesting_root,
 )
 from micromine.ledger_node.verify import verify_block
 from micromine.protocol import topics
@@ -97,10 +99,8 @@ class Harness:
                 reason = check_transaction(tx, CHAIN, self.now)
                 if not self.honest.get(device.public, True):
                     reason = Reason.OK
-                judgements.append(Judgement(tx.id, int(reason)))
-            verdict = Verdict(
-                CHAIN, batch.id, device.public, tuple(judgements), batch.registry_height
-            )
+                judgements.append(Judgement.of(tx, int(reason)))
+            verdict = Verdict(CHAIN, device.public, batch.assignment, tuple(judgements))
             verdict = sign(verdict, device)
             self.feed(topics.verdicts(CHAIN, device.public), encode(verdict))
             answered += 1
@@ -189,10 +189,16 @@ def test_valid_transactions_commit_with_rewards_and_receipts() -> None:
     assert decode(encode(block), Block) == block
     paid = sum(r.amount for b in blocks for r in b.rewards)
     assert paid == len(blocks) * 50 + len(txs) * 1
-    # state root matches the committed accounts and device registry
+    # state root matches the committed accounts, device registry, bans and vesting: the
+    # rewards vest (reward_vesting_blocks), so the devices' accounts hold nothing yet
     registry_root = compute_registry_root({d.public: 1 for d in h.devices})
     accounts_root = compute_accounts_root(h.core.accounts)
-    assert blocks[-1].header.state_root == compute_state_root(accounts_root, registry_root)
+    vesting_root = compute_vesting_root(h.core.vesting)
+    assert sum(a for entries in h.core.vesting.values() for _, a in entries) == paid
+    assert all(d.public not in h.core.accounts for d in h.devices)
+    assert blocks[-1].header.state_root == compute_state_root(
+        accounts_root, registry_root, compute_bans_root({}), vesting_root
+    )
 
 
 def test_each_invalid_kind_is_rejected_with_its_reason() -> None:
@@ -246,8 +252,10 @@ def test_lying_devices_in_minority_cannot_commit_invalid() -> None:
     bad = replace(tx(SENDERS[1], 0), signature=bytes(64))
     h.submit([encode(bad)])
     h.run()
-    assert not h.blocks()
+    assert not any(b.txs for b in h.blocks())
     assert h.receipts()[bad.id] == (ReceiptStatus.REJECTED, Reason.BAD_SIGNATURE)
+    # Its "valid" on a forgery is a fraud proof: a block bans it (test_hostile_devices.py).
+    assert h.core.registry.is_banned(h.devices[0].public)
 
 
 def test_rejection_cascades_nonce_gap() -> None:

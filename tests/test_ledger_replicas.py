@@ -76,9 +76,9 @@ class Net:
         device = next(d for d in DEVICES if publish.topic.endswith(d.public.hex()))
         batch = decode(publish.payload, WorkBatch)
         judgements = tuple(
-            Judgement(t.id, int(check_transaction(t, CHAIN, self.now))) for t in batch.txs
+            Judgement.of(t, int(check_transaction(t, CHAIN, self.now))) for t in batch.txs
         )
-        verdict = Verdict(CHAIN, batch.id, device.public, judgements, batch.registry_height)
+        verdict = Verdict(CHAIN, device.public, batch.assignment, judgements)
         verdict = sign(verdict, device)
         self.queue.append(
             Publish.on(Channel.VERDICTS, topics.verdicts(CHAIN, device.public), encode(verdict))

@@ -28,6 +28,7 @@ from micromine.protocol.limits import (
 )
 from micromine.protocol.merkle import merkle_root
 from micromine.protocol.messages import (
+    Assignment,
     Judgement,
     Receipt,
     Receipts,
@@ -125,15 +126,22 @@ def test_block_hash_is_the_header_hash() -> None:
     assert block.header.tx_root == compute_tx_root(block.txs)
     assert compute_tx_root(block.txs) == merkle_root([tx.id for tx in block.txs])
     assert block.registrations  # the sample block registers a device
+    assert block.frauds  # and bans one
     body = cbor.encode(
         [
             [v.to_wire() for v in block.verdicts],
             [r.to_wire() for r in block.rewards],
             [h.to_wire() for h in block.registrations],
+            [a.to_wire() for a in block.approvals],
+            [f.to_wire() for f in block.frauds],
         ]
     )
     assert block.header.body_hash == compute_body_hash(
-        block.verdicts, block.rewards, block.registrations
+        block.verdicts,
+        block.rewards,
+        block.registrations,
+        approvals=block.approvals,
+        frauds=block.frauds,
     )
     assert block.header.body_hash == sha256(body)
     assert codec.is_commit_signature_valid(
@@ -183,7 +191,7 @@ def nested(depth: int) -> bytes:
 
 
 BATCH = s.work_batch()
-BATCH_TXS = 5  # wire position of WorkBatch.txs
+BATCH_TXS = 2  # wire position of WorkBatch.txs
 
 
 def batch_with_txs(encoded_txs: list[bytes]) -> bytes:
@@ -213,10 +221,10 @@ CASES: list[tuple[str, bytes, type[Any] | None, DecodeFailure]] = [
     ("invalid utf-8 memo", tx_with(MEMO, b"\x61\xff"), None, DecodeFailure.NOT_CBOR),
     ("overlong utf-8 memo", tx_with(MEMO, b"\x62\xc0\x80"), None, DecodeFailure.NOT_CBOR),
     ("utf-8 surrogate memo", tx_with(MEMO, b"\x63\xed\xa0\x80"), None, DecodeFailure.NOT_CBOR),
-    # TOO_DEEP: more than 6 nested containers.
-    ("7 nested arrays", nested(7), None, DecodeFailure.TOO_DEEP),
-    ("deep memo", tx_with(MEMO, nested(6)), None, DecodeFailure.TOO_DEEP),
-    ("deep tags", b"\xc1" * 7 + b"\x00", None, DecodeFailure.TOO_DEEP),
+    # TOO_DEEP: more than 7 nested containers.
+    ("8 nested arrays", nested(8), None, DecodeFailure.TOO_DEEP),
+    ("deep memo", tx_with(MEMO, nested(7)), None, DecodeFailure.TOO_DEEP),
+    ("deep tags", b"\xc1" * 8 + b"\x00", None, DecodeFailure.TOO_DEEP),
     # INDEFINITE_LENGTH
     (
         "indefinite tx array",
@@ -273,7 +281,7 @@ CASES: list[tuple[str, bytes, type[Any] | None, DecodeFailure]] = [
     # UNKNOWN_KIND
     ("kind 0", s.raw_array([b"\x00"]), None, DecodeFailure.UNKNOWN_KIND),
     ("kind 11 (COMMIT, signature only)", s.raw_array([b"\x0b"]), None, DecodeFailure.UNKNOWN_KIND),
-    ("kind 16, after the last", s.raw_array([b"\x10"]), None, DecodeFailure.UNKNOWN_KIND),
+    ("kind 18, after the last", s.raw_array([b"\x12"]), None, DecodeFailure.UNKNOWN_KIND),
     ("kind 99", s.raw_array([b"\x18\x63", b"\x01"]), None, DecodeFailure.UNKNOWN_KIND),
     ("kind 2^64-1", s.raw_array([b"\x1b" + b"\xff" * 8]), None, DecodeFailure.UNKNOWN_KIND),
     ("kind -1", s.raw_array([b"\x20"]), None, DecodeFailure.UNKNOWN_KIND),
@@ -306,9 +314,11 @@ CASES: list[tuple[str, bytes, type[Any] | None, DecodeFailure]] = [
     ),
     ("batch tx not an array", batch_with_txs([b"\x01"]), None, DecodeFailure.BAD_SHAPE),
     (
-        "verdict judgement of 3",
+        "verdict judgement of 4",
         s.with_field(
-            s.verdict(), 4, s.raw_array([s.raw_array([byte_string(bytes(32)), b"\x00", b"\x00"])])
+            s.verdict(),
+            4,
+            s.raw_array([s.raw_array([byte_string(bytes(32))] * 2 + [b"\x00", b"\x00"])]),
         ),
         None,
         DecodeFailure.BAD_SHAPE,
@@ -414,7 +424,9 @@ CASES: list[tuple[str, bytes, type[Any] | None, DecodeFailure]] = [
     (
         "judgement reason 256",
         s.with_field(
-            s.verdict(), 4, s.raw_array([s.raw_array([byte_string(bytes(32)), s.head(0, 256)])])
+            s.verdict(),
+            4,
+            s.raw_array([s.raw_array([byte_string(bytes(32))] * 2 + [s.head(0, 256)])]),
         ),
         None,
         DecodeFailure.OUT_OF_RANGE,
@@ -475,7 +487,11 @@ def test_depth_six_is_allowed() -> None:
 CONSTRUCTION_CASES: list[tuple[str, Any, DecodeFailure]] = [
     ("bool amount", lambda: s.transaction(amount=True), DecodeFailure.BAD_TYPE),
     ("negative fee", lambda: s.transaction(fee=-1), DecodeFailure.OUT_OF_RANGE),
-    ("enum is not int", lambda: Judgement(bytes(32), Kind.VERDICT), DecodeFailure.BAD_TYPE),
+    (
+        "enum is not int",
+        lambda: Judgement(bytes(32), bytes(32), Kind.VERDICT),
+        DecodeFailure.BAD_TYPE,
+    ),
     ("str sender", lambda: s.transaction(sender="00" * 32), DecodeFailure.BAD_TYPE),
     ("list of txs", lambda: s.work_batch(txs=[s.transaction()]), DecodeFailure.BAD_TYPE),
     ("257 txs", lambda: s.work_batch(txs=(s.transaction(),) * 257), DecodeFailure.OUT_OF_RANGE),
@@ -525,7 +541,7 @@ def test_limits_are_inclusive() -> None:
 
 
 def test_all_signed_kinds_use_signature_as_last_field() -> None:
-    for message in (s.transaction(), s.work_batch(), s.verdict(), s.device_hello(),
+    for message in (s.transaction(), s.assignment(), s.verdict(), s.device_hello(),
                     s.heartbeat(), s.device_status(), s.receipts(), s.proposal(),
                     s.prevote(), s.precommit(), s.prevote_nil(),
                     s.precommit_nil()):  # fmt: skip
@@ -533,9 +549,10 @@ def test_all_signed_kinds_use_signature_as_last_field() -> None:
         assert len(message.signature) == 64
 
 
-SIGNED_TYPES = (Transaction, WorkBatch, Verdict, DeviceHello, Heartbeat, DeviceStatus,
+SIGNED_TYPES = (Transaction, Assignment, Verdict, DeviceHello, Heartbeat, DeviceStatus,
                 Receipts, Proposal, Prevote, Precommit, DeviceApproval)  # fmt: skip
-UNSIGNED_TYPES = (Submission, BlockHeader, Block, SyncRequest)
+# A WorkBatch is covered by its signed Assignment (its tx_root names the transactions).
+UNSIGNED_TYPES = (Submission, WorkBatch, BlockHeader, Block, SyncRequest)
 
 
 def test_other_kinds_are_unsigned() -> None:

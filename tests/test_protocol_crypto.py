@@ -11,12 +11,14 @@ import protocol_samples as s
 import pytest
 
 from micromine.protocol import PROTOCOL_VERSION, cbor, codec, crypto
+from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.block import Block, CommitSignature, compute_commit_digest
 from micromine.protocol.consensus import NIL, Precommit, Prevote
 from micromine.protocol.crypto import DOMAIN_PREFIX, KeyPair, sha256, signing_bytes, verify
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Kind
 from micromine.protocol.merkle import leaf_hash, merkle_root, node_hash
+from micromine.protocol.messages import Assignment, Verdict
 
 # RFC 8032 section 7.1, TEST 1.
 RFC8032_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -183,6 +185,8 @@ def _alternative(value: Any, name: str) -> Any:
         return bytes([value[0] ^ 1]) + value[1:]
     if type(value) is str:
         return value + "!" if len(value) < 32 else value[:-1]
+    if type(value) is Assignment:  # a nested signed message: another batch's
+        return dataclasses.replace(value, seq=value.seq + 1)
     if type(value) is tuple:
         return value[:-1] if len(value) > 1 else value + value
     raise AssertionError(f"no alternative for {name}={value!r}")
@@ -196,6 +200,12 @@ def test_tampering_any_field_invalidates_the_signature(name: str) -> None:
         if field.name == "signature":
             continue
         nil_precommit = type(message) is Precommit and message.block_hash == NIL
+        if type(message) is Verdict and field.name == "chain_id":
+            # A verdict's chain is its assignment's: another one cannot even be built.
+            with pytest.raises(DecodeError, match="another chain"):
+                dataclasses.replace(message, chain_id="otherchain")
+            tampered_fields += 1
+            continue
         if nil_precommit and field.name == "commit_signature":
             # A nil precommit's commit_signature can only be zeros: no other value exists.
             with pytest.raises(DecodeError):
@@ -215,12 +225,20 @@ def test_tampering_any_field_invalidates_the_signature(name: str) -> None:
         assert not codec.is_signature_valid(dataclasses.replace(message, signature=bytes(flipped)))
 
 
-def test_tampering_a_nested_transaction_invalidates_the_batch() -> None:
+def test_tampering_a_nested_transaction_breaks_the_batchs_binding() -> None:
+    """A WorkBatch is unsigned: its signed assignment's tx_root names every transaction,
+    signature included, so any change to them no longer matches it."""
     batch = s.work_batch()
-    txs = (dataclasses.replace(batch.txs[0], amount=batch.txs[0].amount + 1), *batch.txs[1:])
-    changed = dataclasses.replace(batch, txs=txs)
-    assert changed.id != batch.id
-    assert not codec.is_signature_valid(changed)
+    assert compute_batch_root(batch.txs) == batch.assignment.tx_root
+    first = batch.txs[0]
+    for tampered in (
+        dataclasses.replace(first, amount=first.amount + 1),
+        dataclasses.replace(first, signature=bytes(64)),
+    ):
+        changed = dataclasses.replace(batch, txs=(tampered, *batch.txs[1:]))
+        assert compute_batch_root(changed.txs) != batch.assignment.tx_root
+    assert compute_batch_root(batch.txs[::-1]) != batch.assignment.tx_root
+    assert compute_batch_root(batch.txs[:1]) != batch.assignment.tx_root
 
 
 def test_commit_signature_domain() -> None:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from micromine.protocol import codec
-from micromine.protocol.block import Block, BlockHeader, CommitSignature, Reward
+from micromine.protocol.block import Block, BlockHeader, CommitSignature, FraudProof, Reward
 from micromine.protocol.consensus import (
     MAX_ROUND,
     MAX_SYNC_BLOCKS,
@@ -38,6 +38,7 @@ from micromine.protocol.limits import (
 )
 from micromine.protocol.messages import (
     NO_SIGNATURE,
+    Assignment,
     Judgement,
     Receipt,
     Receipts,
@@ -112,22 +113,28 @@ def submissions(draw: Any) -> Submission:
 
 
 @st.composite
-def work_batches(draw: Any) -> WorkBatch:
-    batch = WorkBatch(
-        draw(chain_ids), draw(keys32), draw(uints), draw(timestamps),
-        draw(tuples(transactions(), 1, 4)), draw(uints), draw(signatures),
+def assignments(draw: Any, chain_id: str | None = None) -> Assignment:
+    assignment = Assignment(
+        chain_id if chain_id is not None else draw(chain_ids), draw(keys32), draw(uints),
+        draw(uints), draw(timestamps), draw(hashes), draw(signatures),
     )  # fmt: skip
-    return signed(draw, batch, "issuer")
+    return signed(draw, assignment, "issuer")
 
 
-judgements = st.builds(Judgement, hashes, st.integers(0, 255))
+@st.composite
+def work_batches(draw: Any) -> WorkBatch:
+    return WorkBatch(draw(assignments()), draw(tuples(transactions(), 1, 4)))
+
+
+judgements = st.builds(Judgement, hashes, hashes, st.integers(0, 255))
 
 
 @st.composite
 def verdicts(draw: Any) -> Verdict:
+    chain_id = draw(chain_ids)
     verdict = Verdict(
-        draw(chain_ids), draw(hashes), draw(keys32),
-        draw(tuples(judgements, 1, 8)), draw(uints), draw(signatures),
+        chain_id, draw(keys32), draw(assignments(chain_id)),
+        draw(tuples(judgements, 1, 8)), draw(signatures),
     )  # fmt: skip
     return signed(draw, verdict, "device")
 
@@ -169,6 +176,7 @@ blocks = tuples(commit_signatures, 0, 2).flatmap(
         st.just(certificate),
         tuples(hellos(), 0, 2),
         tuples(approvals(), 0, 2),
+        tuples(st.builds(FraudProof, verdicts(), transactions()), 0, 2),
     )
 )
 
@@ -253,6 +261,7 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Submission: submissions(),
     WorkBatch: work_batches(),
     Verdict: verdicts(),
+    Assignment: assignments(),
     BlockHeader: headers,
     Block: blocks,
     DeviceHello: hellos(),
@@ -324,8 +333,10 @@ def test_random_bytes_raise_only_decode_error(data: bytes, expected: Any) -> Non
 
 # A plausible head (an array of the right arity led by a real kind tag) makes random
 # tails reach the field checks instead of failing at the first byte.
-ARITIES = {1: 10, 2: 4, 3: 8, 4: 7, 5: 9, 6: 9, 7: 7, 8: 7, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5}
-ARITIES[17] = 7  # DeviceApproval
+ARITIES = {
+    1: 10, 2: 4, 3: 3, 4: 6, 5: 9, 6: 10, 7: 7, 8: 7, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5,
+    16: 8, 17: 7,
+}  # fmt: skip
 HEADS = [bytes([0x80 | arity, tag]) for tag, arity in ARITIES.items()]
 
 
@@ -500,7 +511,7 @@ def test_commit_round_accepted_exactly_when_in_range(round_: int, certified: boo
     check_built_and_decoded_alike(
         sample,
         valid,
-        {7: round_, 8: [entry.to_wire() for entry in certificate]},
+        {8: round_, 9: [entry.to_wire() for entry in certificate]},
         {"commit_round": round_, "certificate": certificate},
     )
 

@@ -24,7 +24,7 @@ from access_helpers import (
     write_key,
 )
 from brokers import ConfiguredMosquitto, EmbeddedBroker, free_port, require_mosquitto, wait_until
-from protocol_samples import CHAIN, DEVICE, LEDGER, work_batch
+from protocol_samples import CHAIN, DEVICE, LEDGER, assignment, work_batch
 
 from micromine.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
 from micromine.processes import ManagedProcess, python_module
@@ -112,7 +112,7 @@ def test_agent_over_tls_gets_work_and_answers(
                 30,
                 message=lambda: f"the agent's hello over TLS; log: {agent.log_tail()}",
             )
-            batch = work_batch(deadline_ms=now_ms() + 60_000)
+            batch = work_batch(assignment=assignment(deadline_ms=now_ms() + 60_000))
             ledger.publish(topics.work(CHAIN, DEVICE.public), encode(batch), 1, wait=5)
             wait_until(drain, 30, message=lambda: f"a verdict; agent log: {agent.log_tail()}")
         finally:

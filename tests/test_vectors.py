@@ -28,7 +28,7 @@ from micromine.protocol.crypto import KeyPair
 from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.kinds import Kind, Reason
 from micromine.protocol.merkle import leaf_hash, merkle_root
-from micromine.protocol.messages import Transaction
+from micromine.protocol.messages import Transaction, Verdict, WorkBatch
 from micromine.protocol.validation import check_transaction
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,8 +133,22 @@ def test_message_vector(vector: dict[str, Any]) -> None:
         header = message.header
         assert header.tx_root == compute_tx_root(message.txs)
         assert header.body_hash == compute_body_hash(
-            message.verdicts, message.rewards, message.registrations
+            message.verdicts,
+            message.rewards,
+            message.registrations,
+            approvals=message.approvals,
+            frauds=message.frauds,
         )
+        assert message.frauds  # the vectors' block bans a device
+        for proof in message.frauds:
+            # The lie: a valid-looking verdict, judging valid a transaction whose
+            # signature is not its sender's (so check_transaction says BAD_SIGNATURE).
+            assert codec.is_signature_valid(proof.verdict)
+            assert codec.is_signature_valid(proof.verdict.assignment)
+            assert (proof.tx.id, crypto.sha256(proof.tx.signature), 0) in {
+                (j.tx_id, j.signature_hash, j.reason) for j in proof.verdict.judgements
+            }
+            assert not codec.is_signature_valid(proof.tx)
         for hello in message.registrations:
             assert codec.is_signature_valid(hello)
         assert message.commit_round >= 1  # the vectors' block is certified
@@ -160,7 +174,11 @@ def test_message_vector(vector: dict[str, Any]) -> None:
         assert message.pol_round < message.round
         assert block.header.tx_root == compute_tx_root(block.txs)
         assert block.header.body_hash == compute_body_hash(
-            block.verdicts, block.rewards, block.registrations
+            block.verdicts,
+            block.rewards,
+            block.registrations,
+            approvals=block.approvals,
+            frauds=block.frauds,
         )
         assert all(codec.is_signature_valid(m) for m in (*block.txs, *block.verdicts))
     if isinstance(message, Precommit):
@@ -269,11 +287,28 @@ def test_invalid_vectors_cover_the_consensus_rules() -> None:
 # --- device assignment --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("vector", ASSIGNMENT["rankings"], ids=lambda v: v["batch_id"][:8])
+def test_binding_vector() -> None:
+    """tx_root over tx_id | SHA-256(signature), from the transactions and from the
+    judgements of the vectors' verdict (which judges the vectors' batch)."""
+    binding = ASSIGNMENT["binding"]
+    txs = [codec.decode(bytes.fromhex(t), Transaction) for t in binding["txs"]]
+    leaves = [tx.id + crypto.sha256(tx.signature) for tx in txs]
+    assert [leaf.hex() for leaf in leaves] == binding["leaves"]
+    assert [leaf_hash(leaf).hex() for leaf in leaves] == binding["leaf_hashes"]
+    assert assignment.compute_batch_root(txs).hex() == binding["tx_root"]
+    (verdict,) = _vectors_of(Verdict).values()
+    (batch,) = _vectors_of(WorkBatch).values()
+    assert list(batch.txs) == txs and verdict.assignment == batch.assignment
+    assert verdict.assignment.tx_root.hex() == binding["tx_root"]
+    assert assignment.compute_judgements_root(verdict.judgements).hex() == binding["tx_root"]
+    assert codec.is_signature_valid(verdict.assignment)
+
+
+@pytest.mark.parametrize("vector", ASSIGNMENT["rankings"], ids=lambda v: v["assignment_id"][:8])
 def test_assignment_vector(vector: dict[str, Any]) -> None:
     assert bytes.fromhex(ASSIGNMENT["domain"]) == assignment.ASSIGNMENT_DOMAIN
     assert assignment.ASSIGNMENT_DOMAIN == b"micromine-assign"
-    batch_id = bytes.fromhex(vector["batch_id"])
+    batch_id = bytes.fromhex(vector["assignment_id"])
     registry = [bytes.fromhex(d) for d in vector["registry"]]
     for device in registry:
         score = crypto.sha256(b"micromine-assign" + batch_id + device)
@@ -349,7 +384,7 @@ def test_doc_states_the_key_limits() -> None:
     doc = DOC.read_text(encoding="utf-8")
     for name, value in [("MAX_TX_BYTES", 512), ("MAX_MEMO_BYTES", 64), ("MAX_BATCH_TXS", 256),
                         ("MAX_SUBMISSION_TXS", 1024), ("MAX_CHAIN_ID_LEN", 32),
-                        ("MAX_DEPTH", 6)]:  # fmt: skip
+                        ("MAX_DEPTH", 7)]:  # fmt: skip
         assert getattr(limits, name) == value
         assert re.search(rf"{name}\W[^\n]*\b{value}\b", doc), name
 

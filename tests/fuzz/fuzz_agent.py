@@ -35,9 +35,11 @@ def test_one_input(data: bytes) -> None:
     stats = agent.stats
     before = stats.malformed + stats.wrong_chain + stats.duplicates + stats.batches
     before += stats.bad_signature_batches + stats.unknown_issuer + stats.rate_limited
+    before += stats.tx_root_mismatches
     outputs = agent.on_work(data, protocol_samples.NOW_MS)
     after = stats.malformed + stats.wrong_chain + stats.duplicates + stats.batches
     after += stats.bad_signature_batches + stats.unknown_issuer + stats.rate_limited
+    after += stats.tx_root_mismatches
     if after != before + 1:
         raise AssertionError("an input was not counted exactly once")
     if len(outputs) == 1 and not isinstance(outputs[0], Discarded):
@@ -45,7 +47,7 @@ def test_one_input(data: bytes) -> None:
 
 
 def seeds() -> list[bytes]:
-    return [codec.encode(protocol_samples.work_batch()), b"\x87\x03"]
+    return [codec.encode(protocol_samples.work_batch()), b"\x83\x03"]
 
 
 if __name__ == "__main__":

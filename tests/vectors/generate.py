@@ -25,6 +25,7 @@ from micromine.protocol.assignment import (
     ASSIGNMENT_DOMAIN,
     ENTITLED_PER_K,
     compute_assignment_score,
+    compute_batch_root,
     compute_entitled,
     is_registry_height_in_window,
     rank_devices,
@@ -33,6 +34,7 @@ from micromine.protocol.block import (
     Block,
     BlockHeader,
     CommitSignature,
+    FraudProof,
     Reward,
     compute_body_hash,
     compute_commit_digest,
@@ -52,10 +54,16 @@ from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.errors import DecodeFailure
 from micromine.protocol.kinds import Kind, Reason, ReceiptStatus
-from micromine.protocol.limits import MAX_BLOCK_REGISTRATIONS, MAX_TX_BYTES
+from micromine.protocol.limits import (
+    MAX_BLOCK_APPROVALS,
+    MAX_BLOCK_FRAUDS,
+    MAX_BLOCK_REGISTRATIONS,
+    MAX_TX_BYTES,
+)
 from micromine.protocol.merkle import leaf_hash, merkle_root
 from micromine.protocol.messages import (
     NO_SIGNATURE,
+    Assignment,
     Judgement,
     Receipt,
     Receipts,
@@ -164,13 +172,9 @@ def build_messages() -> list[tuple[str, Any]]:
     tx, tx_boundaries, tx_expired = transactions()
     submission = Submission(CHAIN, bytes(range(16)), (codec.encode(tx), b"\xff not a transaction"))
     batch = work_batch()
-    judgements = (Judgement(tx.id, int(Reason.OK)), Judgement(tx_expired.id, int(Reason.EXPIRED)))
-    verdict = codec.sign(
-        Verdict(CHAIN, batch.id, DEVICE.public, judgements, batch.registry_height), DEVICE
-    )
-    verdict_2 = codec.sign(
-        Verdict(CHAIN, batch.id, DEVICE_2.public, judgements, batch.registry_height), DEVICE_2
-    )
+    judgements = (Judgement.of(tx, int(Reason.OK)), Judgement.of(tx_expired, int(Reason.EXPIRED)))
+    verdict = codec.sign(Verdict(CHAIN, DEVICE.public, batch.assignment, judgements), DEVICE)
+    verdict_2 = codec.sign(Verdict(CHAIN, DEVICE_2.public, batch.assignment, judgements), DEVICE_2)
     rewards = (Reward(DEVICE.public, 25), Reward(DEVICE_2.public, 25))
     block_txs = (tx,)
     block_verdicts = (verdict, verdict_2)
@@ -179,12 +183,21 @@ def build_messages() -> list[tuple[str, Any]]:
         DeviceHello(CHAIN, DEVICE_3.public, "micromine-c/0.1", 32, T0 + 500), DEVICE_3
     )
     registrations = (registration,)
+    # An operator approves it in the same block (as "approved" enrollment requires).
+    approvals = (
+        codec.sign(
+            DeviceApproval(CHAIN, OPERATOR.public, DEVICE_3.public, True, T0 + 400), OPERATOR
+        ),
+    )
+    frauds = (fraud_proof(),)
     header = BlockHeader(
         CHAIN,
         1,
         bytes(32),
         compute_tx_root(block_txs),
-        compute_body_hash(block_verdicts, rewards, registrations),
+        compute_body_hash(
+            block_verdicts, rewards, registrations, approvals=approvals, frauds=frauds
+        ),
         sha256(b"micromine/vectors/state"),
         T0 + 1000,
         LEDGER.public,
@@ -193,7 +206,9 @@ def build_messages() -> list[tuple[str, Any]]:
     certificate = (
         CommitSignature(LEDGER.public, codec.sign_commit(1, header.hash, CHAIN, LEDGER)),
     )
-    block = Block(header, block_txs, block_verdicts, rewards, 1, certificate, registrations)
+    block = Block(
+        header, block_txs, block_verdicts, rewards, 1, certificate, registrations, approvals, frauds
+    )
     hello = codec.sign(DeviceHello(CHAIN, DEVICE.public, "micromine-c/0.1", 64, T0), DEVICE)
     heartbeat = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0 + 2000, 0), DEVICE)
     online = codec.sign(DeviceStatus(CHAIN, DEVICE.public, True, T0), DEVICE)
@@ -217,6 +232,7 @@ def build_messages() -> list[tuple[str, Any]]:
         ("transaction-boundaries", tx_boundaries),
         ("transaction-expired", tx_expired),
         ("submission", submission),
+        ("assignment", batch.assignment),
         ("work-batch", batch),
         ("verdict", verdict),
         ("block-header", header),
@@ -230,10 +246,27 @@ def build_messages() -> list[tuple[str, Any]]:
     ]
 
 
+def fraud_proof() -> FraudProof:
+    """The block bans device-2: it judged "valid" a transfer out of alice's account that
+    bob signed (BAD_SIGNATURE), in a batch of its own (seq 43)."""
+    base = Transaction(CHAIN, ALICE.public, BOB.public, 500, 10, 1, T0 + 60_000, "stolen")
+    forged = dataclasses.replace(base, signature=BOB.sign(Kind.TRANSACTION, CHAIN, base.id))
+    root = compute_batch_root((forged,))
+    assignment = codec.sign(
+        Assignment(CHAIN, LEDGER.public, 43, REGISTRY_HEIGHT, T0 + 3000, root), LEDGER
+    )
+    lie = (Judgement.of(forged, int(Reason.OK)),)
+    return FraudProof(
+        codec.sign(Verdict(CHAIN, DEVICE_2.public, assignment, lie), DEVICE_2), forged
+    )
+
+
 def work_batch() -> WorkBatch:
     tx, _, tx_expired = transactions()
-    unsigned = WorkBatch(CHAIN, LEDGER.public, 42, T0 + 3000, (tx, tx_expired), REGISTRY_HEIGHT)
-    return codec.sign(unsigned, LEDGER)
+    txs = (tx, tx_expired)
+    root = compute_batch_root(txs)
+    unsigned = Assignment(CHAIN, LEDGER.public, 42, REGISTRY_HEIGHT, T0 + 3000, root)
+    return WorkBatch(codec.sign(unsigned, LEDGER), txs)
 
 
 def consensus_messages(block: Block) -> list[tuple[str, Any]]:
@@ -264,7 +297,7 @@ def consensus_messages(block: Block) -> list[tuple[str, Any]]:
 
 SIGNER_FIELDS = {
     Transaction: "sender",
-    WorkBatch: "issuer",
+    Assignment: "issuer",
     Verdict: "device",
     DeviceHello: "device",
     Heartbeat: "device",
@@ -386,7 +419,8 @@ def invalid_json() -> dict[str, Any]:
 
     good = codec.encode(tx)
     hb = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0, 0), DEVICE)
-    batch = codec.sign(WorkBatch(CHAIN, LEDGER.public, 1, T0, (tx,), 5), LEDGER)
+    assignment = Assignment(CHAIN, LEDGER.public, 1, 5, T0, compute_batch_root((tx,)))
+    batch = WorkBatch(codec.sign(assignment, LEDGER), (tx,))
     batch_items = [cbor.encode(item) for item in batch.to_wire()]
 
     def batch_with(index: int, encoded: bytes) -> bytes:
@@ -395,7 +429,7 @@ def invalid_json() -> dict[str, Any]:
         return _array(changed)
 
     def batch_with_txs(txs: list[bytes]) -> bytes:
-        return batch_with(5, _array(txs))
+        return batch_with(2, _array(txs))
 
     wide_nonce_tx = Transaction(CHAIN, ALICE.public, BOB.public, 1000, 10, 1, T0, "")
     wide_items = [cbor.encode(item) for item in codec.sign(wide_nonce_tx, ALICE).to_wire()]
@@ -411,7 +445,7 @@ def invalid_json() -> dict[str, Any]:
         ("transaction missing its last byte", good[:-1], tx_t, fail.NOT_CBOR),
         ("array head promising more items than present", b"\x8a\x01", none, fail.NOT_CBOR),
         ("invalid UTF-8 in the memo", tx_with(memo, b"\x61\xff"), tx_t, fail.NOT_CBOR),
-        ("7 nested arrays", b"\x81" * 7 + b"\x00", none, fail.TOO_DEEP),
+        ("8 nested arrays", b"\x81" * 8 + b"\x00", none, fail.TOO_DEEP),
         ("indefinite-length transaction array", b"\x9f" + b"".join(items) + b"\xff", tx_t,
          fail.INDEFINITE_LENGTH),
         ("indefinite-length text memo", tx_with(memo, b"\x7f\x61a\xff"), tx_t,
@@ -443,7 +477,7 @@ def invalid_json() -> dict[str, Any]:
         ("text kind tag", _array([_text("tx")]), none, fail.BAD_SHAPE),
         ("transaction without its signature", _array(items[:-1]), tx_t, fail.BAD_SHAPE),
         ("transaction with an extra field", _array([*items, b"\x00"]), tx_t, fail.BAD_SHAPE),
-        ("work batch txs field is an integer", batch_with(5, b"\x01"), batch_t,
+        ("work batch txs field is an integer", batch_with(2, b"\x01"), batch_t,
          fail.BAD_SHAPE),
         ("half float 1.0 as the amount", tx_with(amount, b"\xf9\x3c\x00"), tx_t, fail.BAD_TYPE),
         ("true as the amount", tx_with(amount, b"\xf5"), tx_t, fail.BAD_TYPE),
@@ -499,14 +533,14 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
     short_sync = SyncRequest(CHAIN, 1, 3, sync.reply_to)  # from 0 to 3: one rule broken
     uncertified = dataclasses.replace(block, commit_round=0, certificate=())
     # Wire positions: Proposal round 3, pol_round 4, block 5; votes round 3; Precommit
-    # commit_signature 6; SyncRequest from_height 2, to_height 3; Block commit_round 6,
-    # certificate 7.  Each case breaks one rule only, so there is no "proposal round 0":
+    # commit_signature 6; SyncRequest from_height 2, to_height 3; Block commit_round 7,
+    # certificate 8.  Each case breaks one rule only, so there is no "proposal round 0":
     # no pol_round is below round 0.
     fail = DecodeFailure
     p_t, v_t, c_t, s_t, b_t = "Proposal", "Prevote", "Precommit", "SyncRequest", "Block"
     precommit_items = [cbor.encode(item) for item in precommit.to_wire()]
     return [
-        ("kind tag 16", _array([_head(0, 16)]), None, fail.UNKNOWN_KIND),
+        ("kind tag 18", _array([_head(0, 18)]), None, fail.UNKNOWN_KIND),
         ("a prevote where a precommit is expected", codec.encode(prevote), c_t,
          fail.WRONG_KIND),
         ("precommit without its commit signature",
@@ -524,13 +558,13 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
         ("nil precommit with a commit signature",
          _with_item(nil_precommit, 6, _bytes(precommit.commit_signature)), c_t,
          fail.OUT_OF_RANGE),
-        ("block certificate with commit_round 0", _with_item(block, 7, _head(0, 0)), b_t,
+        ("block certificate with commit_round 0", _with_item(block, 8, _head(0, 0)), b_t,
          fail.OUT_OF_RANGE),
-        ("block commit_round 2^31 + 1", _with_item(block, 7, _head(0, MAX_ROUND + 1)), b_t,
+        ("block commit_round 2^31 + 1", _with_item(block, 8, _head(0, MAX_ROUND + 1)), b_t,
          fail.OUT_OF_RANGE),
-        ("uncertified block with commit_round 1", _with_item(uncertified, 7, _head(0, 1)),
+        ("uncertified block with commit_round 1", _with_item(uncertified, 8, _head(0, 1)),
          b_t, fail.OUT_OF_RANGE),
-        ("block commit_round as text", _with_item(block, 7, _text("1")), b_t, fail.BAD_TYPE),
+        ("block commit_round as text", _with_item(block, 8, _text("1")), b_t, fail.BAD_TYPE),
         ("sync request from height 0", _with_item(short_sync, 2, _head(0, 0)), s_t,
          fail.OUT_OF_RANGE),
         ("sync request to_height below from_height",
@@ -542,29 +576,60 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
 
 
 def registry_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailure]]:
-    """The fields added for device assignment: registry_height and registrations."""
+    """The fields of device assignment: the Assignment (alone, in a WorkBatch, in a
+    Verdict), judgements, and a block's registrations."""
     by_name = dict(build_messages())
-    batch, verdict, block = by_name["work-batch"], by_name["verdict"], by_name["block"]
+    assignment, batch = by_name["assignment"], by_name["work-batch"]
+    verdict, block = by_name["verdict"], by_name["block"]
     hello, heartbeat = by_name["device-hello"], by_name["heartbeat"]
-    batch_items = [cbor.encode(item) for item in batch.to_wire()]
+    assignment_items = [cbor.encode(item) for item in assignment.to_wire()]
+    other_chain = codec.sign(dataclasses.replace(assignment, chain_id="othernet"), LEDGER)
+    judgement = [cbor.encode(item) for item in verdict.judgements[0].to_wire()]
     hello_bytes = codec.encode(hello)
+    fraud = cbor.encode(block.frauds[0].to_wire())
+    fraud_items = [cbor.encode(item) for item in block.frauds[0].to_wire()]
+    approval = cbor.encode(block.approvals[0].to_wire())
     fail = DecodeFailure
-    # Wire positions: WorkBatch registry_height 6; Verdict registry_height 5; Block
-    # registrations 5.
+    # Wire positions: Assignment registry_height 4, tx_root 6; WorkBatch assignment 1;
+    # Verdict assignment 3, judgements 4; Block registrations 5, approvals 6, frauds 7.
     return [
-        ("work batch without its registry_height", _array(batch_items[:6] + batch_items[7:]),
-         "WorkBatch", fail.BAD_SHAPE),
-        ("work batch registry_height 2^63", _with_item(batch, 6, _head(0, 2**63)),
-         "WorkBatch", fail.OUT_OF_RANGE),
-        ("text as a verdict's registry_height", _with_item(verdict, 5, _text("0")),
-         "Verdict", fail.BAD_TYPE),
-        ("verdict registry_height -1", _with_item(verdict, 5, b"\x20"), "Verdict",
-         fail.OUT_OF_RANGE),
+        ("assignment without its tx_root",
+         _array(assignment_items[:6] + assignment_items[7:]), "Assignment", fail.BAD_SHAPE),
+        ("assignment registry_height 2^63", _with_item(assignment, 4, _head(0, 2**63)),
+         "Assignment", fail.OUT_OF_RANGE),
+        ("assignment tx_root of 31 bytes", _with_item(assignment, 6, _bytes(bytes(31))),
+         "Assignment", fail.OUT_OF_RANGE),
+        ("a transaction where a work batch's assignment is",
+         _with_item(batch, 1, codec.encode(batch.txs[0])), "WorkBatch", fail.WRONG_KIND),
+        ("text as a verdict's assignment", _with_item(verdict, 3, _text("0")), "Verdict",
+         fail.BAD_SHAPE),
+        ("verdict with an assignment of another chain",
+         _with_item(verdict, 3, codec.encode(other_chain)), "Verdict", fail.OUT_OF_RANGE),
+        ("judgement without its signature_hash",
+         _with_item(verdict, 4, _array([_array([judgement[0], judgement[2]])])), "Verdict",
+         fail.BAD_SHAPE),
+        ("judgement signature_hash of 33 bytes",
+         _with_item(verdict, 4, _array([_array([judgement[0], _bytes(bytes(33)),
+                                                judgement[2]])])),
+         "Verdict", fail.OUT_OF_RANGE),
         (f"block with {MAX_BLOCK_REGISTRATIONS + 1} registrations",
          _with_item(block, 5, _array([hello_bytes] * (MAX_BLOCK_REGISTRATIONS + 1))),
          "Block", fail.OUT_OF_RANGE),
         ("a heartbeat among a block's registrations",
          _with_item(block, 5, _array([codec.encode(heartbeat)])), "Block", fail.WRONG_KIND),
+        (f"block with {MAX_BLOCK_APPROVALS + 1} approvals",
+         _with_item(block, 6, _array([approval] * (MAX_BLOCK_APPROVALS + 1))), "Block",
+         fail.OUT_OF_RANGE),
+        ("a heartbeat among a block's approvals",
+         _with_item(block, 6, _array([codec.encode(heartbeat)])), "Block", fail.WRONG_KIND),
+        (f"block with {MAX_BLOCK_FRAUDS + 1} fraud proofs",
+         _with_item(block, 7, _array([fraud] * (MAX_BLOCK_FRAUDS + 1))), "Block",
+         fail.OUT_OF_RANGE),
+        ("fraud proof without its transaction",
+         _with_item(block, 7, _array([_array([fraud_items[0]])])), "Block", fail.BAD_SHAPE),
+        ("a heartbeat as a fraud proof's transaction",
+         _with_item(block, 7, _array([_array([fraud_items[0], codec.encode(heartbeat)])])),
+         "Block", fail.WRONG_KIND),
     ]  # fmt: skip
 
 
@@ -572,8 +637,11 @@ def registry_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailure
 
 
 def assignment_json() -> dict[str, Any]:
-    """Rankings of a registry for two batch ids, and the registry-height window."""
-    batch_ids = [work_batch().id, sha256(b"micromine/vectors/another batch")]
+    """The binding roots of the vectors' batch, rankings of a registry for two assignment
+    ids, and the registry-height window."""
+    batch = work_batch()
+    other = dataclasses.replace(batch.assignment, seq=43)
+    batch_ids = [batch.assignment.id, other.id]
     registry = sorted([DEVICE.public, DEVICE_2.public, DEVICE_3.public] + [
         KeyPair(labelled_seed(f"registered-{i}")).public for i in range(7)
     ])  # fmt: skip
@@ -581,7 +649,7 @@ def assignment_json() -> dict[str, Any]:
     for batch_id in batch_ids:
         ranked = rank_devices(batch_id, registry)
         rankings.append({
-            "batch_id": batch_id.hex(),
+            "assignment_id": batch_id.hex(),
             "registry": [device.hex() for device in registry],
             "scores": {d.hex(): compute_assignment_score(batch_id, d).hex() for d in registry},
             "ranking": [device.hex() for device in ranked],
@@ -596,11 +664,22 @@ def assignment_json() -> dict[str, Any]:
          "in_window": is_registry_height_in_window(r, h, window)}
         for r, h in ((0, 1), (0, 64), (0, 65), (100, 164), (99, 164), (164, 164), (165, 164))
     ]  # fmt: skip
+    leaves = [tx.id + sha256(tx.signature) for tx in batch.txs]
+    binding = {
+        "txs": [codec.encode(tx).hex() for tx in batch.txs],
+        "leaves": [leaf.hex() for leaf in leaves],
+        "leaf_hashes": [leaf_hash(leaf).hex() for leaf in leaves],
+        "tx_root": compute_batch_root(batch.txs).hex(),
+    }
+    assert binding["tx_root"] == batch.assignment.tx_root.hex() == merkle_root(leaves).hex()
     return {
-        "description": "score = SHA-256('micromine-assign' | batch_id | device); ranking = "
+        "description": "tx_root = Merkle root over leaves tx_id | SHA-256(tx signature), in "
+        "batch order (a verdict's judgements give the same leaves); score = "
+        "SHA-256('micromine-assign' | assignment_id | device); ranking = "
         "registry by ascending score (ties: lower key); entitled = the first "
         f"{ENTITLED_PER_K}k of the ranking; a verdict's registry_height r is usable in a "
         "block at height h when h - window <= r < h",
+        "binding": binding,
         "domain": ASSIGNMENT_DOMAIN.hex(),
         "entitled_per_k": ENTITLED_PER_K,
         "rankings": rankings,
