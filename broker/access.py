@@ -47,6 +47,7 @@ from amqtt.contexts import Action, BaseContext
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
 from micromine.broker.amqtt_fixes import publish_payload_size
+from micromine.broker.enrollment import BrokerEnrollment
 from micromine.ledger_node.genesis import Genesis
 from micromine.protocol import topics
 from micromine.protocol.acl import Decision, Policy, check_publish, check_subscribe
@@ -76,8 +77,19 @@ MAX_BUCKETS = 16_384
 """Publish quotas held (one per client); see quota.Buckets for what happens past it."""
 
 
-def policy_from_genesis(genesis: Genesis) -> Policy:
-    return Policy(genesis.chain_id, frozenset(genesis.ledger_nodes), frozenset(genesis.operators))
+def policy_from_genesis(genesis: Genesis, enrollment: BrokerEnrollment | None = None) -> Policy:
+    """The chain's roles; with ``enrollment``, a key is a device only if the chain's
+    blocks say so (broker/enrollment.py), else every key is."""
+    if enrollment is None:
+        return Policy(
+            genesis.chain_id, frozenset(genesis.ledger_nodes), frozenset(genesis.operators)
+        )
+    return Policy(
+        genesis.chain_id,
+        frozenset(genesis.ledger_nodes),
+        frozenset(genesis.operators),
+        is_enrolled=enrollment.is_enrolled,
+    )
 
 
 def packet_limit_for(policy: Policy, username: str | None) -> int:
@@ -110,12 +122,18 @@ class AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # am
         publish_rates: list[str] = field(default_factory=list)
         """Publish quotas per role over the defaults: ``ROLE=RATE[/BURST][,BYTES[/BURST]]``
         (protocol/quota.py ``parse_role_quotas``)."""
+        enrollment_state: str = ""
+        """A file that keeps the enrollment decisions learned from blocks across restarts
+        (broker/enrollment.py); empty: kept in memory only."""
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
         config: AccessPlugin.Config = self.context.config
         genesis = Genesis.load(Path(config.genesis))
-        self.policy = policy_from_genesis(genesis)
+        state = Path(config.enrollment_state) if config.enrollment_state else None
+        self.enrollment = BrokerEnrollment(genesis, state)
+        self.blocks_topic = topics.blocks(genesis.chain_id)
+        self.policy = policy_from_genesis(genesis, self.enrollment)
         self.allow_anonymous = config.allow_anonymous
         self.window_ms = config.window_ms
         self.quotas = parse_role_quotas(list(config.publish_rates))
@@ -146,6 +164,16 @@ class AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # am
         except Exception as exc:  # fail closed, never up into amqtt
             self._refuse("login", "plugin_error", repr(exc), session)
             return False
+
+    async def on_broker_message_broadcast(self, *, client_id: str, message: Any) -> None:
+        """A publication the ACL let through; blocks (only ledger keys may publish them)
+        carry the enrollment decisions the ACL's device role depends on."""
+        if getattr(message, "topic", None) != self.blocks_topic:
+            return
+        try:
+            self.enrollment.learn_from_block(bytes(message.data))
+        except Exception as exc:  # never up into amqtt
+            self._refuse("enrollment", "plugin_error", repr(exc), None)
 
     async def topic_filtering(
         self, *, session: Any = None, topic: str | None = None, action: Action | None = None

@@ -97,6 +97,10 @@ class BrokerConfig:
     """With ``genesis``: publish quotas per role over protocol/quota.py ``ROLE_QUOTAS``,
     each ``ROLE=RATE[/BURST][,BYTES_PER_S[/BURST]]`` (``device=20/100``)."""
 
+    enrollment_state: Path | None = None
+    """With ``genesis``: a file that keeps the enrollment decisions the broker learned
+    from blocks across restarts (broker/enrollment.py)."""
+
     def __post_init__(self) -> None:
         """Reject configs that would only fail later, deep inside amqtt, with a worse error."""
         if not self.host:
@@ -126,6 +130,8 @@ class BrokerConfig:
             if self.genesis is None:
                 raise ValueError("--publish-rate needs --genesis (roles come from it)")
             parse_role_quotas(list(self.publish_rates))  # ValueError says which is wrong
+        if self.enrollment_state is not None and self.genesis is None:
+            raise ValueError("--enrollment-state needs --genesis (its chain and operators)")
         if self.max_message_bytes is not None and self.max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {self.max_message_bytes}")
 
@@ -208,6 +214,13 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM server certificate")
     parser.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM key of --tls-cert")
     parser.add_argument(
+        "--enrollment-state",
+        type=Path,
+        metavar="FILE",
+        help="with --genesis: keep the device approvals learned from blocks in FILE, so a "
+        "restarted broker still knows them (needed under enrollment 'approved')",
+    )
+    parser.add_argument(
         "--tls-ca",
         type=Path,
         metavar="FILE",
@@ -236,5 +249,6 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,
         publish_rates=tuple(getattr(args, "publish_rate", ()) or ()),
+        enrollment_state=getattr(args, "enrollment_state", None),
         **extra,
     )

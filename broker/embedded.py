@@ -72,6 +72,7 @@ def amqtt_config(cfg: BrokerConfig) -> dict[str, Any]:
                 "allow_anonymous": cfg.allow_anonymous,
                 "window_ms": cfg.login_window_ms,
                 "publish_rates": list(cfg.publish_rates),
+                "enrollment_state": str(cfg.enrollment_state or ""),
             }
         }
     return {

@@ -53,10 +53,16 @@ def test_without_genesis_the_broker_is_open(tmp_path: Path) -> None:
 def test_with_genesis_the_access_plugin_replaces_the_anonymous_one(tmp_path: Path) -> None:
     genesis = write_genesis(tmp_path)
     config = parse("--genesis", str(genesis), "--no-anonymous", "--login-window", "60",
-                   "--publish-rate", "device=20/100")  # fmt: skip
+                   "--publish-rate", "device=20/100",
+                   "--enrollment-state", str(tmp_path / "state.json"))  # fmt: skip
     plugins = amqtt_config(config)["plugins"]
     expected = {"genesis": str(genesis), "allow_anonymous": False, "window_ms": 60_000}
-    assert plugins == {ACCESS_PLUGIN: {**expected, "publish_rates": ["device=20/100"]}}
+    assert plugins == {ACCESS_PLUGIN: {
+        **expected, "publish_rates": ["device=20/100"],
+        "enrollment_state": str(tmp_path / "state.json"),
+    }}  # fmt: skip
+    with pytest.raises(ValueError, match="enrollment-state needs --genesis"):
+        parse("--enrollment-state", str(tmp_path / "state.json"))
 
 
 def test_publish_rates_need_a_genesis_and_a_known_role(tmp_path: Path) -> None:
