@@ -136,22 +136,26 @@ class Replica:
     def is_timely(self, block: Block, now_ms: int) -> bool:
         return block.header.timestamp_ms <= now_ms + CLOCK_DRIFT_MS
 
-    def is_valid(self, block: Block) -> bool:
+    def verify(self, block: Block) -> StateChanges:
+        """``verify_block`` against our committed state: the changes, or InvalidBlockError."""
         ledger = self.ledger
+        return verify_block(
+            ledger.accounts,
+            ledger.registry,
+            ledger.tip,
+            block,
+            params=ledger.params,
+            validators=self.consensus.validators,
+            enrollment=ledger.enrollment,
+            signatures=ledger.signatures,
+            vesting=ledger.vesting,
+        )
+
+    def is_valid(self, block: Block) -> bool:
         try:
-            changes = verify_block(
-                ledger.accounts,
-                ledger.registry,
-                ledger.tip,
-                block,
-                params=ledger.params,
-                validators=self.consensus.validators,
-                enrollment=ledger.enrollment,
-                signatures=ledger.signatures,
-                vesting=ledger.vesting,
-            )
+            changes = self.verify(block)
         except InvalidBlockError as exc:
-            ledger.note_drop("consensus", "invalid_block", str(exc))
+            self.ledger.note_drop("consensus", "invalid_block", str(exc))
             return False
         self._checked[block.hash] = changes
         return True

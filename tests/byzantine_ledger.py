@@ -78,7 +78,6 @@ from micromine.ledger_node.state import (
     process_transaction,
     process_vesting,
 )
-from micromine.ledger_node.verify import verify_block
 from micromine.logs import configure_logging
 from micromine.protocol import topics
 from micromine.protocol.assignment import compute_batch_root
@@ -255,17 +254,8 @@ class ByzantineReplica(Replica):
 
     def _honest_verdict(self, block: Block) -> str:
         """What an honest node at our state says about ``block`` (verify_block)."""
-        ledger = self.ledger
         try:
-            verify_block(
-                ledger.accounts,
-                ledger.registry,
-                ledger.tip,
-                block,
-                params=ledger.params,
-                validators=self.consensus.validators,
-                vesting=ledger.vesting,
-            )
+            self.verify(block)
         except InvalidBlockError as exc:
             return f"refused: {exc}"
         return "PASSES verify_block"
