@@ -259,14 +259,17 @@ def build_block(
     # Devices proven liars (this block bans them, or a later one will): their verdicts
     # justify nothing we propose; what is left with fewer than q is judged again.
     liars = {proof.device for proof in frauds}
-    justifies: dict[bytes, bool] = {}  # by verdict id: k transactions share a verdict
+    # One answer per verdict object: a batch's transactions share their verdicts, and a
+    # verdict's id (its encoding hashed) costs more than the check's cache look-up.
+    justifies: dict[int, bool] = {}
 
     def usable_verdict(verdict: Verdict) -> bool:
-        if verdict.id not in justifies:
-            justifies[verdict.id] = verdict.device not in liars and is_justifying(
+        known = justifies.get(id(verdict))
+        if known is None:
+            known = justifies[id(verdict)] = verdict.device not in liars and is_justifying(
                 verdict, height, registry, params
             )
-        return justifies[verdict.id]
+        return known
 
     usable = {tx.id: [v for v in justification[tx.id] if usable_verdict(v)] for tx in candidates}
     stale = tuple(tx for tx in candidates if len(usable[tx.id]) < params.q)
