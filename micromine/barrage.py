@@ -228,3 +228,9 @@ class Barrage(threading.Thread):
     @property
     def total(self) -> int:
         return sum(self.sent.values())
+
+    @property
+    def reconnected(self) -> bool:
+        """Whether the link dropped during the run: QoS 0 messages paho had taken but not
+        yet written when it dropped are lost, so the broker may count fewer than ``total``."""
+        return self.link.stats.connects > 1

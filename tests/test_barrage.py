@@ -150,8 +150,14 @@ def test_a_barrage_of_hostile_messages_changes_nothing(tmp_path: Path) -> None:
     # ledger node counted among its drops (the first, "capture", is a valid heartbeat).
     totals = access_totals(broker.log_text())["publishes"]
     mine = totals[HOSTILE.public.hex()[:16]]
-    assert sum(mine.values()) == device.total
-    assert sum(totals["anonymous"].values()) == anonymous.total
+    for counted, barrage in (
+        (sum(mine.values()), device),
+        (sum(totals["anonymous"].values()), anonymous),
+    ):
+        if barrage.reconnected:  # QoS 0 messages in paho's buffer at the drop are lost
+            assert counted <= barrage.total
+        else:
+            assert counted == barrage.total
     assert totals["anonymous"].get("ok", 0) == 0
     let_through = mine.get("ok", 0) - 1
     growth = {n[:16]: device_drops(after[n]) - device_drops(before[n]) for n in nodes}
