@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from micromine import __version__
 
+MAX_LOAD_SENDERS = 10_000
+
 if TYPE_CHECKING:
     from micromine.mqtt import Login, TlsFiles
     from micromine.protocol.block import Block
@@ -81,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     send = tx_commands.add_parser("send", help="sign and submit a transfer")
     add_send_arguments(send)
     send.set_defaults(run=cmd_tx_send)
+
+    from micromine.loadgen import add_loadgen_arguments
+
+    load = commands.add_parser("load", help="submit a steady stream of test transactions")
+    add_loadgen_arguments(load)
+    load.set_defaults(run=cmd_load)
 
     blocks = commands.add_parser("blocks", help="follow committed blocks")
     block_commands = blocks.add_subparsers(metavar="ACTION", required=True)
@@ -175,6 +183,9 @@ def add_genesis_arguments(parser: argparse.ArgumentParser) -> None:
                              "devices an operator approved (devices approve)")  # fmt: skip
     parser.add_argument("--fund", action="append", default=[], metavar="PUBHEX=AMOUNT",
                         help="an initial balance (repeatable)")  # fmt: skip
+    parser.add_argument("--fund-load-senders", type=int, default=0, metavar="N",
+                        help="fund the load generator's first N senders (`micromine load`; "
+                             "their keys are public: test clusters only)")  # fmt: skip
     parser.add_argument("--device", action="append", default=[], metavar="PUBHEX",
                         help="a device registered from genesis (repeatable; others "
                              "register with their hello)")  # fmt: skip
@@ -201,7 +212,13 @@ def cmd_genesis(args: argparse.Namespace) -> int:
         nodes += [_hex_key(text, "--ledger-pub") for text in args.ledger_pub]
         operators = [load_key(path).public for path in args.operator_key]
         operators += [_hex_key(text, "--operator-pub") for text in args.operator_pub]
+        if not 0 <= args.fund_load_senders <= MAX_LOAD_SENDERS:
+            raise ValueError(f"--fund-load-senders must be 0..{MAX_LOAD_SENDERS}")
         balances: dict[bytes, int] = {}
+        if args.fund_load_senders:
+            from micromine.loadgen import load_balances
+
+            balances.update(load_balances(args.fund_load_senders))
         for entry in args.fund:
             key_hex, _, amount = entry.partition("=")
             balances[_hex_key(key_hex, "--fund")] = int(amount)
@@ -280,6 +297,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from micromine.ledger_node.__main__ import run_from_args
 
     return run_from_args(args)
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from micromine.loadgen import run_main
+
+    return run_main(args)
 
 
 def cmd_devnet(args: argparse.Namespace) -> int:
