@@ -23,9 +23,8 @@ RUN groupadd --system --gid 10001 micromine \
     && useradd --system --uid 10001 --gid micromine --home-dir /var/lib/micromine \
        --shell /usr/sbin/nologin micromine \
     && mkdir -p /var/lib/micromine /etc/micromine /srv/operator /srv/mosquitto \
-       /srv/ledger-1 /srv/ledger-2 /srv/ledger-3 /srv/ledger-4 \
-    && chown micromine:micromine /var/lib/micromine /etc/micromine /srv/operator \
-       /srv/mosquitto /srv/ledger-1 /srv/ledger-2 /srv/ledger-3 /srv/ledger-4
+       /srv/ledger-1 /srv/ledger-2 /srv/ledger-3 /srv/ledger-4 /srv/loadgen /srv/agent-keys \
+    && chown -R micromine:micromine /var/lib/micromine /etc/micromine /srv
 # The wheels come in through a bind mount of the build stage: they never become a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels 'micromine[broker]' \

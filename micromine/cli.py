@@ -115,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_keys_commands(keys: argparse.ArgumentParser) -> None:
     key_commands = keys.add_subparsers(metavar="ACTION", required=True)
-    new = key_commands.add_parser("new", help="create a key file (mode 0600)")
-    new.add_argument("path", type=Path)
+    new = key_commands.add_parser("new", help="create key files (mode 0600)")
+    new.add_argument("path", type=Path, nargs="+")
+    new.add_argument("--exist-ok", action="store_true",
+                     help="keep a key that exists (and print its public key)")  # fmt: skip
     new.set_defaults(run=cmd_keys_new)
     show = key_commands.add_parser("show", help="print a key file's public key")
     show.add_argument("path", type=Path)
@@ -131,12 +133,19 @@ def add_keys_commands(keys: argparse.ArgumentParser) -> None:
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
-    from micromine.device_agent.keyfile import load_or_create_key
+    from micromine.device_agent.keyfile import KeyFileError, load_or_create_key
 
-    if args.path.exists():
-        print(f"micromine keys new: {args.path} exists; not overwriting it", file=sys.stderr)
+    existing = [str(path) for path in args.path if path.exists()]
+    if existing and not args.exist_ok:
+        print(f"micromine keys new: {', '.join(existing)} exists; not overwriting it "
+              "(--exist-ok keeps it)", file=sys.stderr)  # fmt: skip
         return 2
-    print(load_or_create_key(args.path).public.hex())
+    try:
+        for path in args.path:
+            print(load_or_create_key(path).public.hex())
+    except (KeyFileError, OSError) as exc:
+        print(f"micromine keys new: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from micromine.client import LedgerClient
+from micromine.device_agent.keyfile import KeyFileError, load_key
 from micromine.logs import configure_logging
 from micromine.mqtt import Login, add_link_arguments, link_settings_from
 from micromine.protocol.block import Block
@@ -145,7 +146,13 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
         nonces=read_nonces(args.state) if args.state else {},
     )
     mode, tls = link_settings_from(args, os.environ)
-    login = Login(state.senders[0], args.chain, mode)  # any funded sender's key will do
+    # any key may submit: a funded sender's, unless the broker knows another (Mosquitto
+    # knows only the keys whose static passwords were enrolled)
+    try:
+        login_key = load_key(args.login_key) if args.login_key else state.senders[0]
+    except KeyFileError as exc:
+        raise LoadSettingError(f"--login-key: {exc}") from None
+    login = Login(login_key, args.chain, mode)
     client = LedgerClient(
         args.broker, args.chain, watch_blocks=True, on_block=state.on_block, login=login, tls=tls
     )
@@ -194,9 +201,9 @@ def read_nonces(path: Path) -> dict[bytes, int]:
         document = json.loads(path.read_text())
         nonces = {bytes.fromhex(key): value for key, value in document.items()}
     except (OSError, ValueError, AttributeError) as exc:
-        raise LoadStateError(f"--state {path}: not a nonce file ({exc})") from None
+        raise LoadSettingError(f"--state {path}: not a nonce file ({exc})") from None
     if any(len(key) != 32 or type(value) is not int or value < 0 for key, value in nonces.items()):
-        raise LoadStateError(f"--state {path}: keys must be public keys, nonces integers >= 0")
+        raise LoadSettingError(f"--state {path}: keys must be public keys, nonces integers >= 0")
     return nonces
 
 
@@ -207,8 +214,8 @@ def write_nonces(path: Path, nonces: dict[bytes, int]) -> None:
     os.replace(partial, path)
 
 
-class LoadStateError(ValueError):
-    """The ``--state`` file cannot be read; the message says why."""
+class LoadSettingError(ValueError):
+    """A file a setting names (``--state``, ``--login-key``) cannot be read; says why."""
 
 
 def submit_bundle(state: LoadState, client: LedgerClient, count: int, fraction: float) -> None:
@@ -293,6 +300,9 @@ def add_loadgen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settle", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--report", type=Path, help="write the JSON summary here too")
+    parser.add_argument("--login-key", type=Path, metavar="FILE",
+                        help="log in to the broker with this key (default: the first "
+                             "sender's)")  # fmt: skip
     parser.add_argument("--state", type=Path, metavar="FILE",
                         help="keep the senders' nonces here, so a restarted generator "
                              "goes on where it stopped")  # fmt: skip
@@ -311,7 +321,7 @@ def run_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         report = run_load(args)
-    except (LoadStateError, TimeoutError) as exc:
+    except (LoadSettingError, TimeoutError) as exc:
         print(f"micromine load: {exc}", file=sys.stderr)
         return 1
     text = json.dumps(report)

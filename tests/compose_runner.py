@@ -22,7 +22,8 @@ loopback:
 * ``deploy.replicas`` (or ``scale``) replicas, unless the caller overrides the count;
   services in a profile only when the profile is active.
 
-What it does not do: images, users, restart policies, networks, resource limits.
+What it does not do: images, users (see ``before_start``), restart policies, networks,
+resource limits.
 """
 
 import os
@@ -30,7 +31,7 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,11 @@ class ComposeProcesses:
     replicas: dict[str, int] = field(default_factory=dict)  # overrides, e.g. {"agent": 2}
     profiles: frozenset[str] = frozenset()
     timeout: float = 60.0  # for each dependency condition
+    # (service, container port) -> loopback port; given ones are kept, the rest found free
     ports: dict[tuple[str, int], int] = field(default_factory=dict)
+    path: tuple[Path, ...] = ()  # more directories to find programs in (e.g. mosquitto)
+    # called with a service's name just before it starts (what `user:` would change, say)
+    before_start: Callable[[str], None] | None = None
     processes: dict[str, list[ManagedProcess]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -179,7 +184,7 @@ class ComposeProcesses:
         }
         for name, spec in self.services.items():
             for port in container_ports(spec):
-                self.ports[name, port] = free_port()
+                self.ports.setdefault((name, port), free_port())
 
     def url(self, service: str, port: int, scheme: str = "mqtt") -> str:
         """Where the host reaches ``service``'s container ``port``."""
@@ -222,10 +227,13 @@ class ComposeProcesses:
             key: self.localise(service, replica, value)
             for key, value in environment_of(self.services[service]).items()
         }
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        directories = [str(Path(sys.executable).parent), *map(str, self.path)]
+        env["PATH"] = os.pathsep.join([*directories, os.environ.get("PATH", "")])
         return env
 
     def start(self, service: str) -> list[ManagedProcess]:
+        if self.before_start is not None:
+            self.before_start(service)
         spec = self.services[service]
         count = self.replicas.get(service, replicas_of(spec))
         started = []

@@ -8,7 +8,9 @@ pytest's cache directory.  Without a package registry it skips, saying so.
 """
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from brokers import require_mosquitto
 from compose_runner import (
     COMPOSE_FILE,
     ComposeError,
@@ -31,7 +34,7 @@ from compose_runner import (
 )
 
 from micromine.mqtt import Incoming, LinkConfig, MqttLink
-from micromine.processes import wait_until
+from micromine.processes import free_port, wait_until
 
 ROOT = COMPOSE_FILE.parent
 SCHEMA_PACKAGE = "docker-compose==1.29.2"
@@ -109,7 +112,7 @@ def test_ledgers_have_their_own_volumes_and_wait_for_keys_and_broker(compose: An
 def test_agents_scale_and_run_at_full_speed(compose: Any) -> None:
     agent = compose["services"]["agent"]
     assert "container_name" not in agent and "ports" not in agent  # --scale agent=20
-    assert agent["volumes"] == ["/var/lib/micromine"]  # anonymous: a key per replica
+    assert "/var/lib/micromine" in agent["volumes"]  # anonymous: a key per replica
     assert environment_of(agent)["MICROMINE_KEY"].startswith("/var/lib/micromine/")
     env = environment_of(agent)
     assert env["MICROMINE_CPU_BUDGET"] == "none"
@@ -164,43 +167,95 @@ def test_interpolation_follows_compose() -> None:
         interpolate("${1BAD}", env)
 
 
-def block_watcher(url: str) -> MqttLink:
-    """What the issue promises the host: anonymous ``micromine/+/blocks/json``."""
-    return MqttLink(LinkConfig(
+def wait_for_blocks(cluster: ComposeProcesses, url: str, count: int) -> list[dict[str, Any]]:
+    """``count`` new blocks with transactions, seen as the issue promises the host sees
+    them: an anonymous subscription to ``micromine/+/blocks/json``."""
+    link = MqttLink(LinkConfig(
         client_id=f"compose-watch-{time.monotonic_ns() % 10**9}", broker_url=url,
         subscriptions=(("micromine/+/blocks/json", 1),),
     ))  # fmt: skip
+    with_txs: list[dict[str, Any]] = []
+
+    def enough() -> bool:
+        item = link.get(0.5)
+        if isinstance(item, Incoming) and not item.retained:
+            block = json.loads(item.payload)
+            if block["tx_count"] > 0:
+                with_txs.append(block)
+        for process in cluster.all_processes():
+            if process.name != "init" and not process.running():
+                raise AssertionError(f"{process.name} exited:\n{process.log_tail()}")
+        return len(with_txs) >= count
+
+    with link:
+        assert link.wait_connected(30), f"cannot reach {url}"
+        assert wait_until(enough, timeout=120, interval=0), (
+            f"{len(with_txs)} blocks with transactions\n{cluster.tail('ledger-1')}"
+        )
+    return with_txs
 
 
 @pytest.mark.integration
 def test_compose_services_as_processes_commit_blocks(tmp_path: Path) -> None:
-    with ComposeProcesses(tmp_path, replicas={"agent": 3}) as cluster:
+    with ComposeProcesses(tmp_path) as cluster:
         cluster.up()
-        genesis = cluster.volume_dir("genesis") / "genesis.json"
+        url = cluster.url("broker", 1883)
         keys = {p: p.read_bytes() for p in cluster.root.glob("volumes/*/*.key")}
-        assert len(keys) == 5  # four ledger nodes and the operator
-        with block_watcher(cluster.url("broker", 1883)) as watcher:
-            assert watcher.wait_connected(30)
-            with_txs: list[dict[str, Any]] = []
+        assert len(keys) == 4 + 1 + 1 + 24  # ledgers, operator, load client, agent slots
+        wait_for_blocks(cluster, url, 3)
 
-            def three_blocks_with_transactions() -> bool:
-                item = watcher.get(0.5)
-                if isinstance(item, Incoming) and not item.retained:
-                    block = json.loads(item.payload)
-                    if block["tx_count"] > 0:
-                        with_txs.append(block)
-                crashed = [p.name for p in cluster.all_processes()
-                           if p.name != "init" and not p.running()]  # fmt: skip
-                assert not crashed, cluster.tail(crashed[0].split("-")[0])
-                return len(with_txs) >= 3
+        # the load generator restarts (its restart policy) and goes on with its nonces
+        loadgen = cluster.volume_dir("loadgen")
+        cluster.processes["loadgen"][0].stop()
+        first = json.loads((loadgen / "report.json").read_text())
+        cluster.start("loadgen")
+        wait_for_blocks(cluster, url, 3)
+        cluster.processes["loadgen"][0].stop()
+        second = json.loads((loadgen / "report.json").read_text())
+        assert first["committed"] > 0 and second["committed"] > 0, (first, second)
 
-            assert wait_until(three_blocks_with_transactions, timeout=120, interval=0), (
-                f"blocks with transactions: {len(with_txs)}\n{cluster.tail('ledger-1')}"
-            )
-        # a second `up` runs init again: it must keep the keys and the genesis
+        # a second `up` runs init again: it must keep every key and the genesis
+        genesis = cluster.volume_dir("genesis") / "genesis.json"
         before = genesis.read_bytes()
         assert cluster.run_once("init") == 0
         assert genesis.read_bytes() == before
         assert {p: p.read_bytes() for p in keys} == keys
         agent_keys = list(cluster.root.glob("anonymous/agent-*/var/lib/micromine/device.key"))
         assert len(agent_keys) == 3  # one key per replica, each in its own volume
+        assert not list(cluster.volume_dir("agent-keys").glob("*.taken"))  # none taken
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines, as ``docker compose --env-file`` reads them."""
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    pairs = (line.partition("=") for line in lines if line and not line.startswith("#"))
+    return {key: value for key, _, value in pairs}
+
+
+@pytest.mark.integration
+@pytest.mark.mosquitto
+def test_compose_mosquitto_profile_as_processes_commits_blocks(tmp_path: Path) -> None:
+    mosquitto = Path(require_mosquitto())
+    if shutil.which("mosquitto_pub") is None:  # the service's healthcheck
+        pytest.skip("mosquitto_pub not found (Debian: apt install mosquitto-clients)")
+    env = read_env_file(ROOT / "mosquitto.env")
+    port = free_port()  # Mosquitto's listener is in the configuration init writes
+    env |= {"MOSQUITTO_PORT": str(port), "MICROMINE_BROKER_URL": f"mqtt://mosquitto:{port}"}
+    compose = load_compose(env=env)
+    profiles = frozenset(env["COMPOSE_PROFILES"].split(","))
+
+    def as_its_files_owner(service: str) -> None:
+        # Compose runs Mosquitto as the uid that owns its configuration (`user:`); a
+        # root Mosquitto would drop to user mosquitto, who cannot read the test's files.
+        conf = cluster.volume_dir("mosquitto-config") / "mosquitto.conf"
+        if service == "mosquitto" and os.geteuid() == 0:
+            conf.write_text(conf.read_text() + "user root\n")
+
+    with ComposeProcesses(tmp_path, compose, profiles=profiles,
+                          ports={("mosquitto", port): port},
+                          path=(mosquitto.parent,),
+                          before_start=as_its_files_owner) as cluster:  # fmt: skip
+        cluster.up()
+        wait_for_blocks(cluster, cluster.url("mosquitto", port), 2)
+        taken = list(cluster.volume_dir("agent-keys").glob("agent-*.key.taken"))
+        assert len(taken) == 3  # each agent took its own enrolled key

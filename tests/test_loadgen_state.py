@@ -11,7 +11,7 @@ from micromine.ledger_node.genesis import Genesis
 from micromine.loadgen import (
     BAD_SENDER_BALANCE,
     SENDER_BALANCE,
-    LoadStateError,
+    LoadSettingError,
     bad_sender_key,
     read_nonces,
     sender_key,
@@ -34,7 +34,7 @@ def test_nonces_survive_a_restart(tmp_path: Path) -> None:
 def test_a_bad_nonce_file_is_a_clear_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "nonces.json"
     path.write_text(text)
-    with pytest.raises(LoadStateError, match="--state"):
+    with pytest.raises(LoadSettingError, match="--state"):
         read_nonces(path)
 
 
