@@ -29,6 +29,7 @@ resource limits.
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -315,10 +316,12 @@ class ComposeProcesses:
             yield from processes
 
     def down(self) -> None:
-        """Stop everything, dependants first."""
-        for processes in reversed(list(self.processes.values())):
-            for process in processes:
-                process.stop()
+        """Stop everything: SIGTERM to all, dependants first, then wait for each."""
+        stopping = [p for ps in reversed(list(self.processes.values())) for p in ps]
+        for process in stopping:
+            process.kill(signal.SIGTERM)
+        for process in stopping:
+            process.stop()
 
     def __enter__(self) -> "ComposeProcesses":
         return self
