@@ -228,6 +228,8 @@ class ComposeProcesses:
             key: self.localise(service, replica, value)
             for key, value in environment_of(self.services[service]).items()
         }
+        # a container has only its own environment: blank what ours has and it does not
+        env |= {k: "" for k in os.environ if k.startswith("MICROMINE_") and k not in env}
         directories = [str(Path(sys.executable).parent), *map(str, self.path)]
         env["PATH"] = os.pathsep.join([*directories, os.environ.get("PATH", "")])
         return env

@@ -44,7 +44,11 @@ LEDGERS = [f"ledger-{i}" for i in range(1, 5)]
 
 @pytest.fixture(scope="session")
 def compose_schema(request: pytest.FixtureRequest) -> dict[str, Any]:
-    cache = Path(request.config.cache.mkdir("compose-spec"))
+    if getattr(request.config, "cache", None) is not None:
+        cache = Path(request.config.cache.mkdir("compose-spec"))
+    else:  # pytest -p no:cacheprovider
+        cache = Path.home() / ".cache" / "micromine-tests" / "compose-spec"
+        cache.mkdir(parents=True, exist_ok=True)
     schema_path = cache / "compose_spec.json"
     if not schema_path.exists():
         result = subprocess.run(
