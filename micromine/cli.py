@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from micromine import __version__
 
+MAX_LOAD_SENDERS = 10_000
+
 if TYPE_CHECKING:
     from micromine.mqtt import Login, TlsFiles
     from micromine.protocol.block import Block
@@ -82,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_send_arguments(send)
     send.set_defaults(run=cmd_tx_send)
 
+    from micromine.loadgen import add_loadgen_arguments
+
+    load = commands.add_parser("load", help="submit a steady stream of test transactions")
+    add_loadgen_arguments(load)
+    load.set_defaults(run=cmd_load)
+
     blocks = commands.add_parser("blocks", help="follow committed blocks")
     block_commands = blocks.add_subparsers(metavar="ACTION", required=True)
     watch = block_commands.add_parser("watch", help="print a line per committed block")
@@ -107,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_keys_commands(keys: argparse.ArgumentParser) -> None:
     key_commands = keys.add_subparsers(metavar="ACTION", required=True)
-    new = key_commands.add_parser("new", help="create a key file (mode 0600)")
-    new.add_argument("path", type=Path)
+    new = key_commands.add_parser("new", help="create key files (mode 0600)")
+    new.add_argument("path", type=Path, nargs="+")
+    new.add_argument("--exist-ok", action="store_true",
+                     help="keep a key that exists (and print its public key)")  # fmt: skip
     new.set_defaults(run=cmd_keys_new)
     show = key_commands.add_parser("show", help="print a key file's public key")
     show.add_argument("path", type=Path)
@@ -123,12 +133,19 @@ def add_keys_commands(keys: argparse.ArgumentParser) -> None:
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
-    from micromine.device_agent.keyfile import load_or_create_key
+    from micromine.device_agent.keyfile import KeyFileError, load_or_create_key
 
-    if args.path.exists():
-        print(f"micromine keys new: {args.path} exists; not overwriting it", file=sys.stderr)
+    existing = [str(path) for path in args.path if path.exists()]
+    if existing and not args.exist_ok:
+        print(f"micromine keys new: {', '.join(existing)} exists; not overwriting it "
+              "(--exist-ok keeps it)", file=sys.stderr)  # fmt: skip
         return 2
-    print(load_or_create_key(args.path).public.hex())
+    try:
+        for path in args.path:
+            print(load_or_create_key(path).public.hex())
+    except (KeyFileError, OSError) as exc:
+        print(f"micromine keys new: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -175,6 +192,9 @@ def add_genesis_arguments(parser: argparse.ArgumentParser) -> None:
                              "devices an operator approved (devices approve)")  # fmt: skip
     parser.add_argument("--fund", action="append", default=[], metavar="PUBHEX=AMOUNT",
                         help="an initial balance (repeatable)")  # fmt: skip
+    parser.add_argument("--fund-load-senders", type=int, default=0, metavar="N",
+                        help="fund the load generator's first N senders (`micromine load`; "
+                             "their keys are public: test clusters only)")  # fmt: skip
     parser.add_argument("--device", action="append", default=[], metavar="PUBHEX",
                         help="a device registered from genesis (repeatable; others "
                              "register with their hello)")  # fmt: skip
@@ -201,7 +221,13 @@ def cmd_genesis(args: argparse.Namespace) -> int:
         nodes += [_hex_key(text, "--ledger-pub") for text in args.ledger_pub]
         operators = [load_key(path).public for path in args.operator_key]
         operators += [_hex_key(text, "--operator-pub") for text in args.operator_pub]
+        if not 0 <= args.fund_load_senders <= MAX_LOAD_SENDERS:
+            raise ValueError(f"--fund-load-senders must be 0..{MAX_LOAD_SENDERS}")
         balances: dict[bytes, int] = {}
+        if args.fund_load_senders:
+            from micromine.loadgen import load_balances
+
+            balances.update(load_balances(args.fund_load_senders))
         for entry in args.fund:
             key_hex, _, amount = entry.partition("=")
             balances[_hex_key(key_hex, "--fund")] = int(amount)
@@ -280,6 +306,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from micromine.ledger_node.__main__ import run_from_args
 
     return run_from_args(args)
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from micromine.loadgen import run_main
+
+    return run_main(args)
 
 
 def cmd_devnet(args: argparse.Namespace) -> int:

@@ -30,13 +30,11 @@ from micromine.chains import compare_chains, read_device_ledger
 from micromine.device_agent.config import ENV_ALLOW_LYING
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.ledger_node.genesis import ChainParams, Genesis
-from micromine.loadgen import bad_sender_key, sender_key
+from micromine.loadgen import load_balances
 from micromine.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
 from micromine.processes import ManagedProcess, free_port, port_open, python_module, wait_until
 from micromine.protocol import topics
 
-SENDER_BALANCE = 10**12
-BAD_SENDER_BALANCE = 10**6
 PROGRESS_INTERVAL_S = 1.0
 # The numbers the progress lines read from block and status JSON.
 _COUNTERS = ("height", "tx_count", "devices_live", "mempool", "tip_signers", "tip_round")
@@ -129,8 +127,7 @@ def write_genesis(args: argparse.Namespace, data_dir: Path) -> Path:
     ]
     operator = load_or_create_key(data_dir / "operator.key")  # devnet's monitor logs in with it
     k = min(args.k, max(1, args.agents))
-    balances = {sender_key(i).public: SENDER_BALANCE for i in range(args.senders)}
-    balances.update({bad_sender_key(i).public: BAD_SENDER_BALANCE for i in range(64)})
+    balances = load_balances(args.senders)
     genesis = Genesis(
         chain_id=args.chain,
         timestamp_ms=time.time_ns() // 1_000_000,

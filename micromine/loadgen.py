@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from micromine.client import LedgerClient
+from micromine.device_agent.keyfile import KeyFileError, load_key
 from micromine.logs import configure_logging
 from micromine.mqtt import Login, add_link_arguments, link_settings_from
 from micromine.protocol.block import Block
@@ -43,6 +44,9 @@ INVALID_KINDS = (
 BUNDLE_INTERVAL_S = 0.1
 RESEND_AFTER_S = 5.0
 EXPIRY_MS = 600_000
+SENDER_BALANCE = 10**12
+BAD_SENDER_BALANCE = 10**6
+BAD_SENDERS = 64
 
 
 def sender_key(index: int) -> KeyPair:
@@ -52,6 +56,15 @@ def sender_key(index: int) -> KeyPair:
 
 def bad_sender_key(index: int) -> KeyPair:
     return KeyPair(sha256(b"micromine devnet bad sender %d" % index))
+
+
+def load_balances(senders: int) -> dict[bytes, int]:
+    """The genesis balances the load generator needs: ``senders`` funded senders and the
+    accounts its bad signatures come from.  Their keys are derived from public strings,
+    so anyone can spend these balances: for devnet and compose clusters, never a real chain."""
+    balances = {bad_sender_key(i).public: BAD_SENDER_BALANCE for i in range(BAD_SENDERS)}
+    balances.update({sender_key(i).public: SENDER_BALANCE for i in range(senders)})
+    return balances
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -130,9 +143,16 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
         senders=[sender_key(i) for i in range(args.senders)],
         bad_senders=[bad_sender_key(i) for i in range(args.bad_senders)],
         rng=random.Random(args.seed),
+        nonces=read_nonces(args.state) if args.state else {},
     )
     mode, tls = link_settings_from(args, os.environ)
-    login = Login(state.senders[0], args.chain, mode)  # any funded sender's key will do
+    # any key may submit: a funded sender's, unless the broker knows another (Mosquitto
+    # knows only the keys whose static passwords were enrolled)
+    try:
+        login_key = load_key(args.login_key) if args.login_key else state.senders[0]
+    except KeyFileError as exc:
+        raise LoadSettingError(f"--login-key: {exc}") from None
+    login = Login(login_key, args.chain, mode)
     client = LedgerClient(
         args.broker, args.chain, watch_blocks=True, on_block=state.on_block, login=login, tls=tls
     )
@@ -163,8 +183,39 @@ def submit_for(
         if due > 0:
             submit_bundle(state, client, due, args.invalid_fraction)
             sent += due
+            if args.state:
+                write_nonces(args.state, state.nonces)
         resend_unsettled(state, client)
         client.poll(BUNDLE_INTERVAL_S)
+
+
+def read_nonces(path: Path) -> dict[bytes, int]:
+    """The senders' next nonces a previous run left in ``--state`` (none if no file yet).
+
+    A restarted generator that began again at nonce 0 would have every transaction
+    refused as a reused nonce; one whose file is a bundle behind (killed between the
+    submission and the write) loses that bundle to BAD_NONCE and then goes on."""
+    if not path.exists():
+        return {}
+    try:
+        document = json.loads(path.read_text())
+        nonces = {bytes.fromhex(key): value for key, value in document.items()}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise LoadSettingError(f"--state {path}: not a nonce file ({exc})") from None
+    if any(len(key) != 32 or type(value) is not int or value < 0 for key, value in nonces.items()):
+        raise LoadSettingError(f"--state {path}: keys must be public keys, nonces integers >= 0")
+    return nonces
+
+
+def write_nonces(path: Path, nonces: dict[bytes, int]) -> None:
+    """Replace ``path`` atomically, so a kill never leaves half a file."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps({key.hex(): value for key, value in nonces.items()}))
+    os.replace(partial, path)
+
+
+class LoadSettingError(ValueError):
+    """A file a setting names (``--state``, ``--login-key``) cannot be read; says why."""
 
 
 def submit_bundle(state: LoadState, client: LedgerClient, count: int, fraction: float) -> None:
@@ -242,23 +293,37 @@ def add_loadgen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", required=True)
     parser.add_argument("--chain", default="devnet")
     parser.add_argument("--senders", type=int, default=32)
-    parser.add_argument("--bad-senders", type=int, default=64)
+    parser.add_argument("--bad-senders", type=int, default=BAD_SENDERS)
     parser.add_argument("--tx-rate", type=float, default=50.0)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--invalid-fraction", type=float, default=0.0)
     parser.add_argument("--settle", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--report", type=Path, help="write the JSON summary here too")
+    parser.add_argument("--login-key", type=Path, metavar="FILE",
+                        help="log in to the broker with this key (default: the first "
+                             "sender's)")  # fmt: skip
+    parser.add_argument("--state", type=Path, metavar="FILE",
+                        help="keep the senders' nonces here, so a restarted generator "
+                             "goes on where it stopped")  # fmt: skip
     add_link_arguments(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="micromine-loadgen", description=__doc__)
     add_loadgen_arguments(parser)
-    args = parser.parse_args(argv)
+    return run_main(parser.parse_args(argv))
+
+
+def run_main(args: argparse.Namespace) -> int:
+    """``micromine load`` and ``python -m micromine.loadgen``: run, report, exit 0."""
     configure_logging("info")
     signal.signal(signal.SIGTERM, _interrupt)
-    report = run_load(args)
+    try:
+        report = run_load(args)
+    except (LoadSettingError, TimeoutError) as exc:
+        print(f"micromine load: {exc}", file=sys.stderr)
+        return 1
     text = json.dumps(report)
     if args.report:
         args.report.write_text(text + "\n")

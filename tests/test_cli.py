@@ -39,6 +39,12 @@ def test_keys_and_genesis(tmp_path: Path) -> None:
     again = micromine("keys", "new", str(key))
     assert again.returncode == 2 and "not overwriting" in again.stderr
 
+    # several at once, keeping what exists (the compose init service's idempotent use)
+    other = tmp_path / "other.key"
+    kept = micromine("keys", "new", "--exist-ok", str(key), str(other))
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.split() == [public, micromine("keys", "show", str(other)).stdout.strip()]
+
     out = tmp_path / "genesis.json"
     funded = "ab" * 32
     made = micromine("genesis", "--out", str(out), "--chain", "mychain", "--ledger-key",
