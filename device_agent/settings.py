@@ -11,7 +11,9 @@ The file is TOML (stdlib ``tomllib``), flat: ``key = value`` lines, no tables.  
 one given by ``--config FILE`` / ``MICROMINE_CONFIG``, else ``<state_dir>/agent.toml`` if
 that exists (``state_dir`` from flag or environment, or its default: the file cannot move
 itself).  Relative paths in the file are relative to the file's directory.  A setting
-that can be off takes the string ``"none"`` (TOML has no null), or is left out.
+that can be off takes the string ``"none"`` (TOML has no null), or is left out.  A list
+(``issuer``) is a repeated flag, a TOML array, or comma-separated in the environment.
+The values' parsers are in :mod:`~micromine.device_agent.parsers`.
 
 This module knows nothing of argparse beyond building the flags, and nothing of what the
 settings mean beyond their ranges: :mod:`micromine.device_agent.config` turns the
@@ -23,20 +25,32 @@ from __future__ import annotations
 import argparse
 import difflib
 import enum
-import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from micromine.device_agent.core import Lie
+from micromine.device_agent.parsers import (
+    Parser,
+    boolean,
+    broker_url,
+    chain_id,
+    cpu_budget,
+    integer,
+    one_of,
+    optional,
+    path,
+    public_key,
+    real,
+    schedule,
+    string,
+)
 from micromine.logs import LEVELS
-from micromine.mqtt import LoginMode, parse_broker_url
-from micromine.protocol.errors import DecodeError
-from micromine.protocol.fields import check_chain_id
-from micromine.protocol.limits import MAX_BATCH_TXS, PUBLIC_KEY_LEN
+from micromine.mqtt import LoginMode
+from micromine.protocol.limits import MAX_BATCH_TXS
 
 __all__ = [
     "CONFIG_ENV",
@@ -59,8 +73,6 @@ MIN_HEARTBEAT_S = 0.1
 MAX_HEARTBEAT_S = 300.0
 MAX_WINDOW = 16
 MAX_NICE = 19
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
 
 
 class ConfigError(ValueError):
@@ -85,11 +97,6 @@ class Origin:
         return self.source.value if not self.where else f"{self.where} ({self.source.value})"
 
 
-# A parser takes a string (flag, environment) or a TOML value and returns the typed value,
-# or raises ValueError saying what is accepted.
-Parser = Callable[[Any], Any]
-
-
 @dataclass(frozen=True, slots=True)
 class Setting:
     name: str
@@ -108,139 +115,6 @@ class Setting:
     @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
-
-
-# --- parsers: each accepts a string or the TOML type, and says what it accepts -----------
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
-    return value
-
-
-def _is_none(value: Any) -> bool:
-    return isinstance(value, str) and value.strip().lower() == "none"
-
-
-def optional(parse: Parser) -> Parser:
-    """``"none"`` switches the setting off (None)."""
-
-    def parse_optional(value: Any) -> Any:
-        return None if _is_none(value) else parse(value)
-
-    return parse_optional
-
-
-def integer(low: int, high: int) -> Parser:
-    def parse_int(value: Any) -> int:
-        try:
-            number = int(value) if isinstance(value, str | int) and value is not True else None
-        except ValueError:
-            number = None
-        if value is False or number is None or not low <= number <= high:
-            raise ValueError(f"must be an integer in {low}..{high}, got {value!r}")
-        return number
-
-    return parse_int
-
-
-def real(low: float, high: float, *, low_open: bool = False, unit: str = "") -> Parser:
-    span = f"{'(' if low_open else '['}{low:g}, {high:g}]{unit}"
-
-    def parse_float(value: Any) -> float:
-        try:
-            ok = isinstance(value, str | int | float) and not isinstance(value, bool)
-            number = float(value) if ok else float("nan")
-        except ValueError:
-            number = float("nan")
-        # NaN fails both comparisons, so "nan" and non-numbers end here too.
-        if not (low < number <= high if low_open else low <= number <= high):
-            raise ValueError(f"must be a number in {span}, got {value!r}")
-        return number
-
-    return parse_float
-
-
-def boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in (*_TRUE, *_FALSE):
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"must be true or false ({'/'.join(_TRUE)} or {'/'.join(_FALSE)})")
-
-
-def one_of(*choices: str) -> Parser:
-    accepted = ", ".join(choices[:-1]) + " or " + choices[-1]
-
-    def parse_choice(value: Any) -> str:
-        text = _text(value).strip().lower()
-        if text not in choices:
-            raise ValueError(f"{value!r} is not {accepted}")
-        return text
-
-    return parse_choice
-
-
-def path(value: Any) -> Path:
-    text = _text(value)
-    if not text or "\x00" in text:
-        raise ValueError(f"must be a file path, got {value!r}")
-    return Path(text).expanduser()
-
-
-def broker_url(value: Any) -> str:
-    text = _text(value)
-    parse_broker_url(text)  # ValueError says what is wrong with it
-    return text
-
-
-def chain_id(value: Any) -> str:
-    text = _text(value)
-    try:
-        check_chain_id(text)
-    except DecodeError:
-        raise ValueError(
-            f"{text!r} is not a chain id "
-            "(1..32 characters of a-z, 0-9 and '-', not starting with '-')"
-        ) from None
-    return text
-
-
-def public_key(value: Any) -> bytes:
-    try:
-        key = bytes.fromhex(_text(value).strip())
-    except ValueError:
-        raise ValueError(f"issuer {value!r} is not hex") from None
-    if len(key) != PUBLIC_KEY_LEN:
-        raise ValueError(f"issuer {value!r} is not a 32-byte public key (64 hex characters)")
-    return key
-
-
-_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
-
-
-def schedule(value: Any) -> tuple[tuple[int, int], ...]:
-    """``"22:00-07:00,12:00-13:30"`` -> ((1320, 420), (720, 810)), minutes after midnight."""
-    accepted = "HH:MM-HH:MM[,HH:MM-HH:MM...] in local time (22:00-07:00 spans midnight)"
-    windows = []
-    for part in _text(value).split(","):
-        ends = part.strip().split("-")
-        matches = [_CLOCK.fullmatch(end.strip()) for end in ends]
-        if len(ends) != 2 or not all(matches):
-            raise ValueError(f"must be {accepted}, got {value!r}")
-        start, end = ((int(m[1]) * 60 + int(m[2])) for m in matches if m)
-        if start == end:
-            raise ValueError(f"window {part.strip()!r} is empty; use {accepted}")
-        windows.append((start, end))
-    return tuple(windows)
-
-
-def cpu_budget(value: Any) -> float:
-    budget: float = real(0, 100.0 * (os.cpu_count() or 1), low_open=True, unit=" % of one core")(
-        value
-    )
-    return budget
 
 
 # --- the table ---------------------------------------------------------------------------
@@ -283,11 +157,11 @@ SETTINGS: tuple[Setting, ...] = (
     _S("status_file", path, None, "status JSON (default <state_dir>/status.json)", "FILE"),
     _S("homeassistant", boolean, False, "publish Home Assistant MQTT discovery",
        boolean=True),
-    _S("homeassistant_prefix", _text, "homeassistant", "Home Assistant discovery prefix",
+    _S("homeassistant_prefix", string, "homeassistant", "Home Assistant discovery prefix",
        "PREFIX"),
     _S("metrics_port", optional(integer(1, 65535)), None, "serve Prometheus metrics on "
        "this port (default: off)", "PORT"),
-    _S("metrics_host", _text, "127.0.0.1", "address the metrics server listens on", "HOST"),
+    _S("metrics_host", string, "127.0.0.1", "address the metrics server listens on", "HOST"),
     _S("log_level", one_of(*LEVELS), "info", f"log level: {', '.join(LEVELS)}", "LEVEL"),
     _S("log_json", optional(boolean), None, "JSON log lines (default: only when stderr is "
        "not a terminal)", boolean=True),
@@ -395,13 +269,13 @@ def _find_file(
 
 def _read_file(file: Path) -> dict[str, tuple[Any, Origin]]:
     try:
-        text = file.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
+        content = file.read_text(encoding="utf-8")
+        data = tomllib.loads(content)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read it: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    lines = text.splitlines()
+    lines = content.splitlines()
     found = {}
     for key, value in data.items():
         where = f"{file}:{_line_of(lines, key)}"
