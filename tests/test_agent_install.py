@@ -9,6 +9,7 @@ unreachable.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,9 +18,15 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from brokers import EmbeddedBroker
 
+from micromine.device_agent.keyfile import load_key
 from micromine.device_agent.settings import SETTINGS
 from micromine.device_agent.systemd import ServiceOptions, render_starter_config, render_unit
+from micromine.mqtt import Incoming, LinkConfig, MqttLink
+from micromine.processes import wait_until
+from micromine.protocol import topics
+from micromine.protocol.topics import Channel
 
 REPO = Path(__file__).resolve().parent.parent
 # Shadows the broker's packages in a child process: `import amqtt` fails there.
@@ -143,3 +150,39 @@ def test_installing_the_agent_package_brings_no_broker(tmp_path: Path) -> None:
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert {"micromine", "paho-mqtt", "pynacl", "cbor2", "structlog"} <= names
     assert not names & {"amqtt", "websockets", "transitions", "passlib"}, names
+
+
+@pytest.mark.integration
+def test_an_agent_configured_by_its_state_directory_file_connects(
+    embedded_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """As under the unit: MICROMINE_STATE_DIR only; broker and chain from agent.toml there."""
+    (tmp_path / "agent.toml").write_text(
+        f'broker = "{embedded_broker.url}"\nchain = "pichain"\ncpu_budget = "none"\n'
+        "nice = 0\nidle_priority = false\n"
+    )
+    devices = ((topics.all_devices("pichain"), 1),)
+    observer = MqttLink(LinkConfig("observer", embedded_broker.url, subscriptions=devices))
+    observer.start()
+    assert observer.wait_connected(30)
+    env = {**os.environ, "MICROMINE_STATE_DIR": str(tmp_path), "MICROMINE_CONFIG": ""}
+    with (tmp_path / "agent.log").open("wb") as log:
+        agent = subprocess.Popen([sys.executable, "-m", "micromine.device_agent"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    try:
+        hellos: list[Incoming] = []
+
+        def hello_arrived() -> bool:
+            item = observer.get(0.1)
+            if isinstance(item, Incoming) and item.topic.endswith("/hello"):
+                hellos.append(item)
+            return bool(hellos) or agent.poll() is not None
+
+        assert wait_until(hello_arrived, 60), "no hello"
+        assert agent.poll() is None, (tmp_path / "agent.log").read_text()
+        device = load_key(tmp_path / "device.key").public
+        assert hellos[0].topic == topics.device_topic("pichain", device, Channel.HELLO)
+    finally:
+        agent.terminate()
+        agent.wait(20)
+        observer.close()
