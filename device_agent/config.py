@@ -65,7 +65,13 @@ _CLIENT_ID_HEX = 20  # "mmd" + 20 hex = 23 chars: the longest id every 3.1.1 bro
 
 def default_state_dir(environ: Mapping[str, str]) -> Path:
     """``$XDG_CONFIG_HOME/micromine`` (``~/.config`` when unset), per XDG."""
-    base = environ.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+    try:
+        base = environ.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+    except RuntimeError:  # no $HOME and no home in the user database (a service's user)
+        raise ConfigError(
+            f"no home directory to keep the key in: set state_dir ({BY_NAME['state_dir'].flag} "
+            f"or {BY_NAME['state_dir'].env})"
+        ) from None
     return Path(base) / "micromine"
 
 
@@ -155,7 +161,7 @@ def load(
     """The configuration and, for ``config --show``, every value's origin."""
     env = os.environ if environ is None else environ
     flags = {name: getattr(args, name, None) for name in (*BY_NAME, "config")}
-    resolved = _with_derived_paths(resolve(flags, env, default_state_dir(env)), env)
+    resolved = _with_derived_paths(resolve(flags, env, lambda: default_state_dir(env)), env)
     v = resolved.values
     if v["lie"] is not None and env.get(ENV_ALLOW_LYING) != "1":
         raise ConfigError(

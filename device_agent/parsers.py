@@ -114,7 +114,10 @@ def path(value: Any) -> Path:
     text = string(value)
     if not text or "\x00" in text:
         raise ValueError(f"must be a file path, got {value!r}")
-    return Path(text).expanduser()
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "~name" of no such user
+        raise ValueError(f"cannot expand {text!r}: no such user's home directory") from None
 
 
 def broker_url(value: Any) -> str:

@@ -27,7 +27,7 @@ import difflib
 import enum
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,7 +202,7 @@ class Resolved:
 
 
 def resolve(
-    flags: Mapping[str, Any], environ: Mapping[str, str], default_state_dir: Path
+    flags: Mapping[str, Any], environ: Mapping[str, str], default_state_dir: Callable[[], Path]
 ) -> Resolved:
     """Check every given value and apply the precedence; raises :class:`ConfigError`."""
     given: dict[str, tuple[Any, Origin]] = {}
@@ -247,22 +247,26 @@ def _find_file(
     flags: Mapping[str, Any],
     environ: Mapping[str, str],
     given: Mapping[str, tuple[Any, Origin]],
-    default_state_dir: Path,
+    default_state_dir: Callable[[], Path],
 ) -> Path | None:
     explicit = flags.get("config") or environ.get(CONFIG_ENV)
     if explicit:
         named = "--config" if flags.get("config") else CONFIG_ENV
-        file = Path(str(explicit)).expanduser()
+        try:
+            file = path(str(explicit))
+        except ValueError as exc:
+            raise ConfigError(f"{named}: {exc}") from None
         if not file.is_file():
             raise ConfigError(f"{named}: {str(file)!r} is not a readable file")
         return file
-    state_dir = default_state_dir
     for name in ("state_dir", "key"):
         if name in given:
             raw, origin = given[name]
             checked = _check(BY_NAME[name], raw, origin, None)
             state_dir = checked if name == "state_dir" else checked.parent
             break
+    else:
+        state_dir = default_state_dir()
     candidate = state_dir / CONFIG_FILE_NAME
     return candidate if candidate.is_file() else None
 

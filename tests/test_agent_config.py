@@ -78,6 +78,8 @@ def test_other_flags() -> None:
         (["--heartbeat", "0"], "heartbeat"),
         (["--issuer", "xyz"], "issuer"),
         (["--issuer", "abcd"], "issuer"),
+        (["--key", "~no-such-user-0/k"], "no such user"),
+        (["--config", "~no-such-user-0/agent.toml"], "--config: cannot expand"),
     ],
 )
 def test_bad_values_are_rejected_with_a_clear_message(argv: list[str], message: str) -> None:
