@@ -12,6 +12,7 @@ import pytest
 from micromine.device_agent import add_agent_arguments
 from micromine.device_agent.config import AgentConfig, ConfigError, load, render_toml
 from micromine.device_agent.core import Lie
+from micromine.device_agent.keyfile import load_or_create_key
 from micromine.device_agent.settings import SETTINGS
 from micromine.mqtt import LoginMode, TlsFiles
 
@@ -283,6 +284,7 @@ def test_environment_errors_name_the_variable(env: dict[str, str], message: str)
 
 def test_show_prints_each_origin_and_reads_back_as_the_same_config(tmp_path: Path) -> None:
     (tmp_path / "agent.toml").write_text('chain = "pichain"\n')
+    key = load_or_create_key(tmp_path / "device.key")
     args = ["--state-dir", str(tmp_path), "--cpu-budget", "none", "--metrics-port", "9100"]
     parser = argparse.ArgumentParser()
     add_agent_arguments(parser)
@@ -291,6 +293,7 @@ def test_show_prints_each_origin_and_reads_back_as_the_same_config(tmp_path: Pat
     assert f'chain = "pichain"  # file: {tmp_path / "agent.toml"}:1' in shown
     assert 'cpu_budget = "none"  # flag: --cpu-budget' in shown
     assert "nice = 5  # env: MICROMINE_NICE" in shown
+    assert key.seed.hex() not in shown and f"{tmp_path / 'device.key'}" in shown  # a path only
     assert "capacity = 64  # default" in shown and "\nlie" not in shown
     (tmp_path / "shown.toml").write_text(shown)
     assert parse("--config", str(tmp_path / "shown.toml")) == config
