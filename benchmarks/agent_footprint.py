@@ -58,7 +58,7 @@ ISSUER = KeyPair(sha256(b"footprint issuer"))
 START_TIMEOUT_S = 60.0
 UNBUDGETED = ("--cpu-budget", "none", "--nice", "0", "--no-idle-priority")
 # Modules of the agent that only parse settings: a budget named there is not yet enforced.
-_SETTINGS_ONLY = {"config.py", "settings.py", "systemd.py", "cli.py", "__init__.py"}
+_SETTINGS_ONLY = {"config.py", "settings.py", "parsers.py", "systemd.py", "cli.py", "__init__.py"}
 
 
 @dataclass(frozen=True)
