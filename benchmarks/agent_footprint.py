@@ -20,8 +20,8 @@ valid transactions under an ``--issuer`` key the agent trusts), and reads the ag
    transaction (counted from the verdicts that come back), CPU share;
 3. **budget**: a new agent with ``--cpu-budget BUDGET`` under a flood that wants more than
    the budget, for ``--budget-seconds``: the CPU share it takes, and whether that is
-   within 10 % of the budget.  Skipped (and said so) while the agent does not implement
-   the budget yet.
+   within 10 % of the budget.  Skipped (and said so) while no agent module besides the
+   settings ones mentions ``cpu_budget``; ``--force-budget`` runs it anyway.
 
 Phases 1 and 2 run the agent as devnet does, ``--cpu-budget none --nice 0
 --no-idle-priority``, so only the work limits it.  Writes JSON (default
@@ -242,6 +242,8 @@ def main() -> None:
                         help="most batches unanswered (a ledger's window; default 4)")  # fmt: skip
     parser.add_argument("--budget", type=float, default=20.0, help="--cpu-budget (default 20)")
     parser.add_argument("--budget-seconds", type=float, default=60.0)
+    parser.add_argument("--force-budget", action="store_true",
+                        help="run the budget phase even if no agent module uses it")  # fmt: skip
     parser.add_argument("--budget-rate", type=float, default=30.0,
                         help="batches a second offered under the budget (default 30)")  # fmt: skip
     parser.add_argument("--python", default=sys.executable,
@@ -276,7 +278,7 @@ def main() -> None:
                 result["load"] = phase_load(agent, ledger, device, args)
             finally:
                 agent.stop()
-            if budget_implemented():
+            if args.force_budget or budget_implemented():
                 result["budget"] = phase_budget(url, work, ledger, args)
             else:
                 result["budget"] = {"skipped": "agent has no --cpu-budget (not enforced yet)"}
