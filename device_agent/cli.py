@@ -1,7 +1,11 @@
 """Command-line surface of the agent, shared by ``micromine agent`` and ``python -m``.
 
-Flags default to None so that :meth:`AgentConfig.from_args` can tell "not given" from
-"given the default value" and fall back to the environment in between.
+``micromine agent [SETTINGS]`` runs the agent; ``micromine agent ACTION`` runs one of
+the actions registered by :func:`add_agent_commands` (``config``, ``install-service``;
+others add theirs to the same sub-parser object).  The setting flags come from the
+settings table and default to "absent", so that a flag given before the action is not
+overwritten by the action's parser, and so that flag > environment > file > default can
+tell "not given" from "given the default value".
 """
 
 from __future__ import annotations
@@ -9,84 +13,63 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import structlog
 
-from micromine.device_agent.config import (
-    DEFAULT_BROKER,
-    DEFAULT_CAPACITY,
-    DEFAULT_CHAIN,
-    DEFAULT_HEARTBEAT_S,
-    ENV_BROKER,
-    ENV_CHAIN,
-    ENV_KEY,
-    AgentConfig,
-)
-from micromine.device_agent.core import Lie
+from micromine.device_agent import systemd
+from micromine.device_agent.config import AgentConfig, load, render_toml
 from micromine.device_agent.keyfile import KeyFileError, load_or_create_key
 from micromine.device_agent.service import AgentService
-from micromine.logs import LEVELS, configure_logging
-from micromine.mqtt import add_link_arguments
+from micromine.device_agent.settings import add_setting_flags
+from micromine.logs import configure_logging
 
-__all__ = ["add_agent_arguments", "main", "run_agent"]
+__all__ = ["add_agent_arguments", "add_agent_commands", "main", "run_agent"]
 
 EXIT_USAGE = 2  # argparse's own code for bad arguments
 EXIT_KEY = 1
+EXIT_INSTALL = 1
 
 
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the agent's flags to ``parser`` (a sub-command parser or a standalone one)."""
-    parser.add_argument(
-        "--broker",
-        metavar="URL",
-        help=f"mqtt[s]://HOST[:PORT] or ws[s]://HOST[:PORT][/PATH] (env {ENV_BROKER}; "
-        f"default {DEFAULT_BROKER})",
+    """Add the agent's setting flags to ``parser`` (a sub-command parser or a standalone one)."""
+    add_setting_flags(parser)
+
+
+def add_agent_commands(parser: argparse.ArgumentParser) -> Any:
+    """The agent's flags and its actions; returns the sub-parsers for more actions."""
+    add_agent_arguments(parser)
+    parser.set_defaults(run=run_agent)
+    actions = parser.add_subparsers(title="actions", metavar="ACTION")
+    show = actions.add_parser(
+        "config", help="print the effective configuration (TOML, with each value's origin)"
     )
-    parser.add_argument(
-        "--key",
-        metavar="FILE",
-        help=f"device key file, created (mode 0600) if missing (env {ENV_KEY}; "
-        "default $XDG_CONFIG_HOME/micromine/device.key)",
+    add_agent_arguments(show)  # flags may come after the action too
+    show.add_argument("--show", action="store_true", help="print it (the default)")
+    show.set_defaults(run=cmd_config)
+    service = actions.add_parser(
+        "install-service", help="write a systemd unit for the agent (run as root)"
     )
-    parser.add_argument(
-        "--chain", metavar="ID", help=f"chain id (env {ENV_CHAIN}; default {DEFAULT_CHAIN})"
-    )
-    parser.add_argument(
-        "--capacity",
-        type=int,
-        metavar="N",
-        help=f"most transactions wanted per batch (default {DEFAULT_CAPACITY})",
-    )
-    parser.add_argument(
-        "--heartbeat",
-        type=float,
-        metavar="S",
-        help=f"seconds between heartbeats (default {DEFAULT_HEARTBEAT_S})",
-    )
-    parser.add_argument(
-        "--issuer",
-        action="append",
-        metavar="HEX",
-        help="accept work only from this ledger node key (repeatable; default: any)",
-    )
-    add_link_arguments(parser)
-    # Hidden, for tests only: a lying agent (core.Lie), refused without
-    # MICROMINE_ALLOW_LYING=1 (config.py).  Not in --help on purpose.
-    parser.add_argument("--lie", choices=[lie.value for lie in Lie], help=argparse.SUPPRESS)
-    parser.add_argument("--log-level", choices=list(LEVELS), type=str.lower, help="default info")
-    parser.add_argument(
-        "--log-json",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="JSON log lines (default: only when stderr is not a terminal)",
-    )
+    service.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
+    service.add_argument("--user", metavar="NAME",
+                         help="run as this account (default: DynamicUser=yes)")  # fmt: skip
+    service.add_argument("--config", dest="service_config", metavar="FILE",
+                         default="/etc/micromine/agent.toml",
+                         help="settings file the service reads (written if missing)")  # fmt: skip
+    service.add_argument("--executable", metavar="PATH",
+                         help="the micromine command to run (default: this one)")  # fmt: skip
+    service.add_argument("--unit", metavar="FILE",
+                         default="/etc/systemd/system/micromine-agent.service")  # fmt: skip
+    service.set_defaults(run=cmd_install_service)
+    return actions
 
 
 def run_agent(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM/SIGINT; returns the process exit code."""
     try:
         config = AgentConfig.from_args(args)
-    except ValueError as exc:  # ConfigError, or a non-numeric env value
+    except ValueError as exc:  # ConfigError, or a file that cannot be read
         print(f"micromine agent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(config.log_level, config.log_json)
@@ -98,10 +81,42 @@ def run_agent(args: argparse.Namespace) -> int:
     return AgentService(config, key).run()
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    try:
+        _, resolved = load(args)
+    except ValueError as exc:
+        print(f"micromine agent config: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(render_toml(resolved))
+    return 0
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    try:
+        executable = Path(args.executable) if args.executable else systemd.find_executable()
+        options = systemd.ServiceOptions(
+            executable=executable, config=Path(args.service_config), user=args.user
+        )
+        warning = systemd.home_warning(executable)
+        if warning:
+            print(f"micromine agent install-service: warning: {warning}", file=sys.stderr)
+        if args.dry_run:
+            sys.stdout.write(systemd.render_unit(options))
+            return 0
+        for line in systemd.install(options, Path(args.unit)):
+            print(line)
+    except systemd.InstallError as exc:
+        print(f"micromine agent install-service: error: {exc}", file=sys.stderr)
+        return EXIT_INSTALL
+    print("next: sudo systemctl daemon-reload && sudo systemctl enable --now micromine-agent")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m micromine.device_agent",
         description="micromine device agent: judges signed transactions for ledger nodes.",
     )
-    add_agent_arguments(parser)
-    return run_agent(parser.parse_args(argv))
+    add_agent_commands(parser)
+    args = parser.parse_args(argv)
+    return int(args.run(args))

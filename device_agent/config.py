@@ -1,8 +1,12 @@
-"""Agent settings: command-line flag, else environment variable, else default.
+"""The agent's configuration: one frozen object built from the settings table.
 
-Environment fallbacks exist because agents usually run under systemd or in a container,
-where an ``Environment=`` line is easier to manage than a long command line.  Everything
-is validated here, once, so the service never discovers a bad setting mid-run.
+:mod:`~micromine.device_agent.settings` says what each setting is called and accepts, and
+applies flag > environment > TOML file > default; this module adds the defaults that
+depend on other settings (the state directory and the files in it), the checks that
+involve two settings, and :func:`render_toml`, the effective configuration as a file
+(``micromine agent config --show``).  No setting can hold a secret: the device key and
+the TLS key are files and only their paths are shown, and broker URLs with credentials
+are refused.
 """
 
 from __future__ import annotations
@@ -15,13 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from micromine.device_agent.core import Lie
-from micromine.logs import LEVELS
-from micromine.mqtt import LoginMode, TlsFiles, link_settings_from, parse_broker_url
-from micromine.protocol.errors import DecodeError
-from micromine.protocol.fields import check_chain_id
-from micromine.protocol.limits import MAX_BATCH_TXS, PUBLIC_KEY_LEN
+from micromine.device_agent.settings import (
+    BY_NAME,
+    CONFIG_ENV,
+    SETTINGS,
+    ConfigError,
+    Origin,
+    Resolved,
+    Source,
+    resolve,
+)
+from micromine.mqtt import LoginMode, TlsFiles, parse_broker_url
 
 __all__ = [
+    "CONFIG_ENV",
     "ENV_ALLOW_LYING",
     "ENV_BROKER",
     "ENV_CHAIN",
@@ -29,32 +40,43 @@ __all__ = [
     "AgentConfig",
     "ConfigError",
     "default_key_path",
+    "default_state_dir",
+    "load",
+    "render_toml",
+    "toml_value",
 ]
 
-ENV_BROKER = "MICROMINE_BROKER"
-ENV_KEY = "MICROMINE_KEY"
-ENV_CHAIN = "MICROMINE_CHAIN"
+ENV_BROKER = BY_NAME["broker"].env
+ENV_KEY = BY_NAME["key"].env
+ENV_CHAIN = BY_NAME["chain"].env
 # --lie is refused unless this is "1": a lying agent is for tests of the ledger's
 # defences only, and must never run by accident (it gets banned and loses its rewards).
 ENV_ALLOW_LYING = "MICROMINE_ALLOW_LYING"
+KEY_FILE_NAME = "device.key"
 
-DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
-DEFAULT_CHAIN = "devnet"
-DEFAULT_CAPACITY = 64
-DEFAULT_HEARTBEAT_S = 2.0
-MIN_HEARTBEAT_S = 0.1
-MAX_HEARTBEAT_S = 300.0
+DEFAULT_BROKER: str = BY_NAME["broker"].default
+DEFAULT_CHAIN: str = BY_NAME["chain"].default
+DEFAULT_CAPACITY: int = BY_NAME["capacity"].default
+DEFAULT_HEARTBEAT_S: float = BY_NAME["heartbeat"].default
+# A path field left at DERIVED is filled in from the others on construction.
+DERIVED = Path()
 _CLIENT_ID_HEX = 20  # "mmd" + 20 hex = 23 chars: the longest id every 3.1.1 broker must accept
 
 
-class ConfigError(ValueError):
-    """A setting is invalid; the message names the flag/variable and the accepted values."""
+def default_state_dir(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME/micromine`` (``~/.config`` when unset), per XDG."""
+    try:
+        base = environ.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+    except RuntimeError:  # no $HOME and no home in the user database (a service's user)
+        raise ConfigError(
+            f"no home directory to keep the key in: set state_dir ({BY_NAME['state_dir'].flag} "
+            f"or {BY_NAME['state_dir'].env})"
+        ) from None
+    return Path(base) / "micromine"
 
 
 def default_key_path(environ: Mapping[str, str]) -> Path:
-    """``$XDG_CONFIG_HOME/micromine/device.key`` (``~/.config`` when unset), per XDG."""
-    base = environ.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
-    return Path(base) / "micromine" / "device.key"
+    return default_state_dir(environ) / KEY_FILE_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,32 +94,50 @@ class AgentConfig:
     login: LoginMode = LoginMode.TOKEN
     tls: TlsFiles | None = None  # CA, client certificate and key for mqtts:// / wss://
     lie: Lie | None = None  # FOR TESTS ONLY (core.Lie); from_args demands ENV_ALLOW_LYING
+    # Where the agent keeps its files; DERIVED: the key's directory.
+    state_dir: Path = DERIVED
+    window: int = 2
+    # Staying out of the owner's way (None: no limit / always allowed).
+    cpu_budget: float | None = 25.0
+    max_host_cpu: float | None = None
+    max_load: float | None = None
+    schedule: tuple[tuple[int, int], ...] | None = None  # minutes after local midnight
+    pause_file: Path = DERIVED  # <state_dir>/paused
+    nice: int = 10
+    idle_priority: bool = True
+    # Reporting.
+    status_file: Path = DERIVED  # <state_dir>/status.json
+    homeassistant: bool = False
+    homeassistant_prefix: str = "homeassistant"
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        try:
-            address = parse_broker_url(self.broker_url)
-        except ValueError as exc:
-            raise ConfigError(f"--broker / {ENV_BROKER}: {exc}") from None
-        if self.tls is not None and not address.tls:
-            raise ConfigError(f"--tls-* files need a TLS broker URL (mqtts://), not {address.url}")
-        if not _is_chain_id(self.chain_id):
+        if self.state_dir == DERIVED:
+            object.__setattr__(self, "state_dir", self.key_path.parent)
+        for name, file_name in (("pause_file", "paused"), ("status_file", "status.json")):
+            if getattr(self, name) == DERIVED:
+                object.__setattr__(self, name, self.state_dir / file_name)
+        # The same checks as from the command line or a file, for objects built in code.
+        for name, value in (("broker", self.broker_url), ("chain", self.chain_id),
+                            ("capacity", self.capacity), ("heartbeat", self.heartbeat_s),
+                            ("log_level", self.log_level), ("window", self.window),
+                            ("cpu_budget", self.cpu_budget), ("nice", self.nice),
+                            ("max_host_cpu", self.max_host_cpu), ("max_load", self.max_load),
+                            ("metrics_port", self.metrics_port)):  # fmt: skip
+            if value is not None:
+                try:
+                    BY_NAME[name].parse(value if name != "log_level" else str(value))
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {exc}") from None
+        if self.known_issuers is not None:
+            for key in self.known_issuers:
+                BY_NAME["issuer"].parse(key.hex())
+        if self.tls is not None and not parse_broker_url(self.broker_url).tls:
             raise ConfigError(
-                f"--chain / {ENV_CHAIN}: {self.chain_id!r} is not a chain id "
-                "(1..32 characters of a-z, 0-9 and '-', not starting with '-')"
+                f"tls_ca/tls_cert/tls_key need a TLS broker URL (mqtts:// or wss://), "
+                f"not {self.broker_url}"
             )
-        if not 1 <= self.capacity <= MAX_BATCH_TXS:
-            raise ConfigError(f"--capacity must be in 1..{MAX_BATCH_TXS}, got {self.capacity}")
-        if not MIN_HEARTBEAT_S <= self.heartbeat_s <= MAX_HEARTBEAT_S:
-            raise ConfigError(
-                f"--heartbeat must be in {MIN_HEARTBEAT_S}..{MAX_HEARTBEAT_S} s, "
-                f"got {self.heartbeat_s}"
-            )
-        if self.log_level not in LEVELS:
-            raise ConfigError(f"--log-level must be one of {', '.join(LEVELS)}")
-        if self.known_issuers is not None and any(
-            len(k) != PUBLIC_KEY_LEN for k in self.known_issuers
-        ):
-            raise ConfigError("--issuer keys must be 32-byte public keys (64 hex characters)")
 
     @property
     def heartbeat_ms(self) -> int:
@@ -111,59 +151,121 @@ class AgentConfig:
     def from_args(
         cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
     ) -> AgentConfig:
-        """Build from :func:`~micromine.device_agent.cli.add_agent_arguments` flags."""
-        env = os.environ if environ is None else environ
+        """Build from the flags of :func:`~micromine.device_agent.cli.add_agent_arguments`."""
+        return load(args, environ)[0]
 
-        def pick(name: str, env_name: str | None, default: Any) -> Any:
-            value = getattr(args, name, None)
-            if value is not None:
-                return value
-            if env_name is not None and env.get(env_name):
-                return env[env_name]
-            return default
 
-        issuers = getattr(args, "issuer", None)
-        lie = getattr(args, "lie", None)
-        if lie is not None and env.get(ENV_ALLOW_LYING) != "1":
-            raise ConfigError(
-                f"--lie is for testing the ledger's defences only; set {ENV_ALLOW_LYING}=1 "
-                "to run a lying agent (it will be banned and lose its rewards)"
-            )
-        try:
-            login, tls = link_settings_from(args, env)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        return cls(
-            broker_url=str(pick("broker", ENV_BROKER, DEFAULT_BROKER)),
-            key_path=Path(pick("key", ENV_KEY, default_key_path(env))).expanduser(),
-            chain_id=str(pick("chain", ENV_CHAIN, DEFAULT_CHAIN)),
-            capacity=int(pick("capacity", None, DEFAULT_CAPACITY)),
-            heartbeat_s=float(pick("heartbeat", None, DEFAULT_HEARTBEAT_S)),
-            log_level=str(pick("log_level", None, "info")).lower(),
-            log_json=getattr(args, "log_json", None),
-            known_issuers=_parse_issuers(issuers) if issuers else None,
-            login=login,
-            tls=tls,
-            lie=Lie(lie) if lie is not None else None,
+def load(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> tuple[AgentConfig, Resolved]:
+    """The configuration and, for ``config --show``, every value's origin."""
+    env = os.environ if environ is None else environ
+    flags = {name: getattr(args, name, None) for name in (*BY_NAME, "config")}
+    resolved = _with_derived_paths(resolve(flags, env, lambda: default_state_dir(env)), env)
+    v = resolved.values
+    if v["lie"] is not None and env.get(ENV_ALLOW_LYING) != "1":
+        raise ConfigError(
+            f"--lie is for testing the ledger's defences only; set {ENV_ALLOW_LYING}=1 "
+            "to run a lying agent (it will be banned and lose its rewards)"
         )
-
-
-def _is_chain_id(value: str) -> bool:
+    tls_paths = [v["tls_ca"], v["tls_cert"], v["tls_key"]]
     try:
-        check_chain_id(value)
-    except DecodeError:
-        return False
-    return True
+        tls = TlsFiles(*tls_paths) if any(tls_paths) else None
+        tls_url_ok = tls is None or parse_broker_url(v["broker"]).tls
+    except ValueError as exc:
+        raise ConfigError(f"{resolved.origins['tls_key'].describe()}: tls_key: {exc}") from None
+    if not tls_url_ok:
+        named = next(n for n in ("tls_ca", "tls_cert", "tls_key") if v[n] is not None)
+        raise ConfigError(
+            f"{resolved.origins[named].describe()}: {named} needs a TLS broker URL "
+            f"(mqtts:// or wss://), but broker is {v['broker']} "
+            f"({resolved.origins['broker'].describe()})"
+        )
+    config = AgentConfig(
+        broker_url=v["broker"],
+        key_path=v["key"],
+        chain_id=v["chain"],
+        capacity=v["capacity"],
+        heartbeat_s=v["heartbeat"],
+        log_level=v["log_level"],
+        log_json=v["log_json"],
+        known_issuers=v["issuer"],
+        login=LoginMode(v["login"]),
+        tls=tls,
+        lie=Lie(v["lie"]) if v["lie"] is not None else None,
+        state_dir=v["state_dir"],
+        window=v["window"],
+        cpu_budget=v["cpu_budget"],
+        max_host_cpu=v["max_host_cpu"],
+        max_load=v["max_load"],
+        schedule=v["schedule"],
+        pause_file=v["pause_file"],
+        nice=v["nice"],
+        idle_priority=v["idle_priority"],
+        status_file=v["status_file"],
+        homeassistant=v["homeassistant"],
+        homeassistant_prefix=v["homeassistant_prefix"],
+        metrics_port=v["metrics_port"],
+        metrics_host=v["metrics_host"],
+    )
+    return config, resolved
 
 
-def _parse_issuers(values: list[str]) -> frozenset[bytes]:
-    keys = set()
-    for value in values:
-        try:
-            key = bytes.fromhex(value.strip())
-        except ValueError:
-            raise ConfigError(f"--issuer {value!r} is not hex") from None
-        if len(key) != PUBLIC_KEY_LEN:
-            raise ConfigError(f"--issuer {value!r} is not a 32-byte public key (64 hex chars)")
-        keys.add(key)
-    return frozenset(keys)
+def _with_derived_paths(resolved: Resolved, environ: Mapping[str, str]) -> Resolved:
+    """state_dir defaults to the key's directory; the key and the files to state_dir."""
+    values, origins = dict(resolved.values), dict(resolved.origins)
+    derived = Origin(Source.DEFAULT, "derived")
+    if values["state_dir"] is None:
+        given_key = values["key"]
+        values["state_dir"] = given_key.parent if given_key else default_state_dir(environ)
+        origins["state_dir"] = derived if given_key else origins["state_dir"]
+    state_dir: Path = values["state_dir"]
+    for name, file_name in (("key", KEY_FILE_NAME), ("pause_file", "paused"),
+                            ("status_file", "status.json")):  # fmt: skip
+        if values[name] is None:
+            values[name], origins[name] = state_dir / file_name, derived
+    return Resolved(values, origins, resolved.file)
+
+
+# --- config --show ---------------------------------------------------------------------
+
+
+def render_toml(resolved: Resolved) -> str:
+    """The effective settings as an agent.toml, each value's origin in a comment."""
+    lines = ["# micromine agent: effective configuration (micromine agent config --show)"]
+    lines.append(f"# file: {resolved.file or 'none'}")
+    for s in SETTINGS:
+        value, origin = resolved.values[s.name], resolved.origins[s.name]
+        if s.hidden and origin.source is Source.DEFAULT:
+            continue
+        where = origin.source.value + (f": {origin.where}" if origin.where else "")
+        if value is None and origin.source is Source.DEFAULT:
+            lines.append(f"# {s.name}: not set  # {s.help}")
+            continue
+        lines.append(f"{s.name} = {toml_value(s.name, value)}  # {where}")
+    return "\n".join(lines) + "\n"
+
+
+def toml_value(name: str, value: Any) -> str:
+    """``value`` of setting ``name`` as TOML; off (None) is the string "none"."""
+    if value is None:
+        return '"none"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, frozenset):
+        return "[" + ", ".join(f'"{key.hex()}"' for key in sorted(value)) + "]"
+    if name == "schedule":
+        text = ",".join(f"{_clock(a)}-{_clock(b)}" for a, b in value)
+        return f'"{text}"'
+    return _toml_string(str(value))
+
+
+def _clock(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _toml_string(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped) + '"'

@@ -66,11 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_mosquitto_arguments(mosquitto)
     mosquitto.set_defaults(run=cmd_mosquitto_config)
 
-    from micromine.device_agent.cli import add_agent_arguments
+    from micromine.device_agent.cli import add_agent_commands
 
-    agent = commands.add_parser("agent", help="run a device agent")
-    add_agent_arguments(agent)
-    agent.set_defaults(run=cmd_agent)
+    # `micromine agent [SETTINGS]` runs it; `micromine agent ACTION` (config, install-service).
+    add_agent_commands(commands.add_parser("agent", help="run a device agent"))
 
     from micromine.ledger_node.config import add_ledger_arguments
 
@@ -294,12 +293,6 @@ def cmd_mosquitto_config(args: argparse.Namespace) -> int:
     from micromine.broker.mosquitto import run_mosquitto_config
 
     return run_mosquitto_config(args)
-
-
-def cmd_agent(args: argparse.Namespace) -> int:
-    from micromine.device_agent.cli import run_agent
-
-    return run_agent(args)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Agent settings: flag > environment > default, and clear errors for bad values."""
+"""Agent settings: flag > environment > TOML file > default, and clear errors for bad values."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from micromine.device_agent import add_agent_arguments
-from micromine.device_agent.config import AgentConfig, ConfigError
+from micromine.device_agent.config import AgentConfig, ConfigError, load, render_toml
 from micromine.device_agent.core import Lie
+from micromine.device_agent.keyfile import load_or_create_key
+from micromine.device_agent.settings import SETTINGS
 from micromine.mqtt import LoginMode, TlsFiles
 
 
@@ -77,6 +79,8 @@ def test_other_flags() -> None:
         (["--heartbeat", "0"], "heartbeat"),
         (["--issuer", "xyz"], "issuer"),
         (["--issuer", "abcd"], "issuer"),
+        (["--key", "~no-such-user-0/k"], "no such user"),
+        (["--config", "~no-such-user-0/agent.toml"], "--config: cannot expand"),
     ],
 )
 def test_bad_values_are_rejected_with_a_clear_message(argv: list[str], message: str) -> None:
@@ -146,3 +150,150 @@ def test_lying_is_refused_unless_explicitly_allowed() -> None:
     parser = argparse.ArgumentParser()
     add_agent_arguments(parser)
     assert "--lie" not in parser.format_help()
+
+
+# --- one table of settings: file, environment and flags -----------------------------------
+
+# Every setting of /work/prompts/names.md (issue 5), plus the older ones.
+SETTING_NAMES = [
+    "broker",
+    "chain",
+    "state_dir",
+    "key",
+    "capacity",
+    "window",
+    "heartbeat",
+    "issuer",
+    "login",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "cpu_budget",
+    "max_host_cpu",
+    "max_load",
+    "schedule",
+    "pause_file",
+    "nice",
+    "idle_priority",
+    "status_file",
+    "homeassistant",
+    "homeassistant_prefix",
+    "metrics_port",
+    "metrics_host",
+    "log_level",
+    "log_json",
+]
+
+
+def test_one_name_per_setting_for_flag_environment_and_file() -> None:
+    assert [s.name for s in SETTINGS if not s.hidden] == SETTING_NAMES
+    parser = argparse.ArgumentParser()
+    add_agent_arguments(parser)
+    help_text = parser.format_help()
+    for s in SETTINGS:
+        if not s.hidden:
+            assert s.flag == "--" + s.name.replace("_", "-") and s.flag in help_text
+            assert s.env == "MICROMINE_" + s.name.upper() and s.env in help_text
+
+
+def test_file_then_environment_then_flag(tmp_path: Path) -> None:
+    file = tmp_path / "agent.toml"
+    file.write_text(
+        'broker = "mqtts://pi-broker:8883"\ntls_ca = "ca.pem"\ncapacity = 8\n'
+        'cpu_budget = "none"\nschedule = "22:00-07:00,12:00-13:30"\nwindow = 4\n'
+        f'issuer = ["{"ab" * 32}"]\nidle_priority = false\n'
+    )
+    env = {"MICROMINE_CONFIG": str(file), "MICROMINE_CAPACITY": "16", "XDG_CONFIG_HOME": "/x"}
+    config = parse("--window", "3", env=env)
+    assert (config.broker_url, config.capacity, config.window) == ("mqtts://pi-broker:8883", 16, 3)
+    assert config.tls == TlsFiles(tmp_path / "ca.pem")  # relative to the file
+    assert (config.cpu_budget, config.idle_priority) == (None, False)
+    assert config.schedule == ((22 * 60, 7 * 60), (12 * 60, 13 * 60 + 30))
+    assert config.known_issuers == frozenset({bytes.fromhex("ab" * 32)})
+    assert (config.state_dir, config.pause_file) == (
+        Path("/x/micromine"),
+        Path("/x/micromine/paused"),
+    )
+    assert (config.nice, config.max_load, config.metrics_port) == (10, None, None)
+
+
+def test_the_state_directory_holds_the_key_status_pause_and_default_file(tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text("heartbeat = 5\n")
+    config = parse("--state-dir", str(tmp_path))
+    assert config.key_path == tmp_path / "device.key" and config.heartbeat_s == 5.0
+    assert (config.status_file, config.pause_file) == (
+        tmp_path / "status.json",
+        tmp_path / "paused",
+    )
+    assert parse("--key", "/k/dev.key").state_dir == Path("/k")  # default: the key's directory
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "cpu_budgt = 3\n",
+            r"agent.toml:1 \(file\): unknown setting 'cpu_budgt' \(did you mean cpu_budget\?\)",
+        ),
+        (
+            "\n\nwindow = 17\n",
+            r"agent.toml:3 \(file\): window: must be an integer in 1..16, got 17",
+        ),
+        ('capacity = "8"\n', None),  # a string of digits is fine, as in the environment
+        ("nice = 2.5\n", r":1 \(file\): nice: must be an integer in 0..19"),
+        ("idle_priority = 1.0\n", "idle_priority: must be true or false"),
+        ('schedule = "25:00-01:00"\n', "schedule: must be HH:MM-HH:MM"),
+        ("[agent]\nbroker = 1\n", "unknown setting 'agent'"),
+        ("broker = \n", "not valid TOML"),
+    ],
+)
+def test_file_errors_name_the_setting_the_line_and_what_is_accepted(
+    tmp_path: Path, text: str, message: str | None
+) -> None:
+    (tmp_path / "agent.toml").write_text(text)
+    if message is None:
+        parse("--state-dir", str(tmp_path))
+        return
+    with pytest.raises(ConfigError, match=message):
+        parse("--state-dir", str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"MICROMINE_CPU_BUDGET": "0"},
+            r"MICROMINE_CPU_BUDGET \(env\): cpu_budget: must be a number in \(0, ",
+        ),
+        ({"MICROMINE_MAX_HOST_CPU": "101"}, r"max_host_cpu: must be a number in \(0, 100\]"),
+        ({"MICROMINE_MAX_LOAD": "-1"}, "max_load: must be a number"),
+        ({"MICROMINE_SCHEDULE": "08:00-08:00"}, "is empty"),
+        ({"MICROMINE_NICE": "20"}, "nice: must be an integer in 0..19"),
+        ({"MICROMINE_METRICS_PORT": "70000"}, "metrics_port: must be an integer in 1..65535"),
+        ({"MICROMINE_HOMEASSISTANT": "maybe"}, "homeassistant: must be true or false"),
+        (
+            {"MICROMINE_CONFIG": "/no/such/agent.toml"},
+            "MICROMINE_CONFIG: '/no/such/agent.toml' is not",
+        ),
+    ],
+)
+def test_environment_errors_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(env=env)
+
+
+def test_show_prints_each_origin_and_reads_back_as_the_same_config(tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text('chain = "pichain"\n')
+    key = load_or_create_key(tmp_path / "device.key")
+    args = ["--state-dir", str(tmp_path), "--cpu-budget", "none", "--metrics-port", "9100"]
+    parser = argparse.ArgumentParser()
+    add_agent_arguments(parser)
+    config, resolved = load(parser.parse_args(args), {"MICROMINE_NICE": "5"})
+    shown = render_toml(resolved)
+    assert f'chain = "pichain"  # file: {tmp_path / "agent.toml"}:1' in shown
+    assert 'cpu_budget = "none"  # flag: --cpu-budget' in shown
+    assert "nice = 5  # env: MICROMINE_NICE" in shown
+    assert key.seed.hex() not in shown and f"{tmp_path / 'device.key'}" in shown  # a path only
+    assert "capacity = 64  # default" in shown and "\nlie" not in shown
+    (tmp_path / "shown.toml").write_text(shown)
+    assert parse("--config", str(tmp_path / "shown.toml")) == config

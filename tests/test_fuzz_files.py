@@ -167,8 +167,13 @@ settings_text = st.one_of(
 
 @fuzz_settings(300)
 @given(st.dictionaries(st.sampled_from(["broker", "chain", "capacity", "heartbeat", "issuer",
-                                        "log-level", "key"]), settings_text, max_size=5),
-       st.dictionaries(st.sampled_from(["MICROMINE_BROKER", "MICROMINE_CHAIN", "MICROMINE_KEY"]),
+                                        "log-level", "key", "cpu-budget", "schedule", "window",
+                                        "nice", "metrics-port", "max-host-cpu", "max-load",
+                                        "state-dir", "login"]), settings_text, max_size=5),
+       st.dictionaries(st.sampled_from(["MICROMINE_BROKER", "MICROMINE_CHAIN", "MICROMINE_KEY",
+                                        "MICROMINE_ISSUER", "MICROMINE_IDLE_PRIORITY",
+                                        "MICROMINE_SCHEDULE", "MICROMINE_CPU_BUDGET",
+                                        "MICROMINE_LOG_JSON"]),
                        settings_text, max_size=3))  # fmt: skip
 def test_agent_and_ledger_settings_load_or_say_why(
     flags: dict[str, str], environ: dict[str, str]
