@@ -15,7 +15,8 @@ verification (cluster_measure.py).  Stepping stops early once a step commits und
 SATURATED of what it offered: higher rates would only pile up a backlog.
 
 Configurations: ``embedded`` and ``mosquitto`` (4 ledger nodes, 6 agents, k = 3,
-q = 2, signatures left to the devices: recheck_tx_signatures 0), and ``baseline``
+q = 2, signatures left to the devices: recheck_tx_signatures 0; Mosquitto on the
+configuration ``micromine broker mosquitto-config`` writes), and ``baseline``
 (the embedded broker, one ledger node, no agents, q = 0: the node verifies every
 signature itself; docs/PERFORMANCE.md).  Progress goes to stderr, the table to stdout,
 everything to ``<out>/cluster.json`` and the curves to ``<out>/cluster_*.png``.
@@ -24,6 +25,7 @@ everything to ``<out>/cluster.json`` and the curves to ``<out>/cluster_*.png``.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,26 +51,19 @@ from micromine.devnet import (
     as_count,
     drain,
     wait_for_devices,
+    write_genesis,
 )
+from micromine.loadgen import sender_key
 from micromine.logs import configure_logging
 from micromine.mqtt import LinkConfig, Login, LoginMode, MqttLink
 from micromine.processes import ManagedProcess, free_port, port_open, python_module, wait_until
 from micromine.protocol import topics
+from micromine.protocol.auth import compute_static_password
 
 # What makes an agent run at full speed and never pause (docs: names.md).  Passed only
 # when the agent's --help lists them (the flags arrive with the agent-budget work).
 AGENT_FULL_SPEED_FLAGS = ("--cpu-budget", "none", "--nice", "0", "--no-idle-priority")
 SATURATED = 0.7  # a step committing less than this share of its offered rate ends the run
-MOSQUITTO_CONFIG = """\
-listener {port} 127.0.0.1
-allow_anonymous true
-persistence false
-max_queued_messages 100000
-max_inflight_messages 0
-log_dest stderr
-log_type error
-log_type warning
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,14 +143,33 @@ def devnet_args(config: Config, args: argparse.Namespace, senders: int) -> argpa
     ])  # fmt: skip
 
 
-def start_mosquitto(devnet: Devnet) -> str:
+def start_mosquitto(devnet: Devnet, first_senders: list[int]) -> str:
+    """Mosquitto on the configuration ``micromine broker mosquitto-config`` writes, as an
+    operator runs it: every key of the cluster (ledger nodes, operator, agents, each
+    step's load generator) logs in with its static password, under the topic ACL."""
+    dargs, data_dir = devnet.args, devnet.data_dir
+    genesis = write_genesis(dargs, data_dir)  # start_cluster writes it again: same keys
+    keys = [data_dir / f"ledger-{i}.key" for i in range(1, dargs.ledgers + 1)]
+    keys.append(data_dir / "operator.key")  # and the agents' (agent_keys makes the files):
+    keys += [data_dir / f"agent-{i}.key" for i in devnet.agent_keys()]
+    passwords = [
+        f"{key.public.hex()}={compute_static_password(key, dargs.chain)}"
+        for key in (sender_key(i) for i in first_senders)
+    ]
+    port, out = free_port(), data_dir / "mosquitto"
+    subprocess.run(
+        python_module("micromine", "broker", "mosquitto-config", "--genesis", str(genesis),
+                      "--out", str(out), "--port", str(port),
+                      *(f"--key={key}" for key in keys), *(f"--password={p}" for p in passwords)),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    conf = out / "mosquitto.conf"
+    if os.geteuid() == 0:  # else mosquitto drops to its own user, who cannot read our files
+        conf.write_text(conf.read_text() + "user root\n")
     binary = next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()),
         "mosquitto",
     )
-    port = free_port()
-    conf = devnet.data_dir / "mosquitto.conf"
-    conf.write_text(MOSQUITTO_CONFIG.format(port=port))
     devnet.spawn("broker", [binary, "-c", str(conf)])
     if not wait_until(lambda: port_open("127.0.0.1", port), timeout=20):
         raise RuntimeError(f"mosquitto did not open its port: {devnet.processes[-1].log_tail()}")
@@ -172,11 +186,12 @@ def run_config(
     devnet.extra_agent_flags = flags
     steps: list[dict[str, Any]] = []
     say(f"bench: {config.name}: {config.ledgers} ledger(s), {config.agents} agents, "
-        f"k={config.k} q={config.q}; logs in {data_dir}")  # fmt: skip
+        f"k={config.k} q={config.q}; logs in {data_dir} (--keep keeps them)")  # fmt: skip
     try:
         if config.broker == "mosquitto":
-            dargs.broker = devnet.broker_url = start_mosquitto(devnet)
-            dargs.login = "none"
+            firsts = [i * senders_per_step for i in range(len(args.steps))]
+            dargs.broker = devnet.broker_url = start_mosquitto(devnet, firsts)
+            dargs.login = "password"
         devnet.start_cluster()
         operator = load_or_create_key(data_dir / "operator.key")
         monitor = MqttLink(LinkConfig(
@@ -210,6 +225,8 @@ def run_config(
                     break
     finally:
         devnet.stop_all()
+    if not args.keep:  # a failure raised above and left the logs for reading
+        shutil.rmtree(data_dir, ignore_errors=True)
     return {"config": asdict(config), "steps": steps, "data_dir": str(data_dir)}
 
 
@@ -314,6 +331,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--settle-seconds", type=float, default=12.0,
                         help="at most this long a step waits for its transactions")  # fmt: skip
     parser.add_argument("--senders-per-step", type=int, default=256)
+    parser.add_argument("--keep", action="store_true", help="keep each cluster's logs and keys")
     parser.add_argument("--ledgers", type=int, default=4)
     parser.add_argument("--agents", type=int, default=6)
     parser.add_argument("--k", type=int, default=3)

@@ -50,8 +50,9 @@ def format_table(document: dict[str, Any]) -> str:
     machine = document["machine"]
     lines.append(
         f"Ed25519 verifications/s per core: {rates['raw_per_core']} raw (libsodium), "
-        f"{rates['protocol_verify_per_core']} via protocol.crypto.verify; all "
-        f"{rates['cores']} cores at once: {rates['raw_all_cores_per_core']} per core.  "
+        f"{rates['protocol_verify_per_core']} via protocol.crypto.verify (per CPU second); "
+        f"all {rates['cores']} cores at once: {rates['raw_per_core_all_busy']} per core, "
+        f"{rates['raw_all_cores_wall']} per wall second in all.  "
         f"Machine: {machine['cpu']}, {machine['cores']} cores, load average "
         f"{machine['load_average_at_start']} at start."
     )
