@@ -53,6 +53,7 @@ from micromine.devnet import (
     wait_for_devices,
     write_genesis,
 )
+from micromine.ledger_node.genesis import ChainParams
 from micromine.loadgen import sender_key
 from micromine.logs import configure_logging
 from micromine.mqtt import LinkConfig, Login, LoginMode, MqttLink
@@ -140,6 +141,7 @@ def devnet_args(config: Config, args: argparse.Namespace, senders: int) -> argpa
         "--ledgers", str(config.ledgers), "--agents", str(config.agents),
         "--k", str(config.k), "--q", str(config.q), "--senders", str(senders),
         "--recheck-tx-signatures", "0", "--chain", "bench",
+        "--max-block-txs", str(args.max_block_txs),
     ])  # fmt: skip
 
 
@@ -337,6 +339,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--q", type=int, default=2)
     parser.add_argument("--verify-seconds", type=float, default=2.0)
+    parser.add_argument("--max-block-txs", type=int, default=ChainParams().max_block_txs,
+                        help="the genesis parameter (beyond saturation, large proposals "
+                        "outlast the consensus timeouts: docs/PERFORMANCE.md)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.configs, args.steps, args.step_seconds, args.settle_seconds = (
@@ -368,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "ed25519": rates,
         "agent_flags": list(flags),
         "step_seconds": args.step_seconds,
+        "max_block_txs": args.max_block_txs,
         "saturation_stop": SATURATED,
         "configs": results,
         "wall_s": round(time.monotonic() - started, 1),
