@@ -229,7 +229,8 @@ def run_config(
         devnet.stop_all()
     if not args.keep:  # a failure raised above and left the logs for reading
         shutil.rmtree(data_dir, ignore_errors=True)
-    return {"config": asdict(config), "steps": steps, "data_dir": str(data_dir)}
+    kept = str(data_dir) if args.keep else None
+    return {"config": asdict(config), "steps": steps, "data_dir": kept}
 
 
 def run_step(
