@@ -12,7 +12,7 @@ SEEDS ?= 100000
 FUZZ_SECONDS ?= 60
 FUZZ_EXAMPLES ?= 2000
 
-.PHONY: help devnet test lint format typecheck sim fuzz mosquitto clean
+.PHONY: help devnet test bench lint format typecheck sim fuzz mosquitto clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -28,6 +28,16 @@ devnet: $(STAMP)  ## run a local cluster (broker, 4 ledger nodes, 4 agents, load
 
 test: $(STAMP) mosquitto  ## run the whole test suite (unit, property, real processes)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+BENCH_STAMP := $(VENV)/.bench-stamp
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) mosquitto  ## cluster benchmark (about 10 min): JSON and PNGs in benchmarks/results; BENCH_ARGS to change it
+	$(BIN)/python benchmarks/cluster_bench.py $(BENCH_ARGS)
 
 sim: $(STAMP)  ## long consensus simulation: SEEDS seeds (default 100000), all fault scenarios
 	$(BIN)/python -m micromine.ledger_node.simulator --seeds $(SEEDS) --byzantine --jobs 2

@@ -16,6 +16,8 @@ simulation replays exactly.  Transaction lifecycle:
           checks the transaction itself (tally.py); a forgery is rejected
         --q valid, picked for an audit (more likely the lower the vouching devices'
           reputation: devices.py)--> checked like a disagreement before acceptance
+    q = 0 (a lone node and no devices; a benchmark baseline, genesis.py): the node
+        checks the signature at admission --> accepted --block--> committed
 
 A batch is given to k distinct available devices among those the chain entitles to
 judge it (dispatch.py, registry.py).  When a device misses the batch deadline, or when
@@ -272,6 +274,9 @@ class LedgerCore:
             self.receipts.note_if_mine(reply_to, tx_id, ReceiptStatus.COMMITTED, height, now_ms)
             return
         reason = self.mempool.check_admission(tx, now_ms, self.accounts)
+        # [REJECT] Without devices (q = 0), the node checks the signature itself.
+        if reason is Reason.OK and self.params.q == 0:
+            reason = check_transaction_objective(tx, self.chain_id)
         if reason is not Reason.OK:
             self.receipts.note_if_mine(reply_to, tx_id, ReceiptStatus.REJECTED, reason, now_ms)
             self.stats.rejected += 1
@@ -284,6 +289,10 @@ class LedgerCore:
 
     def _admit(self, entry: PendingTx, now_ms: int) -> None:
         self.mempool.add(entry)
+        if self.params.q == 0:  # checked at admission (before it was stored): accepted
+            votes = TxVotes(entry.tx, entry.reply_to, entry.admitted_ms, settled=True)
+            self.accepted[entry.tx_id] = votes
+            return
         self.votes[entry.tx_id] = TxVotes(entry.tx, entry.reply_to, entry.admitted_ms)
         if self.peers.mine(entry.tx_id, now_ms):
             self.dispatcher.fresh.append(entry.tx_id)

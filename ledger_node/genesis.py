@@ -39,7 +39,11 @@ class GenesisError(ValueError):
 @dataclass(frozen=True, slots=True)
 class ChainParams:
     k: int = 3  # devices asked to judge each batch
-    q: int = 2  # matching verdicts that decide a transaction
+    # Matching verdicts that decide a transaction.  0: no devices at all, the chain's one
+    # ledger node checks every transaction's signature itself at admission (a benchmark
+    # baseline and single-node dev mode, not a production mode: Genesis allows it only
+    # with a single ledger node, since other validators would trust its word).
+    q: int = 2
     batch_size: int = 64  # most transactions in one WorkBatch
     block_interval_ms: int = 1000  # least time between blocks
     block_reward: int = 50  # minted per block, shared by the devices that judged it
@@ -64,7 +68,7 @@ class ChainParams:
     reward_vesting_blocks: int = 64
 
     def check(self) -> None:
-        if not 1 <= self.q <= self.k:
+        if self.q != 0 and not 1 <= self.q <= self.k:
             raise GenesisError(f"need 1 <= q <= k, got k={self.k} q={self.q}")
         if self.k > 64:
             raise GenesisError("k above 64 is not supported")
@@ -139,6 +143,9 @@ class Genesis:
         if list(self.devices) != sorted(set(self.devices)):
             raise GenesisError("devices must be unique keys in sorted order")
         self.params.check()
+        if self.params.q == 0 and len(self.ledger_nodes) != 1:
+            raise GenesisError("q = 0 (no devices: the node checks every signature) needs "
+                               "exactly one ledger node")  # fmt: skip
         if self.enrollment not in ENROLLMENT_POLICIES:
             raise GenesisError(f"enrollment must be one of {', '.join(ENROLLMENT_POLICIES)}")
         if self.enrollment == "approved" and not self.operators:

@@ -137,6 +137,7 @@ def write_genesis(args: argparse.Namespace, data_dir: Path) -> Path:
             k=k,
             q=min(args.q, k),
             block_interval_ms=args.block_interval_ms,
+            max_block_txs=args.max_block_txs,
             recheck_tx_signatures=args.recheck_tx_signatures,
         ),
         operators=(operator.public,),
@@ -453,6 +454,8 @@ def add_devnet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=3, help="devices per batch")
     parser.add_argument("--q", type=int, default=2, help="matching verdicts for a decision")
     parser.add_argument("--block-interval-ms", type=int, default=1000)
+    parser.add_argument("--max-block-txs", type=int, default=ChainParams().max_block_txs,
+                        help="most transactions in a block (the genesis parameter)")  # fmt: skip
     parser.add_argument("--settle", type=float, default=30.0,
                         help="most seconds to let in-flight transactions settle")  # fmt: skip
     parser.add_argument("--barrage", type=int, default=0, metavar="N",

@@ -8,7 +8,7 @@ import pytest
 from micromine.ledger_node.actions import Action, CommitBlock, Dropped, StorePending
 from micromine.ledger_node.blocks import ChainTip, InvalidBlockError
 from micromine.ledger_node.core import LedgerCore
-from micromine.ledger_node.genesis import ChainParams, Genesis
+from micromine.ledger_node.genesis import ChainParams, Genesis, GenesisError
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
     Account,
@@ -329,3 +329,21 @@ def test_every_built_block_passes_the_honest_validity_rules() -> None:
     for bad in tampered:
         with pytest.raises(InvalidBlockError):
             verify(bad)
+
+
+def test_without_devices_the_lone_node_checks_every_signature_itself() -> None:
+    """q = 0, the benchmark baseline: no device, no dispatch; the node verifies each
+    signature at admission, commits what passes and rejects a forgery at once."""
+    h = make_harness(n_devices=0, q=0)
+    good = [tx(s, n) for s in SENDERS for n in range(2)]
+    forged = replace(tx(SENDERS[0], 2), signature=bytes(64))
+    h.submit([encode(t) for t in (*good, forged)])
+    assert h.receipts()[forged.id] == (ReceiptStatus.REJECTED, Reason.BAD_SIGNATURE)
+    h.run(20)
+    assert not any("/work/" in p.topic for p in h.published)
+    blocks = h.blocks()
+    assert {t.id for b in blocks for t in b.txs} == {t.id for t in good}
+    assert all(not b.verdicts and not b.rewards for b in blocks)
+    assert all(h.receipts()[t.id][0] == ReceiptStatus.COMMITTED for t in good)
+    with pytest.raises(GenesisError, match="exactly one ledger node"):
+        replace(h.core.genesis, ledger_nodes=(NODE.public, key(2).public))
