@@ -17,6 +17,8 @@ from micromine.device_agent.config import (
     DEFAULT_CAPACITY,
     DEFAULT_CHAIN,
     DEFAULT_HEARTBEAT_S,
+    DEFAULT_HOMEASSISTANT_PREFIX,
+    DEFAULT_METRICS_HOST,
     ENV_BROKER,
     ENV_CHAIN,
     ENV_KEY,
@@ -31,7 +33,7 @@ from micromine.mqtt import add_link_arguments
 __all__ = ["add_agent_arguments", "main", "run_agent"]
 
 EXIT_USAGE = 2  # argparse's own code for bad arguments
-EXIT_KEY = 1
+EXIT_KEY = 1  # also: a resource the settings name cannot be used
 
 
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +72,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         help="accept work only from this ledger node key (repeatable; default: any)",
     )
     add_link_arguments(parser)
+    add_watch_arguments(parser)
     # Hidden, for tests only: a lying agent (core.Lie), refused without
     # MICROMINE_ALLOW_LYING=1 (config.py).  Not in --help on purpose.
     parser.add_argument("--lie", choices=[lie.value for lie in Lie], help=argparse.SUPPRESS)
@@ -79,6 +82,46 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="JSON log lines (default: only when stderr is not a terminal)",
+    )
+
+
+def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The status file, Home Assistant and Prometheus settings (docs/AGENT_STATUS.md)."""
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="directory of the status file (env MICROMINE_STATE_DIR; default: the key's)",
+    )
+    parser.add_argument(
+        "--status-file",
+        metavar="FILE",
+        help="JSON status, rewritten every 5 s (env MICROMINE_STATUS_FILE; "
+        "default <state-dir>/status.json)",
+    )
+    parser.add_argument(
+        "--homeassistant",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="announce the agent to Home Assistant by MQTT discovery (env "
+        "MICROMINE_HOMEASSISTANT; default off)",
+    )
+    parser.add_argument(
+        "--homeassistant-prefix",
+        metavar="PREFIX",
+        help=f"Home Assistant discovery prefix (env MICROMINE_HOMEASSISTANT_PREFIX; "
+        f"default {DEFAULT_HOMEASSISTANT_PREFIX})",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (env "
+        "MICROMINE_METRICS_PORT; default none: off)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help=f"address of the metrics endpoint (env MICROMINE_METRICS_HOST; "
+        f"default {DEFAULT_METRICS_HOST})",
     )
 
 
@@ -95,7 +138,17 @@ def run_agent(args: argparse.Namespace) -> int:
     except KeyFileError as exc:
         structlog.get_logger("micromine.device_agent").error("cannot use key", error=str(exc))
         return EXIT_KEY
-    return AgentService(config, key).run()
+    try:
+        service = AgentService(config, key)
+    except OSError as exc:  # the metrics port is taken, say
+        structlog.get_logger("micromine.device_agent").error(
+            "cannot start the metrics endpoint",
+            host=config.metrics_host,
+            port=config.metrics_port,
+            error=str(exc),
+        )
+        return EXIT_KEY
+    return service.run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,6 +39,9 @@ ENV_CHAIN = "MICROMINE_CHAIN"
 ENV_ALLOW_LYING = "MICROMINE_ALLOW_LYING"
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+DEFAULT_HOMEASSISTANT_PREFIX = "homeassistant"
+DEFAULT_METRICS_HOST = "127.0.0.1"
+STATUS_FILE_NAME = "status.json"
 DEFAULT_CHAIN = "devnet"
 DEFAULT_CAPACITY = 64
 DEFAULT_HEARTBEAT_S = 2.0
@@ -72,6 +75,13 @@ class AgentConfig:
     login: LoginMode = LoginMode.TOKEN
     tls: TlsFiles | None = None  # CA, client certificate and key for mqtts:// / wss://
     lie: Lie | None = None  # FOR TESTS ONLY (core.Lie); from_args demands ENV_ALLOW_LYING
+    # --- watching the agent (docs/AGENT_STATUS.md); names as in the shared settings table
+    state_dir: Path | None = None  # None: the key's directory
+    status_file: Path | None = None  # None: <state_dir>/status.json
+    homeassistant: bool = False
+    homeassistant_prefix: str = DEFAULT_HOMEASSISTANT_PREFIX
+    metrics_port: int | None = None  # None: no Prometheus endpoint
+    metrics_host: str = DEFAULT_METRICS_HOST
 
     def __post_init__(self) -> None:
         try:
@@ -94,10 +104,21 @@ class AgentConfig:
             )
         if self.log_level not in LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LEVELS)}")
+        _check_watch_settings(self)
         if self.known_issuers is not None and any(
             len(k) != PUBLIC_KEY_LEN for k in self.known_issuers
         ):
             raise ConfigError("--issuer keys must be 32-byte public keys (64 hex characters)")
+
+    @property
+    def state_directory(self) -> Path:
+        return self.state_dir if self.state_dir is not None else self.key_path.parent
+
+    @property
+    def status_path(self) -> Path:
+        if self.status_file is not None:
+            return self.status_file
+        return self.state_directory / STATUS_FILE_NAME
 
     @property
     def heartbeat_ms(self) -> int:
@@ -145,6 +166,7 @@ class AgentConfig:
             login=login,
             tls=tls,
             lie=Lie(lie) if lie is not None else None,
+            **_watch_settings(args, env),
         )
 
 
@@ -167,3 +189,83 @@ def _parse_issuers(values: list[str]) -> frozenset[bytes]:
             raise ConfigError(f"--issuer {value!r} is not a 32-byte public key (64 hex chars)")
         keys.add(key)
     return frozenset(keys)
+
+
+# --- watching the agent: status file, Home Assistant, Prometheus -----------------------------
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _env_name(setting: str) -> str:
+    return "MICROMINE_" + setting.upper()
+
+
+def _watch_settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """state_dir, status_file, homeassistant(_prefix), metrics_port/host: flag > env."""
+
+    def raw(name: str) -> Any:
+        value = getattr(args, name, None)
+        if value is not None:
+            return value
+        return env.get(_env_name(name)) or None
+
+    out: dict[str, Any] = {}
+    for name in ("state_dir", "status_file"):
+        if (value := raw(name)) is not None:
+            out[name] = Path(str(value)).expanduser()
+    if (value := raw("homeassistant")) is not None:
+        if isinstance(value, bool):
+            out["homeassistant"] = value
+        elif value.lower() in _TRUE | _FALSE:
+            out["homeassistant"] = value.lower() in _TRUE
+        else:
+            raise ConfigError(f"{_env_name('homeassistant')}: {value!r} is not true or false")
+    if (value := raw("homeassistant_prefix")) is not None:
+        out["homeassistant_prefix"] = str(value)
+    if (value := raw("metrics_port")) is not None:
+        out["metrics_port"] = _parse_port(str(value))
+    if (value := raw("metrics_host")) is not None:
+        out["metrics_host"] = str(value)
+    return out
+
+
+def _parse_port(value: str) -> int | None:
+    if value.lower() == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--metrics-port: {value!r} is not a port number or none") from None
+
+
+def _check_watch_settings(config: AgentConfig) -> None:
+    prefix = config.homeassistant_prefix
+    if (
+        not prefix
+        or prefix.startswith("/")
+        or prefix.endswith("/")
+        or any(c in prefix for c in "+#\x00")
+    ):
+        raise ConfigError(
+            f"--homeassistant-prefix: {prefix!r} is not an MQTT topic prefix "
+            "(non-empty, no wildcards, no leading or trailing '/')"
+        )
+    if config.metrics_port is not None and not 1 <= config.metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port must be in 1..65535 or none, got {config.metrics_port}")
+    if not config.metrics_host:
+        raise ConfigError("--metrics-host must not be empty")
+
+
+def status_path_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Path:
+    """Where ``micromine agent status`` looks: the same rules as the agent's own."""
+    env = os.environ if environ is None else environ
+    watch = _watch_settings(args, env)
+    if "status_file" in watch:
+        path: Path = watch["status_file"]
+        return path
+    if "state_dir" in watch:
+        state_dir: Path = watch["state_dir"]
+        return state_dir / STATUS_FILE_NAME
+    key = getattr(args, "key", None) or env.get(ENV_KEY) or default_key_path(env)
+    return Path(key).expanduser().parent / STATUS_FILE_NAME

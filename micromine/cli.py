@@ -69,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     agent = commands.add_parser("agent", help="run a device agent")
     add_agent_arguments(agent)
     agent.set_defaults(run=cmd_agent)
+    agent_commands = agent.add_subparsers(metavar="ACTION")
+    agent_status = agent_commands.add_parser(
+        "status", help="show what the agent on this machine is doing (from its status file)"
+    )
+    agent_status.add_argument("--json", action="store_true", help="print the status as JSON")
+    agent_status.add_argument("--state-dir", metavar="DIR", help="the agent's state directory")
+    agent_status.add_argument("--status-file", metavar="FILE", help="the agent's status file")
+    agent_status.add_argument("--key", metavar="FILE", help=argparse.SUPPRESS)
+    agent_status.set_defaults(run=cmd_agent_status)
 
     from micromine.ledger_node.config import add_ledger_arguments
 
@@ -274,6 +283,16 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from micromine.device_agent.cli import run_agent
 
     return run_agent(args)
+
+
+def cmd_agent_status(args: argparse.Namespace) -> int:
+    import time
+
+    from micromine.device_agent.config import status_path_from
+    from micromine.device_agent.status_file import run_status_command
+
+    path = status_path_from(args)
+    return run_status_command(path, as_json=args.json, now_ms=time.time_ns() // 1_000_000)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:

@@ -84,6 +84,9 @@ TABLE: dict[Channel, Rule] = {
     Channel.SYNC_REPLY: Rule({_L: _ALL}, {_L: _ALL, _O: _ALL}),
     # An operator publishes approvals under its own key; the ledger nodes collect them.
     Channel.APPROVALS: Rule({_O: _OWN}, {_L: _ALL, _O: _ALL}),
+    # Account summaries say nothing the public blocks do not (rewards, and balances that
+    # follow from them): readable like blocks/json.
+    Channel.ACCOUNTS: Rule({_L: _ALL}, _each((*AUTHENTICATED, Role.ANONYMOUS), _ALL)),
 }
 
 

@@ -105,7 +105,8 @@ def test_mosquitto_acl_sections(tmp_path: Path) -> None:
     text = acl_text(policy, users, allow_anonymous=True)
     head = text.split("\nuser ")[0]
     anonymous = [line for line in head.splitlines() if line.startswith("topic ")]
-    assert anonymous == [f"topic read micromine/{CHAIN}/blocks",
+    assert anonymous == [f"topic read micromine/{CHAIN}/accounts/+",
+                         f"topic read micromine/{CHAIN}/blocks",
                          f"topic read micromine/{CHAIN}/blocks/json"]  # fmt: skip
     patterns = [line for line in head.splitlines() if line.startswith("pattern ")]
     assert all("%u" in line for line in patterns)  # a pattern without %u is anonymous's too
