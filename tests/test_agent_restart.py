@@ -78,7 +78,7 @@ def test_broker_restart_agent_reconnects_and_earns_again(
             30,
             message=lambda: f"the agent to learn of its new reward: {status()}",
         )
-        assert agent.running and agent.pid == pid, "the agent was restarted"
+        assert agent.running() and agent.pid == pid, "the agent was restarted"
         assert status()["state"] == "working"
     finally:
         client.link.close()
