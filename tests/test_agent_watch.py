@@ -311,3 +311,28 @@ def test_logs_are_json_off_a_terminal_and_readable_on_one(
     finally:
         configure_logging("info", json=True)
         logging.getLogger().handlers.clear()
+
+
+# --- the broker's ACL for Home Assistant topics ------------------------------------------------
+
+
+def test_homeassistant_acl() -> None:
+    t = ha.HaTopics("homeassistant", ME)
+    theirs = ha.HaTopics("homeassistant", OTHER_DEVICE.public)
+    off = Policy(CHAIN, frozenset({LEDGER.public}))
+    on = Policy(CHAIN, frozenset({LEDGER.public}), homeassistant_prefix="homeassistant")
+    mine = [m.topic for m in ha.discovery_messages(t, version="v", chain_id=CHAIN)] + [t.state]
+    assert all(check_publish(on, ME, topic).allowed for topic in mine)
+    assert not any(check_publish(off, ME, topic).allowed for topic in mine)
+    assert not check_publish(on, ME, theirs.state).allowed  # only its own
+    assert not check_publish(on, ME, theirs.config("sensor", "balance")).allowed
+    assert not check_publish(on, ME, "homeassistant/light/x/y/config").allowed
+    assert not check_publish(on, None, t.state).allowed
+    assert not check_publish(on, LEDGER.public, t.state).allowed
+    assert check_subscribe(on, None, "homeassistant/#").allowed
+    assert not check_subscribe(off, None, "homeassistant/#").allowed
+    assert not check_subscribe(on, None, "#").allowed
+    assert not check_subscribe(on, None, f"micromine/{CHAIN}/work/+").allowed
+    for bad in ("micromine", "ha/#", "", "a//b"):
+        with pytest.raises(ValueError):
+            Policy(CHAIN, frozenset(), homeassistant_prefix=bad)

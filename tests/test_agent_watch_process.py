@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import BrokerProcess, free_port, wait_until
+from access_helpers import start_secured, write_key
+from brokers import BrokerProcess, free_port, require_mosquitto, wait_until
+from protocol_samples import CHAIN, DEVICE
 
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.mqtt import Incoming, LinkConfig, MqttLink
@@ -24,19 +26,38 @@ SENSORS = {"verdicts_per_hour", "txs_judged", "rewards_earned", "balance", "stat
 def test_homeassistant_discovery_metrics_and_status_file(
     tmp_path: Path, broker: BrokerProcess
 ) -> None:
-    device = load_or_create_key(tmp_path / "device.key").public.hex()
+    watch_agent(broker.url, tmp_path / "device.key", "testchain")
+
+
+@pytest.mark.parametrize("kind", ["amqtt", pytest.param("mosquitto", marks=pytest.mark.mosquitto)])
+def test_homeassistant_discovery_through_the_access_control(tmp_path: Path, kind: str) -> None:
+    """A broker with the chain's ACL and ``--homeassistant-prefix``: the device logs in
+    (token or static password) and Home Assistant reads anonymously."""
+    mosquitto = require_mosquitto() if kind == "mosquitto" else None
+    secured = start_secured(kind, tmp_path, mosquitto, "--homeassistant-prefix", "homeassistant")
+    try:
+        key = write_key(tmp_path / "agent.key", DEVICE)  # enrolled by mosquitto_config
+        login = ("--login", "password") if kind == "mosquitto" else ()
+        watch_agent(secured.broker.url, key, CHAIN, *login)
+    finally:
+        secured.broker.stop()
+
+
+def watch_agent(broker_url: str, key_path: Path, chain: str, *flags: str) -> None:
+    """Start an agent with Home Assistant and metrics on; check all three outputs."""
+    device = load_or_create_key(key_path).public.hex()
     node = f"micromine_{device}"
     port = free_port()
     seen: dict[str, bytes] = {}
-    ha = MqttLink(LinkConfig(client_id="ha-test", broker_url=broker.url,
+    ha = MqttLink(LinkConfig(client_id="ha-test", broker_url=broker_url,
                              subscriptions=(("homeassistant/#", 1),)))  # fmt: skip
     ha.start()
     assert ha.wait_connected(30)
     agent = ManagedProcess("agent", python_module(
-        "micromine.device_agent", "--broker", broker.url, "--chain", "testchain",
-        "--key", str(tmp_path / "device.key"), "--log-json", "--homeassistant",
-        "--metrics-port", str(port),
-    ), tmp_path / "agent.log").start()  # fmt: skip
+        "micromine.device_agent", "--broker", broker_url, "--chain", chain,
+        "--key", str(key_path), "--log-json", "--homeassistant",
+        "--metrics-port", str(port), *flags,
+    ), key_path.parent / "agent.log").start()  # fmt: skip
 
     def drain() -> None:
         while (item := ha.get(0.05)) is not None:
@@ -66,7 +87,7 @@ def test_homeassistant_discovery_metrics_and_status_file(
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             text = response.read().decode()
         assert 'micromine_agent_state{state="working"} 1' in text
-        status_path = tmp_path / "status.json"  # default: next to the key
+        status_path = key_path.parent / "status.json"  # default: next to the key
         wait_until(lambda: json.loads(status_path.read_text())["connected"], 30)
 
         assert agent.stop() == 0

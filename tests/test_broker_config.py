@@ -54,12 +54,14 @@ def test_with_genesis_the_access_plugin_replaces_the_anonymous_one(tmp_path: Pat
     genesis = write_genesis(tmp_path)
     config = parse("--genesis", str(genesis), "--no-anonymous", "--login-window", "60",
                    "--publish-rate", "device=20/100",
-                   "--enrollment-state", str(tmp_path / "state.json"))  # fmt: skip
+                   "--enrollment-state", str(tmp_path / "state.json"),
+                   "--homeassistant-prefix", "homeassistant")  # fmt: skip
     plugins = amqtt_config(config)["plugins"]
     expected = {"genesis": str(genesis), "allow_anonymous": False, "window_ms": 60_000}
     assert plugins == {ACCESS_PLUGIN: {
         **expected, "publish_rates": ["device=20/100"],
         "enrollment_state": str(tmp_path / "state.json"),
+        "homeassistant_prefix": "homeassistant",
     }}  # fmt: skip
     with pytest.raises(ValueError, match="enrollment-state needs --genesis"):
         parse("--enrollment-state", str(tmp_path / "state.json"))
