@@ -188,12 +188,11 @@ class AgentService:
                 self._log_discard(out)
 
     def _watch_tick(self, *, final: bool = False) -> None:
+        activity = self.activity()
+        if not final and not self.watch.is_due(activity, self._online):
+            return
         seen = Observation(
-            self._clock_ms(),
-            self._online,
-            self.activity(),
-            self.core.stats.as_dict(),
-            self.link.stats,
+            self._clock_ms(), self._online, activity, self.core.stats.as_dict(), self.link.stats
         )
         outputs = self.watch.tick(seen, final=final)
         self._emit(outputs)

@@ -116,13 +116,28 @@ class Watch:
         due = min(self._next_write, self._next_ha if self.ha is not None else self._next_write)
         return max(0.0, due - time.monotonic())
 
+    def is_due(self, activity: Activity, connected: bool) -> bool:
+        """Whether :meth:`tick` would do anything: lets the service skip gathering
+        counters on the many loop turns where nothing is due."""
+        monotonic = time.monotonic()
+        state = compute_agent_state(activity, connected, self._ever_connected)
+        changed = state != self._last_state
+        return (
+            changed
+            or monotonic >= self._next_write
+            or self._is_ha_due(connected, changed, monotonic)
+        )
+
+    def _is_ha_due(self, connected: bool, changed: bool, monotonic: float) -> bool:
+        return self.ha is not None and connected and (changed or monotonic >= self._next_ha)
+
     def tick(self, seen: Observation, *, final: bool = False) -> list[Publish]:
         """Write the status file when due or when the state changed; the Home Assistant
         state when due (and connected).  ``final``: the last call, before shutdown."""
         monotonic = time.monotonic()
         state = compute_agent_state(seen.activity, seen.connected, self._ever_connected)
         changed = state != self._last_state
-        ha_due = self.ha is not None and seen.connected and (changed or monotonic >= self._next_ha)
+        ha_due = self._is_ha_due(seen.connected, changed, monotonic)
         if not (final or changed or ha_due or monotonic >= self._next_write):
             return []
         status = self.status(seen)

@@ -336,3 +336,10 @@ def test_homeassistant_acl() -> None:
     for bad in ("micromine", "ha/#", "", "a//b"):
         with pytest.raises(ValueError):
             Policy(CHAIN, frozenset(), homeassistant_prefix=bad)
+
+
+def test_bare_agent_command_still_runs_the_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr("micromine.device_agent.cli.run_agent", lambda a: seen.append(a) or 7)
+    assert micromine_main(["agent", "--broker", "mqtt://h:1", "--metrics-port", "9464"]) == 7
+    assert seen[0].metrics_port == "9464"
