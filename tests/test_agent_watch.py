@@ -20,6 +20,7 @@ from protocol_samples import CHAIN, DEVICE, LEDGER, OTHER_DEVICE, block
 from micromine.cli import main as micromine_main
 from micromine.device_agent import homeassistant as ha
 from micromine.device_agent.config import AgentConfig, ConfigError
+from micromine.device_agent.core import AgentCore
 from micromine.device_agent.metrics import MetricsServer, render_metrics
 from micromine.device_agent.status import (
     AccountSummary,
@@ -343,3 +344,20 @@ def test_bare_agent_command_still_runs_the_agent(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("micromine.device_agent.cli.run_agent", lambda a: seen.append(a) or 7)
     assert micromine_main(["agent", "--broker", "mqtt://h:1", "--metrics-port", "9464"]) == 7
     assert seen[0].metrics_port == "9464"
+
+
+# --- clock jumps ----------------------------------------------------------------------------
+
+
+def test_heartbeats_survive_wall_clock_jumps() -> None:
+    """Stepped back an hour, the agent keeps beating (core.on_tick re-arms); stepped forward
+    a day, it sends one heartbeat, not a day's backlog."""
+    core = AgentCore(DEVICE, CHAIN, heartbeat_ms=2000)
+    assert len(core.on_tick(NOW)) == 1
+    back = NOW - 3_600_000
+    assert len(core.on_tick(back)) == 1  # re-armed at once, not an hour of silence
+    assert core.on_tick(back + 1000) == []
+    assert len(core.on_tick(back + 2000)) == 1
+    ahead = NOW + 86_400_000
+    assert len(core.on_tick(ahead)) == 1
+    assert core.on_tick(ahead + 1) == []
