@@ -50,7 +50,13 @@ from micromine.broker.amqtt_fixes import publish_payload_size
 from micromine.broker.enrollment import BrokerEnrollment
 from micromine.ledger_node.genesis import Genesis
 from micromine.protocol import topics
-from micromine.protocol.acl import Decision, Policy, check_publish, check_subscribe
+from micromine.protocol.acl import (
+    Decision,
+    Policy,
+    check_publish,
+    check_subscribe,
+    is_open_enrollment,
+)
 from micromine.protocol.auth import (
     LOGIN_WINDOW_MS,
     LoginRefusal,
@@ -77,18 +83,20 @@ MAX_BUCKETS = 16_384
 """Publish quotas held (one per client); see quota.Buckets for what happens past it."""
 
 
-def policy_from_genesis(genesis: Genesis, enrollment: BrokerEnrollment | None = None) -> Policy:
+def policy_from_genesis(
+    genesis: Genesis,
+    enrollment: BrokerEnrollment | None = None,
+    *,
+    homeassistant_prefix: str | None = None,
+) -> Policy:
     """The chain's roles; with ``enrollment``, a key is a device only if the chain's
     blocks say so (broker/enrollment.py), else every key is."""
-    if enrollment is None:
-        return Policy(
-            genesis.chain_id, frozenset(genesis.ledger_nodes), frozenset(genesis.operators)
-        )
     return Policy(
         genesis.chain_id,
         frozenset(genesis.ledger_nodes),
         frozenset(genesis.operators),
-        is_enrolled=enrollment.is_enrolled,
+        is_enrolled=is_open_enrollment if enrollment is None else enrollment.is_enrolled,
+        homeassistant_prefix=homeassistant_prefix,
     )
 
 
@@ -125,6 +133,9 @@ class AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # am
         enrollment_state: str = ""
         """A file that keeps the enrollment decisions learned from blocks across restarts
         (broker/enrollment.py); empty: kept in memory only."""
+        homeassistant_prefix: str = ""
+        """Devices may publish Home Assistant discovery under it (protocol/acl.py);
+        empty: refused."""
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
@@ -133,7 +144,9 @@ class AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # am
         state = Path(config.enrollment_state) if config.enrollment_state else None
         self.enrollment = BrokerEnrollment(genesis, state)
         self.blocks_topic = topics.blocks(genesis.chain_id)
-        self.policy = policy_from_genesis(genesis, self.enrollment)
+        self.policy = policy_from_genesis(
+            genesis, self.enrollment, homeassistant_prefix=config.homeassistant_prefix or None
+        )
         self.allow_anonymous = config.allow_anonymous
         self.window_ms = config.window_ms
         self.quotas = parse_role_quotas(list(config.publish_rates))

@@ -12,6 +12,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from micromine.protocol.acl import Policy
 from micromine.protocol.auth import LOGIN_WINDOW_MS
 from micromine.protocol.quota import parse_role_quotas
 
@@ -101,6 +102,10 @@ class BrokerConfig:
     """With ``genesis``: a file that keeps the enrollment decisions the broker learned
     from blocks across restarts (broker/enrollment.py)."""
 
+    homeassistant_prefix: str | None = None
+    """With ``genesis``: let devices publish Home Assistant discovery under this prefix
+    (protocol/acl.py); None: Home Assistant topics are refused like any outside the tree."""
+
     def __post_init__(self) -> None:
         """Reject configs that would only fail later, deep inside amqtt, with a worse error."""
         if not self.host:
@@ -132,6 +137,12 @@ class BrokerConfig:
             parse_role_quotas(list(self.publish_rates))  # ValueError says which is wrong
         if self.enrollment_state is not None and self.genesis is None:
             raise ValueError("--enrollment-state needs --genesis (its chain and operators)")
+        if self.homeassistant_prefix is not None:
+            if self.genesis is None:
+                raise ValueError(
+                    "--homeassistant-prefix needs --genesis (an open broker allows it)"
+                )
+            Policy("x", frozenset(), homeassistant_prefix=self.homeassistant_prefix)
         if self.max_message_bytes is not None and self.max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, got {self.max_message_bytes}")
 
@@ -226,6 +237,17 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="PEM CA to verify client certificates by (optional)",
     )
+    add_homeassistant_argument(parser)
+
+
+def add_homeassistant_argument(parser: argparse.ArgumentParser) -> None:
+    """``--homeassistant-prefix``, for the embedded broker and the Mosquitto generator."""
+    parser.add_argument(
+        "--homeassistant-prefix",
+        metavar="PREFIX",
+        help="with --genesis: let devices publish Home Assistant discovery under PREFIX "
+        "(usually homeassistant) and anyone read it; default: refused",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> BrokerConfig:
@@ -250,5 +272,6 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
         tls_ca=args.tls_ca,
         publish_rates=tuple(getattr(args, "publish_rate", ()) or ()),
         enrollment_state=getattr(args, "enrollment_state", None),
+        homeassistant_prefix=getattr(args, "homeassistant_prefix", None),
         **extra,
     )

@@ -73,6 +73,7 @@ def amqtt_config(cfg: BrokerConfig) -> dict[str, Any]:
                 "window_ms": cfg.login_window_ms,
                 "publish_rates": list(cfg.publish_rates),
                 "enrollment_state": str(cfg.enrollment_state or ""),
+                "homeassistant_prefix": cfg.homeassistant_prefix or "",
             }
         }
     return {

@@ -34,8 +34,17 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from micromine.broker.config import add_homeassistant_argument
 from micromine.protocol import topics
-from micromine.protocol.acl import TABLE, Access, Policy, Role, Scope
+from micromine.protocol.acl import (
+    HOMEASSISTANT_COMPONENTS,
+    HOMEASSISTANT_LEAVES,
+    TABLE,
+    Access,
+    Policy,
+    Role,
+    Scope,
+)
 from micromine.protocol.auth import compute_static_password, is_static_password_valid
 from micromine.protocol.limits import MAX_ANY_MESSAGE_BYTES
 from micromine.protocol.quota import MQTT_OVERHEAD
@@ -89,14 +98,20 @@ def acl_text(policy: Policy, users: Iterable[bytes], *, allow_anonymous: bool) -
     chain = policy.chain_id
     out = [f"# micromine ACL for chain {chain}: generated from protocol/acl.py TABLE", ""]
     out.append("# anonymous clients (no username): the lines before the first user line")
+    ha = policy.homeassistant_prefix
+    ha_read = [] if ha is None else [f"topic read {ha}/#"]
     if allow_anonymous:
-        out += sorted(set(_lines(chain, Role.ANONYMOUS, own="-")))
+        out += sorted(set(_lines(chain, Role.ANONYMOUS, own="-"))) + ha_read
     out += ["", "# every key's own topics (%u is the username: the key in lowercase hex)"]
     out += sorted(set(_lines(chain, Role.DEVICE, own=None)))
+    if ha is not None:  # Home Assistant discovery (protocol/acl.py)
+        out += [f"pattern write {ha}/{component}/micromine_%u/+/config"
+                for component in HOMEASSISTANT_COMPONENTS]  # fmt: skip
+        out += [f"pattern write {ha}/micromine/%u/{leaf}" for leaf in HOMEASSISTANT_LEAVES]
     for key in sorted(users):
         role = policy.role_of(key)
         out += ["", f"# {role.value}", f"user {key.hex()}"]
-        out += sorted(set(_lines(chain, role, own=key.hex())))
+        out += sorted(set(_lines(chain, role, own=key.hex()))) + ha_read
     return "\n".join(out) + "\n"
 
 
@@ -126,6 +141,7 @@ def conf_text(args: argparse.Namespace, out_dir: Path) -> str:
 
 
 def add_mosquitto_arguments(parser: argparse.ArgumentParser) -> None:
+    add_homeassistant_argument(parser)
     parser.add_argument("--genesis", type=Path, required=True, help="the chain's genesis file")
     parser.add_argument("--out", type=Path, required=True, help="directory to write into")
     parser.add_argument("--host", default="127.0.0.1", help="listener address")
@@ -207,7 +223,7 @@ def run_mosquitto_config(args: argparse.Namespace) -> int:
     except (GenesisError, KeyFileError, ValueError, OSError) as exc:
         print(f"micromine broker mosquitto-config: {exc}", file=sys.stderr)
         return 2
-    policy = policy_from_genesis(genesis)
+    policy = policy_from_genesis(genesis, homeassistant_prefix=args.homeassistant_prefix)
     out_dir = args.out.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     passwd = out_dir / "passwd"

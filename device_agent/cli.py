@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from micromine.device_agent.config import AgentConfig, load, render_toml
 from micromine.device_agent.keyfile import KeyFileError, load_or_create_key
 from micromine.device_agent.service import AgentService
 from micromine.device_agent.settings import add_setting_flags
+from micromine.device_agent.status_file import run_status_command
 from micromine.logs import configure_logging
 
 __all__ = ["add_agent_arguments", "add_agent_commands", "main", "run_agent"]
@@ -62,6 +64,12 @@ def add_agent_commands(parser: argparse.ArgumentParser) -> Any:
     service.add_argument("--unit", metavar="FILE",
                          default="/etc/systemd/system/micromine-agent.service")  # fmt: skip
     service.set_defaults(run=cmd_install_service)
+    status = actions.add_parser(
+        "status", help="show what the agent on this machine is doing (from its status file)"
+    )
+    add_agent_arguments(status)  # --state-dir, --status-file, --config locate the file
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(run=cmd_status)
     return actions
 
 
@@ -89,6 +97,17 @@ def cmd_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     sys.stdout.write(render_toml(resolved))
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        config, _ = load(args)
+    except ValueError as exc:
+        print(f"micromine agent status: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_status_command(
+        config.status_file, as_json=args.json, now_ms=time.time_ns() // 1_000_000
+    )
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:

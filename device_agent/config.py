@@ -124,7 +124,9 @@ class AgentConfig:
                             ("log_level", self.log_level), ("window", self.window),
                             ("cpu_budget", self.cpu_budget), ("nice", self.nice),
                             ("max_host_cpu", self.max_host_cpu), ("max_load", self.max_load),
-                            ("metrics_port", self.metrics_port)):  # fmt: skip
+                            ("metrics_port", self.metrics_port),
+                            ("homeassistant_prefix", self.homeassistant_prefix),
+                            ("metrics_host", self.metrics_host)):  # fmt: skip
             if value is not None:
                 try:
                     BY_NAME[name].parse(value if name != "log_level" else str(value))

@@ -47,6 +47,24 @@ def string(value: Any) -> str:
     return value
 
 
+def nonempty(value: Any) -> str:
+    text = string(value)
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def topic_prefix(value: Any) -> str:
+    """An MQTT topic prefix a device publishes under: no wildcards, no empty ends."""
+    text = string(value)
+    if not text or text[0] == "/" or text[-1] == "/" or any(c in text for c in "+#\x00"):
+        raise ValueError(
+            f"{text!r} is not an MQTT topic prefix (non-empty, no wildcards, "
+            "no leading or trailing '/')"
+        )
+    return text
+
+
 def _is_none(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() == "none"
 

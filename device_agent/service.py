@@ -25,6 +25,8 @@ import structlog
 
 from micromine.device_agent.config import AgentConfig
 from micromine.device_agent.core import AgentCore, Discarded, Drop, Judged, Output, Publish
+from micromine.device_agent.status import WORKING_ACTIVITY, Activity, Identity
+from micromine.device_agent.watch import Observation, Watch
 from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, Login, MqttLink, Will
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.topics import Channel
@@ -63,12 +65,25 @@ class AgentService:
             lie=config.lie,
         )
         will = self.core.status(False, clock_ms())
+        # Watching: status file, Home Assistant, Prometheus (watch.py).  ``activity`` is
+        # the seam for the pause policy: it says whether the agent works now and why not.
+        self.watch = Watch(
+            config,
+            Identity(
+                self.core.device,
+                config.chain_id,
+                config.broker_url,
+                self.core.agent_version,
+                clock_ms(),
+            ),
+        )
+        self.activity: Callable[[], Activity] = lambda: WORKING_ACTIVITY
         self.link = MqttLink(
             LinkConfig(
                 client_id=config.client_id(self.core.device),
                 broker_url=config.broker_url,
                 will=Will(will.topic, will.payload, will.qos, will.retain),
-                subscriptions=((self.core.work_topic, Channel.WORK.qos),),
+                subscriptions=((self.core.work_topic, Channel.WORK.qos), self.watch.subscription),
                 login=Login(key, config.chain_id, config.login),
                 tls=config.tls,
             )
@@ -115,6 +130,7 @@ class AgentService:
             if self._online:
                 timeout_s = self.core.ms_until_tick(self._clock_ms()) / 1000
             timeout_s = min(timeout_s, max(0.0, next_stats - time.monotonic()))
+            timeout_s = min(timeout_s, self.watch.seconds_until_due())
             item = self.link.get(timeout_s)
             if self._stop.is_set():
                 break
@@ -125,6 +141,7 @@ class AgentService:
                 self._on_message(item, now)
             if self._online:
                 self._emit(self.core.on_tick(self._clock_ms(), busy=self.link.pending()))
+            self._watch_tick()
             if time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + STATS_INTERVAL_S
                 self._log_counters("counters")
@@ -134,10 +151,14 @@ class AgentService:
         if self._online:
             self._log.info("connected", broker=self.config.broker_url)
             self._emit(self.core.on_connected(now_ms, busy=self.link.pending()))
+            self._emit(self.watch.on_connected())
         else:
             self._log.info("disconnected", reason=event.reason)
 
     def _on_message(self, item: Incoming, now_ms: int) -> None:
+        if item.topic == self.watch.account_topic:
+            self.watch.on_account_message(item.payload)
+            return
         if item.topic != self.core.work_topic:
             self.core.stats.unexpected_topic += 1
             self._log_discard(Discarded(Drop.UNEXPECTED_TOPIC, item.topic[:120]))
@@ -153,6 +174,7 @@ class AgentService:
             if isinstance(out, Publish):
                 self.link.publish(out.topic, out.payload, out.qos, out.retain)
             elif isinstance(out, Judged):
+                self.watch.on_judged(out.txs, self._clock_ms())
                 self._log.debug(
                     "batch judged",
                     batch=out.batch_id.hex()[:16],
@@ -164,6 +186,16 @@ class AgentService:
                 )
             elif isinstance(out, Discarded):
                 self._log_discard(out)
+
+    def _watch_tick(self, *, final: bool = False) -> None:
+        activity = self.activity()
+        if not final and not self.watch.is_due(activity, self._online):
+            return
+        seen = Observation(
+            self._clock_ms(), self._online, activity, self.core.stats.as_dict(), self.link.stats
+        )
+        outputs = self.watch.tick(seen, final=final)
+        self._emit(outputs)
 
     def _log_discard(self, out: Discarded) -> None:
         batch = out.batch_id.hex()[:16] if out.batch_id else None
@@ -193,12 +225,16 @@ class AgentService:
 
     def _shutdown(self) -> None:
         offline_sent = False
+        self._watch_tick(final=True)
         if self.link.connected:
+            for goodbye in self.watch.goodbye():
+                self.link.publish(goodbye.topic, goodbye.payload, goodbye.qos, goodbye.retain)
             status = self.core.status(False, self._clock_ms())
             offline_sent = self.link.publish(
                 status.topic, status.payload, status.qos, status.retain, wait=OFFLINE_ACK_TIMEOUT_S
             )
         self.link.close()
+        self.watch.close()
         self._log_counters("agent stopped")
         if not offline_sent:
             self._log.warning("offline status not acknowledged; the broker's Will may be late")

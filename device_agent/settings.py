@@ -40,13 +40,14 @@ from micromine.device_agent.parsers import (
     chain_id,
     cpu_budget,
     integer,
+    nonempty,
     one_of,
     optional,
     path,
     public_key,
     real,
     schedule,
-    string,
+    topic_prefix,
 )
 from micromine.logs import LEVELS
 from micromine.mqtt import LoginMode
@@ -157,11 +158,11 @@ SETTINGS: tuple[Setting, ...] = (
     _S("status_file", path, None, "status JSON (default <state_dir>/status.json)", "FILE"),
     _S("homeassistant", boolean, False, "publish Home Assistant MQTT discovery",
        boolean=True),
-    _S("homeassistant_prefix", string, "homeassistant", "Home Assistant discovery prefix",
+    _S("homeassistant_prefix", topic_prefix, "homeassistant", "Home Assistant discovery prefix",
        "PREFIX"),
     _S("metrics_port", optional(integer(1, 65535)), None, "serve Prometheus metrics on "
        "this port (default: off)", "PORT"),
-    _S("metrics_host", string, "127.0.0.1", "address the metrics server listens on", "HOST"),
+    _S("metrics_host", nonempty, "127.0.0.1", "address the metrics server listens on", "HOST"),
     _S("log_level", one_of(*LEVELS), "info", f"log level: {', '.join(LEVELS)}", "LEVEL"),
     _S("log_json", optional(boolean), None, "JSON log lines (default: only when stderr is "
        "not a terminal)", boolean=True),

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from micromine.ledger_node.account_feed import get_account_summaries
 from micromine.ledger_node.actions import Action, CommitBlock, Dropped, ForgetPending, StorePending
 from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.consensus import SignedState
@@ -769,6 +770,11 @@ class LedgerCore:
             json_topic = topics.blocks_json(self.chain_id)
             actions.append(Publish.on(Channel.BLOCKS, blocks_topic, encode(block)))
             actions.append(Publish.on(Channel.BLOCKS_JSON, json_topic, block_to_json(block)))
+            actions.extend(
+                get_account_summaries(
+                    block, self.accounts, self.vesting, self.devices.records, self.key.public
+                )
+            )
 
     def _spent_nonce(self, tx: Transaction) -> bool:
         account = self.accounts.get(tx.sender)

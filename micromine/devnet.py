@@ -215,6 +215,7 @@ class Devnet:
             self.spawn(f"agent-{index}", python_module(
                 "micromine.device_agent", "--broker", self.broker_url, "--chain", args.chain,
                 "--key", str(self.data_dir / f"agent-{index}.key"), "--log-json",
+                "--status-file", str(self.data_dir / f"agent-{index}.status.json"),
                 *self.link_flags, *(["--lie", "always-valid"] if lying else []),
             ), env={ENV_ALLOW_LYING: "1"} if lying else None)  # fmt: skip
 

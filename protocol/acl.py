@@ -16,6 +16,13 @@ and who may subscribe there, each with a scope for the key level of the topic:
     ANY  any single, well-formed key: no wildcard at that level
     ALL  any key, and for a subscription also the ``+`` wildcard there
 
+Home Assistant (off unless the policy names a discovery prefix): a device may publish
+its own discovery configs and state, and every role may read under the prefix:
+
+    <prefix>/sensor|binary_sensor/micromine_<own key>/<object>/config    DEVICE, own key
+    <prefix>/micromine/<own key>/state|availability                      DEVICE, own key
+    subscriptions whose first levels are the prefix                      every role
+
 Rules: only topics of this chain's tree exist (``micromine/<chain>/...``); a publication
 is allowed when its channel grants the role publishing at a scope the topic's key meets.
 A subscription filter is allowed when every channel it can match grants the role
@@ -84,6 +91,9 @@ TABLE: dict[Channel, Rule] = {
     Channel.SYNC_REPLY: Rule({_L: _ALL}, {_L: _ALL, _O: _ALL}),
     # An operator publishes approvals under its own key; the ledger nodes collect them.
     Channel.APPROVALS: Rule({_O: _OWN}, {_L: _ALL, _O: _ALL}),
+    # Account summaries say nothing the public blocks do not (rewards, and balances that
+    # follow from them): readable like blocks/json.
+    Channel.ACCOUNTS: Rule({_L: _ALL}, _each((*AUTHENTICATED, Role.ANONYMOUS), _ALL)),
 }
 
 
@@ -107,6 +117,22 @@ class Policy:
     ledger_nodes: frozenset[bytes]
     operators: frozenset[bytes] = frozenset()
     is_enrolled: Callable[[bytes], bool] = field(default=is_open_enrollment)
+    # Devices may announce themselves to Home Assistant under this discovery prefix
+    # (device_agent/homeassistant.py); None: Home Assistant topics are outside the tree.
+    homeassistant_prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        prefix = self.homeassistant_prefix
+        if prefix is not None and (
+            not prefix
+            or any(c in prefix for c in "+#\x00")
+            or "" in prefix.split("/")
+            or prefix.split("/")[0] == topics.ROOT
+        ):
+            raise ValueError(
+                f"Home Assistant prefix {prefix!r}: needs non-empty levels, no wildcards, "
+                f"and must not start with {topics.ROOT!r}"
+            )
 
     def role_of(self, key: bytes | None) -> Role:
         if key is None:
@@ -132,6 +158,9 @@ def check_publish(policy: Policy, key: bytes | None, topic: str) -> Decision:
     """May the client with ``key`` (None: anonymous) publish on ``topic``?"""
     if "+" in topic or "#" in topic:
         return Decision(False, "wildcard_in_topic")
+    ha_levels = _homeassistant_levels(policy, topic)
+    if ha_levels is not None:
+        return _check_homeassistant_publish(policy, key, ha_levels)
     parsed = topics.parse(policy.chain_id, topic)
     if parsed is None:
         return Decision(False, "outside_tree")
@@ -140,6 +169,8 @@ def check_publish(policy: Policy, key: bytes | None, topic: str) -> Decision:
 
 def check_subscribe(policy: Policy, key: bytes | None, topic_filter: str) -> Decision:
     """May the client with ``key`` (None: anonymous) subscribe to ``topic_filter``?"""
+    if _homeassistant_levels(policy, topic_filter) is not None:
+        return _OK  # discovery configs and agents' states: nothing secret
     covered = list(_covered(policy.chain_id, topic_filter))
     if not covered:
         return Decision(False, "outside_tree")
@@ -148,6 +179,37 @@ def check_subscribe(policy: Policy, key: bytes | None, topic_filter: str) -> Dec
         if not decision.allowed:
             return decision
     return _OK
+
+
+HOMEASSISTANT_COMPONENTS = ("sensor", "binary_sensor")
+HOMEASSISTANT_LEAVES = ("state", "availability")
+
+
+def _homeassistant_levels(policy: Policy, topic: str) -> list[str] | None:
+    """The levels below the Home Assistant prefix, or None if ``topic`` is not under it."""
+    prefix = policy.homeassistant_prefix
+    if prefix is None:
+        return None
+    head = prefix.split("/")
+    levels = topic.split("/")
+    if levels[: len(head)] != head or len(levels) == len(head):
+        return None
+    return levels[len(head) :]
+
+
+def _check_homeassistant_publish(policy: Policy, key: bytes | None, rest: list[str]) -> Decision:
+    role = policy.role_of(key)
+    if role is not Role.DEVICE or key is None:
+        return Decision(False, f"{role.value}_may_not_publish_homeassistant")
+    own = key.hex()
+    match rest:
+        case [component, node, object_id, "config"] if (
+            component in HOMEASSISTANT_COMPONENTS and node == f"micromine_{own}" and object_id
+        ):
+            return _OK
+        case ["micromine", device, leaf] if device == own and leaf in HOMEASSISTANT_LEAVES:
+            return _OK
+    return Decision(False, "device_not_own_homeassistant")
 
 
 def _check(

@@ -50,6 +50,7 @@ MAX_BLOCK_JSON_BYTES = (
     + (MAX_BLOCK_REGISTRATIONS + MAX_BLOCK_FRAUDS + MAX_CERTIFICATE_SIGNATURES) * (64 + 3)
 )
 MAX_LEDGER_STATUS_BYTES = 256 * KIB  # ledger_node/service.py keeps its status below this
+MAX_ACCOUNT_SUMMARY_BYTES = 1 * KIB  # ledger_node/accounts.py: a few numbers and two keys
 
 MAX_PAYLOAD: Mapping[Channel, int] = {
     Channel.SUBMIT: MAX_MESSAGE_BYTES["submission"],
@@ -66,6 +67,7 @@ MAX_PAYLOAD: Mapping[Channel, int] = {
     Channel.SYNC_REQUEST: MAX_MESSAGE_BYTES["sync_request"],
     Channel.SYNC_REPLY: MAX_MESSAGE_BYTES["block"],
     Channel.APPROVALS: MAX_MESSAGE_BYTES["device_approval"],
+    Channel.ACCOUNTS: MAX_ACCOUNT_SUMMARY_BYTES,
 }
 MQTT_OVERHEAD = 64 * KIB  # room for a PUBLISH packet's topic and header above its payload
 MAX_CONNECT_PACKET = 64 * KIB  # a CONNECT: client id, login token, a Will of a DeviceStatus

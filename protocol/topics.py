@@ -14,6 +14,7 @@
     micromine/<chain>/sync/request                   SyncRequest     QoS 1
     micromine/<chain>/sync/<reply_to hex>            Block (CBOR)    QoS 1
     micromine/<chain>/approvals/<operator hex>       DeviceApproval  QoS 1
+    micromine/<chain>/accounts/<device hex>          JSON account summary  QoS 1, retained
 
 Keys appear in topics as lowercase hex.  Every publisher sets the flags from here, so a
 subscriber can rely on them.
@@ -54,6 +55,9 @@ class Channel(Enum):
     SYNC_REQUEST = TopicSpec(qos=1, retain=False, pattern="sync/request")
     SYNC_REPLY = TopicSpec(qos=1, retain=False, pattern="sync/+")
     APPROVALS = TopicSpec(qos=1, retain=False, pattern="approvals/+")
+    # Informational JSON, retained: what the latest block that rewarded a device left in
+    # its account, so an agent learns its rewards without storing the chain.
+    ACCOUNTS = TopicSpec(qos=1, retain=True, pattern="accounts/+")
 
     @property
     def qos(self) -> int:
@@ -155,6 +159,10 @@ def all_approvals(chain_id: str) -> str:
     return f"{_base(chain_id)}/approvals/+"
 
 
+def accounts(chain_id: str, device: bytes) -> str:
+    return f"{_base(chain_id)}/accounts/{device.hex()}"
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedTopic:
     """What an incoming topic names: the channel and, for per-key topics, the key."""
@@ -202,6 +210,8 @@ def parse(chain_id: str, topic: str) -> ParsedTopic | None:
             return _keyed(Channel.SYNC_REPLY, key, 16)
         case ["approvals", key]:
             return _keyed(Channel.APPROVALS, key, 32)
+        case ["accounts", key]:
+            return _keyed(Channel.ACCOUNTS, key, 32)
     return None
 
 

@@ -166,7 +166,8 @@ class Cluster:
             f"ledger{index}", argv, self.ledger_log(index, self.starts[index])
         ).start()
 
-    def start_agent(self, index: int) -> ManagedProcess:
+    def start_agent(self, index: int, extra: tuple[str, ...] = ()) -> ManagedProcess:
+        """Start agent ``index``; its status file is ``agent_status_path(index)``."""
         agent = ManagedProcess(
             f"agent-{index}",
             python_module(
@@ -178,11 +179,25 @@ class Cluster:
                 "--key",
                 str(self.root / f"agent-{index}.key"),
                 "--log-json",
+                "--status-file",
+                str(self.agent_status_path(index)),
+                *extra,
             ),
             self.root / f"agent-{index}.log",
         ).start()
         self.agents.append(agent)
         return agent
+
+    def agent_status_path(self, index: int) -> Path:
+        return self.root / f"agent-{index}.status.json"
+
+    def agent_status(self, index: int) -> dict[str, Any]:
+        """The agent's status file ({} while there is none yet)."""
+        try:
+            status: dict[str, Any] = json.loads(self.agent_status_path(index).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return status
 
     def start(self) -> "Cluster":
         for index in range(len(self.ledgers)):

@@ -54,12 +54,14 @@ def test_with_genesis_the_access_plugin_replaces_the_anonymous_one(tmp_path: Pat
     genesis = write_genesis(tmp_path)
     config = parse("--genesis", str(genesis), "--no-anonymous", "--login-window", "60",
                    "--publish-rate", "device=20/100",
-                   "--enrollment-state", str(tmp_path / "state.json"))  # fmt: skip
+                   "--enrollment-state", str(tmp_path / "state.json"),
+                   "--homeassistant-prefix", "homeassistant")  # fmt: skip
     plugins = amqtt_config(config)["plugins"]
     expected = {"genesis": str(genesis), "allow_anonymous": False, "window_ms": 60_000}
     assert plugins == {ACCESS_PLUGIN: {
         **expected, "publish_rates": ["device=20/100"],
         "enrollment_state": str(tmp_path / "state.json"),
+        "homeassistant_prefix": "homeassistant",
     }}  # fmt: skip
     with pytest.raises(ValueError, match="enrollment-state needs --genesis"):
         parse("--enrollment-state", str(tmp_path / "state.json"))
@@ -105,7 +107,8 @@ def test_mosquitto_acl_sections(tmp_path: Path) -> None:
     text = acl_text(policy, users, allow_anonymous=True)
     head = text.split("\nuser ")[0]
     anonymous = [line for line in head.splitlines() if line.startswith("topic ")]
-    assert anonymous == [f"topic read micromine/{CHAIN}/blocks",
+    assert anonymous == [f"topic read micromine/{CHAIN}/accounts/+",
+                         f"topic read micromine/{CHAIN}/blocks",
                          f"topic read micromine/{CHAIN}/blocks/json"]  # fmt: skip
     patterns = [line for line in head.splitlines() if line.startswith("pattern ")]
     assert all("%u" in line for line in patterns)  # a pattern without %u is anonymous's too
