@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from micromine.device_agent.core import Lie
+from micromine.device_agent.idle import PausePolicy, TimeWindow, parse_schedule
 from micromine.logs import LEVELS
 from micromine.mqtt import LoginMode, TlsFiles, link_settings_from, parse_broker_url
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.fields import check_chain_id
-from micromine.protocol.limits import MAX_BATCH_TXS, PUBLIC_KEY_LEN
+from micromine.protocol.limits import MAX_BATCH_TXS, MAX_DEVICE_WINDOW, PUBLIC_KEY_LEN
 
 __all__ = [
     "ENV_ALLOW_LYING",
@@ -42,6 +43,9 @@ DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_CHAIN = "devnet"
 DEFAULT_CAPACITY = 64
 DEFAULT_HEARTBEAT_S = 2.0
+DEFAULT_CPU_BUDGET = 25.0
+DEFAULT_NICE = 10
+DEFAULT_WINDOW = 2
 MIN_HEARTBEAT_S = 0.1
 MAX_HEARTBEAT_S = 300.0
 _CLIENT_ID_HEX = 20  # "mmd" + 20 hex = 23 chars: the longest id every 3.1.1 broker must accept
@@ -72,8 +76,18 @@ class AgentConfig:
     login: LoginMode = LoginMode.TOKEN
     tls: TlsFiles | None = None  # CA, client certificate and key for mqtts:// / wss://
     lie: Lie | None = None  # FOR TESTS ONLY (core.Lie); from_args demands ENV_ALLOW_LYING
+    # --- idle-time settings (idle.py; names as in the shared list: flag, MICROMINE_*) ---
+    cpu_budget: float | None = DEFAULT_CPU_BUDGET  # % of one core; None: unlimited
+    max_host_cpu: float | None = None  # % of all cores busy with others; None: off
+    max_load: float | None = None  # 1-minute load average per core; None: off
+    schedule: tuple[TimeWindow, ...] | None = None  # local-time windows; None: always
+    pause_file: Path | None = None  # None: "paused" next to the key (pause_path)
+    nice: int = DEFAULT_NICE
+    idle_priority: bool = True  # SCHED_IDLE where the OS allows it
+    window: int = DEFAULT_WINDOW  # batches wanted at once from each ledger node
 
     def __post_init__(self) -> None:
+        _check_idle_settings(self)
         try:
             address = parse_broker_url(self.broker_url)
         except ValueError as exc:
@@ -98,6 +112,15 @@ class AgentConfig:
             len(k) != PUBLIC_KEY_LEN for k in self.known_issuers
         ):
             raise ConfigError("--issuer keys must be 32-byte public keys (64 hex characters)")
+
+    @property
+    def pause_path(self) -> Path:
+        """While this file exists the agent is paused (``micromine agent pause``)."""
+        return self.pause_file or self.key_path.parent / "paused"
+
+    @property
+    def pause_policy(self) -> PausePolicy:
+        return PausePolicy(self.max_host_cpu, self.max_load, self.schedule)
 
     @property
     def heartbeat_ms(self) -> int:
@@ -145,6 +168,7 @@ class AgentConfig:
             login=login,
             tls=tls,
             lie=Lie(lie) if lie is not None else None,
+            **_idle_settings(args, env),
         )
 
 
@@ -167,3 +191,84 @@ def _parse_issuers(values: list[str]) -> frozenset[bytes]:
             raise ConfigError(f"--issuer {value!r} is not a 32-byte public key (64 hex chars)")
         keys.add(key)
     return frozenset(keys)
+
+
+# --- idle-time settings -----------------------------------------------------------------
+
+_OFF = ("none", "off", "")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _check_idle_settings(config: AgentConfig) -> None:
+    cores = os.cpu_count() or 1
+    budget = config.cpu_budget
+    if budget is not None and not 0 < budget <= 100 * cores:
+        raise ConfigError(
+            f"--cpu-budget must be above 0 and at most {100 * cores} (% of one core, "
+            f"{cores} cores) or 'none', got {budget:g}"
+        )
+    if config.max_host_cpu is not None and not 0 < config.max_host_cpu <= 100:
+        raise ConfigError(
+            f"--max-host-cpu must be in (0, 100] or 'none', got {config.max_host_cpu:g}"
+        )
+    if config.max_load is not None and not config.max_load > 0:
+        raise ConfigError(f"--max-load must be above 0 or 'none', got {config.max_load:g}")
+    if not 0 <= config.nice <= 19:
+        raise ConfigError(f"--nice must be in 0..19, got {config.nice}")
+    if not 1 <= config.window <= MAX_DEVICE_WINDOW:
+        raise ConfigError(f"--window must be in 1..{MAX_DEVICE_WINDOW}, got {config.window}")
+
+
+def _idle_settings(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """The idle-time settings from flags, else ``MICROMINE_<NAME>``, else defaults."""
+
+    def raw(name: str) -> str | None:
+        value = getattr(args, name, None)
+        if value is not None:
+            return str(value)
+        return env.get("MICROMINE_" + name.upper())
+
+    def number(name: str, default: float | None) -> float | None:
+        text = raw(name)
+        if text is None:
+            return default
+        if text.strip().lower() in _OFF:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"--{_flag(name)}: {text!r} is not a number or 'none'") from None
+
+    def integer(name: str, default: int) -> int:
+        text = raw(name)
+        try:
+            return default if text is None else int(text)
+        except ValueError:
+            raise ConfigError(f"--{_flag(name)}: {text!r} is not a whole number") from None
+
+    schedule, pause_file, idle = raw("schedule"), raw("pause_file"), raw("idle_priority")
+    if idle is not None and idle.strip().lower() not in _TRUE + _FALSE:
+        raise ConfigError(f"MICROMINE_IDLE_PRIORITY: {idle!r} is not a yes/no value")
+    try:
+        windows = (
+            None
+            if schedule is None or schedule.strip().lower() in _OFF
+            else parse_schedule(schedule)
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--schedule: {exc}") from None
+    return {
+        "cpu_budget": number("cpu_budget", DEFAULT_CPU_BUDGET),
+        "max_host_cpu": number("max_host_cpu", None),
+        "max_load": number("max_load", None),
+        "schedule": windows,
+        "pause_file": Path(pause_file).expanduser() if pause_file else None,
+        "nice": integer("nice", DEFAULT_NICE),
+        "idle_priority": idle is None or idle.strip().lower() in _TRUE,
+        "window": integer("window", DEFAULT_WINDOW),
+    }
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")

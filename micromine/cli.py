@@ -64,11 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_mosquitto_arguments(mosquitto)
     mosquitto.set_defaults(run=cmd_mosquitto_config)
 
-    from micromine.device_agent.cli import add_agent_arguments
+    from micromine.device_agent.cli import add_agent_arguments, add_pause_arguments
 
     agent = commands.add_parser("agent", help="run a device agent")
     add_agent_arguments(agent)
     agent.set_defaults(run=cmd_agent)
+    agent_commands = agent.add_subparsers(metavar="ACTION")
+    for action, text in (("pause", "pause the agent on this host"), ("resume", "resume it")):
+        switch = agent_commands.add_parser(action, help=f"{text} (the pause file)")
+        add_pause_arguments(switch)
+        switch.set_defaults(run=cmd_agent_pause if action == "pause" else cmd_agent_resume)
 
     from micromine.ledger_node.config import add_ledger_arguments
 
@@ -274,6 +279,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from micromine.device_agent.cli import run_agent
 
     return run_agent(args)
+
+
+def cmd_agent_pause(args: argparse.Namespace) -> int:
+    from micromine.device_agent.cli import run_pause
+
+    return run_pause(args, paused=True)
+
+
+def cmd_agent_resume(args: argparse.Namespace) -> int:
+    from micromine.device_agent.cli import run_pause
+
+    return run_pause(args, paused=False)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:

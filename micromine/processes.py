@@ -39,6 +39,11 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
+# Agents started by devnet, the tests and the benchmarks run at full speed and never
+# pause: SCHED_IDLE or a CPU budget would starve them on a loaded 2-core CI machine.
+FULL_SPEED_AGENT = ("--cpu-budget", "none", "--nice", "0", "--no-idle-priority")
+
+
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
