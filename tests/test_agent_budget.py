@@ -23,22 +23,22 @@ import pytest
 from brokers import EmbeddedBroker, wait_until
 from cluster import CHAIN as CLUSTER_CHAIN
 from cluster import Cluster, Wallets, submit_items
-from protocol_samples import signed_batch
 
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.mqtt import Incoming, LinkConfig, MqttLink
 from micromine.processes import ManagedProcess, python_module
 from micromine.protocol import codec, topics
+from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.limits import MAX_BATCH_TXS
-from micromine.protocol.messages import Transaction
+from micromine.protocol.messages import Assignment, Transaction, WorkBatch
 
 CHAIN = "budgetchain"
 ISSUER = KeyPair(sha256(b"budget test validator"))
 ALICE = KeyPair(sha256(b"budget test alice"))
 BOB = KeyPair(sha256(b"budget test bob"))
 PUBLISH_PER_S = 40.0  # at most, below the agent's WORK_RATE (50 batches/s)
-BACKLOG = 24  # batches published and not yet answered: the agent always has work queued
+BACKLOG = 48  # batches published and not yet answered: the agent always has work queued
 BATCHES = 1500  # enough distinct batches for the whole test (a repeat earns no verdict)
 WARM_UP_S = 5.0
 MEASURE_S = 60.0
@@ -77,9 +77,10 @@ class Flood:
         assert self.link.wait_connected(30)
         txs = transactions(MAX_BATCH_TXS)  # the same txs, judged again under each batch
         deadline = time.time_ns() // 1_000_000 + 3_600_000
+        root = compute_batch_root(txs)  # once: every batch carries the same txs
         self.payloads = [
-            codec.encode(signed_batch(ISSUER, seq=seq, registry_height=1, deadline_ms=deadline,
-                                      txs=txs, chain_id=CHAIN))
+            codec.encode(WorkBatch(codec.sign(Assignment(CHAIN, ISSUER.public, seq, 1, deadline,
+                                                         root), ISSUER), txs))
             for seq in range(1, BATCHES + 1)
         ]  # fmt: skip
         self.verdicts = 0

@@ -146,3 +146,58 @@ def test_lying_is_refused_unless_explicitly_allowed() -> None:
     parser = argparse.ArgumentParser()
     add_agent_arguments(parser)
     assert "--lie" not in parser.format_help()
+
+
+def test_idle_time_settings_defaults_flags_and_environment() -> None:
+    config = parse("--key", "/k/device.key")
+    assert (config.cpu_budget, config.max_host_cpu, config.max_load, config.schedule) == (
+        25.0,
+        None,
+        None,
+        None,
+    )
+    assert (config.nice, config.idle_priority, config.window) == (10, True, 2)
+    assert config.pause_path == Path("/k/paused")
+    env = {
+        "MICROMINE_CPU_BUDGET": "none",
+        "MICROMINE_MAX_HOST_CPU": "60",
+        "MICROMINE_MAX_LOAD": "0.8",
+        "MICROMINE_SCHEDULE": "22:00-07:00",
+        "MICROMINE_PAUSE_FILE": "/run/mm-paused",
+        "MICROMINE_NICE": "19",
+        "MICROMINE_IDLE_PRIORITY": "no",
+        "MICROMINE_WINDOW": "4",
+    }
+    from_env = parse(env=env)
+    assert from_env.cpu_budget is None and from_env.max_host_cpu == 60.0
+    assert from_env.max_load == 0.8 and from_env.pause_path == Path("/run/mm-paused")
+    assert from_env.schedule is not None and from_env.schedule[0].contains(23 * 60)
+    assert (from_env.nice, from_env.idle_priority, from_env.window) == (19, False, 4)
+    from_flags = parse(
+        *("--cpu-budget", "20", "--nice", "0", "--idle-priority", "--window", "1"),
+        *("--max-host-cpu", "none", "--schedule", "off"),
+        env=env,
+    )
+    assert (from_flags.cpu_budget, from_flags.nice, from_flags.idle_priority) == (20.0, 0, True)
+    assert (from_flags.window, from_flags.max_host_cpu, from_flags.schedule) == (1, None, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (("--cpu-budget", "0"), {}, "--cpu-budget must be above 0"),
+        (("--cpu-budget", "lots"), {}, "--cpu-budget: 'lots' is not a number"),
+        (("--max-host-cpu", "101"), {}, "--max-host-cpu must be in"),
+        (("--max-load", "-1"), {}, "--max-load must be above 0"),
+        (("--schedule", "9-17"), {}, "--schedule: schedule '9-17'"),
+        (("--nice", "20"), {}, "--nice must be in 0..19"),
+        (("--window", "0"), {}, "--window must be in 1..16"),
+        ((), {"MICROMINE_WINDOW": "two"}, "--window: 'two' is not a whole number"),
+        ((), {"MICROMINE_IDLE_PRIORITY": "maybe"}, "MICROMINE_IDLE_PRIORITY"),
+    ],
+)
+def test_bad_idle_time_settings_are_named(
+    argv: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(*argv, env=env)

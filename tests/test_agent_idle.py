@@ -1,6 +1,9 @@
 """The agent's idle-time rules (device_agent/idle.py), in memory: budget, pause policy,
 schedule parsing, /proc parsing, and the core's window announcements."""
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -213,3 +216,20 @@ def test_a_window_change_is_announced_at_once() -> None:
         core.set_window(17, 1900)
     with pytest.raises(ValueError):
         AgentCore(DEVICE, "devnet", window=0)
+
+
+def test_priority_is_lowered_in_a_child_process() -> None:
+    """nice and SCHED_IDLE are per thread and irreversible without privileges: try them
+    in a child, never in the test process."""
+    code = (
+        "import os; from micromine.device_agent.host import apply_priority; "
+        "p = apply_priority(7, True); "
+        "print(os.nice(0), p.nice, p.idle, os.sched_getscheduler(0) == os.SCHED_IDLE, "
+        "len(p.problems))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
+    ).stdout.split()
+    assert out[:2] == ["7", "7"]
+    assert out[2] == out[3]  # SCHED_IDLE reported as set exactly when it is
+    assert (out[2] == "True") == (out[4] == "0")  # or a problem says why not
