@@ -188,7 +188,7 @@ class AgentService:
                 elif isinstance(item, Incoming):
                     self._on_message(item, now)
             if self._online:
-                self._emit(self.core.on_tick(self._clock_ms(), busy=self.link.pending()))
+                self._emit(self.core.on_tick(self._clock_ms(), busy=self._busy()))
             if time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + STATS_INTERVAL_S
                 self._log_counters("counters")
@@ -197,7 +197,7 @@ class AgentService:
         self._online = event.kind is LinkEventKind.CONNECTED
         if self._online:
             self._log.info("connected", broker=self.config.broker_url)
-            self._emit(self.core.on_connected(now_ms, busy=self.link.pending()))
+            self._emit(self.core.on_connected(now_ms, busy=self._busy()))
         else:
             self._log.info("disconnected", reason=event.reason)
 
@@ -240,6 +240,10 @@ class AgentService:
 
     # --- idle time ----------------------------------------------------------------------
 
+    def _busy(self) -> int:
+        """Batches received and not yet answered: queued, and the one in hand."""
+        return self.link.pending() + (self._held is not None)
+
     def _budget_wait_s(self) -> float:
         if self._budget is None:
             return 0.0
@@ -270,7 +274,7 @@ class AgentService:
                            others_cpu_percent=seen.others_cpu_percent)  # fmt: skip
             self.core.set_window(0, now)
         if self._online:
-            self._emit(self.core.on_tick(now, busy=self.link.pending()))
+            self._emit(self.core.on_tick(now, busy=self._busy()))
 
     def _lower_priority(self) -> None:
         priority = host.apply_priority(self.config.nice, self.config.idle_priority)
