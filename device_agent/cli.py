@@ -70,6 +70,10 @@ def add_agent_commands(parser: argparse.ArgumentParser) -> Any:
     add_agent_arguments(status)  # --state-dir, --status-file, --config locate the file
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(run=cmd_status)
+    for action, text in (("pause", "pause the agent on this host"), ("resume", "resume it")):
+        switch = actions.add_parser(action, help=f"{text} (creates or removes the pause file)")
+        add_agent_arguments(switch)  # --state-dir, --pause-file, --config locate the file
+        switch.set_defaults(run=cmd_pause if action == "pause" else cmd_resume)
     return actions
 
 
@@ -108,6 +112,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run_status_command(
         config.status_file, as_json=args.json, now_ms=time.time_ns() // 1_000_000
     )
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _switch_pause(args, paused=True)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _switch_pause(args, paused=False)
+
+
+def _switch_pause(args: argparse.Namespace, *, paused: bool) -> int:
+    """Create (pause) or remove (resume) the pause file a running agent watches."""
+    try:
+        path = load(args)[0].pause_file
+        if paused:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:
+            path.unlink(missing_ok=True)
+    except (ValueError, OSError) as exc:
+        print(f"micromine agent: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{'paused' if paused else 'resumed'} ({path})")
+    return 0
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:

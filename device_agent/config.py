@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from micromine.device_agent.core import Lie
+from micromine.device_agent.idle import PausePolicy, TimeWindow
 from micromine.device_agent.settings import (
     BY_NAME,
     CONFIG_ENV,
@@ -101,7 +102,7 @@ class AgentConfig:
     cpu_budget: float | None = 25.0
     max_host_cpu: float | None = None
     max_load: float | None = None
-    schedule: tuple[tuple[int, int], ...] | None = None  # minutes after local midnight
+    schedule: tuple[TimeWindow, ...] | None = None  # None: always
     pause_file: Path = DERIVED  # <state_dir>/paused
     nice: int = 10
     idle_priority: bool = True
@@ -140,6 +141,10 @@ class AgentConfig:
                 f"tls_ca/tls_cert/tls_key need a TLS broker URL (mqtts:// or wss://), "
                 f"not {self.broker_url}"
             )
+
+    @property
+    def pause_policy(self) -> PausePolicy:
+        return PausePolicy(self.max_host_cpu, self.max_load, self.schedule)
 
     @property
     def heartbeat_ms(self) -> int:
@@ -259,7 +264,7 @@ def toml_value(name: str, value: Any) -> str:
     if isinstance(value, frozenset):
         return "[" + ", ".join(f'"{key.hex()}"' for key in sorted(value)) + "]"
     if name == "schedule":
-        text = ",".join(f"{_clock(a)}-{_clock(b)}" for a, b in value)
+        text = ",".join(f"{_clock(w.start)}-{_clock(w.end)}" for w in value)
         return f'"{text}"'
     return _toml_string(str(value))
 

@@ -14,6 +14,13 @@ transactions or a bad signature) sent first cannot suppress the genuine one.  Th
 verdict copies the assignment unchanged and judges every transaction in batch order;
 the agent computes nothing about device assignment.
 
+Flow control: every heartbeat carries ``window``, how many batches the device takes at
+once from each ledger node (0: paused).  :meth:`AgentCore.set_window` makes a heartbeat
+due at once when it changes, so the ledger nodes stop (or resume) sending work within a
+message's flight rather than a heartbeat interval later.  *Whether* to pause is decided
+by :mod:`.idle`; work that arrives while paused is dropped by the adapter and counted
+here (``dropped_paused``): answering nothing is safe, the ledger re-dispatches it.
+
 ``lie`` is for tests only (``Lie.ALWAYS_VALID``: judge every transaction valid without
 looking), so that the ledger's defences against lying devices can be exercised; the
 command line refuses it unless MICROMINE_ALLOW_LYING=1 (cli.py).
@@ -32,7 +39,7 @@ from micromine.protocol.crypto import KeyPair
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Reason
-from micromine.protocol.limits import MAX_HEARTBEAT_BUSY
+from micromine.protocol.limits import MAX_DEVICE_WINDOW, MAX_HEARTBEAT_BUSY
 from micromine.protocol.messages import Judgement, Verdict, WorkBatch
 from micromine.protocol.quota import Rate, TokenBucket
 from micromine.protocol.topics import Channel, Publish
@@ -66,6 +73,7 @@ class Drop(enum.Enum):
     BAD_SIGNATURE = "bad_signature"
     RATE_LIMITED = "rate_limited"
     UNEXPECTED_TOPIC = "unexpected_topic"
+    PAUSED = "paused"  # arrived while we asked for no work (window 0)
 
 
 class Lie(enum.Enum):
@@ -114,6 +122,7 @@ class AgentStats:
     heartbeats: int = 0
     rate_limited: int = 0
     unexpected_topic: int = 0  # counted by the adapter: a message not on our work topic
+    dropped_paused: int = 0  # work that arrived while paused (window 0), unjudged
 
     def dropped(self) -> dict[str, int]:
         """Work messages not answered, by reason (Drop values; malformed ones by code)."""
@@ -124,6 +133,7 @@ class AgentStats:
             Drop.BAD_SIGNATURE.value: self.bad_signature_batches,
             Drop.RATE_LIMITED.value: self.rate_limited,
             Drop.UNEXPECTED_TOPIC.value: self.unexpected_topic,
+            Drop.PAUSED.value: self.dropped_paused,
             **{f"malformed_{code}": n for code, n in self.malformed_by_code.items()},
         }
         return {reason: n for reason, n in counts.items() if n}
@@ -149,6 +159,7 @@ class AgentCore:
         *,
         capacity: int = 64,
         heartbeat_ms: int = 2000,
+        window: int = 2,
         known_issuers: frozenset[bytes] | None = None,
         recent_batches: int = DEFAULT_RECENT_BATCHES,
         agent_version: str = AGENT_VERSION,
@@ -156,11 +167,14 @@ class AgentCore:
     ) -> None:
         if heartbeat_ms <= 0 or recent_batches <= 0:
             raise ValueError("heartbeat_ms and recent_batches must be positive")
+        if not 1 <= window <= MAX_DEVICE_WINDOW:
+            raise ValueError(f"window must be in 1..{MAX_DEVICE_WINDOW}")
         self._key = key
         self.device = key.public  # derived once: KeyPair.public recomputes it on every call
         self.chain_id = chain_id
         self.capacity = capacity
         self.heartbeat_ms = heartbeat_ms
+        self.window = window  # sent in every heartbeat; 0 while paused
         self.known_issuers = known_issuers
         self.agent_version = agent_version
         self.lie = lie
@@ -208,8 +222,26 @@ class AgentCore:
             self._heartbeat_seq,
             now_ms,
             min(max(busy, 0), MAX_HEARTBEAT_BUSY),
+            self.window,
         )
         return [self._device_publish(Channel.HEARTBEAT, codec.encode(codec.sign(beat, self._key)))]
+
+    def set_window(self, window: int, now_ms: int) -> bool:
+        """Ask for ``window`` batches at once (0: pause).  A change makes a heartbeat due
+        now, so the next :meth:`on_tick` tells the ledger nodes at once; returns whether
+        it changed."""
+        if not 0 <= window <= MAX_DEVICE_WINDOW:
+            raise ValueError(f"window must be in 0..{MAX_DEVICE_WINDOW}")
+        if window == self.window:
+            return False
+        self.window = window
+        self._next_heartbeat_ms = now_ms
+        return True
+
+    def discard_paused(self) -> Discarded:
+        """Count a work message dropped unjudged because we are paused."""
+        self.stats.dropped_paused += 1
+        return Discarded(Drop.PAUSED, "arrived while paused")
 
     def ms_until_tick(self, now_ms: int) -> int:
         """How long the adapter may block before calling :meth:`on_tick` again."""

@@ -8,11 +8,11 @@ caller (:mod:`~micromine.device_agent.settings`) adds which setting and where fr
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from micromine.device_agent.idle import TimeWindow, parse_schedule
 from micromine.mqtt import parse_broker_url
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.fields import check_chain_id
@@ -166,23 +166,9 @@ def public_key(value: Any) -> bytes:
     return key
 
 
-_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
-
-
-def schedule(value: Any) -> tuple[tuple[int, int], ...]:
-    """``"22:00-07:00,12:00-13:30"`` -> ((1320, 420), (720, 810)), minutes after midnight."""
-    accepted = "HH:MM-HH:MM[,HH:MM-HH:MM...] in local time (22:00-07:00 spans midnight)"
-    windows = []
-    for part in string(value).split(","):
-        ends = part.strip().split("-")
-        matches = [_CLOCK.fullmatch(end.strip()) for end in ends]
-        if len(ends) != 2 or not all(matches):
-            raise ValueError(f"must be {accepted}, got {value!r}")
-        start, end = ((int(m[1]) * 60 + int(m[2])) for m in matches if m)
-        if start == end:
-            raise ValueError(f"window {part.strip()!r} is empty; use {accepted}")
-        windows.append((start, end))
-    return tuple(windows)
+def schedule(value: Any) -> tuple[TimeWindow, ...]:
+    """``"22:00-07:00,12:00-13:30"``: local-time windows (idle.parse_schedule)."""
+    return parse_schedule(string(value))
 
 
 def cpu_budget(value: Any) -> float:

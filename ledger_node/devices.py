@@ -3,9 +3,14 @@
 Device lifecycle, per device key:
 
     unknown --hello/heartbeat--> live --status offline--> offline --hello/heartbeat--> live
-    live: online, heard from within device_timeout_ms, not stalled, spare capacity
+    live: online, heard from within device_timeout_ms, not stalled
     stalled: missed a batch deadline since its last heartbeat (maybe dead: the broker
              may never fire its Last Will), so it gets no new work until it speaks again
+    paused: live, but its latest heartbeat's window is 0 (its host is busy): no new work,
+            yet nothing is taken back early; the batches it holds keep their deadlines
+
+A live device is given a new batch only while the batches it holds unanswered from us are
+fewer than both its heartbeat's ``window`` and MAX_OUTSTANDING_BATCHES (``has_room``).
 
 Liveness is application-level on purpose (amqtt does not enforce MQTT keep-alive).
 
@@ -48,6 +53,7 @@ from dataclasses import dataclass
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 
 MAX_OUTSTANDING_BATCHES = 4  # per device; bounds what a dying device can strand
+DEFAULT_WINDOW = 2  # until a heartbeat says otherwise (the reference agent's default)
 DEFAULT_CAPACITY = 64
 MAX_DEVICE_RECORDS = 65_536
 STALE = "stale"  # refusal reasons, for the core's drop counters
@@ -66,6 +72,16 @@ class DeviceRecord:
     agreed: int = 0  # judgements that matched the decided outcome
     disagreed: int = 0
     last_beat_ts: int = -1  # the device's own timestamp of its latest heartbeat
+    window: int = DEFAULT_WINDOW  # batches it takes at once, from its latest heartbeat
+
+    @property
+    def paused(self) -> bool:
+        return self.window == 0
+
+    @property
+    def has_room(self) -> bool:
+        """Room for one more batch: fewer held than its window and than our own cap."""
+        return self.outstanding < min(self.window, MAX_OUTSTANDING_BATCHES)
 
     @property
     def reputation(self) -> float:
@@ -147,6 +163,7 @@ class LiveDevices:
         record.last_beat_ts = heartbeat.timestamp_ms
         record.last_seen_ms = now_ms
         record.online = True
+        record.window = heartbeat.window
         return None
 
     def on_status(self, status: DeviceStatus, now_ms: int) -> str | None:
@@ -176,11 +193,12 @@ class LiveDevices:
         )
 
     def available(self, now_ms: int) -> list[DeviceRecord]:
-        """Live devices with room for another batch, in key order (for seeded choice)."""
+        """Live devices with room for another batch (not paused, outstanding below their
+        window), in key order (for seeded choice)."""
         return [
             record
             for key, record in sorted(self.records.items())
-            if self.is_live(record, now_ms) and record.outstanding < MAX_OUTSTANDING_BATCHES
+            if record.has_room and self.is_live(record, now_ms)
         ]
 
     def reputation(self, key: bytes) -> float:
@@ -198,3 +216,9 @@ class LiveDevices:
 
     def count_live(self, now_ms: int) -> int:
         return sum(1 for record in self.records.values() if self.is_live(record, now_ms))
+
+    def count_paused(self, now_ms: int) -> int:
+        """Live devices that asked for no work (window 0); they still count as live."""
+        return sum(
+            1 for record in self.records.values() if record.paused and self.is_live(record, now_ms)
+        )

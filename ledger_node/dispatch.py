@@ -7,9 +7,10 @@ registry.py), and every ledger node checks it.  So only registered devices ever 
 work.  The issuer picks among them:
 
 * a fresh batch goes to k of its entitled devices that are available (live, not
-  stalled, with room: devices.py), drawn with probability proportional to their
-  reputation (devices.weighted_sample, with the core's seeded rng); if fewer than q are
-  available, the batch is made again with the next seq (a new id, so a new ranking),
+  stalled, not paused, holding fewer batches than their heartbeat's window:
+  devices.py), drawn with probability proportional to their reputation
+  (devices.weighted_sample, with the core's seeded rng); if fewer than q are available,
+  the batch is made again with the next seq (a new id, so a new ranking),
   up to ASSIGN_TRIES times, and otherwise its transactions wait for a later tick;
 * a retry batch goes to one entitled device, available, that was not yet asked about
   any of its transactions, drawn the same way, with the same re-issue rule.

@@ -244,6 +244,7 @@ class LedgerService:
             "mempool_bytes": core.mempool.bytes,
             "shed": dict(core.mempool.shed),
             "devices_live": core.devices.count_live(now) if online else 0,
+            "devices_paused": core.devices.count_paused(now) if online else 0,
             "devices_registered": len(core.registry),
             "devices_banned": len(core.registry.banned),
             "frauds_found": core.frauds.found,

@@ -96,7 +96,7 @@ def hostile_messages(
     device = key.public
     mine, foreign = own_topics(chain_id, device), foreign_topics(chain_id, device, ledger)
     presence = mine[2:]  # hello, heartbeat, status: 1 KiB caps
-    heartbeat = encode(sign(Heartbeat(chain_id, device, 1, clock(), 0), key))
+    heartbeat = encode(sign(Heartbeat(chain_id, device, 1, clock(), 0, 2), key))
     yield Hostile("capture", mine[3], heartbeat)
     small = [c for c in captured if len(c) < MAX_MESSAGE_BYTES["verdict"]]
     seq = 1
@@ -166,7 +166,7 @@ def _valid_for(
     elif topic.endswith("/tx/submit"):
         return encode(Submission(other_chain, b"r" * 16, (bytes(8),)))
     else:
-        message = Heartbeat(chain_id, device, seq, now_ms, 0)
+        message = Heartbeat(chain_id, device, seq, now_ms, 0, 2)
     signed = sign(message, key)
     if forge:
         signed = replace(signed, signature=bytes(reversed(signed.signature)))

@@ -32,7 +32,14 @@ from micromine.device_agent.keyfile import load_or_create_key
 from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.loadgen import load_balances
 from micromine.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
-from micromine.processes import ManagedProcess, free_port, port_open, python_module, wait_until
+from micromine.processes import (
+    FULL_SPEED_AGENT,
+    ManagedProcess,
+    free_port,
+    port_open,
+    python_module,
+    wait_until,
+)
 from micromine.protocol import topics
 
 PROGRESS_INTERVAL_S = 1.0
@@ -216,7 +223,7 @@ class Devnet:
                 "micromine.device_agent", "--broker", self.broker_url, "--chain", args.chain,
                 "--key", str(self.data_dir / f"agent-{index}.key"), "--log-json",
                 "--status-file", str(self.data_dir / f"agent-{index}.status.json"),
-                *self.link_flags, *(["--lie", "always-valid"] if lying else []),
+                *FULL_SPEED_AGENT, *self.link_flags, *(["--lie", "always-valid"] if lying else []),
             ), env={ENV_ALLOW_LYING: "1"} if lying else None)  # fmt: skip
 
     def lying_indices(self) -> range:

@@ -20,6 +20,7 @@ from micromine.protocol.kinds import Kind
 from micromine.protocol.limits import (
     MAX_AGENT_VERSION_LEN,
     MAX_BATCH_TXS,
+    MAX_DEVICE_WINDOW,
     MAX_HEARTBEAT_BUSY,
     MAX_TIMESTAMP_MS,
     PUBLIC_KEY_LEN,
@@ -66,7 +67,13 @@ class DeviceHello(SignedMessage):
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat(SignedMessage):
-    """Periodic proof of life; ``busy`` counts batches the device holds unfinished."""
+    """Periodic proof of life, and flow control.
+
+    ``busy`` counts batches the device holds unfinished; ``window`` is how many batches
+    it will take at once from each ledger node right now (0: paused, send no new work).
+    A device sends one at once when its window changes, not only on its cadence, so a
+    pause takes effect within a message's flight; a paused device stays live.
+    """
 
     KIND: ClassVar[Kind] = Kind.HEARTBEAT
     chain_id: str
@@ -74,6 +81,7 @@ class Heartbeat(SignedMessage):
     seq: int
     timestamp_ms: int
     busy: int
+    window: int
     signature: bytes = NO_SIGNATURE
 
     def __post_init__(self) -> None:
@@ -82,6 +90,7 @@ class Heartbeat(SignedMessage):
         check_uint("seq", self.seq)
         check_uint("timestamp_ms", self.timestamp_ms, MAX_TIMESTAMP_MS)
         check_uint("busy", self.busy, MAX_HEARTBEAT_BUSY)
+        check_uint("window", self.window, MAX_DEVICE_WINDOW)
         check_bytes("signature", self.signature, SIGNATURE_LEN)
 
     @property
@@ -91,11 +100,12 @@ class Heartbeat(SignedMessage):
     def unsigned_wire(self) -> list[Any]:
         return [
             int(self.KIND), self.chain_id, self.device, self.seq, self.timestamp_ms, self.busy,
+            self.window,
         ]  # fmt: skip
 
     @classmethod
     def from_wire(cls, items: Sequence[Any]) -> Self:
-        expect_tag(items, cls.KIND, 7)
+        expect_tag(items, cls.KIND, 8)
         return cls(*items[1:])
 
 

@@ -41,6 +41,7 @@ MAX_CERTIFICATE_SIGNATURES: Final = 256
 MAX_RECEIPT_ITEMS: Final = 8192
 MAX_AGENT_VERSION_LEN: Final = 32
 MAX_HEARTBEAT_BUSY: Final = 1024  # a heartbeat's count of unfinished batches
+MAX_DEVICE_WINDOW: Final = 16  # batches a device takes at once from one ledger node
 # Deepest valid message: Proposal > Block > frauds > proof > verdict > judgements > judgement.
 MAX_DEPTH: Final = 7
 

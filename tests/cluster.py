@@ -21,7 +21,7 @@ from micromine.device_agent.keyfile import load_or_create_key
 from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.loadgen import sender_key
 from micromine.mqtt import Incoming, LinkConfig, Login, MqttLink
-from micromine.processes import ManagedProcess, python_module
+from micromine.processes import FULL_SPEED_AGENT, ManagedProcess, python_module
 from micromine.protocol import topics
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode, sign
@@ -181,6 +181,7 @@ class Cluster:
                 "--log-json",
                 "--status-file",
                 str(self.agent_status_path(index)),
+                *FULL_SPEED_AGENT,
                 *extra,
             ),
             self.root / f"agent-{index}.log",

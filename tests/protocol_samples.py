@@ -203,6 +203,7 @@ def heartbeat(**overrides: Any) -> Heartbeat:
         "seq": 3,
         "timestamp_ms": NOW_MS,
         "busy": 1,
+        "window": 2,
     }
     fields.update(overrides)
     return codec.sign(Heartbeat(**fields), DEVICE)

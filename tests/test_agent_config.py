@@ -12,6 +12,7 @@ import pytest
 from micromine.device_agent import add_agent_arguments
 from micromine.device_agent.config import AgentConfig, ConfigError, load, render_toml
 from micromine.device_agent.core import Lie
+from micromine.device_agent.idle import TimeWindow
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.device_agent.settings import SETTINGS
 from micromine.mqtt import LoginMode, TlsFiles
@@ -208,7 +209,7 @@ def test_file_then_environment_then_flag(tmp_path: Path) -> None:
     assert (config.broker_url, config.capacity, config.window) == ("mqtts://pi-broker:8883", 16, 3)
     assert config.tls == TlsFiles(tmp_path / "ca.pem")  # relative to the file
     assert (config.cpu_budget, config.idle_priority) == (None, False)
-    assert config.schedule == ((22 * 60, 7 * 60), (12 * 60, 13 * 60 + 30))
+    assert config.schedule == (TimeWindow(22 * 60, 7 * 60), TimeWindow(12 * 60, 13 * 60 + 30))
     assert config.known_issuers == frozenset({bytes.fromhex("ab" * 32)})
     assert (config.state_dir, config.pause_file) == (
         Path("/x/micromine"),
@@ -242,7 +243,7 @@ def test_the_state_directory_holds_the_key_status_pause_and_default_file(tmp_pat
         ('capacity = "8"\n', None),  # a string of digits is fine, as in the environment
         ("nice = 2.5\n", r":1 \(file\): nice: must be an integer in 0..19"),
         ("idle_priority = 1.0\n", "idle_priority: must be true or false"),
-        ('schedule = "25:00-01:00"\n', "schedule: must be HH:MM-HH:MM"),
+        ('schedule = "25:00-01:00"\n', "schedule: .*is not a time of day"),
         ("[agent]\nbroker = 1\n", "unknown setting 'agent'"),
         ("broker = \n", "not valid TOML"),
     ],
@@ -267,7 +268,7 @@ def test_file_errors_name_the_setting_the_line_and_what_is_accepted(
         ),
         ({"MICROMINE_MAX_HOST_CPU": "101"}, r"max_host_cpu: must be a number in \(0, 100\]"),
         ({"MICROMINE_MAX_LOAD": "-1"}, "max_load: must be a number"),
-        ({"MICROMINE_SCHEDULE": "08:00-08:00"}, "is empty"),
+        ({"MICROMINE_SCHEDULE": "08:00"}, "is not HH:MM-HH:MM"),
         ({"MICROMINE_NICE": "20"}, "nice: must be an integer in 0..19"),
         ({"MICROMINE_METRICS_PORT": "70000"}, "metrics_port: must be an integer in 1..65535"),
         ({"MICROMINE_HOMEASSISTANT": "maybe"}, "homeassistant: must be true or false"),
@@ -297,3 +298,58 @@ def test_show_prints_each_origin_and_reads_back_as_the_same_config(tmp_path: Pat
     assert "capacity = 64  # default" in shown and "\nlie" not in shown
     (tmp_path / "shown.toml").write_text(shown)
     assert parse("--config", str(tmp_path / "shown.toml")) == config
+
+
+def test_idle_time_settings_defaults_flags_and_environment() -> None:
+    config = parse("--key", "/k/device.key")
+    assert (config.cpu_budget, config.max_host_cpu, config.max_load, config.schedule) == (
+        25.0,
+        None,
+        None,
+        None,
+    )
+    assert (config.nice, config.idle_priority, config.window) == (10, True, 2)
+    assert config.pause_file == Path("/k/paused")
+    env = {
+        "MICROMINE_CPU_BUDGET": "none",
+        "MICROMINE_MAX_HOST_CPU": "60",
+        "MICROMINE_MAX_LOAD": "0.8",
+        "MICROMINE_SCHEDULE": "22:00-07:00",
+        "MICROMINE_PAUSE_FILE": "/run/mm-paused",
+        "MICROMINE_NICE": "19",
+        "MICROMINE_IDLE_PRIORITY": "no",
+        "MICROMINE_WINDOW": "4",
+    }
+    from_env = parse(env=env)
+    assert from_env.cpu_budget is None and from_env.max_host_cpu == 60.0
+    assert from_env.max_load == 0.8 and from_env.pause_file == Path("/run/mm-paused")
+    assert from_env.schedule is not None and from_env.schedule[0].contains(23 * 60)
+    assert (from_env.nice, from_env.idle_priority, from_env.window) == (19, False, 4)
+    from_flags = parse(
+        *("--cpu-budget", "20", "--nice", "0", "--idle-priority", "--window", "1"),
+        *("--max-host-cpu", "none", "--schedule", "none"),
+        env=env,
+    )
+    assert (from_flags.cpu_budget, from_flags.nice, from_flags.idle_priority) == (20.0, 0, True)
+    assert (from_flags.window, from_flags.max_host_cpu, from_flags.schedule) == (1, None, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (("--cpu-budget", "0"), {}, r"--cpu-budget \(flag\): cpu_budget: must be a number in \(0, "),
+        (("--cpu-budget", "lots"), {}, "cpu_budget: must be a number .* got 'lots'"),
+        (("--max-host-cpu", "101"), {}, r"--max-host-cpu \(flag\): max_host_cpu: must be a number in \(0, 100\]"),
+        (("--max-load", "-1"), {}, r"--max-load \(flag\): max_load: must be a number in \(0, "),
+        (("--schedule", "9-17"), {}, "--schedule \\(flag\\): schedule: .*'9' is not HH:MM"),
+        (("--nice", "20"), {}, r"--nice \(flag\): nice: must be an integer in 0..19"),
+        (("--window", "0"), {}, r"--window \(flag\): window: must be an integer in 1..16"),
+        ((), {"MICROMINE_WINDOW": "two"}, r"MICROMINE_WINDOW \(env\): window: must be an integer in 1..16, got 'two'"),
+        ((), {"MICROMINE_IDLE_PRIORITY": "maybe"}, "MICROMINE_IDLE_PRIORITY"),
+    ],
+)
+def test_bad_idle_time_settings_are_named(
+    argv: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse(*argv, env=env)

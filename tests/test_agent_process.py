@@ -25,6 +25,7 @@ from protocol_samples import signed_batch
 
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.mqtt import Incoming, LinkConfig, MqttLink
+from micromine.processes import FULL_SPEED_AGENT
 from micromine.protocol import codec, topics
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
@@ -139,6 +140,7 @@ class Agent:
                 [
                     *(sys.executable, "-m", "micromine.device_agent", "--broker", broker_url),
                     *("--key", str(self.key_path), "--chain", CHAIN, "--log-level", "debug"),
+                    *FULL_SPEED_AGENT,
                 ],
                 stderr=log,
                 stdout=subprocess.DEVNULL,

@@ -108,7 +108,7 @@ def run_node(genesis: Genesis) -> None:
     for _ in range(20):
         now += 500
         for device in DEVICES:
-            beat = sign(Heartbeat(chain, device.public, 1, 1, 0), device)
+            beat = sign(Heartbeat(chain, device.public, 1, 1, 0, 2), device)
             topic = topics.device_topic(chain, device.public, Channel.HEARTBEAT)
             core.on_message(topic, encode(beat), now)
         core.on_tick(now)

@@ -75,7 +75,7 @@ def _samples() -> dict[Channel, list[Any]]:
 
     device_messages = {
         Channel.HELLO: lambda chain: DeviceHello(chain, DEVICE.public, "v", 64, 5),
-        Channel.HEARTBEAT: lambda chain: Heartbeat(chain, DEVICE.public, 1, 5, 0),
+        Channel.HEARTBEAT: lambda chain: Heartbeat(chain, DEVICE.public, 1, 5, 0, 2),
         Channel.DEVICE_STATUS: lambda chain: DeviceStatus(chain, DEVICE.public, True, 5),
     }
     prevote = Prevote(CHAIN, 1, 1, NIL, OUTSIDER.public)

@@ -66,7 +66,7 @@ DEVICE = KeyPair(sha256(b"hostile input device"))
 
 
 def beat(timestamp_ms: int, device: KeyPair = DEVICE) -> Heartbeat:
-    return sign(Heartbeat(CHAIN, device.public, 1, timestamp_ms, 0), device)
+    return sign(Heartbeat(CHAIN, device.public, 1, timestamp_ms, 0, 2), device)
 
 
 def test_replayed_presence_cannot_keep_a_dead_device_live() -> None:

@@ -8,6 +8,7 @@ import pytest
 from micromine.ledger_node.actions import Action, CommitBlock, Dropped, StorePending
 from micromine.ledger_node.blocks import ChainTip, InvalidBlockError
 from micromine.ledger_node.core import LedgerCore
+from micromine.ledger_node.devices import MAX_OUTSTANDING_BATCHES
 from micromine.ledger_node.genesis import ChainParams, Genesis, GenesisError
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
@@ -53,6 +54,7 @@ class Harness:
     actions: list[Action] = field(default_factory=list)
     honest: dict[bytes, bool] = field(default_factory=dict)
     silent: set[bytes] = field(default_factory=set)
+    windows: dict[bytes, int] = field(default_factory=dict)  # heartbeat window; default 4
 
     def feed(self, topic: str, payload: bytes) -> list[Action]:
         actions = self.core.on_message(topic, payload, self.now)
@@ -78,7 +80,8 @@ class Harness:
         for device in self.devices:
             if device.public in self.silent:
                 continue
-            beat = sign(Heartbeat(CHAIN, device.public, 1, self.now, 0), device)
+            window = self.windows.get(device.public, MAX_OUTSTANDING_BATCHES)
+            beat = sign(Heartbeat(CHAIN, device.public, 1, self.now, 0, window), device)
             self.feed(topics.device_topic(CHAIN, device.public, Channel.HEARTBEAT), encode(beat))
 
     def submit(self, items: list[bytes], reply_to: bytes = b"r" * 16) -> list[Action]:

@@ -10,6 +10,7 @@ from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.certificate import check_certificate
 from micromine.ledger_node.consensus import PersistSigned
 from micromine.ledger_node.core import LedgerCore
+from micromine.ledger_node.devices import MAX_OUTSTANDING_BATCHES
 from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.ledger_node.state import Account
 from micromine.protocol import topics
@@ -91,7 +92,9 @@ class Net:
     def step(self, ms: int = 100) -> None:
         self.now += ms
         for device in DEVICES:
-            beat = sign(Heartbeat(CHAIN, device.public, 1, self.now, 0), device)
+            beat = sign(
+                Heartbeat(CHAIN, device.public, 1, self.now, 0, MAX_OUTSTANDING_BATCHES), device
+            )
             self.queue.append(
                 Publish.on(
                     Channel.HEARTBEAT,

@@ -31,6 +31,7 @@ from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.limits import (
     MAX_AGENT_VERSION_LEN,
     MAX_BATCH_TXS,
+    MAX_DEVICE_WINDOW,
     MAX_HEARTBEAT_BUSY,
     MAX_MEMO_BYTES,
     MAX_TIMESTAMP_MS,
@@ -185,7 +186,8 @@ blocks = tuples(commit_signatures, 0, 2).flatmap(
 def heartbeats(draw: Any) -> Heartbeat:
     beat = Heartbeat(
         draw(chain_ids), draw(keys32), draw(uints), draw(timestamps),
-        draw(st.integers(0, MAX_HEARTBEAT_BUSY)), draw(signatures),
+        draw(st.integers(0, MAX_HEARTBEAT_BUSY)), draw(st.integers(0, MAX_DEVICE_WINDOW)),
+        draw(signatures),
     )  # fmt: skip
     return signed(draw, beat, "device")
 
@@ -334,7 +336,7 @@ def test_random_bytes_raise_only_decode_error(data: bytes, expected: Any) -> Non
 # A plausible head (an array of the right arity led by a real kind tag) makes random
 # tails reach the field checks instead of failing at the first byte.
 ARITIES = {
-    1: 10, 2: 4, 3: 3, 4: 6, 5: 9, 6: 10, 7: 7, 8: 7, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5,
+    1: 10, 2: 4, 3: 3, 4: 6, 5: 9, 6: 10, 7: 7, 8: 8, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5,
     16: 8, 17: 7,
 }  # fmt: skip
 HEADS = [bytes([0x80 | arity, tag]) for tag, arity in ARITIES.items()]

@@ -27,7 +27,7 @@ from brokers import ConfiguredMosquitto, EmbeddedBroker, free_port, require_mosq
 from protocol_samples import CHAIN, DEVICE, LEDGER, assignment, work_batch
 
 from micromine.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
-from micromine.processes import ManagedProcess, python_module
+from micromine.processes import FULL_SPEED_AGENT, ManagedProcess, python_module
 from micromine.protocol import topics
 from micromine.protocol.codec import decode, encode, is_signature_valid
 from micromine.protocol.messages import Verdict
@@ -88,7 +88,7 @@ def test_agent_over_tls_gets_work_and_answers(
         python_module(
             "micromine.device_agent", "--broker", url, "--chain", CHAIN, "--log-json",
             "--key", str(write_key(tmp_path / "agent.key", KEYS["device"])),
-            "--tls-ca", str(certificates["ca"]), "--login", login.value,
+            "--tls-ca", str(certificates["ca"]), "--login", login.value, *FULL_SPEED_AGENT,
         ),
         tmp_path / "agent.log",
     )  # fmt: skip

@@ -210,7 +210,7 @@ def build_messages() -> list[tuple[str, Any]]:
         header, block_txs, block_verdicts, rewards, 1, certificate, registrations, approvals, frauds
     )
     hello = codec.sign(DeviceHello(CHAIN, DEVICE.public, "micromine-c/0.1", 64, T0), DEVICE)
-    heartbeat = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0 + 2000, 0), DEVICE)
+    heartbeat = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0 + 2000, 0, 2), DEVICE)
     online = codec.sign(DeviceStatus(CHAIN, DEVICE.public, True, T0), DEVICE)
     offline = codec.sign(DeviceStatus(CHAIN, DEVICE.public, False, T0), DEVICE)
     receipts = codec.sign(
@@ -418,7 +418,7 @@ def invalid_json() -> dict[str, Any]:
         return _array(changed)
 
     good = codec.encode(tx)
-    hb = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0, 0), DEVICE)
+    hb = codec.sign(Heartbeat(CHAIN, DEVICE.public, 1, T0, 0, 2), DEVICE)
     assignment = Assignment(CHAIN, LEDGER.public, 1, 5, T0, compute_batch_root((tx,)))
     batch = WorkBatch(codec.sign(assignment, LEDGER), (tx,))
     batch_items = [cbor.encode(item) for item in batch.to_wire()]
