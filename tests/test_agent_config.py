@@ -337,14 +337,26 @@ def test_idle_time_settings_defaults_flags_and_environment() -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        (("--cpu-budget", "0"), {}, r"--cpu-budget \(flag\): cpu_budget: must be a number in \(0, "),
+        (
+            ("--cpu-budget", "0"),
+            {},
+            r"--cpu-budget \(flag\): cpu_budget: must be a number in \(0, ",
+        ),
         (("--cpu-budget", "lots"), {}, "cpu_budget: must be a number .* got 'lots'"),
-        (("--max-host-cpu", "101"), {}, r"--max-host-cpu \(flag\): max_host_cpu: must be a number in \(0, 100\]"),
+        (
+            ("--max-host-cpu", "101"),
+            {},
+            r"--max-host-cpu \(flag\): max_host_cpu: must be a number in \(0, 100\]",
+        ),
         (("--max-load", "-1"), {}, r"--max-load \(flag\): max_load: must be a number in \(0, "),
         (("--schedule", "9-17"), {}, "--schedule \\(flag\\): schedule: .*'9' is not HH:MM"),
         (("--nice", "20"), {}, r"--nice \(flag\): nice: must be an integer in 0..19"),
         (("--window", "0"), {}, r"--window \(flag\): window: must be an integer in 1..16"),
-        ((), {"MICROMINE_WINDOW": "two"}, r"MICROMINE_WINDOW \(env\): window: must be an integer in 1..16, got 'two'"),
+        (
+            (),
+            {"MICROMINE_WINDOW": "two"},
+            r"MICROMINE_WINDOW \(env\): window: must be an integer in 1..16, got 'two'",
+        ),
         ((), {"MICROMINE_IDLE_PRIORITY": "maybe"}, "MICROMINE_IDLE_PRIORITY"),
     ],
 )
