@@ -23,7 +23,11 @@ def current_proposer(cluster: Cluster, watcher: Watcher) -> int:
     return cluster.ledger_keys.index(next(k for k in cluster.ledger_keys if k.public == proposer))
 
 
-@pytest.mark.parametrize("victim", ["a validator", "the proposer"])
+# Only the proposer is killed here: the harder case (the height needs a new round as
+# well as a catch-up).  Killing any validator is the same code path minus the round
+# change, and runs in the consensus simulator's crash scenarios (`make sim`); both
+# variants together cost the suite over a minute.
+@pytest.mark.parametrize("victim", ["the proposer"])
 def test_a_killed_ledger_node_catches_up_to_an_identical_chain(
     tmp_path: Path, embedded_broker: Any, victim: str
 ) -> None:
