@@ -41,7 +41,11 @@ INVALID_KINDS = (
     "overspend", "reused_nonce", "malformed", "oversized",
 )  # fmt: skip
 BUNDLE_INTERVAL_S = 0.1
-RESEND_AFTER_S = 5.0
+RESEND_AFTER_S = 5.0  # an item no ledger has answered (lost on the way) is sent again
+# An item a ledger holds as PENDING is in its mempool (and in SQLite): sending it again
+# only adds work.  Resending every PENDING item after 5 s turned a latency above 5 s
+# into twice the offered load, and the pipeline collapsed.
+RESEND_PENDING_AFTER_S = 30.0
 EXPIRY_MS = 600_000
 
 
@@ -199,7 +203,11 @@ def resend_unsettled(state: LoadState, client: LedgerClient) -> None:
     for item_id in [i for i in state.unsettled if i in fates and fates[i].final]:
         del state.unsettled[item_id]
         del state.last_sent[item_id]
-    stale = [i for i in state.unsettled if now - state.last_sent[i] > RESEND_AFTER_S]
+    stale = [
+        i
+        for i in state.unsettled
+        if now - state.last_sent[i] > (RESEND_PENDING_AFTER_S if i in fates else RESEND_AFTER_S)
+    ]
     if stale:
         log.info("resubmitting transactions without a final receipt", count=len(stale))
         client.submit([state.unsettled[i] for i in stale])
