@@ -147,6 +147,7 @@ class LinkConfig:
     will: Will | None = None
     subscriptions: tuple[tuple[str, int], ...] = ()
     inbox_max: int = 10_000
+    urgent_prefixes: tuple[str, ...] = ()  # topics served before the rest (Inbox)
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     # QoS>0 messages paho keeps (in flight or waiting for a connection); beyond it they drop.
@@ -253,7 +254,7 @@ class MqttLink:
     def __init__(self, config: LinkConfig, rng: random.Random | None = None) -> None:
         self.config = config
         self._address = config.address
-        self._inbox = Inbox(config.inbox_max)
+        self._inbox = Inbox(config.inbox_max, config.urgent_prefixes)
         self._connected = threading.Event()
         self._closing = False
         self._started = False
