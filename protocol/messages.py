@@ -73,13 +73,15 @@ class SignedMessage:
         return sha256(cbor.encode(self.unsigned_wire()))
 
 
-def _memoise_id(message: "Transaction | Assignment | Verdict") -> bytes:
-    """Compute a message's id once and keep it on the (immutable) message.
+def memoise_id(message: SignedMessage) -> bytes:
+    """Compute a message's id once and keep it on the (immutable) message, in its
+    ``_id`` field (``field(default=b"", init=False, repr=False, compare=False)``).
 
     A ledger asks a transaction's id at admission, in the tally, when ordering, rooting
     and checking a block, and again for every node's copy of a proposal; a verdict's
-    covers its 64 judgements.  The memo is not a field of the wire form, equality or
-    repr, and ``dataclasses.replace`` starts the copy without it."""
+    covers its 64 judgements, a proposal's its whole block.  The memo is not a field of
+    the wire form, equality or repr, and ``dataclasses.replace`` starts the copy
+    without it."""
     value = sha256(cbor.encode(message.unsigned_wire()))
     object.__setattr__(message, "_id", value)
     return value
@@ -112,11 +114,11 @@ class Transaction(SignedMessage):
     memo: str
     signature: bytes = NO_SIGNATURE
 
-    _id: bytes = field(default=b"", init=False, repr=False, compare=False)  # _memoise_id
+    _id: bytes = field(default=b"", init=False, repr=False, compare=False)  # memoise_id
 
     @property
     def id(self) -> bytes:
-        return self._id or _memoise_id(self)
+        return self._id or memoise_id(self)
 
     def __post_init__(self) -> None:
         check_chain_id(self.chain_id)
@@ -198,11 +200,11 @@ class Assignment(SignedMessage):
     tx_root: bytes
     signature: bytes = NO_SIGNATURE
 
-    _id: bytes = field(default=b"", init=False, repr=False, compare=False)  # _memoise_id
+    _id: bytes = field(default=b"", init=False, repr=False, compare=False)  # memoise_id
 
     @property
     def id(self) -> bytes:
-        return self._id or _memoise_id(self)
+        return self._id or memoise_id(self)
 
     def __post_init__(self) -> None:
         check_chain_id(self.chain_id)
@@ -324,11 +326,11 @@ class Verdict(SignedMessage):
     judgements: tuple[Judgement, ...]
     signature: bytes = NO_SIGNATURE
 
-    _id: bytes = field(default=b"", init=False, repr=False, compare=False)  # _memoise_id
+    _id: bytes = field(default=b"", init=False, repr=False, compare=False)  # memoise_id
 
     @property
     def id(self) -> bytes:
-        return self._id or _memoise_id(self)
+        return self._id or memoise_id(self)
 
     def __post_init__(self) -> None:
         check_chain_id(self.chain_id)
