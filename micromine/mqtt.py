@@ -6,7 +6,8 @@ signature checks, state) happens in the caller's thread, which drains the inbox 
 :meth:`MqttLink.get`.  So a slow consumer can never stall keep-alives or acknowledgements,
 and the application needs no locks of its own.
 
-The inbox carries two kinds of items, in arrival order:
+The inbox carries two kinds of items, in arrival order (except that messages on topics
+the config names ``urgent_prefixes`` are served before the rest: the ledger's consensus):
 
 * :class:`Incoming` -- an application message;
 * :class:`LinkEvent` -- ``CONNECTED`` after every successful (re)connect, once the
