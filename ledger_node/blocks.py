@@ -291,10 +291,10 @@ def build_block(
         else:
             rejected.append((tx, reason))
 
-    verdicts: dict[bytes, Verdict] = {}
-    for tx in included:
-        for verdict in usable[tx.id][: params.q]:
-            verdicts[verdict.id] = verdict
+    # A batch's transactions share their verdicts: each verdict object's id (the hash
+    # of its encoding, all its judgements) is computed once, not once per transaction.
+    distinct = {id(v): v for tx in included for v in usable[tx.id][: params.q]}
+    verdicts = {verdict.id: verdict for verdict in distinct.values()}
     ordered_verdicts = tuple(verdicts[key] for key in sorted(verdicts))
     # Rewards follow from the block's own contents, so every node can recompute them.
     judged = compute_judged(included, ordered_verdicts, params.q)

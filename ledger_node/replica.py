@@ -21,6 +21,7 @@ of its outputs, plus catch-up (sync) and re-broadcasting.
 """
 
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ from micromine.ledger_node.consensus import (
     ROUND_WINDOW,
     Broadcast,
     ConsensusCore,
+    ConsensusMessage,
     Decide,
     Evidence,
     Output,
@@ -45,6 +47,7 @@ from micromine.protocol import topics
 from micromine.protocol.block import Block, CommitSignature
 from micromine.protocol.codec import Message, decode, encode, is_signature_valid
 from micromine.protocol.consensus import MAX_SYNC_BLOCKS, Precommit, Prevote, Proposal, SyncRequest
+from micromine.protocol.crypto import sha256
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.limits import MAX_TIMESTAMP_MS
 from micromine.protocol.topics import Channel, Publish
@@ -58,6 +61,7 @@ MAX_SYNC_BUFFER = 2 * MAX_SYNC_BLOCKS
 CLOCK_DRIFT_MS = 5000  # a fresh proposal dated further ahead of our clock: prevote nil
 RELAY_AFTER_MS = 3000  # a height undecided this long: relay others' messages too
 RECENT_DECIDED = 16  # decided blocks whose certificates late precommits may still improve
+MAX_SEEN_PAYLOADS = 4096  # digests of consensus payloads already handled (see on_consensus)
 
 
 class Replica:
@@ -85,6 +89,14 @@ class Replica:
         self._next_rebroadcast = 0
         self._height_started_ms = 0  # set by start() and each decision
         self._next_sync_request = 0
+        # SHA-256 of each consensus payload already handled -> (signer, height): an
+        # identical copy (re-broadcast, relay) is skipped before decoding, which for a
+        # proposal of thousands of transactions costs far more than the hash.
+        self._seen: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
+        # The bytes each message the core kept came in, by object: what _gossip relays
+        # (re-encoding a proposal of thousands of transactions every REBROADCAST_MS
+        # cost more than anything else a waiting node did).
+        self._payloads: dict[int, tuple[ConsensusMessage, bytes]] = {}
         self._synced: dict[int, Block] = {}  # certified blocks from peers, by height
         self.evidence = 0
 
@@ -197,11 +209,19 @@ class Replica:
         (docs/CONSENSUS.md, "Gossip").  Receivers drop identical copies unchecked."""
         if now_ms - self._height_started_ms < RELAY_AFTER_MS:
             return [*self._last_sent, *self._sent]
-        return [*self._last_sent, *(encode(m) for m in self.consensus.gossip_messages())]
+        return [*self._last_sent, *(self._payload_of(m) for m in self.consensus.gossip_messages())]
+
+    def _payload_of(self, message: ConsensusMessage) -> bytes:
+        known = self._payloads.get(id(message))
+        return known[1] if known is not None and known[0] is message else encode(message)
 
     def on_consensus(
         self, key: bytes | None, payload: bytes, now_ms: int, actions: list[Action]
     ) -> None:
+        digest = sha256(payload)
+        if (seen := self._seen.get(digest)) is not None:
+            self._on_identical_copy(key, *seen, now_ms, actions)
+            return
         try:
             message: Message = decode(payload)
         except DecodeError as exc:
@@ -234,8 +254,36 @@ class Replica:
             self.ledger.peers.heard(key, now_ms)
         if message.height > self.consensus.height:
             self._request_sync(message.height - 1, now_ms, actions)
+        old = message.height < self.consensus.height
         if not known:
             self._apply(self.consensus.on_message(message, now_ms), now_ms, actions)
+        # Remembered only once handled for good: kept by the core, or of a decided
+        # height (its COMMIT signature noted above); a copy of anything else may still
+        # matter later (a future height the core did not buffer) and is decoded again.
+        if old or self.consensus.knows(message):
+            self._remember(digest, message.signer, message.height)
+            if not (old or known) and len(self._payloads) < MAX_SEEN_PAYLOADS:
+                self._payloads[id(message)] = (message, payload)
+
+    def _remember(self, digest: bytes, signer: bytes, height: int) -> None:
+        self._seen[digest] = (signer, height)
+        if len(self._seen) > MAX_SEEN_PAYLOADS:
+            self._seen.popitem(last=False)
+
+    def _on_identical_copy(
+        self, key: bytes | None, signer: bytes, height: int, now_ms: int, actions: list[Action]
+    ) -> None:
+        """What a copy of a handled message still tells: that its signer is alive (when
+        it comes on the signer's own topic) and that a validator is ahead of us."""
+        if key not in self.consensus.validators:
+            self.ledger.note_drop("consensus", "topic_not_validator", (key or b"").hex()[:16])
+            return
+        if signer == self.ledger.key.public:
+            return
+        if key == signer:
+            self.ledger.peers.heard(key, now_ms)
+        if height > self.consensus.height:
+            self._request_sync(height - 1, now_ms, actions)
 
     def on_sync_request(
         self, _key: bytes | None, payload: bytes, _now_ms: int, actions: list[Action]
@@ -287,6 +335,7 @@ class Replica:
                         pool.add(message.round, message.block_hash, (entry,))
                     payload = encode(message)
                     self._sent.append(payload)
+                    self._remember(sha256(payload), message.signer, message.height)  # its echo
                     topic = topics.consensus(self.chain_id, self.ledger.key.public)
                     actions.append(Publish.on(Channel.CONSENSUS, topic, payload))
                 case Decide(block, _round):
@@ -314,6 +363,7 @@ class Replica:
         self._built.clear()
         self._checked.clear()
         self._last_sent, self._sent = self._sent, []
+        self._payloads = {k: v for k, v in self._payloads.items() if v[0].height > block.height}
         self._height_started_ms = now_ms
         # Stored with the canonical certificate of what we know: possibly of a lower
         # round than the one we decided in, or with more signatures (ours among them).

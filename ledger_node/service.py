@@ -98,6 +98,10 @@ class LedgerService:
                     (topics.all_approvals(chain), Channel.APPROVALS.qos),
                 ),
                 inbox_max=100_000,
+                # Consensus before the transaction flow: a proposal queued behind a
+                # backlog of submissions let the round time out, and the next
+                # proposer's bigger block took longer still.
+                urgent_prefixes=(topics.all_consensus(chain).removesuffix("+"),),
                 max_queued_messages=100_000,
                 login=Login(key, chain, config.login),
                 tls=config.tls,

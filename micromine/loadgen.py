@@ -43,7 +43,12 @@ INVALID_KINDS = (
     "overspend", "reused_nonce", "malformed", "oversized",
 )  # fmt: skip
 BUNDLE_INTERVAL_S = 0.1
-RESEND_AFTER_S = 5.0
+RESEND_AFTER_S = 5.0  # an item no ledger has answered (lost on the way) is sent again
+# An item a ledger holds as PENDING is in its mempool (and in SQLite): sending it again
+# only adds work.  Resending every PENDING item after 5 s turned a latency above 5 s
+# into twice the offered load, and the pipeline collapsed.
+RESEND_PENDING_AFTER_S = 30.0
+RESEND_SCAN_S = 1.0
 EXPIRY_MS = 600_000
 SENDER_BALANCE = 10**12
 BAD_SENDER_BALANCE = 10**6
@@ -94,6 +99,7 @@ class LoadState:
     submit_span_s: float = 0.0  # how long submitting took (the offered rate's divisor)
     _next_sender: int = 0
     _next_bad: int = 0
+    next_resend_scan: float = 0.0  # monotonic time of the next resend_unsettled scan
 
     def transaction(self, sender: KeyPair, nonce: int, now_ms: int, **changes: Any) -> Transaction:
         recipient = self.senders[self.rng.randrange(len(self.senders))].public
@@ -184,17 +190,25 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
 def submit_for(
     args: argparse.Namespace, state: LoadState, client: LedgerClient, started: float
 ) -> None:
-    """Submit at ``args.tx_rate`` for ``args.duration`` seconds, in 100 ms bundles."""
+    """Submit at ``args.tx_rate`` for ``args.duration`` seconds, in 100 ms bundles.
+
+    One bundle per BUNDLE_INTERVAL_S at most: ``poll`` returns as soon as a receipt
+    arrives, and sending whatever was due on every return made, under a stream of
+    receipts, hundreds of tiny Submissions a second, past the broker's publish quota
+    for a client (whose refusals left nonce gaps that got every later transaction of
+    those senders rejected)."""
     sent = 0
-    while (elapsed := time.monotonic() - started) < args.duration:
-        due = int(elapsed * args.tx_rate) + 1 - sent
-        if due > 0:
+    next_bundle = started
+    while (now := time.monotonic()) - started < args.duration:
+        due = int((now - started) * args.tx_rate) + 1 - sent
+        if due > 0 and now >= next_bundle:
             submit_bundle(state, client, due, args.invalid_fraction)
             sent += due
+            next_bundle = now + BUNDLE_INTERVAL_S
             if args.state:
                 write_nonces(args.state, state.nonces)
         resend_unsettled(state, client)
-        client.poll(BUNDLE_INTERVAL_S)
+        client.poll(max(0.0, next_bundle - time.monotonic()))
     state.submit_span_s = time.monotonic() - started
 
 
@@ -254,12 +268,23 @@ def _item_id(item: bytes) -> bytes:
 
 
 def resend_unsettled(state: LoadState, client: LedgerClient) -> None:
+    """Send again, in one Submission per scan and at most one scan a second, what has no
+    final receipt yet.  Scanning on every poll sent a message per item as each one came
+    due: beyond the broker's publish quota for a client, which dropped whole bundles
+    (and the nonce gaps they left had every later transaction of those senders rejected)."""
     now = time.monotonic()
+    if now < state.next_resend_scan:
+        return
+    state.next_resend_scan = now + RESEND_SCAN_S
     fates = client.fates
     for item_id in [i for i in state.unsettled if i in fates and fates[i].final]:
         del state.unsettled[item_id]
         del state.last_sent[item_id]
-    stale = [i for i in state.unsettled if now - state.last_sent[i] > RESEND_AFTER_S]
+    stale = [
+        i
+        for i in state.unsettled
+        if now - state.last_sent[i] > (RESEND_PENDING_AFTER_S if i in fates else RESEND_AFTER_S)
+    ]
     if stale:
         log.info("resubmitting transactions without a final receipt", count=len(stale))
         client.submit([state.unsettled[i] for i in stale])

@@ -6,7 +6,8 @@ signature checks, state) happens in the caller's thread, which drains the inbox 
 :meth:`MqttLink.get`.  So a slow consumer can never stall keep-alives or acknowledgements,
 and the application needs no locks of its own.
 
-The inbox carries two kinds of items, in arrival order:
+The inbox carries two kinds of items, in arrival order (except that messages on topics
+the config names ``urgent_prefixes`` are served before the rest: the ledger's consensus):
 
 * :class:`Incoming` -- an application message;
 * :class:`LinkEvent` -- ``CONNECTED`` after every successful (re)connect, once the
@@ -147,6 +148,7 @@ class LinkConfig:
     will: Will | None = None
     subscriptions: tuple[tuple[str, int], ...] = ()
     inbox_max: int = 10_000
+    urgent_prefixes: tuple[str, ...] = ()  # topics served before the rest (Inbox)
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     # QoS>0 messages paho keeps (in flight or waiting for a connection); beyond it they drop.
@@ -253,7 +255,7 @@ class MqttLink:
     def __init__(self, config: LinkConfig, rng: random.Random | None = None) -> None:
         self.config = config
         self._address = config.address
-        self._inbox = Inbox(config.inbox_max)
+        self._inbox = Inbox(config.inbox_max, config.urgent_prefixes)
         self._connected = threading.Event()
         self._closing = False
         self._started = False

@@ -156,20 +156,28 @@ class Inbox:
 
     A ``queue.Queue`` cannot do this: its bound applies to every item, and a dropped
     CONNECTED event would leave the consumer never re-announcing itself.
+
+    Messages on a topic starting with one of ``urgent_prefixes`` go first, FIFO among
+    themselves: a ledger node's consensus messages must not wait behind thousands of
+    submissions and verdicts while its round timeouts run (MQTT orders messages only
+    per topic, so no order the protocol relies on changes).
     """
 
-    def __init__(self, max_messages: int) -> None:
+    def __init__(self, max_messages: int, urgent_prefixes: tuple[str, ...] = ()) -> None:
         self._items: deque[Incoming | LinkEvent] = deque()
+        self._urgent: deque[Incoming] = deque()
+        self._urgent_prefixes = urgent_prefixes
         self._messages = 0
         self._max = max_messages
         self._cond = threading.Condition(threading.Lock())
         self._woken = False
 
     def put_message(self, item: Incoming) -> bool:
+        urgent = bool(self._urgent_prefixes) and item.topic.startswith(self._urgent_prefixes)
         with self._cond:
             if self._messages >= self._max:
                 return False
-            self._items.append(item)
+            (self._urgent if urgent else self._items).append(item)
             self._messages += 1
             self._cond.notify()
             return True
@@ -181,11 +189,16 @@ class Inbox:
 
     def get(self, timeout: float | None) -> Incoming | LinkEvent | None:
         with self._cond:
-            if not self._items and not self._woken:
-                self._cond.wait_for(lambda: bool(self._items) or self._woken, timeout)
+            if not (self._items or self._urgent) and not self._woken:
+                self._cond.wait_for(
+                    lambda: bool(self._items or self._urgent) or self._woken, timeout
+                )
             if self._woken:
                 self._woken = False
                 return None
+            if self._urgent:
+                self._messages -= 1
+                return self._urgent.popleft()
             if not self._items:
                 return None
             item = self._items.popleft()

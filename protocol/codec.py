@@ -111,7 +111,10 @@ def decode(data: bytes, expected: type[M] | None = None) -> M:
         message = message_type.from_wire(value)
     except RecursionError:  # pragma: no cover - depth is capped before this
         raise DecodeError(DecodeFailure.TOO_DEEP, "nesting too deep") from None
-    if encode(message) != data:
+    # Re-encoding the decoded tree, not the message, is the same check (every from_wire
+    # keeps its items' exact types and values: fields.py) at a fraction of the cost of
+    # rebuilding the wire tree of a proposal's thousands of transactions and judgements.
+    if cbor.encode(value) != data:
         raise DecodeError(DecodeFailure.NOT_CANONICAL, "not the canonical encoding")
     return cast(M, message)
 

@@ -16,7 +16,7 @@ rounds never add up: each verifies only for its own round (see docs/CONSENSUS.md
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from micromine.protocol.block import Block
@@ -30,7 +30,7 @@ from micromine.protocol.limits import (
     REPLY_TO_LEN,
     SIGNATURE_LEN,
 )
-from micromine.protocol.messages import NO_SIGNATURE, SignedMessage, expect_tag
+from micromine.protocol.messages import NO_SIGNATURE, SignedMessage, expect_tag, memoise_id
 
 NIL = bytes(HASH_LEN)  # block_hash of a nil vote
 MAX_SYNC_BLOCKS = 64  # most blocks one SyncRequest may ask for
@@ -48,6 +48,13 @@ class Proposal(SignedMessage):
     block: Block
     proposer: bytes
     signature: bytes = NO_SIGNATURE
+
+    # Its id covers the whole block: checked by the replica and the consensus core.
+    _id: bytes = field(default=b"", init=False, repr=False, compare=False)  # memoise_id
+
+    @property
+    def id(self) -> bytes:
+        return self._id or memoise_id(self)
 
     def __post_init__(self) -> None:
         check_chain_id(self.chain_id)

@@ -11,7 +11,7 @@ message without its signature (for a block, the header hash).
 """
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nacl.exceptions
 import nacl.signing
@@ -39,20 +39,27 @@ class KeyPair:
     """An Ed25519 signing key.  ``seed`` is the 32-byte secret; keep it out of logs."""
 
     seed: bytes
+    # Deriving the key pair from the seed is a scalar multiplication, as dear as a
+    # signature: done once here, not on every ``public`` and ``sign``.
+    _signing: nacl.signing.SigningKey = field(init=False, repr=False, compare=False)
+    _public: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.seed) != 32:
             raise ValueError("an Ed25519 seed is 32 bytes")
+        signing = nacl.signing.SigningKey(self.seed)
+        object.__setattr__(self, "_signing", signing)
+        object.__setattr__(self, "_public", bytes(signing.verify_key))
 
     def __repr__(self) -> str:  # never print the secret
         return f"KeyPair(public={self.public.hex()[:16]}…)"
 
     @property
     def public(self) -> bytes:
-        return bytes(nacl.signing.SigningKey(self.seed).verify_key)
+        return self._public
 
     def sign(self, kind_tag: int, chain_id: str, digest: bytes) -> bytes:
-        signed = nacl.signing.SigningKey(self.seed).sign(signing_bytes(kind_tag, chain_id, digest))
+        signed = self._signing.sign(signing_bytes(kind_tag, chain_id, digest))
         return bytes(signed.signature)
 
     @classmethod

@@ -13,7 +13,7 @@ Assignment its issuer signed, which the device copies into its Verdict.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from micromine.protocol import cbor
@@ -73,6 +73,20 @@ class SignedMessage:
         return sha256(cbor.encode(self.unsigned_wire()))
 
 
+def memoise_id(message: SignedMessage) -> bytes:
+    """Compute a message's id once and keep it on the (immutable) message, in its
+    ``_id`` field (``field(default=b"", init=False, repr=False, compare=False)``).
+
+    A ledger asks a transaction's id at admission, in the tally, when ordering, rooting
+    and checking a block, and again for every node's copy of a proposal; a verdict's
+    covers its 64 judgements, a proposal's its whole block.  The memo is not a field of
+    the wire form, equality or repr, and ``dataclasses.replace`` starts the copy
+    without it."""
+    value = sha256(cbor.encode(message.unsigned_wire()))
+    object.__setattr__(message, "_id", value)
+    return value
+
+
 def expect_tag(items: Sequence[Any], kind: Kind, length: int) -> None:
     """Check a decoded array's leading tag and arity before reading its fields."""
     if not items or type(items[0]) is not int:
@@ -99,6 +113,12 @@ class Transaction(SignedMessage):
     expiry_ms: int  # invalid in any block whose timestamp is later
     memo: str
     signature: bytes = NO_SIGNATURE
+
+    _id: bytes = field(default=b"", init=False, repr=False, compare=False)  # memoise_id
+
+    @property
+    def id(self) -> bytes:
+        return self._id or memoise_id(self)
 
     def __post_init__(self) -> None:
         check_chain_id(self.chain_id)
@@ -179,6 +199,12 @@ class Assignment(SignedMessage):
     deadline_ms: int
     tx_root: bytes
     signature: bytes = NO_SIGNATURE
+
+    _id: bytes = field(default=b"", init=False, repr=False, compare=False)  # memoise_id
+
+    @property
+    def id(self) -> bytes:
+        return self._id or memoise_id(self)
 
     def __post_init__(self) -> None:
         check_chain_id(self.chain_id)
@@ -299,6 +325,12 @@ class Verdict(SignedMessage):
     assignment: Assignment
     judgements: tuple[Judgement, ...]
     signature: bytes = NO_SIGNATURE
+
+    _id: bytes = field(default=b"", init=False, repr=False, compare=False)  # memoise_id
+
+    @property
+    def id(self) -> bytes:
+        return self._id or memoise_id(self)
 
     def __post_init__(self) -> None:
         check_chain_id(self.chain_id)

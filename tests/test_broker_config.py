@@ -12,7 +12,7 @@ from access_helpers import OPERATOR, write_genesis
 from protocol_samples import CHAIN, DEVICE, LEDGER
 
 from micromine.broker.access import policy_from_genesis
-from micromine.broker.amqtt_fixes import SubscriptionTable
+from micromine.broker.amqtt_fixes import Broadcast, SubscriptionTable
 from micromine.broker.config import BrokerConfig, add_broker_arguments, config_from_args
 from micromine.broker.embedded import ACCESS_PLUGIN, ANONYMOUS_AUTH_PLUGIN, amqtt_config
 from micromine.broker.mosquitto import acl_text, password_line
@@ -152,3 +152,10 @@ def test_the_subscription_table_iterates_a_copy() -> None:
     for name in table:
         del table[name]
     assert table == {}
+
+
+def test_a_broadcast_formats_without_its_payload() -> None:
+    """amqtt_fixes 10: amqtt formats each broadcast for a debug line, level or not."""
+    broadcast = Broadcast(session=None, topic="t/x", data=b"\x00" * 100_000)
+    assert f"{broadcast}" == "<broadcast on 't/x', 100000 bytes>"
+    assert broadcast["data"] == b"\x00" * 100_000

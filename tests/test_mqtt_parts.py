@@ -47,6 +47,17 @@ def test_inbox_bounds_messages_but_never_drops_events_and_keeps_order() -> None:
     assert len(inbox) == 0
 
 
+def test_inbox_serves_urgent_topics_first_in_their_own_order() -> None:
+    inbox = Inbox(4, urgent_prefixes=("c/",))
+    flow = [Incoming("t", b"1", 0.0), Incoming("t", b"2", 0.0)]
+    urgent = [Incoming("c/a", b"3", 0.0), Incoming("c/b", b"4", 0.0)]
+    for item in (flow[0], urgent[0], flow[1], urgent[1]):
+        assert inbox.put_message(item)
+    assert not inbox.put_message(Incoming("c/a", b"5", 0.0))  # one bound for both lanes
+    assert [inbox.get(0) for _ in range(5)] == [*urgent, *flow, None]
+    assert len(inbox) == 0
+
+
 def test_inbox_wake_unblocks_a_waiting_get() -> None:
     inbox = Inbox(10)
     result: list[object] = []

@@ -53,7 +53,7 @@ def from_json(cls: type[Any], value: Any) -> Any:
     """Rebuild a value of type ``cls`` from its JSON form (bytes as hex)."""
     if dataclasses.is_dataclass(cls):
         hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = [f.name for f in dataclasses.fields(cls) if f.init]  # not memos (ids)
         assert list(value) == names, f"{cls.__name__} fields out of order"
         return cls(**{name: from_json(hints[name], value[name]) for name in names})
     if typing.get_origin(cls) is tuple:

@@ -143,7 +143,9 @@ def keys_json() -> dict[str, Any]:
 
 def to_json(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
+        }
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, tuple | list):
