@@ -196,6 +196,9 @@ def test_a_paused_agent_gets_no_new_work_stays_live_and_resumes(
         assert done.returncode == 0, done.stderr
 
     try:
+        # Transfers sent before the ledger node subscribes are lost, and the later ones
+        # then carry nonce gaps (rejected for good): start once the node sees the device.
+        watcher.wait_for_devices(1)
         wallets.start()
         wait_until(lambda: work_sent() >= 2, 90, message="work for the agent")
 
