@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEVNET_ARGS ?= --agents 4 --tx-rate 50 --duration 30
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 PURE := micromine.protocol micromine.ledger_node micromine.device_agent
 
 SEEDS ?= 100000
