@@ -57,13 +57,16 @@ from micromine.ledger_node.genesis import ChainParams
 from micromine.loadgen import sender_key
 from micromine.logs import configure_logging
 from micromine.mqtt import LinkConfig, Login, LoginMode, MqttLink
-from micromine.processes import ManagedProcess, free_port, port_open, python_module, wait_until
+from micromine.processes import (
+    FULL_SPEED_AGENT,
+    free_port,
+    port_open,
+    python_module,
+    wait_until,
+)
 from micromine.protocol import topics
 from micromine.protocol.auth import compute_static_password
 
-# What makes an agent run at full speed and never pause (docs: names.md).  Passed only
-# when the agent's --help lists them (the flags arrive with the agent-budget work).
-AGENT_FULL_SPEED_FLAGS = ("--cpu-budget", "none", "--nice", "0", "--no-idle-priority")
 SATURATED = 0.7  # a step committing less than this share of its offered rate ends the run
 
 
@@ -94,31 +97,9 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def agent_flags() -> tuple[str, ...]:
-    """AGENT_FULL_SPEED_FLAGS if this agent knows them, else nothing (said on stderr)."""
-    help_text = subprocess.run(
-        python_module("micromine.device_agent", "--help"),
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    if "--cpu-budget" in help_text:
-        return AGENT_FULL_SPEED_FLAGS
-    say("bench: this agent has no --cpu-budget flag; agents run with their defaults")
-    return ()
-
-
 class BenchDevnet(Devnet):
-    """devnet's cluster, with the agents' full-speed flags."""
-
-    extra_agent_flags: tuple[str, ...] = ()
-
-    def spawn(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None
-    ) -> ManagedProcess:
-        if name.startswith("agent-"):
-            argv = [*argv, *self.extra_agent_flags]
-        return super().spawn(name, argv, env)
+    """devnet's cluster (its agents run at full speed: processes.FULL_SPEED_AGENT),
+    with each process's role for the CPU and memory readings."""
 
     def roles(self) -> dict[str, list[int]]:
         roles: dict[str, list[int]] = {"broker": [], "ledger": [], "agent": []}
@@ -178,14 +159,11 @@ def start_mosquitto(devnet: Devnet, first_senders: list[int]) -> str:
     return f"mqtt://127.0.0.1:{port}"
 
 
-def run_config(
-    config: Config, args: argparse.Namespace, verify_rate: float, flags: tuple[str, ...]
-) -> dict[str, Any]:
+def run_config(config: Config, args: argparse.Namespace, verify_rate: float) -> dict[str, Any]:
     senders_per_step = args.senders_per_step
     dargs = devnet_args(config, args, senders_per_step * len(args.steps))
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{config.name}-"))
     devnet = BenchDevnet(dargs, data_dir)
-    devnet.extra_agent_flags = flags
     steps: list[dict[str, Any]] = []
     say(f"bench: {config.name}: {config.ledgers} ledger(s), {config.agents} agents, "
         f"k={config.k} q={config.q}; logs in {data_dir} (--keep keeps them)")  # fmt: skip
@@ -362,17 +340,16 @@ def main(argv: list[str] | None = None) -> int:
     say(f"bench: measuring Ed25519 verification ({args.verify_seconds:g} s per figure)")
     rates = measure_verify_rates(args.verify_seconds)
     say(f"bench: {rates}")
-    flags = agent_flags()
     results = []
     for config in configurations(args):
-        results.append(run_config(config, args, rates["raw_per_core"], flags))
+        results.append(run_config(config, args, rates["raw_per_core"]))
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     document = {
         "command": "python benchmarks/cluster_bench.py" + (" --quick" if args.quick else ""),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine,
         "ed25519": rates,
-        "agent_flags": list(flags),
+        "agent_flags": list(FULL_SPEED_AGENT),
         "step_seconds": args.step_seconds,
         "max_block_txs": args.max_block_txs,
         "saturation_stop": SATURATED,
