@@ -23,7 +23,7 @@ from micromine.device_agent import systemd
 from micromine.device_agent.config import AgentConfig, load, render_toml
 from micromine.device_agent.keyfile import KeyFileError, load_or_create_key
 from micromine.device_agent.service import AgentService
-from micromine.device_agent.settings import add_setting_flags
+from micromine.device_agent.settings import Resolved, add_setting_flags
 from micromine.device_agent.status_file import run_status_command
 from micromine.logs import configure_logging
 
@@ -93,24 +93,27 @@ def run_agent(args: argparse.Namespace) -> int:
     return AgentService(config, key).run()
 
 
-def cmd_config(args: argparse.Namespace) -> int:
+def _load_or_say(args: argparse.Namespace, action: str) -> tuple[AgentConfig, Resolved] | None:
+    """The settings for an action, or None once the error is printed (exit EXIT_USAGE)."""
     try:
-        _, resolved = load(args)
+        return load(args)
     except ValueError as exc:
-        print(f"micromine agent config: error: {exc}", file=sys.stderr)
+        print(f"micromine agent {action}: error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if (loaded := _load_or_say(args, "config")) is None:
         return EXIT_USAGE
-    sys.stdout.write(render_toml(resolved))
+    sys.stdout.write(render_toml(loaded[1]))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        config, _ = load(args)
-    except ValueError as exc:
-        print(f"micromine agent status: error: {exc}", file=sys.stderr)
+    if (loaded := _load_or_say(args, "status")) is None:
         return EXIT_USAGE
     return run_status_command(
-        config.status_file, as_json=args.json, now_ms=time.time_ns() // 1_000_000
+        loaded[0].status_file, as_json=args.json, now_ms=time.time_ns() // 1_000_000
     )
 
 
@@ -124,14 +127,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def _switch_pause(args: argparse.Namespace, *, paused: bool) -> int:
     """Create (pause) or remove (resume) the pause file a running agent watches."""
+    if (loaded := _load_or_say(args, "pause" if paused else "resume")) is None:
+        return EXIT_USAGE
+    path = loaded[0].pause_file
     try:
-        path = load(args)[0].pause_file
         if paused:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
         else:
             path.unlink(missing_ok=True)
-    except (ValueError, OSError) as exc:
+    except OSError as exc:
         print(f"micromine agent: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"{'paused' if paused else 'resumed'} ({path})")

@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from micromine.device_agent import host, status
+from micromine.device_agent import host
 from micromine.device_agent.config import AgentConfig
 from micromine.device_agent.core import AgentCore, Discarded, Drop, Judged, Output, Publish
 from micromine.device_agent.idle import (
@@ -138,15 +138,6 @@ class AgentService:
             cpu_budget=self.config.cpu_budget,
             cpu_percent=self._own_share.percent(),
             dropped_paused=self.core.stats.dropped_paused,
-        )
-
-    def _watch_activity(self) -> status.Activity:
-        """The pause policy's activity in the status document's terms."""
-        now = self.activity()
-        return status.Activity(
-            paused=now.state is State.PAUSED,
-            reason=now.reason.value if now.reason is not None else None,
-            budget_used_pct=now.budget_used_percent,
         )
 
     def run(self) -> int:
@@ -269,7 +260,7 @@ class AgentService:
                 self._log_discard(out)
 
     def _watch_tick(self, *, final: bool = False) -> None:
-        activity = self._watch_activity()
+        activity = self.activity()
         if not final and not self.watch.is_due(activity, self._online):
             return
         seen = Observation(

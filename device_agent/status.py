@@ -25,13 +25,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from micromine.device_agent.idle import Activity
 from micromine.protocol.limits import PUBLIC_KEY_LEN
 from micromine.protocol.quota import MAX_ACCOUNT_SUMMARY_BYTES
 
 __all__ = [
     "STATUS_VERSION",
     "AccountSummary",
-    "Activity",
     "AgentState",
     "Earnings",
     "RateWindow",
@@ -45,30 +45,10 @@ WORKING, PAUSED, OFFLINE, CONNECTING = "working", "paused", "offline", "connecti
 AgentState = str  # one of the four above
 
 
-@dataclass(frozen=True, slots=True)
-class Activity:
-    """Whether the agent is willing to work now, and why not.
-
-    The seam for the CPU budget and pause policy: whatever decides pausing hands the
-    service one of these; without it the agent is always working, budget unknown.
-    """
-
-    paused: bool = False
-    reason: str | None = None  # why paused: "pause_file", "schedule", "cpu_budget", ...
-    budget_used_pct: float | None = None  # share of the CPU budget used, 0..100+
-
-    @property
-    def state(self) -> AgentState:
-        return PAUSED if self.paused else WORKING
-
-
-WORKING_ACTIVITY = Activity()
-
-
 def compute_agent_state(activity: Activity, connected: bool, ever_connected: bool) -> AgentState:
     """working / paused while connected; connecting before the first connect; else offline."""
     if connected:
-        return activity.state
+        return activity.state.value  # idle.State: "working" / "paused"
     return OFFLINE if ever_connected else CONNECTING
 
 
@@ -216,8 +196,8 @@ def build_status(
         "started_ms": identity.started_ms,
         "uptime_s": round(uptime_s, 1),
         "state": compute_agent_state(activity, connected, ever_connected),
-        "pause_reason": activity.reason if activity.paused else None,
-        "budget_used_pct": activity.budget_used_pct,
+        "pause_reason": activity.reason.value if activity.reason is not None else None,
+        "budget_used_pct": activity.budget_used_percent,
         "connected": connected,
         "broker": identity.broker,
         "chain": identity.chain_id,

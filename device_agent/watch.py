@@ -19,9 +19,9 @@ import structlog
 
 from micromine.device_agent import homeassistant as ha
 from micromine.device_agent.config import AgentConfig
+from micromine.device_agent.idle import Activity
 from micromine.device_agent.metrics import MetricsServer, render_metrics
 from micromine.device_agent.status import (
-    Activity,
     Earnings,
     Identity,
     RateWindow,

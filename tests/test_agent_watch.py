@@ -21,10 +21,10 @@ from micromine.cli import main as micromine_main
 from micromine.device_agent import homeassistant as ha
 from micromine.device_agent.config import AgentConfig, ConfigError
 from micromine.device_agent.core import AgentCore
+from micromine.device_agent.idle import Activity, Reason, State
 from micromine.device_agent.metrics import MetricsServer, render_metrics
 from micromine.device_agent.status import (
     AccountSummary,
-    Activity,
     Earnings,
     Identity,
     RateWindow,
@@ -124,11 +124,14 @@ def test_rate_window_covers_the_trailing_hour_only() -> None:
 IDENTITY = Identity(ME, CHAIN, "mqtt://b:1883", "micromine-agent/test", NOW - 60_000)
 
 
+WORKING = Activity(State.WORKING, None, 2, None, 0.0, 0)
+
+
 def status_doc(**changes: Any) -> dict[str, Any]:
     earnings = Earnings()
     earnings.on_summary(summary(4))
     args: dict[str, Any] = {
-        "now_ms": NOW, "uptime_s": 60.0, "activity": Activity(), "connected": True,
+        "now_ms": NOW, "uptime_s": 60.0, "activity": WORKING, "connected": True,
         "ever_connected": True, "stats": {"batches": 2, "txs_judged": 9, "valid": 8,
         "invalid": 1, "dropped": {"duplicate": 1}}, "link": {"connects": 1},
         "earnings": earnings, "txs_last_hour": 9, "last_verdict_ms": NOW - 1000,
@@ -142,7 +145,7 @@ def test_status_states_and_figures() -> None:
     assert (doc["state"], doc["connected"], doc["txs_judged"]) == ("working", True, 9)
     assert doc["agreement"] == 0.75 and doc["rewards"]["balance"] == 100
     assert doc["dropped"] == {"duplicate": 1, "account_summary": 0}
-    paused = status_doc(activity=Activity(True, "schedule", 80.0))
+    paused = status_doc(activity=Activity(State.PAUSED, Reason.SCHEDULE, 0, 25.0, 20.0, 0))
     assert (paused["state"], paused["pause_reason"], paused["budget_used_pct"]) == (
         "paused", "schedule", 80.0,
     )  # fmt: skip
@@ -241,7 +244,7 @@ def test_homeassistant_discovery_payloads() -> None:
 
 
 def test_metrics_text_format() -> None:
-    text = render_metrics(status_doc(activity=Activity(budget_used_pct=12.5)))
+    text = render_metrics(status_doc(activity=Activity(State.WORKING, None, 2, 20.0, 2.5, 0)))
     lines = text.splitlines()
     assert text.endswith("\n")
     assert "# TYPE micromine_agent_batches_total counter" in lines
