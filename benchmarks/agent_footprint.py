@@ -44,7 +44,14 @@ from typing import Any
 
 from micromine.logs import configure_logging
 from micromine.mqtt import Incoming, LinkConfig, MqttLink
-from micromine.processes import ManagedProcess, free_port, port_open, python_module, wait_until
+from micromine.processes import (
+    ManagedProcess,
+    free_port,
+    port_open,
+    python_module,
+    read_process,
+    wait_until,
+)
 from micromine.protocol import codec, topics
 from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.crypto import KeyPair, sha256
@@ -53,7 +60,6 @@ from micromine.protocol.limits import MAX_BATCH_TXS
 from micromine.protocol.messages import Assignment, Transaction, WorkBatch
 
 CHAIN = "footprint"
-TICKS = os.sysconf("SC_CLK_TCK")
 ISSUER = KeyPair(sha256(b"footprint issuer"))
 START_TIMEOUT_S = 60.0
 UNBUDGETED = ("--cpu-budget", "none", "--nice", "0", "--no-idle-priority")
@@ -70,17 +76,10 @@ class Sample:
 
 
 def sample(pid: int) -> Sample:
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    after_name = stat.rsplit(")", 1)[1].split()  # the name may contain spaces
-    utime, stime = int(after_name[11]), int(after_name[12])  # fields 14 and 15
-    return Sample(
-        time.monotonic(),
-        (utime + stime) / TICKS,
-        int(fields["VmRSS"].split()[0]),
-        int(fields["VmHWM"].split()[0]),
-    )
+    reading = read_process(pid)
+    if reading is None:
+        raise RuntimeError(f"the agent (pid {pid}) is gone")
+    return Sample(time.monotonic(), reading.cpu_s, reading.rss_kib, reading.hwm_kib)
 
 
 def signed_txs(now_ms: int) -> tuple[Transaction, ...]:

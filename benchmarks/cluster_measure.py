@@ -17,18 +17,17 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nacl.signing
 
+from micromine.processes import ProcessReading, read_process
 from micromine.protocol.codec import is_signature_valid, sign
 from micromine.protocol.crypto import KeyPair, sha256, verify
 from micromine.protocol.kinds import Kind
 from micromine.protocol.messages import Transaction
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 SAMPLES = 512  # distinct keys and signatures, so no cache anywhere helps
 
 
@@ -97,32 +96,6 @@ def compute_efficiency(committed_tps: float, cores: int, rate_per_core: float, k
 
 
 # ---- processes ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessReading:
-    cpu_s: float  # user + system time since the process started
-    rss_kib: int  # resident now
-    hwm_kib: int  # highest resident so far
-
-
-def read_process(pid: int) -> ProcessReading | None:
-    """CPU and memory of ``pid`` from /proc, or None when it is gone (or not Linux)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is first
-    utime, stime = int(fields[11]), int(fields[12])
-    memory = {}
-    for line in status.splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            memory[name] = int(value.split()[0])
-    return ProcessReading(
-        (utime + stime) / CLOCK_TICKS, memory.get("VmRSS", 0), memory.get("VmHWM", 0)
-    )
 
 
 def snapshot(pids: Iterable[int]) -> dict[int, ProcessReading]:

@@ -11,7 +11,6 @@ docs/DEPLOY.md (sizing) with this command.
 
 import argparse
 import json
-import os
 import sqlite3
 import sys
 import tempfile
@@ -23,21 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from compose_runner import ComposeProcesses, load_compose
 
-from micromine.processes import ManagedProcess, wait_until
-
-TICKS = os.sysconf("SC_CLK_TCK")
+from micromine.processes import ManagedProcess, read_process, wait_until
 
 
 def cpu_seconds(process: ManagedProcess) -> float:
     """User + system CPU of the process (children are not counted: there are none)."""
-    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    reading = read_process(process.pid)
+    return reading.cpu_s if reading is not None else 0.0
 
 
 def memory_kib(process: ManagedProcess) -> dict[str, int]:
-    lines = Path(f"/proc/{process.pid}/status").read_text().splitlines()
-    values = dict(line.split(":", 1) for line in lines if ":" in line)
-    return {name: int(values[name].split()[0]) for name in ("VmRSS", "VmHWM")}
+    reading = read_process(process.pid)
+    if reading is None:
+        return {"VmRSS": 0, "VmHWM": 0}
+    return {"VmRSS": reading.rss_kib, "VmHWM": reading.hwm_kib}
 
 
 def measure(cluster: ComposeProcesses, seconds: float) -> dict[str, Any]:

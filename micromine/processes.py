@@ -12,8 +12,39 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessReading:
+    """What the benchmarks and the budget test read of a process: CPU and memory."""
+
+    cpu_s: float  # user + system time since the process started
+    rss_kib: int  # resident now
+    hwm_kib: int  # highest resident so far
+
+
+def read_process(pid: int) -> ProcessReading | None:
+    """CPU and memory of ``pid`` from /proc, or None when it is gone (or not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is first
+    utime, stime = int(fields[11]), int(fields[12])
+    memory = {}
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            memory[name] = int(value.split()[0])
+    return ProcessReading(
+        (utime + stime) / CLOCK_TICKS, memory.get("VmRSS", 0), memory.get("VmHWM", 0)
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

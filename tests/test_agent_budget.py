@@ -10,7 +10,6 @@ below what a loaded 2-core machine still gives one process.
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from cluster import Cluster, Wallets, submit_items
 
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.mqtt import Incoming, LinkConfig, MqttLink
-from micromine.processes import ManagedProcess, python_module
+from micromine.processes import ManagedProcess, python_module, read_process
 from micromine.protocol import codec, topics
 from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.crypto import KeyPair, sha256
@@ -43,16 +42,15 @@ BATCHES = 1500  # enough distinct batches for the whole test (a repeat earns no 
 WARM_UP_S = 5.0
 MEASURE_S = 60.0
 UNLIMITED_S = 10.0
-TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 pytestmark = pytest.mark.integration
 
 
 def cpu_s(pid: int) -> float:
-    """utime + stime of ``pid``, from /proc/<pid>/stat (fields 14 and 15)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+    """utime + stime of ``pid``, from /proc/<pid>/stat."""
+    reading = read_process(pid)
+    assert reading is not None, f"process {pid} is gone"
+    return reading.cpu_s
 
 
 def transactions(count: int) -> tuple[Transaction, ...]:
