@@ -40,7 +40,7 @@ bench: $(BENCH_STAMP) mosquitto  ## cluster benchmark (about 10 min): JSON and P
 	$(BIN)/python benchmarks/cluster_bench.py $(BENCH_ARGS)
 
 sim: $(STAMP)  ## long consensus simulation: SEEDS seeds (default 100000), all fault scenarios
-	$(BIN)/python -m micromine.ledger_node.simulator --seeds $(SEEDS) --byzantine --jobs 2
+	$(BIN)/python -m micromine.ledger_node.sim --seeds $(SEEDS) --byzantine --jobs 2
 
 fuzz: $(STAMP)  ## long fuzzing: hypothesis fuzz tests FUZZ_EXAMPLES examples each, atheris FUZZ_SECONDS per harness
 	MICROMINE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -o timeout=0 tests/test_fuzz_*.py -k 'not atheris'

@@ -47,7 +47,7 @@ import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 from micromine.ledger_node.account_feed import get_account_summaries
 from micromine.ledger_node.actions import Action, CommitBlock, Dropped, ForgetPending, StorePending
@@ -92,6 +92,9 @@ from micromine.protocol.topics import Channel, Publish
 from micromine.protocol.validation import check_transaction_objective, decode_transaction
 
 DeviceMessage = TypeVar("DeviceMessage", DeviceHello, Heartbeat, DeviceStatus)
+# Builds the node's consensus adapter: (core, sync reply channel, last signed state).  The
+# shipped node uses Replica; tests and the simulator pass a subclass that misbehaves.
+ReplicaFactory: TypeAlias = Callable[["LedgerCore", bytes, SignedState | None], Replica]
 
 DEFAULT_AUDIT_RATE = 0.05  # see LedgerConfig.audit_rate
 RECENT_COMMITTED = 100_000  # committed tx ids remembered, for idempotent resubmission
@@ -136,13 +139,15 @@ class LedgerCore:
         now_ms: int = 0,
         approvals: Iterable[ApprovalRecord] = (),
         audit_rate: float = DEFAULT_AUDIT_RATE,
+        replica: ReplicaFactory = Replica,
     ) -> None:
         """``registered``: the device registry as of ``tip`` (device -> the height that
         registered it); None means the genesis devices, for a chain at height 0.
         ``banned`` (device -> ban height), ``vesting`` (device -> unvested rewards) and
         ``approvals`` (the approval records): the rest of the chain state as of ``tip``.
         ``audit_rate``: this node's own share of quorum-accepted transactions it checks
-        itself, for devices with a perfect record (devices.audit_probability)."""
+        itself, for devices with a perfect record (devices.audit_probability).
+        ``replica``: builds the consensus adapter (a Byzantine one in tests)."""
         if not 0.0 <= audit_rate <= 1.0:
             raise ValueError("audit_rate must be in 0..1")
         self.audit_rate = audit_rate
@@ -182,7 +187,7 @@ class LedgerCore:
         self.stats = CoreStats()
         self.peers = PeerTracker(genesis.ledger_nodes, key.public, PEER_TIMEOUT_MS, now_ms)
         self.receipts = ReceiptBook(self.chain_id, key, self.peers)
-        self.replica = Replica(self, rng.randbytes(16), last_signed)
+        self.replica = replica(self, rng.randbytes(16), last_signed)
         self._next_ownership_scan = now_ms
         self._now = now_ms  # time of the event being handled
         self._forgotten: list[bytes] = []  # rejected after admission, not yet persisted

@@ -13,7 +13,9 @@ work.  The issuer picks among them:
   the batch is made again with the next seq (a new id, so a new ranking),
   up to ASSIGN_TRIES times, and otherwise its transactions wait for a later tick;
 * a retry batch goes to one entitled device, available, that was not yet asked about
-  any of its transactions, drawn the same way, with the same re-issue rule.
+  any of its transactions, drawn the same way, with the same re-issue rule; once every
+  device was asked, to one whose verdict on them never arrived (a lost batch or
+  verdict must not leave a transaction waiting for its 60 s timeout).
 
 Batch lifecycle, per (batch, device) assignment:
 
@@ -161,6 +163,11 @@ class Dispatcher:
             group = queued[: self.params.batch_size]
             asked = set().union(*(votes[tx_id].asked for tx_id in group))
             available = self._available(now_ms, asked)
+            if not available:
+                # Every device was asked: ask again one whose verdict never arrived (the
+                # batch or the verdict was lost), under a new assignment it has not seen.
+                voted = set().union(*(votes[tx_id].voters() for tx_id in group))
+                available = self._available(now_ms, voted)
             if not available:
                 self.retry.extend(queued)  # try again on a later tick
                 return

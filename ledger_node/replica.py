@@ -65,13 +65,17 @@ MAX_SEEN_PAYLOADS = 4096  # digests of consensus payloads already handled (see o
 
 
 class Replica:
+    # The consensus rules this adapter runs; a test swaps in a subclass with one rule
+    # removed, to show that the simulator notices.
+    core_class: type[ConsensusCore] = ConsensusCore
+
     def __init__(
         self, ledger: "LedgerCore", reply_to: bytes, last_signed: SignedState | None
     ) -> None:
         self.ledger = ledger
         self.chain_id = ledger.chain_id
         self.reply_to = reply_to  # our sync reply channel
-        self.consensus = ConsensusCore(
+        self.consensus = self.core_class(
             chain_id=ledger.chain_id,
             key=ledger.key,
             validators=tuple(sorted(ledger.genesis.ledger_nodes)),

@@ -1,12 +1,13 @@
-"""The ledger node process: MQTT and SQLite adapters around ``LedgerCore``.
+"""The ledger node process: the MQTT link, the wall clock and logs around ``LedgerNode``.
 
-One thread owns the core and the database; paho's network thread only fills the
-link's inbox.  The loop hands each message to the intake's checks (intake.py: rates per
-topic key, replays, heartbeat times) and then to the core, runs the core's clock every
-``tick_ms``, and carries out the returned actions in order.  It decides nothing.  An
-exception out of the core while it handles a message is counted (``internal_error``)
-and logged with its traceback, never allowed to end the process: a message that trips
-a bug must not be a way to stop every node at once.
+One thread owns the node (node.py: SQLite store, intake, core); paho's network thread
+only fills the link's inbox.  The loop hands each message to the node, runs the node's
+clock every ``tick_ms``, and carries out the returned actions in order: storage by the
+node, then the publications.  It decides nothing; the simulator (sim/) runs the same
+LedgerNode with an in-memory broker and clock.  An exception out of the core while it
+handles a message is counted (``internal_error``) and logged with its traceback, never
+allowed to end the process: a message that trips a bug must not be a way to stop every
+node at once.
 """
 
 import json
@@ -15,33 +16,23 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from types import FrameType
 
 import structlog
 
-from micromine.ledger_node.actions import (
-    Action,
-    CommitBlock,
-    Dropped,
-    EvidenceFound,
-    ForgetPending,
-    ImproveCertificate,
-    ServeSync,
-    StorePending,
-)
+from micromine.ledger_node.actions import Action, CommitBlock, Dropped, EvidenceFound
 from micromine.ledger_node.config import LedgerConfig
-from micromine.ledger_node.consensus import PersistSigned
-from micromine.ledger_node.core import RECENT_COMMITTED, LedgerCore
+from micromine.ledger_node.core import ReplicaFactory
 from micromine.ledger_node.genesis import Genesis
-from micromine.ledger_node.intake import Intake
+from micromine.ledger_node.node import LedgerNode
+from micromine.ledger_node.replica import Replica
 from micromine.ledger_node.storage import LedgerStore
 from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, Login, MqttLink, Will
 from micromine.protocol import topics
 from micromine.protocol.codec import encode
-from micromine.protocol.consensus import SyncRequest
 from micromine.protocol.crypto import KeyPair
-from micromine.protocol.topics import Channel, Publish
+from micromine.protocol.topics import Channel
 
 log = structlog.get_logger("micromine.ledger")
 
@@ -55,28 +46,27 @@ def now_ms() -> int:
 
 
 class LedgerService:
-    def __init__(self, config: LedgerConfig, genesis: Genesis, key: KeyPair) -> None:
+    def __init__(
+        self,
+        config: LedgerConfig,
+        genesis: Genesis,
+        key: KeyPair,
+        *,
+        replica: ReplicaFactory = Replica,
+    ) -> None:
         self.config = config
         self.genesis = genesis
         self.key = key
-        self.store = LedgerStore(config.db_path, genesis)
-        self.core = LedgerCore(
-            genesis=genesis,
-            key=key,
+        self.node = LedgerNode.open(
+            LedgerStore(config.db_path, genesis),
+            genesis,
+            key,
             rng=random.Random(),
-            accounts=self.store.accounts(),
-            tip=self.store.tip(genesis),
-            pending=self.store.pending(),
-            registered=self.store.registry(),
-            banned=self.store.bans(),
-            vesting=self.store.vesting(),
-            last_signed=self.store.last_signed(),
             now_ms=now_ms(),
-            approvals=self.store.approvals(),
             audit_rate=config.audit_rate,
+            replica=replica,
         )
-        self.core.recent_committed.update(self.store.recent_committed(RECENT_COMMITTED))
-        self.intake = Intake(genesis.chain_id)
+        self.store, self.core, self.intake = self.node.store, self.node.core, self.node.intake
         self.errors = 0
         self._last_error_log = 0.0
         chain = genesis.chain_id
@@ -88,15 +78,7 @@ class LedgerService:
                 client_id=f"ledger-{key.public.hex()[:16]}-{os.urandom(3).hex()}",
                 broker_url=config.broker_url,
                 will=Will(self.status_topic, self._status_payload(online=False), 1, True),
-                subscriptions=(
-                    (topics.submit(chain), Channel.SUBMIT.qos),
-                    (topics.all_verdicts(chain), Channel.VERDICTS.qos),
-                    (topics.all_devices(chain), Channel.HELLO.qos),
-                    (topics.all_consensus(chain), Channel.CONSENSUS.qos),
-                    (topics.sync_request(chain), Channel.SYNC_REQUEST.qos),
-                    (topics.sync_reply(chain, self.core.replica.reply_to), Channel.SYNC_REPLY.qos),
-                    (topics.all_approvals(chain), Channel.APPROVALS.qos),
-                ),
+                subscriptions=self.node.subscriptions(),
                 inbox_max=100_000,
                 # Consensus before the transaction flow: a proposal queued behind a
                 # backlog of submissions let the round time out, and the next
@@ -148,19 +130,18 @@ class LedgerService:
 
     def receive(self, item: Incoming) -> None:
         """One message from the broker: the intake's checks, then the core."""
-        now = now_ms()
-        dropped = self.intake.check(item.topic, item.payload, now)
-        if dropped is not None:
-            self._log_drop(dropped.source, dropped.reason, dropped.detail)
-            return
-        try:
-            actions = self.core.on_message(item.topic, item.payload, now)
-        except Exception:
-            self.errors += 1
+        errors = self.node.errors
+        actions = self.node.handle(item.topic, item.payload, now_ms())
+        if self.node.errors != errors:
+            self.errors = self.node.errors
             if time.monotonic() - self._last_error_log >= DROP_LOG_INTERVAL_S:
                 self._last_error_log = time.monotonic()
-                log.exception("message handler failed", topic=item.topic[:120], errors=self.errors)
-            return
+                log.error(
+                    "message handler failed",
+                    topic=item.topic[:120],
+                    errors=self.errors,
+                    exc_info=self.node.last_error,
+                )
         self.execute(actions)
 
     def dropped(self) -> dict[str, int]:
@@ -174,17 +155,14 @@ class LedgerService:
             top["other.other"] = rest
         return top
 
-    def execute(self, actions: Iterable[Action]) -> None:
+    def execute(self, actions: Sequence[Action]) -> None:
+        """Storage first, in order (LedgerNode.execute), then the publications; the
+        node's notable events are logged."""
+        for publish in self.node.execute(actions):
+            self.link.publish(publish.topic, publish.payload, publish.qos, publish.retain)
         for action in actions:
             match action:
-                case Publish(topic, payload, qos, retain):
-                    self.link.publish(topic, payload, qos, retain)
-                case StorePending(entries):
-                    self.store.store_pending(entries)
-                case ForgetPending(tx_ids):
-                    self.store.forget_pending(tx_ids)
-                case CommitBlock(block, changes):
-                    self.store.commit_block(block, changes)
+                case CommitBlock(block, _changes):
                     log.info(
                         "block committed",
                         height=block.height,
@@ -193,12 +171,6 @@ class LedgerService:
                     )
                 case Dropped(source, reason, detail):
                     self._log_drop(source, reason, detail)
-                case PersistSigned(state):
-                    self.store.save_signed(state)
-                case ServeSync(request):
-                    self._serve_sync(request)
-                case ImproveCertificate(block):
-                    self.store.improve_certificate(block)
                 case EvidenceFound(first, second):
                     log.warning(
                         "equivocation detected",
@@ -209,12 +181,6 @@ class LedgerService:
                         first=encode(first).hex(),
                         second=encode(second).hex(),
                     )
-
-    def _serve_sync(self, request: SyncRequest) -> None:
-        topic = topics.sync_reply(self.genesis.chain_id, request.reply_to)
-        last = min(request.to_height, self.core.tip.height)
-        for payload in self.store.blocks_bytes(request.from_height, last):
-            self.link.publish(topic, payload, Channel.SYNC_REPLY.qos, False)
 
     def _log_drop(self, source: str, reason: str, detail: str) -> None:
         self._drops_since_log += 1
@@ -290,13 +256,14 @@ class LedgerService:
         log.info("ledger node stopped", height=self.core.tip.height)
 
 
-def run_ledger(config: LedgerConfig, key: KeyPair) -> int:
+def run_ledger(config: LedgerConfig, key: KeyPair, *, replica: ReplicaFactory = Replica) -> int:
+    """Run a ledger node until SIGTERM or SIGINT.  ``replica``: see LedgerNode."""
     genesis = Genesis.load(config.genesis_path)
     if key.public not in genesis.ledger_nodes:
         raise ValueError(
             f"key {key.public.hex()[:16]}… is not a ledger node of {config.genesis_path}"
         )
-    service = LedgerService(config, genesis, key)
+    service = LedgerService(config, genesis, key, replica=replica)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)

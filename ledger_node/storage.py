@@ -95,10 +95,16 @@ class StorageError(RuntimeError):
 class LedgerStore:
     """Not thread-safe: one node's event loop owns it."""
 
-    def __init__(self, path: Path, genesis: Genesis) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self, path: Path, genesis: Genesis, *, db: sqlite3.Connection | None = None
+    ) -> None:
+        """``db``: an open connection to use instead of opening ``path`` (the simulator's
+        in-memory disk; ``path`` then only names it in errors)."""
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None)
+        if db is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, isolation_level=None)
+        self.db = db
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
@@ -131,7 +137,7 @@ class LedgerStore:
             self.db.execute("INSERT INTO meta VALUES ('genesis_time', ?)", (genesis.timestamp_ms,))
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self, durable: bool = False) -> Iterator[None]:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -139,6 +145,10 @@ class LedgerStore:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        self._committed(durable)
+
+    def _committed(self, durable: bool) -> None:
+        """Called after each commit; the simulator's disk records what a power cut keeps."""
 
     def close(self) -> None:
         self.db.close()

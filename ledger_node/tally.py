@@ -35,6 +35,10 @@ class TxVotes:
     # nothing objectively wrong: "invalid" votes no longer decide it.
     settled: bool = False
 
+    def voters(self) -> set[bytes]:
+        """The devices whose judgement of this transaction is counted."""
+        return {*self.valid, *self.invalid}
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

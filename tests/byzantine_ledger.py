@@ -3,10 +3,10 @@
     python tests/byzantine_ledger.py --broker URL --key FILE --genesis FILE --db FILE
 
 It is the real ledger node -- ``LedgerConfig``, ``run_ledger``, ``LedgerService``,
-``LedgerCore`` and its consensus core, all unchanged -- with one substitution: the
-``Replica`` that ``LedgerCore`` builds (core.py looks the class up by that name) is
-``ByzantineReplica``, whose ``_apply`` rewrites every consensus message the honest core
-wants to broadcast before it leaves.  So the node follows the protocol's timing and
+``LedgerCore`` and its consensus core, all unchanged -- with one substitution, through
+the seam every node has (``run_ledger(..., replica=...)``, core.ReplicaFactory): its
+``Replica`` is ``ByzantineReplica``, whose ``_apply`` rewrites every consensus message
+the honest core wants to broadcast before it leaves.  So the node follows the protocol's timing and
 holds a real validator key (everything it signs verifies), but lies in what it signs:
 
 double signing
@@ -57,7 +57,7 @@ from collections.abc import Sequence
 
 import structlog
 
-import micromine.ledger_node.core as ledger_core
+from micromine.ledger_node.core import LedgerCore
 from micromine.device_agent.keyfile import KeyFileError, load_key
 from micromine.ledger_node.actions import Action
 from micromine.ledger_node.blocks import (
@@ -143,7 +143,7 @@ class ByzantineReplica(Replica):
 
     def __init__(
         self,
-        ledger: "ledger_core.LedgerCore",
+        ledger: LedgerCore,
         reply_to: bytes,
         last_signed: SignedState | None,
         *,
@@ -520,12 +520,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(config.log_level, config.log_json)
     log.warning("byzantine ledger node", seed=seed, exploit_known_gaps=args.exploit_known_gaps)
-    # LedgerCore builds its replica from the name ``Replica`` in core.py: point it at ours.
-    # Anything raised from here on is a crash with its traceback: a test must see it.
-    ledger_core.Replica = functools.partial(  # type: ignore[misc]
+    # The node's own seam for its consensus adapter (core.ReplicaFactory).  Anything
+    # raised from here on is a crash with its traceback: a test must see it.
+    replica = functools.partial(
         ByzantineReplica, rng=random.Random(seed), exploit_known_gaps=args.exploit_known_gaps
     )
-    return run_ledger(config, key)
+    return run_ledger(config, key, replica=replica)
 
 
 if __name__ == "__main__":

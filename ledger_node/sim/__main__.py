@@ -1,18 +1,9 @@
-"""Deterministic simulation of n ledger nodes running ConsensusCore over a faulty network.
+"""The simulator's command line (see sim/__init__.py for what a run is).
 
-    run_seed(seed, SimConfig(...)) -> SimResult        one run; the seed names it exactly
-    python -m micromine.ledger_node.simulator --seeds 100000 [--start 0] [--nodes 4]
-        [--byzantine] [--scenario NAME] [--jobs 2]     many runs; exit 1 on any failure
-    python -m micromine.ledger_node.simulator --seed 1234 --byzantine -v
-                                                       replay one run with its trace
-
-The parts:  sim_faults.py  scenarios, the fault plan of a seed, the network
-            sim_app.py     each node's ledger app and the honest validity rules
-            sim_node.py    a node: core + app + persistence, decoding, sync, gossip
-            sim_byzantine.py  the Byzantine node
-            sim_check.py   the invariants
-            sim_world.py   the event loop of one run
-See docs/CONSENSUS.md ("How each invariant is tested") for the scenario mix and timings.
+python -m micromine.ledger_node.sim --seeds 100000 [--start 0] [--nodes 4]
+    [--byzantine] [--scenario NAME] [--jobs 2]     many runs; exit 1 on any failure
+python -m micromine.ledger_node.sim --seed 1234 --byzantine -v
+                                                   replay one run with its trace
 """
 
 import argparse
@@ -23,29 +14,21 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
-from micromine.ledger_node.consensus import ConsensusCore
-from micromine.ledger_node.sim_faults import scenarios
-from micromine.ledger_node.sim_world import SimConfig, SimResult, Simulation, replay_command
-
-__all__ = ["SimConfig", "SimResult", "main", "replay_command", "run_seed"]
-
-
-def run_seed(seed: int, config: SimConfig, *, trace: bool = False) -> SimResult:
-    """One deterministic run: the same seed and config give the same result."""
-    return Simulation(seed, config, trace=trace).run()
-
+from micromine.ledger_node.replica import Replica
+from micromine.ledger_node.sim.faults import scenarios
+from micromine.ledger_node.sim.world import SimConfig, SimResult, run_seed
 
 # ---- the command line ------------------------------------------------------------------
 
 
-def load_core(spec: str) -> type[ConsensusCore]:
-    """``module:Class`` -> the class (it must subclass ConsensusCore)."""
+def load_replica(spec: str) -> type[Replica]:
+    """``module:Class`` -> the class (it must subclass Replica)."""
     module_name, _, qualname = spec.partition(":")
     found: object = importlib.import_module(module_name)
     for part in qualname.split("."):
         found = getattr(found, part)
-    if not (isinstance(found, type) and issubclass(found, ConsensusCore)):
-        raise ValueError(f"{spec} is not a ConsensusCore subclass")
+    if not (isinstance(found, type) and issubclass(found, Replica)):
+        raise ValueError(f"{spec} is not a Replica subclass")
     return found
 
 
@@ -83,7 +66,7 @@ def _print_one(result: SimResult, verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m micromine.ledger_node.simulator",
+        prog="python -m micromine.ledger_node.sim",
         description="Run seeded consensus simulations and check their invariants.",
     )
     which = parser.add_mutually_exclusive_group()
@@ -93,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=4, help="validators (n = 3f + 1)")
     parser.add_argument("--byzantine", action="store_true", help="add Byzantine scenarios")
     parser.add_argument("--scenario", choices=scenarios(True), help="run only this scenario")
-    parser.add_argument("--core", help="module:Class of the honest core (a test subclass)")
+    parser.add_argument(
+        "--replica", help="module:Class of the honest nodes' Replica (a test's subclass)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--progress-every", type=int, default=1_000, metavar="N")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the run's trace")
@@ -104,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nodes=args.nodes,
         byzantine=args.byzantine or args.scenario in scenarios(True)[len(scenarios(False)) :],
         scenario=args.scenario,
-        core=load_core(args.core) if args.core else None,
+        replica=load_replica(args.replica) if args.replica else Replica,
     )
     if args.seed is not None:
         result = run_seed(args.seed, config, trace=args.verbose)

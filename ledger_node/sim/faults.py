@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 # Scenarios without a Byzantine node, then the ones with one; ``seed % len`` picks.
-CRASH_SCENARIOS = ("clean", "lossy", "crash", "silent")
+CRASH_SCENARIOS = ("clean", "lossy", "crash", "silent", "restarts", "power", "restart-crashed")
 BYZANTINE_SCENARIOS = ("byzantine", "lock-attack")
 
 # How a Byzantine node misbehaves (the "byzantine" scenario draws a subset of these).
@@ -51,9 +51,14 @@ class Partition:
 
 @dataclass(frozen=True, slots=True)
 class Crash:
+    """``node`` stops at ``at_ms`` (its process killed, or with ``power_loss`` the whole
+    machine: what the disk had not synced is lost too) and starts again from its disk
+    at ``restart_ms``; None: it never comes back (the run's one faulty node)."""
+
     node: int
     at_ms: int
-    restart_ms: int
+    restart_ms: int | None
+    power_loss: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ class FaultPlan:
     @property
     def settled_ms(self) -> int:
         """When every transient fault is over: progress is measured from here."""
-        ends = [self.gst_ms, *(crash.restart_ms for crash in self.crashes)]
+        ends = [self.gst_ms, *(c.restart_ms for c in self.crashes if c.restart_ms is not None)]
         if self.silence is not None and self.silence.end_ms is not None:
             ends.append(self.silence.end_ms)
         return max(ends)
@@ -97,7 +102,11 @@ class FaultPlan:
             f"{'unheard' if p.one_way else 'partition'} {sorted(p.group)} {p.start_ms}-{p.end_ms}ms"
             for p in self.partitions
         ]
-        parts += [f"crash n{c.node} {c.at_ms}-{c.restart_ms}ms" for c in self.crashes]
+        parts += [
+            f"{'power loss' if c.power_loss else 'crash'} n{c.node} {c.at_ms}-"
+            + (f"{c.restart_ms}ms" if c.restart_ms is not None else "end")
+            for c in self.crashes
+        ]
         if self.silence is not None:
             end = self.silence.end_ms if self.silence.end_ms is not None else "end"
             parts.append(f"silent n{self.silence.node} {self.silence.start_ms}-{end}ms")
@@ -151,6 +160,21 @@ def draw_plan(scenario: str, nodes: int, rng: random.Random) -> FaultPlan:
             crashes.append(Crash(node, at, restart))
             at = restart + rng.randint(100, 1_500)
         return replace(_lossy(rng, scenario, gst, heavy=False), crashes=tuple(crashes))
+    if scenario in ("restarts", "power"):
+        # Several nodes restart, some more than once, often within one height: what a
+        # restarted node kept (its lock, its valid value, its own votes) must be enough.
+        gst = rng.randint(3_000, 8_000)
+        nodes_hit = rng.sample(range(nodes), rng.randint(2, max(2, nodes // 2 + 1)))
+        crashes = _restarts(rng, nodes_hit, gst, power=0.5 if scenario == "power" else 0.0)
+        return replace(_lossy(rng, scenario, gst, heavy=False), crashes=crashes)
+    if scenario == "restart-crashed":
+        # One node down for good (the faulty one), and another restarts: the other
+        # three can decide only with the restarted node's votes.
+        gst = rng.randint(2_000, 6_000)
+        dead, restarting = rng.sample(range(nodes), 2)
+        gone = Crash(dead, rng.randint(0, gst // 2), None)
+        crashes = (gone, *_restarts(rng, [restarting], gst, power=0.3))
+        return replace(_lossy(rng, scenario, gst, heavy=False), crashes=crashes)
     if scenario == "silent":
         # Silent for a while (maybe past GST: it must then catch up), or for good: then
         # it is the faulty one and the other three must make progress without it.
@@ -184,6 +208,23 @@ def draw_plan(scenario: str, nodes: int, rng: random.Random) -> FaultPlan:
             byzantine_modes=frozenset({AMNESIA}),
         )
     raise ValueError(f"unknown scenario {scenario!r}")
+
+
+def _restarts(
+    rng: random.Random, nodes: list[int], gst_ms: int, *, power: float
+) -> tuple[Crash, ...]:
+    """One to three crash-restarts of each of ``nodes`` before ``gst_ms``; each is a
+    power loss with probability ``power``."""
+    crashes = []
+    for node in nodes:
+        at = rng.randint(100, max(200, gst_ms // 2))
+        for _ in range(rng.randint(1, 3)):
+            if at >= gst_ms - 100:
+                break
+            restart = rng.randint(at + 50, min(gst_ms, at + 2_500))
+            crashes.append(Crash(node, at, restart, power_loss=rng.random() < power))
+            at = restart + rng.randint(50, 1_500)
+    return tuple(sorted(crashes, key=lambda c: (c.at_ms, c.node)))
 
 
 class Network:

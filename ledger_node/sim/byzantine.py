@@ -1,9 +1,11 @@
-"""The Byzantine node: a real core to follow the protocol, and a wrapper that lies.
+"""The Byzantine validator: the shipped node with a consensus adapter that lies.
 
-It holds a validator's real key, so everything it signs verifies.  Its internal core
-(whose app accepts every block, so it votes for invalid ones) tells it the height and
-round; each message the core wants to send passes through ``misbehave``, which, by the
-modes drawn for the run (sim_faults.BYZANTINE_MODES), may:
+It is the real LedgerNode with a real validator key (everything it signs verifies); its
+``Replica`` is ``ByzantineReplica``, passed in through the factory every LedgerCore takes
+(core.ReplicaFactory), so nothing is patched.  Its honest core tells it the height and
+round, and believes every block valid (so it votes for invalid ones); each message the
+core wants to broadcast passes through ``misbehave``, which, by the modes drawn for the
+run (faults.BYZANTINE_MODES), may:
 
     equivocate         send a conflicting signed twin to some peers, both to a witness
     invalid-proposals  replace its proposal by a block breaking one validity rule, and
@@ -16,73 +18,76 @@ modes drawn for the run (sim_faults.BYZANTINE_MODES), may:
                        certificates whose signatures are of another round than named
     amnesia            (the lock attack) vote for every proposal at once, in every round,
                        precommits to a random subset; propose a fresh block every round
+
+An adversary that owns the network: it may send a message to chosen peers only
+(``World.publish_to``), which a broker's fan-out would not allow an honest node.
 """
 
 import dataclasses
 import random
-from typing import Any
+from typing import TYPE_CHECKING
 
-from micromine.ledger_node.consensus import (
-    Broadcast,
-    ConsensusApp,
-    Decide,
-    Evidence,
-    Output,
-    PersistSigned,
-    Rejected,
-)
-from micromine.ledger_node.sim_app import SimApp, state_root, stray_pool, tx_pool
-from micromine.ledger_node.sim_faults import AMNESIA
-from micromine.ledger_node.sim_node import SimNode
-from micromine.protocol.block import Block, CommitSignature, compute_tx_root
-from micromine.protocol.codec import encode, sign, sign_commit
+from micromine.ledger_node.actions import Action
+from micromine.ledger_node.consensus import Broadcast, Output, SignedState
+from micromine.ledger_node.replica import Replica
+from micromine.ledger_node.sim.chain import forged_pool, tx_pool
+from micromine.ledger_node.sim.faults import AMNESIA
+from micromine.protocol import topics
+from micromine.protocol.block import Block, BlockHeader, CommitSignature, compute_tx_root
+from micromine.protocol.codec import decode, encode, sign, sign_commit
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.errors import DecodeError
 from micromine.protocol.limits import MAX_ROUND
 from micromine.protocol.messages import NO_SIGNATURE
+from micromine.protocol.topics import Channel, Publish
+
+if TYPE_CHECKING:
+    from micromine.ledger_node.core import LedgerCore
+    from micromine.ledger_node.sim.world import Simulation
 
 Vote = Prevote | Precommit
 RECENT = 48  # encodings remembered for replay and mutation
 
 DEFECTS = (
-    "prev_hash", "unacknowledged", "committed", "duplicate", "state_root", "tx_root",
-    "height", "timestamp", "body", "proposer",
+    "prev_hash", "state_root", "tx_root", "body", "height", "timestamp", "proposer",
+    "forged_tx",
 )  # fmt: skip
 
 
-class _Gullible:
-    """The Byzantine core's app: proposes like an honest one, accepts every block."""
+class ByzantineReplica(Replica):
+    """The node's real Replica; what it sends, and how it answers sync, is rewritten."""
 
-    def __init__(self, app: SimApp) -> None:
-        self.app = app
-
-    def has_work(self) -> bool:
-        return self.app.has_work()
-
-    def propose(self, height: int, round: int, now_ms: int) -> Block | None:
-        return self.app.propose(height, round, now_ms)
-
-    def is_valid(self, block: Block) -> bool:
-        return True
-
-    def is_timely(self, block: Block, now_ms: int) -> bool:
-        return True
-
-
-class ByzantineNode(SimNode):
-    honest = False
-
-    def __init__(self, *, modes: frozenset[str], rng: random.Random, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.modes = modes
-        self.rng = rng
+    def __init__(
+        self,
+        ledger: "LedgerCore",
+        reply_to: bytes,
+        _last_signed: SignedState | None,
+        *,
+        world: "Simulation",
+        index: int,
+        modes: frozenset[str],
+        rng: random.Random,
+    ) -> None:
+        super().__init__(ledger, reply_to, None)  # it signs whatever suits it
+        self.world, self.index, self.modes, self.rng = world, index, modes, rng
+        self.key = ledger.key
+        self.public = ledger.key.public
+        self.peers = tuple(i for i in range(len(self.consensus.validators)) if i != index)
         self.recent: list[bytes] = []
         self.substituted: dict[tuple[int, int], tuple[bytes, bytes]] = {}  # (h, r) -> old, new
         self.amnesia_voted: set[tuple[int, int]] = set()
         self.outsider = KeyPair(sha256(b"micromine-sim/outsider"))
+        self.topic = topics.consensus(self.chain_id, self.public)
 
-    def consensus_app(self) -> ConsensusApp:
-        return _Gullible(self.app)
+    # ---- what its core believes ------------------------------------------------------
+
+    def is_valid(self, block: Block) -> bool:
+        super().is_valid(block)  # keeps the changes of a valid block for its commit
+        return True
+
+    def is_timely(self, block: Block, now_ms: int) -> bool:
+        return True
 
     # ---- signing ------------------------------------------------------------------
 
@@ -105,40 +110,32 @@ class ByzantineNode(SimNode):
 
     # ---- sending ------------------------------------------------------------------
 
-    def send_to(
-        self, peers: list[int] | tuple[int, ...], message: Proposal | Vote | Block, now_ms: int
-    ) -> None:
+    def send_to(self, peers: tuple[int, ...] | list[int], message: Proposal | Vote) -> None:
         payload = encode(message)
         self.remember(payload)
-        for peer in peers:
-            self.send(peer, payload, now_ms)
+        self.world.publish_to(self.index, tuple(peers), self.topic, payload)
 
     def remember(self, payload: bytes) -> None:
         self.recent.append(payload)
         if len(self.recent) > RECENT:
             del self.recent[0]
 
-    def apply_one(self, output: Output, now_ms: int) -> None:
-        match output:
-            case Broadcast(message):
-                self.misbehave(message, now_ms)
-            case Decide(block, _round):
-                self.app.commit(block)
-                self.last_decide_ms = now_ms
-            case Evidence() | Rejected():
-                self.world.counters["byzantine.own_core_output"] += 1
-            case PersistSigned():
-                pass  # it will sign whatever suits it
+    def _apply(self, outputs: "list[Output]", now_ms: int, actions: list[Action]) -> None:  # type: ignore[override]
+        for output in outputs:
+            if isinstance(output, Broadcast):
+                self.misbehave(output.message, now_ms)
+            else:
+                super()._apply([output], now_ms, actions)
 
     def misbehave(self, message: Proposal | Vote, now_ms: int) -> None:
         rng, counters = self.rng, self.world.counters
         if AMNESIA in self.modes:
             if isinstance(message, Proposal):
-                fresh = self.app.propose(message.height, message.round, now_ms)
+                fresh = self.propose(message.height, message.round, now_ms)
                 if fresh is not None:  # never re-propose: a new block every round
                     message = self.propose_block(dataclasses.replace(message, pol_round=0), fresh)
-                self.send_to(self.peers, message, now_ms)
-                self.amnesia_vote(message, now_ms)
+                self.send_to(self.peers, message)
+                self.amnesia_vote(message)
             return  # its votes come from amnesia_vote
         slot = (message.height, message.round)
         if (
@@ -163,11 +160,11 @@ class ByzantineNode(SimNode):
             others = [p for p in self.peers if p != witness]
             rng.shuffle(others)
             cut = rng.randint(0, len(others))
-            self.send_to([witness, *others[:cut]], message, now_ms)
-            self.send_to([witness, *others[cut:]], twin, now_ms)
+            self.send_to([witness, *others[:cut]], message)
+            self.send_to([witness, *others[cut:]], twin)
             counters["byzantine.equivocations"] += 1
             return
-        self.send_to(self.peers, message, now_ms)
+        self.send_to(self.peers, message)
 
     def conflicting(self, message: Proposal | Vote, now_ms: int) -> Proposal | Vote:
         if isinstance(message, Proposal):
@@ -182,53 +179,44 @@ class ByzantineNode(SimNode):
     def invalid_proposal(self, proposal: Proposal, now_ms: int) -> Proposal:
         """``proposal``'s block changed to break exactly one validity rule."""
         block, rng = proposal.block, self.rng
-        header, txs = block.header, list(block.txs)
+        header = block.header
         defect = rng.choice(DEFECTS)
-        chain = self.app.chain
-        if defect == "timestamp" and not chain:
+        if defect == "timestamp" and self.ledger.tip.height == 0:
             defect = "prev_hash"  # height 1 has no parent to precede
         self.world.counters[f"byzantine.defect.{defect}"] += 1
-        if defect == "unacknowledged":
-            txs.append(rng.choice(stray_pool()))
-        elif defect == "committed":
-            old = [tx for b in chain for tx in b.txs]
-            txs.append(rng.choice(old or stray_pool()))
-        elif defect == "duplicate":
-            txs += [txs[0]] if txs else [tx_pool()[0]] * 2
-        changes: dict[str, Any] = {
-            "tx_root": compute_tx_root(txs),
-            "state_root": state_root([*self.app.committed, *(tx.id for tx in txs)]),
-        }
+        txs = block.txs
+        changes: dict[str, object] = {}
         random_hash = sha256(rng.randbytes(8))
-        if defect in ("prev_hash", "state_root", "tx_root", "body"):
+        if defect == "forged_tx":  # a transfer no device judged, badly signed at that
+            txs = (*txs, rng.choice(forged_pool()))
+            changes["tx_root"] = compute_tx_root(txs)
+        elif defect in ("prev_hash", "state_root", "tx_root", "body"):
             changes[{"body": "body_hash"}.get(defect, defect)] = random_hash
         elif defect == "height":
             changes["height"] = header.height + 1
         elif defect == "timestamp":
-            changes["timestamp_ms"] = chain[-1].header.timestamp_ms - rng.randrange(2)
+            changes["timestamp_ms"] = self.ledger.tip.timestamp_ms - rng.randrange(2)
         elif defect == "proposer":
             changes["proposer"] = self.outsider.public
-        bad = Block(dataclasses.replace(header, **changes), tuple(txs), (), (), 0, ())
+        bad = dataclasses.replace(block, header=dataclasses.replace(header, **changes), txs=txs)  # type: ignore[arg-type]
         return self.propose_block(proposal, bad)
 
     # ---- reacting to others -------------------------------------------------------
 
-    def deliver(self, src: int, payload: bytes, now_ms: int) -> None:
-        if self.core is not None:
-            self.remember(payload)
-        super().deliver(src, payload, now_ms)
+    def on_consensus(
+        self, key: bytes | None, payload: bytes, now_ms: int, actions: list[Action]
+    ) -> None:
+        self.remember(payload)
+        if AMNESIA in self.modes:
+            try:
+                message = decode(payload)
+            except DecodeError:
+                message = None
+            if isinstance(message, Proposal) and message.height == self.consensus.height:
+                self.amnesia_vote(message)
+        super().on_consensus(key, payload, now_ms, actions)
 
-    def on_consensus(self, message: Proposal | Vote, now_ms: int) -> None:
-        if (
-            AMNESIA in self.modes
-            and isinstance(message, Proposal)
-            and self.core is not None
-            and message.height == self.core.height
-        ):
-            self.amnesia_vote(message, now_ms)
-        super().on_consensus(message, now_ms)
-
-    def amnesia_vote(self, proposal: Proposal, now_ms: int) -> None:
+    def amnesia_vote(self, proposal: Proposal) -> None:
         """Vote at once for every proposal, whatever was seen before (no lock).
 
         Its own proposal: prevote and precommit it to everyone.  Another's block: show
@@ -243,48 +231,52 @@ class ByzantineNode(SimNode):
         self.amnesia_voted.add(slot)
         block_hash = proposal.block.hash
         if proposal.proposer == self.public:
-            self.send_to(self.peers, self.vote(Prevote, *slot, block_hash), now_ms)
-            self.send_to(self.peers, self.vote(Precommit, *slot, block_hash), now_ms)
+            self.send_to(self.peers, self.vote(Prevote, *slot, block_hash))
+            self.send_to(self.peers, self.vote(Precommit, *slot, block_hash))
             return
-        unheard = [peer for peer in self.peers if peer in self.world.unheard(now_ms)]
+        unheard = [peer for peer in self.peers if peer in self.world.unheard()]
         victim = self.rng.choice(unheard or self.peers)
         others = [peer for peer in self.peers if peer != victim]
         self.rng.shuffle(others)
         shown, hidden = [victim, *others[:1]], others[1:]
-        self.send_to(shown, self.vote(Prevote, *slot, block_hash), now_ms)
-        self.send_to(hidden, self.vote(Prevote, *slot, NIL), now_ms)
-        self.send_to([victim], self.vote(Precommit, *slot, block_hash), now_ms)
-        self.send_to(others, self.vote(Precommit, *slot, NIL), now_ms)
+        self.send_to(shown, self.vote(Prevote, *slot, block_hash))
+        self.send_to(hidden, self.vote(Prevote, *slot, NIL))
+        self.send_to([victim], self.vote(Precommit, *slot, block_hash))
+        self.send_to(others, self.vote(Precommit, *slot, NIL))
 
-    def on_sync_request(self, request: SyncRequest, now_ms: int) -> None:
+    def on_sync_request(
+        self, key: bytes | None, payload: bytes, now_ms: int, actions: list[Action]
+    ) -> None:
         if AMNESIA in self.modes:
             return  # withholds the blocks that would end the split
         if "bad-sync" not in self.modes or self.rng.random() < 0.3:
-            super().on_sync_request(request, now_ms)
+            super().on_sync_request(key, payload, now_ms, actions)
             return
-        dst = self.world.node_of_reply_to(request.reply_to)
-        chain = self.app.chain
-        if dst is None:
+        try:
+            request = decode(payload, SyncRequest)
+        except DecodeError:
             return
-        last = min(request.to_height, len(chain) + 1)
+        topic = topics.sync_reply(self.chain_id, request.reply_to)
+        last = min(request.to_height, self.ledger.tip.height + 1, request.from_height + 8)
         for height in range(request.from_height, last + 1):
             self.world.counters["byzantine.bad_sync"] += 1
-            self.send_to(
-                [dst],
-                self.tampered(chain[height - 1] if height <= len(chain) else None, height, now_ms),
-                now_ms,
-            )
+            block = self.tampered(self._decided.get(height), height, now_ms)
+            self.world.publish(self.index, Publish.on(Channel.SYNC_REPLY, topic, encode(block)))
 
     def tampered(self, block: Block | None, height: int, now_ms: int) -> Block:
         """A certified-looking block that must not be accepted (or a forged one)."""
         rng = self.rng
         if block is None or rng.random() < 0.3:  # forge: a fresh block, our signature + junk
-            made = self.app.propose(len(self.app.chain) + 1, 1, now_ms)
-            assert made is not None  # our own next height: always a block
-            header = dataclasses.replace(made.header, height=height)
+            tip = self.ledger.tip
+            header = BlockHeader(
+                self.chain_id, height, tip.hash, compute_tx_root(()), sha256(b"body"),
+                sha256(rng.randbytes(8)), tip.timestamp_ms + 1, self.public,
+            )  # fmt: skip
             block = Block(header, (), (), (), 0, ())
             junk = tuple(
-                CommitSignature(v, rng.randbytes(64)) for v in self.validators if v != self.public
+                CommitSignature(v, rng.randbytes(64))
+                for v in self.consensus.validators
+                if v != self.public
             )
             mine = CommitSignature(
                 self.public, sign_commit(1, header.hash, self.chain_id, self.key)
@@ -303,7 +295,7 @@ class ByzantineNode(SimNode):
             self.public, sign_commit(other_round, block.hash, self.chain_id, self.key)
         )
         if choice == 3:  # rounds mixed: the quorum's last signature is ours, of another round
-            needed = 2 * len(self.validators) // 3 + 1
+            needed = 2 * len(self.consensus.validators) // 3 + 1
             honest = [e for e in block.certificate if e.signer != self.public][: needed - 1]
             mixed = tuple(sorted((*honest, ours), key=lambda e: e.signer))
             return dataclasses.replace(block, certificate=mixed)
@@ -316,18 +308,16 @@ class ByzantineNode(SimNode):
 
     def noise(self, now_ms: int) -> None:
         """One piece of garbage or one replayed message, to one random peer."""
-        if self.core is None:
-            return
         rng, counters = self.rng, self.world.counters
         peer = rng.choice(self.peers)
         if "replay" in self.modes and self.recent and rng.random() < 0.5:
             counters["byzantine.replays"] += 1
-            self.send(peer, rng.choice(self.recent), now_ms)
+            self.world.publish_to(self.index, (peer,), self.topic, rng.choice(self.recent))
             return
         if "garbage" not in self.modes:
             return
         counters["byzantine.garbage"] += 1
-        height, round_ = self.core.height, max(1, self.core.round)
+        height, round_ = self.consensus.height, max(1, self.consensus.round)
         payload: bytes
         match rng.randrange(8):
             case 0:
@@ -353,7 +343,7 @@ class ByzantineNode(SimNode):
                 payload = encode(far)
             case _:  # a valid message of a kind consensus does not expect
                 payload = encode(rng.choice(tx_pool()))
-        self.send(peer, payload, now_ms)
+        self.world.publish_to(self.index, (peer,), self.topic, payload)
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:

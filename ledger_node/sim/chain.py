@@ -1,0 +1,95 @@
+"""The simulated chain's fixed cast: validator, device and wallet keys, the genesis, and
+the transactions a run submits.
+
+Everything is derived from fixed labels and cached per process (key derivation and
+signing are the expensive part of setting up a run), so every run of every seed shares
+one genesis and one pool: a seed changes the faults, never the chain.
+"""
+
+import dataclasses
+import functools
+
+from micromine.ledger_node.genesis import ChainParams, Genesis
+from micromine.protocol.codec import sign
+from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.messages import Transaction
+
+CHAIN_ID = "simnet-1"
+GENESIS_MS = 1_700_000_000_000  # simulated time 0, as a timestamp
+DEVICES = 5  # k = 3 of them judge each batch; one may be down
+POOL_SIZE = 128  # transfers a run may submit, one sender each (nonce 0)
+FORGED_SIZE = 8  # badly signed transfers, for Byzantine proposals
+BALANCE = 1_000
+EXPIRY_MS = GENESIS_MS + 10 * 86_400_000
+
+# Short intervals so that a run of a few simulated minutes holds many blocks.
+PARAMS = ChainParams(
+    k=3,
+    q=2,
+    batch_size=16,
+    block_interval_ms=200,
+    max_block_txs=32,
+    batch_timeout_ms=1_500,
+    tx_timeout_ms=60_000,
+    device_timeout_ms=6_000,
+    recheck_tx_signatures=1,
+)
+
+
+def _key(label: str, index: int) -> KeyPair:
+    return KeyPair(sha256(f"micromine-sim/{label}/{index}".encode()))
+
+
+@functools.cache
+def validator_keys(count: int) -> tuple[KeyPair, ...]:
+    return tuple(_key("validator", i) for i in range(count))
+
+
+@functools.cache
+def validator_publics(count: int) -> tuple[bytes, ...]:
+    return tuple(key.public for key in validator_keys(count))
+
+
+@functools.cache
+def device_keys() -> tuple[KeyPair, ...]:
+    return tuple(_key("device", i) for i in range(DEVICES))
+
+
+@functools.cache
+def sender_keys() -> tuple[KeyPair, ...]:
+    return tuple(_key("sender", i) for i in range(POOL_SIZE + FORGED_SIZE))
+
+
+@functools.cache
+def genesis(validators: int) -> Genesis:
+    recipient = sha256(b"micromine-sim/recipient")
+    balances = sorted([(key.public, BALANCE) for key in sender_keys()] + [(recipient, 1)])
+    return Genesis(
+        chain_id=CHAIN_ID,
+        timestamp_ms=GENESIS_MS,
+        ledger_nodes=tuple(sorted(validator_publics(validators))),
+        balances=tuple(balances),
+        params=PARAMS,
+        devices=tuple(sorted(key.public for key in device_keys())),
+    )
+
+
+def _transfer(sender: KeyPair, amount: int) -> Transaction:
+    recipient = sha256(b"micromine-sim/recipient")
+    tx = Transaction(CHAIN_ID, sender.public, recipient, amount, 1, 0, EXPIRY_MS, "sim")
+    return sign(tx, sender)
+
+
+@functools.cache
+def tx_pool() -> tuple[Transaction, ...]:
+    """Valid transfers, in the order a run submits them (one sender each, nonce 0)."""
+    return tuple(_transfer(key, 1 + i) for i, key in enumerate(sender_keys()[:POOL_SIZE]))
+
+
+@functools.cache
+def forged_pool() -> tuple[Transaction, ...]:
+    """Transfers whose signature does not verify: no honest node may commit one."""
+    return tuple(
+        dataclasses.replace(tx, signature=bytes(b ^ 0x5A for b in tx.signature))
+        for tx in (_transfer(key, 7) for key in sender_keys()[POOL_SIZE:])
+    )
