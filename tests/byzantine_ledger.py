@@ -57,7 +57,6 @@ from collections.abc import Sequence
 
 import structlog
 
-from micromine.ledger_node.core import LedgerCore
 from micromine.device_agent.keyfile import KeyFileError, load_key
 from micromine.ledger_node.actions import Action
 from micromine.ledger_node.blocks import (
@@ -68,6 +67,7 @@ from micromine.ledger_node.blocks import (
 )
 from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
 from micromine.ledger_node.consensus import Broadcast, ConsensusMessage, Output, SignedState
+from micromine.ledger_node.core import LedgerCore
 from micromine.ledger_node.enrollment import ApprovalRecord
 from micromine.ledger_node.replica import Replica
 from micromine.ledger_node.service import run_ledger
