@@ -1,16 +1,33 @@
 """SQLite storage for one ledger node: blocks, accounts, the device registry and bans,
-vesting rewards, and admitted transactions.
+vesting rewards, admitted transactions, and what the node last signed in consensus.
 
 A block, its account and vesting changes, the devices it registers and bans and the
 removal of its transactions from ``pending`` are one SQLite transaction, so a node killed at any
-instant restarts at a height whose state matches it exactly.  WAL mode with
-synchronous=NORMAL: a commit survives a killed process (the WAL is in the OS's hands);
-a power cut may lose the last few commits, which peers re-supply once there are several
-ledger nodes.
+instant restarts at a height whose state matches it exactly.  Admitted transactions are
+stored before their PENDING receipt is sent, so an acknowledged transaction survives a
+crash and is judged again after restart.
 
-Admitted transactions are stored before their PENDING receipt is sent, so an
-acknowledged transaction survives a crash and is judged again after restart.  What the
-node last signed in consensus is stored before the signed message is sent.
+Crash and power-loss model (WAL mode; docs/CONSENSUS.md, "Crash and power-loss model"):
+
+    write                          synchronous  killed process   power cut
+    save_signed (signed state)     FULL         survives         survives (fsynced first)
+    everything else                NORMAL       survives         may lose the last commits
+
+* A killed process loses nothing that was committed: the WAL is in the OS's hands.
+* A power cut (or kernel crash) keeps every ``save_signed``: it runs with
+  synchronous=FULL, so the WAL is fsynced before it returns, and the node sends the
+  signed message only after that.  Losing it could make a restarted validator sign a
+  second, different message in one slot, or forget the lock it precommitted under:
+  two nodes doing so is enough to decide two blocks at one height.
+* The other writes (blocks, pending transactions, certificates) run with
+  synchronous=NORMAL, fsynced only at checkpoints: a power cut may roll back the last
+  few.  Safety does not depend on them: lost blocks come back from peers (sync, with
+  their certificates), and a lost pending transaction was admitted by every node, so
+  the others still propose it.  The signed state may then be ahead of the chain: the
+  core signs nothing below it and catches up first.
+
+``_committed(durable)`` is called right after each COMMIT: a no-op here, a hook for a
+simulator that models which writes a power cut takes away.
 """
 
 import sqlite3
@@ -131,14 +148,29 @@ class LedgerStore:
             self.db.execute("INSERT INTO meta VALUES ('genesis_time', ?)", (genesis.timestamp_ms,))
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
+    def _transaction(self, durable: bool = False) -> Iterator[None]:
+        """One SQLite transaction.  ``durable``: on disk (fsynced) when this returns, for
+        what must survive a power cut; otherwise a commit survives a killed process but
+        a power cut may lose it (synchronous=NORMAL; see the module docstring)."""
+        if durable:
+            self.db.execute("PRAGMA synchronous=FULL")  # not allowed inside a transaction
         try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            self._committed(durable)
+        finally:
+            if durable:
+                self.db.execute("PRAGMA synchronous=NORMAL")
+
+    def _committed(self, durable: bool) -> None:
+        """Called right after each COMMIT, ``durable`` as the transaction was.  A hook
+        for a simulator that models what a power cut takes away (the non-durable commits
+        since the last durable one may be lost); nothing to do here."""
 
     def close(self) -> None:
         self.db.close()
@@ -232,9 +264,10 @@ class LedgerStore:
     # ---- writes -------------------------------------------------------------------
 
     def save_signed(self, state: SignedState) -> None:
-        """What this validator last signed; written before the message leaves, so that a
-        restarted node never signs a different message for the same slot."""
-        with self._transaction():
+        """What this validator last signed; called before the message leaves, and
+        durable (fsynced) when it returns, so that a restarted node, even after a power
+        cut, never signs a different message for the same slot."""
+        with self._transaction(durable=True):
             self.db.execute(
                 "INSERT OR REPLACE INTO signed VALUES (1, ?, ?, ?, ?, ?, ?)",
                 (state.height, state.round, state.step, state.block_hash,
