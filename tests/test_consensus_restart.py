@@ -1,21 +1,235 @@
-"""Restarts and crashes: which writes are durable (docs/CONSENSUS.md, "Crash and
-power-loss model")."""
+"""Restarts and crashes: what a validator persists (its signed state, with the lock and
+the valid value) and which writes are durable (docs/CONSENSUS.md, "Crash and power-loss
+model").
 
+The scenarios drive real cores in memory over a scripted network that can hold
+messages back, with the gossip the adapters do (every core re-sends
+``gossip_messages()``), and restart a core from the last ``SignedState`` it emitted."""
+
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_consensus_core import KEYS
+from test_consensus_core import (
+    KEYS,
+    TIMEOUTS,
+    App,
+    broadcasts,
+    lock_core_on_round_1,
+    make_core,
+    of_type,
+    proposer_index,
+    signed_precommit,
+    signed_prevote,
+    signed_proposal,
+)
 
-from micromine.ledger_node.consensus import SignedState
+from micromine.ledger_node.consensus import (
+    Broadcast,
+    ConsensusMessage,
+    Decide,
+    Output,
+    PersistSigned,
+    SignedState,
+    Step,
+)
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import PendingTx
 from micromine.ledger_node.storage import LedgerStore
 from micromine.protocol.codec import sign
-from micromine.protocol.consensus import NIL
+from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal
 from micromine.protocol.crypto import sha256
 from micromine.protocol.messages import Transaction
 
-# ---- storage: a durable signed state -------------------------------------------------------
+GOSSIP_MS = 1000  # as the simulator's nodes: re-send every kept message this often
+
+# Height 1's proposers: round 1 A, round 2 D, round 3 B, round 4 C, round 5 A ...
+A, B, C, D = (proposer_index(1, round) for round in (1, 3, 4, 2))
+
+Hold = Callable[[int, int, ConsensusMessage], bool]
+
+
+class Cluster:
+    """Four cores; a Broadcast goes to every other core unless ``hold(src, dst, message)``
+    keeps it back (until ``release``).  With ``gossip`` on, every GOSSIP_MS each core
+    re-sends everything it keeps, as the adapters do.  ``signed[i]`` is what node i
+    last persisted: a restart builds its new core from it."""
+
+    def __init__(self) -> None:
+        self.apps = [App(k) for k in KEYS]
+        self.cores = [make_core(i, self.apps[i]) for i in range(len(KEYS))]
+        self.signed: list[SignedState | None] = [None] * len(KEYS)
+        self.sent: list[list[ConsensusMessage]] = [[] for _ in KEYS]
+        self.queue: deque[tuple[int, int, ConsensusMessage]] = deque()
+        self.held: list[tuple[int, int, ConsensusMessage]] = []
+        self.hold: Hold = lambda _src, _dst, _message: False
+        self.gossip = False
+        self.now = 0
+        self.next_gossip = 0
+        for i, core in enumerate(self.cores):
+            self.apply(i, core.start(self.now))
+
+    def apply(self, i: int, outputs: list[Output]) -> None:
+        for output in outputs:
+            if isinstance(output, PersistSigned):
+                self.signed[i] = output.state
+            elif isinstance(output, Broadcast):
+                self.sent[i].append(output.message)
+                self.send(i, output.message)
+            elif isinstance(output, Decide):
+                self.apps[i].blocks.append(output.block)
+
+    def send(self, src: int, message: ConsensusMessage) -> None:
+        self.queue.extend((src, dst, message) for dst in range(len(self.cores)) if dst != src)
+
+    def step(self, step_ms: int = 10) -> None:
+        while self.queue:
+            src, dst, message = self.queue.popleft()
+            if self.hold(src, dst, message):
+                self.held.append((src, dst, message))
+                continue
+            self.apply(dst, self.cores[dst].on_message(message, self.now))
+        self.now += step_ms
+        for i, core in enumerate(self.cores):
+            self.apply(i, core.on_tick(self.now))
+        if self.gossip and self.now >= self.next_gossip:
+            self.next_gossip = self.now + GOSSIP_MS
+            for i, core in enumerate(self.cores):
+                for message in core.gossip_messages():
+                    self.send(i, message)
+
+    def run_until(self, done: Callable[[], bool], limit_ms: int) -> bool:
+        while not done():
+            if self.now >= limit_ms:
+                return False
+            self.step()
+        return True
+
+    def release(self) -> None:
+        self.queue.extend(self.held)
+        self.held.clear()
+
+    def restart(self, i: int) -> None:
+        """A crash and a restart: everything in memory is lost but the chain and what
+        the node persisted."""
+        app = App(KEYS[i])
+        app.blocks = list(self.apps[i].blocks)
+        self.apps[i] = app
+        self.cores[i] = make_core(i, app, height=len(app.blocks) + 1, last_signed=self.signed[i])
+        self.apply(i, self.cores[i].start(self.now))
+
+
+# ---- the lock and the valid value survive a restart -------------------------------------
+
+
+def locked_in_round_1_then_restarted() -> tuple[Cluster, bytes]:
+    """Round 1: A proposes v; A, B and C prevote v, but only A and B see that polka in
+    time (C gets A's and B's prevotes late, D never gets the proposal): A and B lock on
+    v, C and D have no validValue.  Round 2: D proposes a fresh block; A and B prevote
+    nil, C and D prevote it; everyone precommits nil.  Then A and B crash and restart,
+    and the network heals.  Returns the cluster and v's hash."""
+    net = Cluster()
+
+    def hold(src: int, dst: int, message: ConsensusMessage) -> bool:
+        if isinstance(message, Proposal) and message.round == 1:
+            return dst == D
+        return isinstance(message, Prevote) and message.round == 1 and src in (A, B) and dst == C
+
+    net.hold = hold
+    assert net.run_until(
+        lambda: all(s is not None and (s.round, s.step) == (2, 3) for s in net.signed), 20_000
+    )
+    v = net.cores[A].locked_hash
+    assert [net.cores[i].locked_round for i in (A, B, C, D)] == [1, 1, 0, 0]
+    assert net.cores[C].valid_block is None and net.cores[D].valid_block is None
+    assert not any(app.blocks for app in net.apps)
+    net.hold = lambda _src, _dst, _message: False
+    net.release()
+    net.gossip = True
+    net.restart(A)
+    net.restart(B)
+    return net, v
+
+
+def test_restarted_locked_nodes_re_propose_their_valid_value_and_decide_it() -> None:
+    """Without the valid value in the signed state, nobody could re-propose v: C and D
+    never had it and A and B lost it, while A and B stay locked on v and prevote nil
+    for every fresh block -- no decision ever (the simulator saw 34 rounds in 300 s)."""
+    net, v = locked_in_round_1_then_restarted()
+    restarted = net.now
+    assert net.run_until(lambda: all(app.blocks for app in net.apps), restarted + 30_000), (
+        f"no decision within 30 s of the restart (round {net.cores[C].round})"
+    )
+    assert {app.blocks[0].hash for app in net.apps} == {v}
+    # B, the first proposer after the restart (round 3), re-proposed v citing round 1.
+    (reproposal,) = [m for m in net.sent[B] if isinstance(m, Proposal) and m.round == 3]
+    assert isinstance(reproposal, Proposal)
+    assert (reproposal.block.hash, reproposal.pol_round) == (v, 1)
+
+
+def test_the_precommit_persists_the_lock_and_the_valid_value_with_their_block() -> None:
+    core, block = lock_core_on_round_1()
+    state = core._last_signed
+    assert state is not None and (state.round, state.step) == (1, 3)
+    assert (state.locked_round, state.locked_hash, state.locked_block) == (1, block.hash, block)
+    assert (state.valid_round, state.valid_block) == (1, block)
+
+
+def test_a_polka_seen_after_precommitting_nil_is_persisted_without_a_message() -> None:
+    """Line 42 in the precommit step changes the valid value and signs nothing: it is
+    persisted on its own, in the slot of the last message signed."""
+    core = make_core(1)
+    core.start(0)
+    proposal = signed_proposal(1)
+    core.on_message(proposal, 1)  # prevote for it
+    core.on_message(signed_prevote(2, 1, proposal.block.hash), 2)
+    core.on_message(signed_prevote(3, 1, NIL), 3)  # three voters, no polka: timeoutPrevote
+    outputs = core.on_tick(3 + TIMEOUTS.prevote(1))
+    assert [(type(m), m.block_hash) for m in broadcasts(outputs)] == [(Precommit, NIL)]  # type: ignore[union-attr]
+    outputs = core.on_message(signed_prevote(0, 1, proposal.block.hash), 4)  # a late polka
+    assert broadcasts(outputs) == []
+    (persisted,) = of_type(outputs, PersistSigned)
+    assert isinstance(persisted, PersistSigned)
+    state = persisted.state
+    assert (state.height, state.round, state.step, state.block_hash) == (1, 1, 3, NIL)
+    assert (state.valid_round, state.valid_block, state.locked_round) == (1, proposal.block, 0)
+    # Nothing new after that: the next message carries the same state along.
+    later = core.on_message(signed_prevote(0, 1, proposal.block.hash), 5)
+    assert of_type(later, PersistSigned) == []
+
+
+def test_a_restarted_proposer_re_proposes_its_valid_value_and_keeps_its_lock() -> None:
+    core, block = lock_core_on_round_1()
+    index = proposer_index(1, 2)
+    last = core._last_signed
+    assert last is not None and index != 1
+    restarted = make_core(index, last_signed=last)  # its own key: the state is all it takes
+    restarted.start(10)
+    assert (restarted.locked_round, restarted.locked_hash) == (1, block.hash)
+    assert restarted.locked_block == block
+    assert (restarted.valid_round, restarted.valid_block) == (1, block)
+    restarted.on_message(signed_precommit(0, 2, NIL), 11)
+    outputs = restarted.on_message(signed_precommit(3, 2, NIL), 11)  # f + 1 in round 2
+    sent = [m for m in broadcasts(outputs) if isinstance(m, Proposal)]
+    assert [(m.round, m.block, m.pol_round) for m in sent] == [(2, block, 1)]
+
+
+def test_a_restart_in_the_round_it_proposed_in_proposes_nothing() -> None:
+    """Its valid value may be of that very round: re-proposing it there would be a
+    second proposal in the slot (and a pol_round that is not earlier than the round)."""
+    index = proposer_index(1, 2)
+    block = signed_proposal(2).block
+    last = SignedState(1, 2, 3, block.hash, 2, block.hash, 2, block, block)
+    core = make_core(index, last_signed=last)
+    outputs = core.start(0)
+    assert (core.round, core.step) == (2, Step.PROPOSE)
+    assert broadcasts(outputs) == []
+    assert broadcasts(core.on_tick(TIMEOUTS.propose(2))) == []  # and it precommitted
+    assert core.step == Step.PREVOTE
+
+
+# ---- storage: a durable signed state ----------------------------------------------------
 
 GENESIS = Genesis("restart-test", 1_700_000_000_000, (KEYS[0].public,), ())
 SYNCHRONOUS = {1: "NORMAL", 2: "FULL"}
