@@ -6,6 +6,8 @@ The scenarios drive real cores in memory over a scripted network that can hold
 messages back, with the gossip the adapters do (every core re-sends
 ``gossip_messages()``), and restart a core from the last ``SignedState`` it emitted."""
 
+import dataclasses
+import sqlite3
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,7 @@ from test_consensus_core import (
     App,
     broadcasts,
     lock_core_on_round_1,
+    make_block,
     make_core,
     of_type,
     proposer_index,
@@ -36,7 +39,8 @@ from micromine.ledger_node.consensus import (
 )
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import PendingTx
-from micromine.ledger_node.storage import LedgerStore
+from micromine.ledger_node.storage import LedgerStore, StorageError
+from micromine.protocol.block import GENESIS_PARENT, Block
 from micromine.protocol.codec import sign
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal
 from micromine.protocol.crypto import sha256
@@ -229,7 +233,7 @@ def test_a_restart_in_the_round_it_proposed_in_proposes_nothing() -> None:
     assert core.step == Step.PREVOTE
 
 
-# ---- storage: a durable signed state ----------------------------------------------------
+# ---- storage: durable signed state, and its blocks --------------------------------------
 
 GENESIS = Genesis("restart-test", 1_700_000_000_000, (KEYS[0].public,), ())
 SYNCHRONOUS = {1: "NORMAL", 2: "FULL"}
@@ -284,3 +288,89 @@ def test_a_failed_durable_write_leaves_the_connection_at_normal(tmp_path: Path) 
         raise RuntimeError("boom")
     assert store.db.execute("PRAGMA synchronous").fetchone() == (1,)
     store.close()
+
+
+def block(round: int) -> Block:
+    return make_block(KEYS[0].public, 1, GENESIS_PARENT, 5000 + round)
+
+
+def test_the_signed_state_comes_back_with_its_lock_and_valid_value(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    v, w = block(1), block(2)
+    state = SignedState(1, 3, 2, w.hash, 1, v.hash, 2, w, v)
+    store = LedgerStore(path, GENESIS)
+    assert store.last_signed() is None
+    store.save_signed(state)
+    store.close()
+    store = LedgerStore(path, GENESIS)
+    assert store.last_signed() == state
+    store.close()
+
+
+def test_a_signed_block_is_written_when_it_changes_not_with_every_vote(tmp_path: Path) -> None:
+    store = LedgerStore(tmp_path / "ledger.sqlite", GENESIS)
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+
+    def writes() -> list[str]:
+        found = [
+            s.split()[0]
+            for s in statements
+            if "signed_blocks" in s and s.startswith(("INSERT", "DELETE"))
+        ]
+        statements.clear()
+        return found
+
+    def rows() -> int:
+        return int(store.db.execute("SELECT COUNT(*) FROM signed_blocks").fetchone()[0])
+
+    v, w = block(1), block(2)
+    locked = SignedState(1, 1, 3, v.hash, 1, v.hash, 1, v, v)
+    store.save_signed(locked)  # locked and valid: one block, stored once
+    assert writes() == ["INSERT", "DELETE"]
+    assert rows() == 1
+    for round in (2, 3):  # votes of later rounds, the same lock and valid value
+        store.save_signed(dataclasses.replace(locked, round=round, step=2, block_hash=NIL))
+        assert writes() == [] and rows() == 1
+    newer = SignedState(1, 3, 3, NIL, 1, v.hash, 3, w, v)  # a polka for w, still locked on v
+    store.save_signed(newer)
+    assert writes() == ["INSERT", "DELETE"]
+    assert rows() == 2
+    relocked = SignedState(1, 4, 3, w.hash, 4, w.hash, 4, w, w)
+    store.save_signed(relocked)  # v is no longer needed
+    assert writes() == ["DELETE"] and rows() == 1
+    store.save_signed(SignedState(2, 1, 2, NIL))  # the next height: nothing to keep
+    assert rows() == 0
+    store.close()
+
+
+def test_a_schema_3_database_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    LedgerStore(path, GENESIS).close()
+    v = block(1)
+    db = sqlite3.connect(path, isolation_level=None)  # as schema 3 left it
+    for column in ("valid_round", "valid_block", "locked_block"):
+        db.execute(f"ALTER TABLE signed DROP COLUMN {column}")
+    db.execute("DROP TABLE signed_blocks")
+    db.execute("INSERT INTO signed VALUES (1, 1, 2, 3, ?, 2, ?)", (v.hash, v.hash))
+    db.execute("UPDATE meta SET value = 3 WHERE key = 'schema'")
+    db.close()
+    store = LedgerStore(path, GENESIS)
+    assert store.last_signed() == SignedState(1, 2, 3, v.hash, 2, v.hash)
+    state = SignedState(1, 3, 2, v.hash, 2, v.hash, 2, v, v)
+    store.save_signed(state)
+    store.close()
+    store = LedgerStore(path, GENESIS)
+    assert store.last_signed() == state
+    assert store.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (4,)
+    store.close()
+
+
+def test_an_older_schema_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    LedgerStore(path, GENESIS).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("UPDATE meta SET value = 2 WHERE key = 'schema'")
+    db.close()
+    with pytest.raises(StorageError, match="schema 2, not 4"):
+        LedgerStore(path, GENESIS)
