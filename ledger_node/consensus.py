@@ -599,7 +599,11 @@ class ConsensusCore:
     def _may_sign(self, step: Step, block_hash: bytes) -> bool:
         """Only slots after the last signed one, or the same vote again (identical bytes:
         Ed25519 is deterministic).  Never the same proposal slot again: its pol_round
-        may have been different."""
+        may have been different.  And never against a message of ours already counted
+        in the slot: one signed before a restart and relayed back, should the persisted
+        state be older than it (a disk restored from a backup)."""
+        if not self._agrees_with_own_message(step, block_hash):
+            return False
         last = self._last_signed
         if last is None:
             return True
@@ -607,6 +611,16 @@ class ConsensusCore:
         if slot > last_slot:
             return True
         return slot == last_slot and step != Step.PROPOSE and block_hash == last.block_hash
+
+    def _agrees_with_own_message(self, step: Step, block_hash: bytes) -> bool:
+        log = self._log.get(self.round)
+        if log is None:
+            return True
+        if step == Step.PROPOSE:
+            return all(proposal.signer != self.me for proposal in log.proposals)
+        votes = log.prevotes if step == Step.PREVOTE else log.precommits
+        ours = votes.first.get(self.me)
+        return ours is None or ours.block_hash == block_hash
 
     def _decide(self, block: Block, round: int, now_ms: int, out: list[Output]) -> None:
         """Lines 51-54: decide, then the next height starts ``commit_ms`` later."""

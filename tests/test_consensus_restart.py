@@ -1,12 +1,13 @@
 """Restarts and crashes: what a validator persists (its signed state, with the lock and
-the valid value) and which writes are durable (docs/CONSENSUS.md, "Crash and power-loss
-model").
+the valid value), what a restarted node learns back from its peers (its own old votes),
+and which writes are durable (docs/CONSENSUS.md, "Crash and power-loss model").
 
 The scenarios drive real cores in memory over a scripted network that can hold
 messages back, with the gossip the adapters do (every core re-sends
 ``gossip_messages()``), and restart a core from the last ``SignedState`` it emitted."""
 
 import dataclasses
+import random
 import sqlite3
 from collections import deque
 from collections.abc import Callable
@@ -27,7 +28,11 @@ from test_consensus_core import (
     signed_prevote,
     signed_proposal,
 )
+from test_ledger_replicas import CHAIN as REPLICA_CHAIN
+from test_ledger_replicas import NODES, T0, make_net
 
+from micromine.ledger_node.actions import Dropped
+from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.consensus import (
     Broadcast,
     ConsensusMessage,
@@ -37,11 +42,14 @@ from micromine.ledger_node.consensus import (
     SignedState,
     Step,
 )
+from micromine.ledger_node.core import LedgerCore
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import PendingTx
+from micromine.ledger_node.state import Account
 from micromine.ledger_node.storage import LedgerStore, StorageError
+from micromine.protocol import topics
 from micromine.protocol.block import GENESIS_PARENT, Block
-from micromine.protocol.codec import sign
+from micromine.protocol.codec import encode, sign
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal
 from micromine.protocol.crypto import sha256
 from micromine.protocol.messages import Transaction
@@ -231,6 +239,69 @@ def test_a_restart_in_the_round_it_proposed_in_proposes_nothing() -> None:
     assert broadcasts(outputs) == []
     assert broadcasts(core.on_tick(TIMEOUTS.propose(2))) == []  # and it precommitted
     assert core.step == Step.PREVOTE
+
+
+def test_a_core_never_signs_against_its_own_old_vote_even_with_a_stale_signed_state() -> None:
+    """Its signed state lost (a disk restored from a backup), a restarted core learns
+    its own old prevote back from a peer: it counts it, and signs nothing against it."""
+    voted = signed_proposal(1).block
+    core = make_core(1)  # no last_signed
+    core.start(0)
+    assert core.on_message(signed_prevote(1, 1, voted.hash), 1) == []  # ours, relayed back
+    assert core.knows(signed_prevote(1, 1, voted.hash))
+    other = make_block(voted.header.proposer, 1, GENESIS_PARENT, 99)
+    assert broadcasts(core.on_message(signed_proposal(1, other), 2)) == []
+    assert core.step == Step.PREVOTE  # the step is passed all the same
+
+
+# ---- the replica counts its own old messages relayed back -------------------------------
+
+
+def restarted_ledger(last_signed: SignedState) -> LedgerCore:
+    """Node 0 of a four-node replica net, restarted at height 1 after signing."""
+    genesis = make_net().cores[0].genesis
+    core = LedgerCore(
+        genesis=genesis,
+        key=NODES[0],
+        rng=random.Random(7),
+        accounts={a: Account(b, 0) for a, b in genesis.balances},
+        tip=ChainTip(0, genesis.hash, T0),
+        last_signed=last_signed,
+        now_ms=T0,
+    )
+    core.start(T0)
+    return core
+
+
+def own_prevote(round: int, block_hash: bytes) -> Prevote:
+    return sign(Prevote(REPLICA_CHAIN, 1, round, block_hash, NODES[0].public), NODES[0])
+
+
+def test_a_restarted_replica_counts_its_own_old_vote_relayed_back() -> None:
+    """Its previous incarnation signed it, so this core never counted it; peers relay
+    it back.  Dropped as "ours, counted already", a quorum that needs it (one more node
+    down) could never form: the height stalls."""
+    vote = own_prevote(1, sha256(b"a block we prevoted before the crash"))
+    core = restarted_ledger(SignedState(1, 1, 2, vote.block_hash))
+    consensus = core.replica.consensus
+    assert not consensus.knows(vote)
+    actions = core.on_message(topics.consensus(REPLICA_CHAIN, NODES[1].public), encode(vote), T0)
+    assert not [a for a in actions if isinstance(a, Dropped)]
+    assert consensus.knows(vote)
+    assert vote in consensus.gossip_messages()
+
+
+def test_own_messages_are_counted_once_and_forged_ones_dropped() -> None:
+    vote = own_prevote(1, NIL)
+    core = restarted_ledger(SignedState(1, 1, 2, NIL))
+    log = core.replica.consensus._log
+    for owner in (NODES[1], NODES[2], NODES[0]):  # relayed twice, then our own topic
+        core.on_message(topics.consensus(REPLICA_CHAIN, owner.public), encode(vote), T0)
+    assert log.rounds[1].prevotes.voters() == 1
+    forged = dataclasses.replace(own_prevote(2, NIL), signature=vote.signature)
+    actions = core.on_message(topics.consensus(REPLICA_CHAIN, NODES[1].public), encode(forged), T0)
+    assert [a.reason for a in actions if isinstance(a, Dropped)] == ["bad_signature"]
+    assert not core.replica.consensus.knows(forged)
 
 
 # ---- storage: durable signed state, and its blocks --------------------------------------
