@@ -64,7 +64,9 @@ Additions to the paper, each for a stated reason:
 * The proposer schedules timeoutPropose too (as CometBFT does): if its app has no block
   yet it prevotes nil on time instead of waiting for others' precommits.
 * Crash safety: never sign two different messages at one (height, round, step), also
-  across restarts (``last_signed``); the lock is persisted with it (see SignedState).
+  across restarts (``last_signed``).  The lock and the valid value are persisted with
+  it and restored, so a restart costs neither agreement nor liveness (see SignedState);
+  a valid value learned without signing anything is persisted on its own.
 * Rule 55 jumps to the highest round that f + 1 validators have reached, which is the
   paper's rule applied to the latest round each validator was seen in.
 * A re-proposed block (pol_round > 0) keeps its first proposer in its header.
@@ -167,11 +169,16 @@ class ConsensusCore:
         self.step = Step.NEW_HEIGHT
         self._started = False
         self.locked_round, self.locked_hash = 0, NIL
+        self.locked_block: Block | None = None
         self.valid_round = 0
         self.valid_block: Block | None = None
         last = self._last_signed
-        if last is not None and last.height == self.height and last.locked_round > 0:
+        if last is not None and last.height == self.height:
+            # A restart within this height: carry on with the lock and valid value we
+            # had (the paper's lockedValue, lockedRound, validValue, validRound).
             self.locked_round, self.locked_hash = last.locked_round, last.locked_hash
+            self.locked_block = last.locked_block
+            self.valid_round, self.valid_block = last.valid_round, last.valid_block
         self._log = HeightLog(ROUND_WINDOW, self.quorum)
         self._validity: dict[bytes, list[tuple[Block, bool]]] = {}  # hash -> app.is_valid
         self._timeouts: list[tuple[int, int, Step, int, int]] = []  # (due, seq, kind, h, r)
@@ -450,10 +457,14 @@ class ConsensusCore:
             return False
         block_hash = proposal.block.hash
         self._polka_round = self.round
+        # Lines 42-43 before 38-41: one atomic rule, and this way the precommit's
+        # persisted state carries the new valid value along with the lock.
+        self.valid_round, self.valid_block = self.round, proposal.block
         if self.step == Step.PREVOTE:
             self.locked_round, self.locked_hash = self.round, block_hash
+            self.locked_block = proposal.block
             self._precommit(block_hash, out)
-        self.valid_round, self.valid_block = self.round, proposal.block
+        self._persist_unsigned_progress(out)
         return True
 
     def _rule_nil_polka(self, out: list[Output]) -> bool:
@@ -506,6 +517,7 @@ class ConsensusCore:
             or not self._propose_open
             or self._proposed_round == self.round
             or self.proposer(self.height, self.round) != self.me
+            or not self._may_sign(Step.PROPOSE, NIL)  # restarted in a round we proposed in
         ):
             return
         if self.valid_block is not None:
@@ -544,17 +556,54 @@ class ConsensusCore:
             return
         signed = sign(message, self.key)
         state = SignedState(
-            self.height, self.round, int(step), block_hash, self.locked_round, self.locked_hash
+            self.height,
+            self.round,
+            int(step),
+            block_hash,
+            self.locked_round,
+            self.locked_hash,
+            self.valid_round,
+            self.valid_block,
+            self.locked_block,
         )
         self._last_signed = state
         out.append(PersistSigned(state))
         out.append(Broadcast(signed))
         self._store(signed, out)
 
+    def _persist_unsigned_progress(self, out: list[Output]) -> None:
+        """Persist a lock or valid value that no signed message carried: a polka seen
+        after our precommit (line 42 in the precommit step), or a precommit we could not
+        sign.  The slot stays the last one signed.  Without this a crash would forget a
+        valid value that no other node may hold, as if that polka had never formed."""
+        last = self._last_signed
+        if not self._is_validator or last is None or last.height != self.height:
+            return
+        if (
+            last.valid_round == self.valid_round
+            and last.valid_block is self.valid_block
+            and last.locked_round == self.locked_round
+            and last.locked_block is self.locked_block
+        ):
+            return  # the signed message just sent carried them
+        self._last_signed = dataclasses.replace(
+            last,
+            locked_round=self.locked_round,
+            locked_hash=self.locked_hash,
+            valid_round=self.valid_round,
+            valid_block=self.valid_block,
+            locked_block=self.locked_block,
+        )
+        out.append(PersistSigned(self._last_signed))
+
     def _may_sign(self, step: Step, block_hash: bytes) -> bool:
         """Only slots after the last signed one, or the same vote again (identical bytes:
         Ed25519 is deterministic).  Never the same proposal slot again: its pol_round
-        may have been different."""
+        may have been different.  And never against a message of ours already counted
+        in the slot: one signed before a restart and relayed back, should the persisted
+        state be older than it (a disk restored from a backup)."""
+        if not self._agrees_with_own_message(step, block_hash):
+            return False
         last = self._last_signed
         if last is None:
             return True
@@ -562,6 +611,16 @@ class ConsensusCore:
         if slot > last_slot:
             return True
         return slot == last_slot and step != Step.PROPOSE and block_hash == last.block_hash
+
+    def _agrees_with_own_message(self, step: Step, block_hash: bytes) -> bool:
+        log = self._log.get(self.round)
+        if log is None:
+            return True
+        if step == Step.PROPOSE:
+            return all(proposal.signer != self.me for proposal in log.proposals)
+        votes = log.prevotes if step == Step.PREVOTE else log.precommits
+        ours = votes.first.get(self.me)
+        return ours is None or ours.block_hash == block_hash
 
     def _decide(self, block: Block, round: int, now_ms: int, out: list[Output]) -> None:
         """Lines 51-54: decide, then the next height starts ``commit_ms`` later."""

@@ -69,13 +69,24 @@ class ConsensusApp(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SignedState:
-    """The last message this validator signed; persisted before the message leaves, so a
-    restarted node never signs a different message in the same slot.
+    """The last message this validator signed, with the lock and the valid value it
+    held then (or learned since); persisted before the message leaves, so a restarted
+    node never signs a different message in the same slot, and carries on where it was.
 
-    ``locked_round`` / ``locked_hash`` (0 / NIL: none) are the lock held when signing.
-    They are an addition to the four fields a slot needs: a node that precommitted a
-    block and then restarted without its lock could prevote a different block in a later
-    round, and enough such restarts would break agreement without any Byzantine node.
+    ``locked_round`` / ``locked_hash`` / ``locked_block`` (0 / NIL / None: none) are the
+    paper's lockedRound and lockedValue.  A node that precommitted a block and then
+    restarted without its lock could prevote a different block in a later round, and
+    enough such restarts would break agreement without any Byzantine node.
+    ``locked_block`` may be None with a lock: states written before it was kept.
+
+    ``valid_round`` / ``valid_block`` (0 / None: none) are validRound and validValue.
+    Without them a restart breaks liveness: nodes locked on v (which prevote nil for
+    every other fresh block) need a proposer to re-propose v with its polka's round,
+    and if only the restarted nodes had v as their valid value, nobody ever does.
+
+    The blocks are references to the core's own objects, so a persisted state costs
+    nothing to build; an adapter should write a block's bytes only when it changes
+    (``LedgerStore.save_signed`` does), not with every vote.
     """
 
     height: int
@@ -84,6 +95,17 @@ class SignedState:
     block_hash: bytes
     locked_round: int = 0
     locked_hash: bytes = NIL
+    valid_round: int = 0
+    valid_block: Block | None = None
+    locked_block: Block | None = None
+
+    def __post_init__(self) -> None:
+        if (self.locked_round > 0) == (self.locked_hash == NIL):
+            raise ValueError("a lock has both a round and a block hash, or neither")
+        if self.locked_block is not None and self.locked_block.hash != self.locked_hash:
+            raise ValueError("the locked block does not have the locked hash")
+        if (self.valid_round > 0) != (self.valid_block is not None):
+            raise ValueError("a valid value has both a round and a block, or neither")
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,20 +241,24 @@ class Replica:
             return
         if isinstance(message, Precommit):  # ours too: we may have signed before a restart
             self._note_commit_signature(message, actions)
-        # [IGNORE] Our own (echoed, or relayed back): the core counted it already.  A
-        # relayed copy of a height the core no longer or not yet holds.
-        if message.signer == self.ledger.key.public:
+        # [IGNORE] An identical copy of a message already checked (no signature check),
+        # ours included: our echo, or relayed back.
+        known = self.consensus.knows(message)
+        own = message.signer == self.ledger.key.public
+        if own and known:
             return
+        # One of ours that this core never saw was signed before a restart: it counts
+        # like anyone's (checked, then handed to the core, which counts each message
+        # once), or a quorum that needs our old vote could never form again.
+        # [IGNORE] A relayed copy of a height the core no longer or not yet holds.
         relayed = message.signer != key
         if relayed and not 0 <= message.height - self.consensus.height <= 1:
             return
-        # [IGNORE] An identical copy of a message already checked: no signature check.
-        known = self.consensus.knows(message)
         # [IGNORE] Liveness and catch-up follow only messages the validator really signed.
         if not known and not is_signature_valid(message):
             self.ledger.note_drop("consensus", "bad_signature", key.hex()[:16])
             return
-        if not relayed:
+        if not (relayed or own):
             self.ledger.peers.heard(key, now_ms)
         if message.height > self.consensus.height:
             self._request_sync(message.height - 1, now_ms, actions)

@@ -1,16 +1,33 @@
 """SQLite storage for one ledger node: blocks, accounts, the device registry and bans,
-vesting rewards, and admitted transactions.
+vesting rewards, admitted transactions, and what the node last signed in consensus.
 
 A block, its account and vesting changes, the devices it registers and bans and the
 removal of its transactions from ``pending`` are one SQLite transaction, so a node killed at any
-instant restarts at a height whose state matches it exactly.  WAL mode with
-synchronous=NORMAL: a commit survives a killed process (the WAL is in the OS's hands);
-a power cut may lose the last few commits, which peers re-supply once there are several
-ledger nodes.
+instant restarts at a height whose state matches it exactly.  Admitted transactions are
+stored before their PENDING receipt is sent, so an acknowledged transaction survives a
+crash and is judged again after restart.
 
-Admitted transactions are stored before their PENDING receipt is sent, so an
-acknowledged transaction survives a crash and is judged again after restart.  What the
-node last signed in consensus is stored before the signed message is sent.
+Crash and power-loss model (WAL mode; docs/CONSENSUS.md, "Crash and power-loss model"):
+
+    write                          synchronous  killed process   power cut
+    save_signed (signed state)     FULL         survives         survives (fsynced first)
+    everything else                NORMAL       survives         may lose the last commits
+
+* A killed process loses nothing that was committed: the WAL is in the OS's hands.
+* A power cut (or kernel crash) keeps every ``save_signed``: it runs with
+  synchronous=FULL, so the WAL is fsynced before it returns, and the node sends the
+  signed message only after that.  Losing it could make a restarted validator sign a
+  second, different message in one slot, or forget the lock it precommitted under:
+  two nodes doing so is enough to decide two blocks at one height.
+* The other writes (blocks, pending transactions, certificates) run with
+  synchronous=NORMAL, fsynced only at checkpoints: a power cut may roll back the last
+  few.  Safety does not depend on them: lost blocks come back from peers (sync, with
+  their certificates), and a lost pending transaction was admitted by every node, so
+  the others still propose it.  The signed state may then be ahead of the chain: the
+  core signs nothing below it and catches up first.
+
+``_committed(durable)`` is called right after each COMMIT: a no-op here, a hook for a
+simulator that models which writes a power cut takes away.
 """
 
 import sqlite3
@@ -26,11 +43,13 @@ from micromine.ledger_node.mempool import PendingTx
 from micromine.ledger_node.state import Account, StateChanges, VestingEntry
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode
+from micromine.protocol.crypto import sha256
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.messages import Transaction
 
-SCHEMA_VERSION = 3  # 2: devices (the registry); 3: bans, vesting, approvals
+SCHEMA_VERSION = 4  # 2: devices (the registry); 3: bans, vesting, approvals; 4: signed blocks
 
+# Executed statement by statement, split on ";": no semicolon in a comment.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS blocks (
@@ -69,7 +88,14 @@ CREATE TABLE IF NOT EXISTS signed (
     step INTEGER NOT NULL,
     block_hash BLOB NOT NULL,
     locked_round INTEGER NOT NULL,
-    locked_hash BLOB NOT NULL
+    locked_hash BLOB NOT NULL,
+    valid_round INTEGER NOT NULL DEFAULT 0,
+    valid_block BLOB,  -- the digest of the valid block in signed_blocks (NULL: none)
+    locked_block BLOB  -- the digest of the locked block (NULL: none, or not kept)
+);
+CREATE TABLE IF NOT EXISTS signed_blocks (
+    digest BLOB PRIMARY KEY,  -- SHA-256 of data: the valid and locked block often match
+    data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS approvals (
     device BLOB NOT NULL,
@@ -111,6 +137,10 @@ class LedgerStore:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 self.db.execute(statement)
+        # The blocks of the signed state as stored, with their digests (None: unknown
+        # until last_signed() reads them), so save_signed writes a block only when the
+        # core's object changes.
+        self._signed_blocks: list[tuple[Block, bytes]] | None = None
         self._check_or_init(genesis)
 
     def _check_or_init(self, genesis: Genesis) -> None:
@@ -122,6 +152,9 @@ class LedgerStore:
                     f"({bytes(row[0]).hex()[:16]}…, this one is {genesis.hash.hex()[:16]}…)"
                 )
             schema = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if schema is not None and schema[0] == 3:
+                self._migrate_3_to_4()
+                return
             if schema is None or schema[0] != SCHEMA_VERSION:
                 found = None if schema is None else schema[0]
                 raise StorageError(f"{self.path} has schema {found}, not {SCHEMA_VERSION}")
@@ -136,19 +169,39 @@ class LedgerStore:
             )
             self.db.execute("INSERT INTO meta VALUES ('genesis_time', ?)", (genesis.timestamp_ms,))
 
+    def _migrate_3_to_4(self) -> None:
+        """Schema 4 keeps the valid value and the blocks of the signed state: a row of
+        schema 3 reads as no valid value and a lock without its block."""
+        with self._transaction():
+            self.db.execute("ALTER TABLE signed ADD COLUMN valid_round INTEGER NOT NULL DEFAULT 0")
+            self.db.execute("ALTER TABLE signed ADD COLUMN valid_block BLOB")
+            self.db.execute("ALTER TABLE signed ADD COLUMN locked_block BLOB")
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+
     @contextmanager
     def _transaction(self, durable: bool = False) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """One SQLite transaction.  ``durable``: on disk (fsynced) when this returns, for
+        what must survive a power cut; otherwise a commit survives a killed process but
+        a power cut may lose it (synchronous=NORMAL; see the module docstring)."""
+        if durable:
+            self.db.execute("PRAGMA synchronous=FULL")  # not allowed inside a transaction
         try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-        self._committed(durable)
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            self._committed(durable)
+        finally:
+            if durable:
+                self.db.execute("PRAGMA synchronous=NORMAL")
 
     def _committed(self, durable: bool) -> None:
-        """Called after each commit; the simulator's disk records what a power cut keeps."""
+        """Called right after each COMMIT, ``durable`` as the transaction was.  A hook
+        for a simulator that models what a power cut takes away (the non-durable commits
+        since the last durable one may be lost); nothing to do here."""
 
     def close(self) -> None:
         self.db.close()
@@ -229,27 +282,95 @@ class LedgerStore:
         return None if row is None else int(row[0])
 
     def last_signed(self) -> SignedState | None:
+        """What save_signed last stored, its valid and locked blocks decoded."""
         row = self.db.execute(
-            "SELECT height, round, step, block_hash, locked_round, locked_hash FROM signed"
+            "SELECT height, round, step, block_hash, locked_round, locked_hash,"
+            " valid_round, valid_block, locked_block FROM signed"
         ).fetchone()
         if row is None:
+            self._signed_blocks = []
             return None
-        height, round_, step, block_hash, locked_round, locked_hash = row
-        return SignedState(
-            height, round_, step, bytes(block_hash), locked_round, bytes(locked_hash)
-        )
+        height, round_, step, block_hash, locked_round, locked_hash, valid_round = row[:7]
+        stored = [(self._signed_block(bytes(d)), bytes(d)) for d in row[7:] if d is not None]
+        by_digest = {digest: block for block, digest in stored}
+        valid_block = None if row[7] is None else by_digest[bytes(row[7])]
+        locked_block = None if row[8] is None else by_digest[bytes(row[8])]
+        try:
+            state = SignedState(
+                height, round_, step, bytes(block_hash), locked_round, bytes(locked_hash),
+                valid_round, valid_block, locked_block,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise StorageError(f"{self.path}: damaged signed state: {exc}") from None
+        self._signed_blocks = stored
+        return state
+
+    def _signed_block(self, digest: bytes) -> Block:
+        row = self.db.execute(
+            "SELECT data FROM signed_blocks WHERE digest = ?", (digest,)
+        ).fetchone()
+        if row is None:
+            raise StorageError(f"{self.path}: signed block {digest.hex()[:16]}… is missing")
+        try:
+            return decode(bytes(row[0]), Block)
+        except DecodeError as exc:
+            raise StorageError(f"{self.path}: damaged signed block: {exc}") from None
 
     # ---- writes -------------------------------------------------------------------
 
     def save_signed(self, state: SignedState) -> None:
-        """What this validator last signed; written before the message leaves, so that a
-        restarted node never signs a different message for the same slot."""
-        with self._transaction():
+        """What this validator last signed, with its lock and valid value; called before
+        the message leaves, and durable (fsynced) when it returns: a restarted node,
+        even after a power cut, never signs a different message for the same slot and
+        keeps its lock and valid value.
+
+        Runs for every vote, so the blocks (a proposal's may be large) are encoded and
+        written only when the core's object changes; they are kept by the digest of
+        their encoding, so the valid and locked block, usually one block, are stored
+        once, and the blocks no longer referenced are deleted then."""
+        before = self._signed_blocks
+        known = list(before or ())
+        new: dict[bytes, bytes] = {}  # digest -> encoding, not stored yet
+        valid_digest = self._signed_digest(state.valid_block, known, new)
+        locked_digest = self._signed_digest(state.locked_block, known, new)
+        kept = {d for d in (valid_digest, locked_digest) if d is not None}
+        stale = before is None or kept != {digest for _block, digest in before}
+        with self._transaction(durable=True):
+            self.db.executemany(
+                "INSERT OR IGNORE INTO signed_blocks VALUES (?, ?)", list(new.items())
+            )
             self.db.execute(
-                "INSERT OR REPLACE INTO signed VALUES (1, ?, ?, ?, ?, ?, ?)",
-                (state.height, state.round, state.step, state.block_hash,
-                 state.locked_round, state.locked_hash),
+                "INSERT OR REPLACE INTO signed (id, height, round, step, block_hash,"
+                " locked_round, locked_hash, valid_round, valid_block, locked_block)"
+                " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (state.height, state.round, state.step, state.block_hash, state.locked_round,
+                 state.locked_hash, state.valid_round, valid_digest, locked_digest),
             )  # fmt: skip
+            if stale:
+                self.db.execute(
+                    "DELETE FROM signed_blocks WHERE digest IS NOT ? AND digest IS NOT ?",
+                    (valid_digest, locked_digest),
+                )
+        self._signed_blocks = [(block, digest) for block, digest in known if digest in kept]
+
+    @staticmethod
+    def _signed_digest(
+        block: Block | None, known: list[tuple[Block, bytes]], new: dict[bytes, bytes]
+    ) -> bytes | None:
+        """The digest ``block`` is stored under, found by identity in ``known`` (the core
+        hands over the same object until its lock or valid value changes) or computed,
+        its encoding then added to ``new`` unless a stored block has the same bytes."""
+        if block is None:
+            return None
+        for seen, digest in known:
+            if seen is block:
+                return digest
+        data = encode(block)
+        digest = sha256(data)
+        if all(digest != stored for _block, stored in known):
+            new[digest] = data
+        known.append((block, digest))
+        return digest
 
     def store_pending(self, entries: Iterable[PendingTx]) -> None:
         with self._transaction():
