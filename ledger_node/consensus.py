@@ -60,7 +60,10 @@ header only, so a faulty proposer may pair one header with two bodies.
 Additions to the paper, each for a stated reason:
 
 * Waiting for work: in round 1 nobody proposes or runs timeoutPropose until
-  ``app.has_work()`` (no empty blocks on an idle chain).  Rounds > 1 run normally.
+  ``app.has_work()`` (no empty blocks on an idle chain), or until a vote of this height
+  from another validator shows that it has work: a node may be the only one whose
+  devices' verdicts arrived, and then only a round change reaches a proposer that can
+  include its transactions (the simulator found this stall).  Rounds > 1 run normally.
 * The proposer schedules timeoutPropose too (as CometBFT does): if its app has no block
   yet it prevotes nil on time instead of waiting for others' precommits.
 * Crash safety: never sign two different messages at one (height, round, step), also
@@ -204,6 +207,16 @@ class ConsensusCore:
     def on_message(self, message: ConsensusMessage, now_ms: int) -> list[Output]:
         out: list[Output] = []
         self._receive(message, out)
+        if (
+            self._started
+            and self.step == Step.PROPOSE
+            and not self._propose_open
+            and isinstance(message, Prevote | Precommit)
+            and message.height == self.height
+            and message.signer != self.me
+            and self.knows(message)
+        ):
+            self._open_propose(now_ms, out)  # another validator has work (module docstring)
         self._progress(now_ms, out)
         return out
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from micromine.device_agent.core import AgentCore, Lie
 from micromine.ledger_node.actions import Action, CommitBlock, EvidenceFound
+from micromine.ledger_node.consensus import ROUND_WINDOW
 from micromine.ledger_node.core import ReplicaFactory
 from micromine.ledger_node.node import LedgerNode
 from micromine.ledger_node.sim.chain import CHAIN_ID, GENESIS_MS, genesis
@@ -52,6 +53,8 @@ class World(Protocol):
     def publish(self, client: int, publish: Publish) -> None: ...
 
     def count(self, what: str, amount: int = 1) -> None: ...
+
+    def well_formed(self, message: "Vote", proposer: bytes) -> bool: ...
 
     def trace(self, text: str) -> None: ...
 
@@ -152,10 +155,12 @@ class SimLedger:
             message = decode(payload)
         except DecodeError:
             return
-        if isinstance(message, Proposal | Prevote | Precommit):
-            consensus = self.node.core.replica.consensus
+        consensus = self.node.core.replica.consensus
+        if isinstance(message, Proposal | Prevote | Precommit) and self.world.well_formed(
+            message, consensus.proposer(message.height, message.round)
+        ):
             self.world.observer.on_delivered(
-                self.index, message, consensus.height, consensus.round + 2
+                self.index, message, consensus.height, consensus.round + ROUND_WINDOW
             )
 
     def carry_out(self, actions: Sequence[Action], now_ms: int) -> None:

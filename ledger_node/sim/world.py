@@ -45,6 +45,8 @@ from micromine.ledger_node.sim.check import (
 )
 from micromine.ledger_node.sim.faults import FaultPlan, Network, draw_plan, scenarios
 from micromine.ledger_node.sim.hosts import SimDevice, SimLedger, SimWallet
+from micromine.protocol.codec import is_signature_valid
+from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal
 from micromine.protocol.limits import REPLY_TO_LEN
 from micromine.protocol.topics import Publish
 
@@ -126,6 +128,7 @@ class Simulation:
         self.fault_rng = random.Random(f"{seed}/faults")
         self.now_ms = 0
         self.counters: Counter[str] = Counter()
+        self._signatures: dict[tuple[bytes, bytes], bool] = {}
         self.trace_lines: list[str] | None = [] if trace else None
         self.queue: list[Event] = []
         self.seq = 0
@@ -202,6 +205,32 @@ class Simulation:
 
     def subscribers(self, topic: str) -> tuple[int, ...]:
         return self.broker.publish(topic, b"", False)
+
+    def well_formed(self, message: Proposal | Prevote | Precommit, proposer: bytes) -> bool:
+        """Would a correct core count ``message`` (and so must report a conflicting
+        twin)?  Validator, signature, COMMIT signature, a proposal's proposer and block;
+        checked apart from the core, signatures memoised."""
+        if message.signer not in self.certificates.validators:
+            return False
+        memo_key = (message.id, message.signature)
+        signed = self._signatures.get(memo_key)
+        if signed is None:
+            signed = self._signatures[memo_key] = is_signature_valid(message)
+        if not signed:
+            return False
+        if isinstance(message, Precommit) and message.block_hash != NIL:
+            return self.certificates.valid(
+                message.voter, message.round, message.block_hash, message.commit_signature
+            )
+        if isinstance(message, Proposal):
+            header = message.block.header
+            return (
+                message.proposer == proposer
+                and header.chain_id == CHAIN_ID
+                and header.height == message.height
+                and (header.proposer == message.proposer or message.pol_round > 0)
+            )
+        return True
 
     def unheard(self) -> set[int]:
         return self.network.unheard(self.now_ms)
