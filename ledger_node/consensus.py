@@ -409,10 +409,14 @@ class ConsensusCore:
         """Lines 22-27 (pol_round none) and 28-33 (pol_round vr with a polka at vr).
 
         A fresh proposal must also be *timely* (``app.is_timely``), as in CometBFT's
-        proposer-based timestamps: its block not dated beyond our clock.  Not part
-        of validity (which is deterministic, and which certified blocks and decisions
-        rely on): a local vote rule, so a faulty proposer cannot date a block so far
-        ahead that no honest block can follow it or every transaction expires."""
+        proposer-based timestamps: its block dated neither beyond our clock nor longer
+        before it than the round's message delay allows (``Timeouts.message_delay``).
+        Not part of validity (which is deterministic, and which certified blocks and
+        decisions rely on): a local vote rule, so a faulty proposer cannot date a block
+        so far ahead that no honest block can follow it or every transaction expires,
+        nor just after its parent, long ago, to slip in transactions that expired
+        since.  Judged once, here, in the proposal's own round; a re-proposal (pol_round
+        > 0) is not: its polka vouches for it, however old it is."""
         if self.step != Step.PROPOSE:
             return False
         log = self._log.get(self.round)
@@ -424,7 +428,13 @@ class ConsensusCore:
             if pol_log is None or pol_log.prevotes.count(proposal.block.hash) < self.quorum:
                 return False  # wait for the polka it cites, or for timeoutPropose
         valid = self._proposal_valid(proposal, out)
-        if valid and proposal.pol_round == 0 and not self.app.is_timely(proposal.block, now_ms):
+        if (
+            valid
+            and proposal.pol_round == 0
+            and not self.app.is_timely(
+                proposal.block, now_ms, self.timeouts.message_delay(proposal.round)
+            )
+        ):
             out.append(Rejected("untimely_block", proposal.signer))
             valid = False
         self._prevote(self.prevote_value(proposal, valid), out)

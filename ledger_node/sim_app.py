@@ -241,9 +241,11 @@ class SimApp:
     def is_valid(self, block: Block) -> bool:
         return self.problem(block) is None
 
-    def is_timely(self, block: Block, now_ms: int) -> bool:
-        """Simulated clocks agree, so no drift: at most ``now`` as a timestamp."""
-        return block.header.timestamp_ms <= GENESIS_MS + now_ms
+    def is_timely(self, block: Block, now_ms: int, message_delay_ms: int) -> bool:
+        """Simulated clocks agree, so no drift: at most ``now`` as a timestamp, and at
+        least ``now`` less the message delay the core allows."""
+        clock = GENESIS_MS + now_ms
+        return clock - message_delay_ms <= block.header.timestamp_ms <= clock
 
     # ---- the simulator's side -----------------------------------------------------
 

@@ -65,7 +65,7 @@ class _Gullible:
     def is_valid(self, block: Block) -> bool:
         return True
 
-    def is_timely(self, block: Block, now_ms: int) -> bool:
+    def is_timely(self, block: Block, now_ms: int, message_delay_ms: int) -> bool:
         return True
 
 

@@ -4,14 +4,21 @@ Decoys: an equivocating proposer signs many blocks for one round.  The node keep
 bounded number of them and of the votes for their hashes (so a bounded number to
 gossip), and decoys sent first never hide the block the others vote for.
 
+Timeliness: a fresh proposal dated far before the node's clock (its parent + 1 ms, to
+slip in transactions that expired in real time) gets a nil prevote, as one dated too
+far ahead does (CometBFT's proposer-based timestamps).
+
 The cores run in memory (helpers of test_consensus_core.py) and so do the ledger
-replicas (test_ledger_replicas.py)."""
+replicas (test_ledger_replicas.py), with the real ``Replica.is_timely``."""
 
 import dataclasses
 
 import pytest
 from test_consensus_core import (
+    KEYS,
     VALIDATORS,
+    App,
+    Net,
     broadcasts,
     make_block,
     make_core,
@@ -29,14 +36,16 @@ from micromine.ledger_node.consensus import (
     Decide,
     Evidence,
     Output,
+    Rejected,
+    Timeouts,
 )
 from micromine.ledger_node.consensus_votes import MAX_PROPOSALS_PER_ROUND
 from micromine.ledger_node.core import LedgerCore
-from micromine.ledger_node.replica import RELAY_AFTER_MS
+from micromine.ledger_node.replica import CLOCK_DRIFT_MS, RELAY_AFTER_MS
 from micromine.protocol import topics
 from micromine.protocol.block import GENESIS_PARENT, Block, Reward
 from micromine.protocol.codec import decode, encode, sign
-from micromine.protocol.consensus import Precommit, Prevote, Proposal
+from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.topics import Publish
 
@@ -197,3 +206,105 @@ def test_a_byzantine_proposers_decoys_leave_a_bounded_relay_on_a_ledger_node() -
     ]
     assert len(theirs) == MAX_PROPOSALS_PER_ROUND + 1  # its proposals kept, its first prevote
     assert len(consensus.gossip_messages()) <= MAX_PROPOSALS_PER_ROUND + len(NODES)
+
+
+# ---- timely proposals -------------------------------------------------------------------
+
+
+def prevote_on(core: LedgerCore, block: Block, proposer: KeyPair, now_ms: int) -> bytes:
+    """Show ``core`` a fresh round-1 proposal of ``block``; the hash it prevotes."""
+    proposal = sign(Proposal(NET_CHAIN, 1, 1, 0, block, proposer.public), proposer)
+    topic = topics.consensus(NET_CHAIN, proposer.public)
+    own_topic = topics.consensus(NET_CHAIN, core.key.public)
+    actions = core.on_message(topic, encode(proposal), now_ms)
+    sent = [decode(a.payload) for a in actions if isinstance(a, Publish) and a.topic == own_topic]
+    (prevote,) = [m for m in sent if isinstance(m, Prevote)]
+    return prevote.block_hash
+
+
+def test_a_block_dated_just_after_its_parent_long_ago_gets_a_nil_prevote() -> None:
+    """The chain was idle for a minute; a faulty proposer dates its block 1 ms after the
+    parent (genesis), which would let it include transactions that expired meanwhile.
+    Valid (time moves forward), but not timely: nil."""
+    core, faulty = receiver_and_proposer()
+    now = T0 + 60_000
+    stale = build_proposal_block(core, faulty, core.tip.timestamp_ms + 1)
+    assert core.replica.is_valid(stale)
+    assert prevote_on(core, stale, faulty, now) == NIL
+    assert core.stats.dropped["consensus.untimely_block"] == 1
+
+
+def test_a_block_dated_by_the_proposers_clock_gets_a_block_prevote() -> None:
+    core, proposer = receiver_and_proposer()
+    now = T0 + 60_000
+    block = build_proposal_block(core, proposer, now - CLOCK_DRIFT_MS)  # a slow clock
+    assert prevote_on(core, block, proposer, now) == block.hash
+    assert core.stats.dropped["consensus.untimely_block"] == 0
+
+
+@pytest.mark.parametrize(("age_ms", "timely"), [(0, True), (11_000, True), (11_001, False)])
+def test_the_lower_bound_is_precision_plus_message_delay(age_ms: int, timely: bool) -> None:
+    """Round 1: CLOCK_DRIFT_MS (5 s) + Timeouts.message_delay(1) (5 s + timeoutPropose,
+    1 s) before our clock, and still CLOCK_DRIFT_MS after it."""
+    assert CLOCK_DRIFT_MS + Timeouts().message_delay(1) == 11_000
+    core, proposer = receiver_and_proposer()
+    now = T0 + 60_000
+    block = build_proposal_block(core, proposer, now - age_ms)
+    assert (prevote_on(core, block, proposer, now) == block.hash) is timely
+
+
+def test_a_block_dated_too_far_ahead_is_still_untimely() -> None:
+    core, proposer = receiver_and_proposer()
+    now = T0 + 60_000
+    block = build_proposal_block(core, proposer, now + CLOCK_DRIFT_MS + 1)
+    assert prevote_on(core, block, proposer, now) == NIL
+
+
+class RecordingApp(App):
+    """Records the message delay the core allows each fresh proposal."""
+
+    def __init__(self, key: KeyPair) -> None:
+        super().__init__(key)
+        self.delays: list[int] = []
+
+    def is_timely(self, block: Block, now_ms: int, message_delay_ms: int) -> bool:
+        self.delays.append(message_delay_ms)
+        return super().is_timely(block, now_ms, message_delay_ms)
+
+
+def test_the_message_delay_allowed_grows_with_the_round_like_timeout_propose() -> None:
+    """So the lower bound refuses nothing the propose timeout lets in (a proposal that
+    reached us late in a long round) once rounds are long enough."""
+    timeouts = Timeouts()
+    assert [timeouts.message_delay(r) for r in (1, 2, 5)] == [6000, 6500, 8000]
+    assert all(timeouts.message_delay(r) >= timeouts.propose(r) for r in range(1, 50))
+    app = RecordingApp(KEYS[1])
+    core = make_core(1, app)
+    core.start(0)
+    core.on_message(signed_proposal(1), 1)
+    for i in (0, 3):  # round 3 (rule 55)
+        core.on_message(signed_precommit(i, 3, NIL), 2)
+    core.on_message(signed_proposal(3), 3)
+    assert app.delays == [timeouts.message_delay(1), timeouts.message_delay(3)]
+
+
+def test_a_re_proposal_is_not_held_to_the_clock() -> None:
+    """A block with a polka in an earlier round may be re-proposed much later: the
+    polka, not the clock, vouches for it (as before)."""
+    core = make_core(1)
+    core.start(0)
+    old = make_block(VALIDATORS[proposer_index(1, 2)], 1, GENESIS_PARENT, 5)
+    for i in (0, 2, 3):
+        core.on_message(signed_prevote(i, 2, old.hash), 10)
+    for i in (0, 3):
+        core.on_message(signed_precommit(i, 3, NIL), 10)
+    assert core.round == 3
+    outputs = core.on_message(signed_proposal(3, old, pol_round=2), 600_000)
+    assert votes_sent(outputs) == [(Prevote, old.hash)]
+
+
+def test_four_nodes_still_decide_with_the_lower_bound() -> None:
+    net = Net()
+    net.run_until(lambda: all(len(app.blocks) >= 3 for app in net.apps))
+    rejected = [o.reason for outputs in net.outputs for o in outputs if isinstance(o, Rejected)]
+    assert "untimely_block" not in rejected
