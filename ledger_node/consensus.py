@@ -52,7 +52,9 @@ that signed a prevote for v; "2f+1 prevotes" (any value) means 2f+1 distinct val
 A second, different message of a validator in one (height, round, step) is reported
 once as Evidence, and still counts for its own value (never twice for one value, never
 twice among "any"), as the paper's message counting implies: otherwise an equivocator
-could show a polka to some honest nodes and hide it from others for ever.  A proposal
+could show a polka to some honest nodes and hide it from others for ever.  What a faulty
+proposer or voter can make us keep is O(n) per round: beyond the first few proposals
+and each validator's first vote, only what f+1 validators voted for.  A proposal
 whose block the app finds invalid is recorded (so we prevote nil) and reported as
 Rejected.  Validity is asked of the app per block, not per hash: the hash covers the
 header only, so a faulty proposer may pair one header with two bodies.
@@ -94,7 +96,12 @@ from micromine.ledger_node.consensus_types import (
     Step,
     Timeouts,
 )
-from micromine.ledger_node.consensus_votes import ConsensusMessage, FutureBuffer, HeightLog
+from micromine.ledger_node.consensus_votes import (
+    ConsensusMessage,
+    FutureBuffer,
+    HeightLog,
+    RoundLog,
+)
 from micromine.protocol.block import Block, CommitSignature
 from micromine.protocol.codec import (
     is_commit_signature_valid,
@@ -182,7 +189,7 @@ class ConsensusCore:
             self.locked_round, self.locked_hash = last.locked_round, last.locked_hash
             self.locked_block = last.locked_block
             self.valid_round, self.valid_block = last.valid_round, last.valid_block
-        self._log = HeightLog(ROUND_WINDOW, self.quorum)
+        self._log = HeightLog(ROUND_WINDOW, self.quorum, self.f)
         self._validity: dict[bytes, list[tuple[Block, bool]]] = {}  # hash -> app.is_valid
         self._timeouts: list[tuple[int, int, Step, int, int]] = []  # (due, seq, kind, h, r)
         self._seq = 0
@@ -398,7 +405,7 @@ class ConsensusCore:
         The certificate is those precommits' COMMIT signatures, all of that round."""
         for round, block_hash in self._log.commit_quorums():
             log = self._log.rounds[round]
-            proposal = self._valid_proposal_for(log.proposals_for(block_hash), out)
+            proposal = self._valid_proposal_for(log, block_hash, out)
             if proposal is None:
                 continue
             voters = log.precommits.for_value(block_hash)
@@ -422,10 +429,14 @@ class ConsensusCore:
         """Lines 22-27 (pol_round none) and 28-33 (pol_round vr with a polka at vr).
 
         A fresh proposal must also be *timely* (``app.is_timely``), as in CometBFT's
-        proposer-based timestamps: its block not dated beyond our clock.  Not part
-        of validity (which is deterministic, and which certified blocks and decisions
-        rely on): a local vote rule, so a faulty proposer cannot date a block so far
-        ahead that no honest block can follow it or every transaction expires."""
+        proposer-based timestamps: its block dated neither beyond our clock nor longer
+        before it than the round's message delay allows (``Timeouts.message_delay``).
+        Not part of validity (which is deterministic, and which certified blocks and
+        decisions rely on): a local vote rule, so a faulty proposer cannot date a block
+        so far ahead that no honest block can follow it or every transaction expires,
+        nor just after its parent, long ago, to slip in transactions that expired
+        since.  Judged once, here, in the proposal's own round; a re-proposal (pol_round
+        > 0) is not: its polka vouches for it, however old it is."""
         if self.step != Step.PROPOSE:
             return False
         log = self._log.get(self.round)
@@ -437,7 +448,13 @@ class ConsensusCore:
             if pol_log is None or pol_log.prevotes.count(proposal.block.hash) < self.quorum:
                 return False  # wait for the polka it cites, or for timeoutPropose
         valid = self._proposal_valid(proposal, out)
-        if valid and proposal.pol_round == 0 and not self.app.is_timely(proposal.block, now_ms):
+        if (
+            valid
+            and proposal.pol_round == 0
+            and not self.app.is_timely(
+                proposal.block, now_ms, self.timeouts.message_delay(proposal.round)
+            )
+        ):
             out.append(Rejected("untimely_block", proposal.signer))
             valid = False
         self._prevote(self.prevote_value(proposal, valid), out)
@@ -463,7 +480,7 @@ class ConsensusCore:
             return False
         proposal = None
         for block_hash in log.prevotes.quorum_values(self.quorum):
-            proposal = self._valid_proposal_for(log.proposals_for(block_hash), out)
+            proposal = self._valid_proposal_for(log, block_hash, out)
             if proposal is not None:
                 break
         if proposal is None:
@@ -686,8 +703,21 @@ class ConsensusCore:
             out.append(Rejected("invalid_block", proposal.proposer))
         return valid
 
-    def _valid_proposal_for(self, proposals: list[Proposal], out: list[Output]) -> Proposal | None:
-        for proposal in proposals:
+    def _valid_proposal_for(
+        self, log: RoundLog, block_hash: bytes, out: list[Output]
+    ) -> Proposal | None:
+        """The first valid proposal of ``block_hash`` in the round of ``log``.
+
+        An invalid one kept beyond the round's cap (for its backed hash) is forgotten,
+        with its cached validity: it made room for the valid body the honest voters
+        hold, which gossip brings.  So a proposer sending many bad bodies for the voted
+        header costs us a validity check each, never memory."""
+        for proposal in log.proposals_for(block_hash):
             if self._proposal_valid(proposal, out):
                 return proposal
+            if log.is_extra(proposal):
+                log.forget(proposal)
+                cached = self._validity.pop(block_hash, [])
+                if kept := [entry for entry in cached if entry[0] is not proposal.block]:
+                    self._validity[block_hash] = kept
         return None

@@ -36,6 +36,11 @@ class Timeouts:
     precommit_ms: int = 500
     precommit_delta_ms: int = 250
     commit_ms: int = 1000  # wait after a decision before starting the next height
+    # How much later than a round's proposer an honest node may start that round (the
+    # spread of honest decisions of the previous height, a round change reaching us),
+    # and in round 1, where a node without work runs no timeoutPropose, how long an
+    # honest proposal may travel.  See ``message_delay``.
+    message_delay_ms: int = 5000
 
     def propose(self, round: int) -> int:
         return self.propose_ms + self.propose_delta_ms * (round - 1)
@@ -45,6 +50,22 @@ class Timeouts:
 
     def precommit(self, round: int) -> int:
         return self.precommit_ms + self.precommit_delta_ms * (round - 1)
+
+    def message_delay(self, round: int) -> int:
+        """MSGDELAY of proposer-based timestamps (CometBFT's PBTS) for a fresh proposal
+        of ``round``: how long before our clock (less the clock precision, the app's)
+        its block may be dated and still get our prevote.
+
+        An honest proposer dates its block when it makes it, no earlier than its own
+        start of the round, and we judge it when it reaches us in the propose step, no
+        later than timeoutPropose after our start of the round (or at that start, if it
+        came early).  So an honest proposal that arrives in time is never older than
+        timeoutPropose(round) plus how much later we started the round
+        (``message_delay_ms``): this bound refuses nothing the propose timeout lets
+        in, and grows with the round as it does (CometBFT grows MSGDELAY by 10 % a
+        round for the same reason), so a proposer whose blocks are slow to reach the
+        others still gets prevotes once rounds are long enough."""
+        return self.message_delay_ms + self.propose(round)
 
 
 class ConsensusApp(Protocol):
@@ -60,10 +81,12 @@ class ConsensusApp(Protocol):
         """The honest validity rules for ``block`` at the current height."""
         ...
 
-    def is_timely(self, block: Block, now_ms: int) -> bool:
-        """Is the block dated no later than our clock allows (``now_ms`` plus the clock
-        drift we tolerate)?  Asked of fresh proposals only (see the core's prevote rule):
-        a local vote rule, not validity, so it may depend on our clock."""
+    def is_timely(self, block: Block, now_ms: int, message_delay_ms: int) -> bool:
+        """Is the block dated by a clock that agrees with ours: no later than ``now_ms``
+        plus the clock precision we tolerate, and no earlier than ``now_ms`` less that
+        precision and ``message_delay_ms`` (``Timeouts.message_delay`` of the proposal's
+        round)?  Asked of fresh proposals only, when we judge them (see the core's
+        prevote rule): a local vote rule, not validity, so it may depend on our clock."""
         ...
 
 

@@ -13,9 +13,22 @@ while this module owns the bookkeeping they rely on:
   different values cannot both gather 2f+1 distinct signers unless f+1 validators
   equivocate.  It is needed for liveness: otherwise an equivocator can show a polka to
   some honest nodes and hide it from the others for ever (a lock nobody else can
-  follow).  A conflicting vote counts only for NIL or for a block some proposal of this
-  height carries -- the only values any rule can use -- which bounds what a faulty
-  validator can make us store; a vote dropped for that reason comes back by gossip.
+  follow).
+* What a faulty validator can make us keep is bounded, O(n) per round, by one notion:
+  a value is *backed* in a round once f+1 distinct validators prevoted it, or f+1
+  precommitted it -- so at least one honest validator did, which it does only for a
+  block it received and found valid (or nil).  A conflicting vote counts only for NIL
+  or for a value already backed in its step; since a value then becomes backed only
+  through first votes, at most n / (f+1) <= 3 values per step ever are, and a validator
+  keeps at most 5 votes per step.  Proposals: the first ``MAX_PROPOSALS_PER_ROUND`` to
+  arrive, then one more per backed block hash (so at most 4 + 6).  No rule needs
+  anything else: rules 22 and 28 act on the round's first proposal, always kept, and
+  rules 28, 36, 44 and 49 need 2f+1 >= f+1 votes for one value, so a backed one, and
+  (36, 49) its proposal.  A message dropped by these bounds is ignored, not rejected,
+  and comes back by gossip once it matters: the honest nodes that voted for a block
+  hold its proposal and the votes they counted, and relay them.  Without the bounds,
+  a proposer signing 300 blocks for one round made us keep (and relay) its 300 votes
+  for them, and 4 decoys sent first hid the block everybody else was deciding.
 * ``HeightLog``: the rounds of the current height, the highest round each validator has
   been seen in (rule 55, round skipping), and, for rounds too far ahead to store, only
   each validator's latest messages.
@@ -27,7 +40,6 @@ Messages reach this module only after their signatures were checked.
 """
 
 from collections import Counter
-from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
@@ -37,7 +49,9 @@ ConsensusMessage = Proposal | Prevote | Precommit
 V = TypeVar("V", Prevote, Precommit)
 
 PROPOSAL_STEP, PREVOTE_STEP, PRECOMMIT_STEP = 1, 2, 3
-MAX_PROPOSALS_PER_ROUND = 4  # the first and, from an equivocating proposer, 3 more
+# Proposals of a round kept in arrival order (the first is prevoted on); beyond them,
+# one per backed block hash (see the module docstring).
+MAX_PROPOSALS_PER_ROUND = 4
 
 
 def step_of(message: ConsensusMessage) -> int:
@@ -76,13 +90,17 @@ class VoteSet(Generic[V]):
     def quorum_values(self, quorum: int) -> list[bytes]:
         return [value for value, voters in self.by_value.items() if len(voters) >= quorum]
 
+    def is_backed(self, block_hash: bytes, f: int) -> bool:
+        """At least f + 1 distinct validators voted for it: one of them is honest."""
+        return self.count(block_hash) > f
+
     def has_identical(self, vote: V) -> bool:
         return self.for_value(vote.block_hash).get(vote.voter) == vote
 
     def messages(self) -> list[V]:
         return [vote for voters in self.by_value.values() for vote in voters.values()]
 
-    def add(self, vote: V, useful: Container[bytes]) -> Recorded:
+    def add(self, vote: V, f: int) -> Recorded:
         voter, value = vote.voter, vote.block_hash
         first = self.first.get(voter)
         if first is None:
@@ -92,7 +110,8 @@ class VoteSet(Generic[V]):
         if first.id == vote.id:
             return SAME  # a copy
         # Equivocation (even for the same value: a second, different signed message).
-        counted = voter not in self.for_value(value) and (value == NIL or value in useful)
+        # [IGNORE] unless for nil or a backed value: no other value can reach 2f+1.
+        counted = voter not in self.for_value(value) and (value == NIL or self.is_backed(value, f))
         if counted:
             self.by_value.setdefault(value, {})[voter] = vote
         return Recorded(counted, first)
@@ -102,7 +121,9 @@ class VoteSet(Generic[V]):
 class RoundLog:
     """One round of one height."""
 
-    proposals: list[Proposal] = field(default_factory=list)  # the first one is prevoted on
+    # The first MAX_PROPOSALS_PER_ROUND to arrive (the first one is prevoted on), then at
+    # most one per backed block hash ("extras", which the core may forget if invalid).
+    proposals: list[Proposal] = field(default_factory=list)
     prevotes: VoteSet[Prevote] = field(default_factory=VoteSet)
     precommits: VoteSet[Precommit] = field(default_factory=VoteSet)
     reported: set[tuple[bytes, int]] = field(default_factory=set)  # (signer, step)
@@ -120,6 +141,22 @@ class RoundLog:
         header only): the caller takes the first valid one."""
         return [p for p in self.proposals if p.block.hash == block_hash]
 
+    def is_backed(self, block_hash: bytes, f: int) -> bool:
+        """f + 1 validators prevoted or precommitted it in this round: an honest one
+        did, so the honest nodes may be about to lock on it or decide it."""
+        return self.prevotes.is_backed(block_hash, f) or self.precommits.is_backed(block_hash, f)
+
+    def is_extra(self, proposal: Proposal) -> bool:
+        """Kept beyond the first MAX_PROPOSALS_PER_ROUND, for its backed hash."""
+        return any(p is proposal for p in self.proposals[MAX_PROPOSALS_PER_ROUND:])
+
+    def forget(self, proposal: Proposal) -> None:
+        """Drop an extra proposal the core found invalid: it can never be prevoted,
+        locked on or decided, and it holds the place of its hash's valid body."""
+        if not self.is_extra(proposal):
+            raise ValueError("only proposals kept beyond the cap are forgotten")
+        self.proposals = [p for p in self.proposals if p is not proposal]
+
     def has_identical(self, message: ConsensusMessage) -> bool:
         if isinstance(message, Proposal):
             return message in self.proposals
@@ -130,25 +167,41 @@ class RoundLog:
     def messages(self) -> list[ConsensusMessage]:
         return [*self.proposals, *self.prevotes.messages(), *self.precommits.messages()]
 
-    def add(self, message: ConsensusMessage, useful: Container[bytes]) -> Recorded:
-        """Record a checked message; ``useful``: the block hashes proposed this height."""
+    def add(self, message: ConsensusMessage, f: int) -> Recorded:
+        """Record a checked message (see the module docstring for what is kept)."""
         if isinstance(message, Proposal):
             if any(p.id == message.id for p in self.proposals):
                 return SAME
-            first = self.proposal
-            if len(self.proposals) < MAX_PROPOSALS_PER_ROUND:
+            recorded = Recorded(self._admits(message, f), self.proposal)
+            if recorded.counted:
                 self.proposals.append(message)
-            recorded = Recorded(True, first)
         elif isinstance(message, Prevote):
-            recorded = self.prevotes.add(message, useful)
+            recorded = self.prevotes.add(message, f)
         else:
-            recorded = self.precommits.add(message, useful)
+            recorded = self.precommits.add(message, f)
         if recorded.conflicts_with is not None:
             slot = (message.signer, step_of(message))
             if slot in self.reported:
                 return Recorded(recorded.counted, None)
             self.reported.add(slot)
         return recorded
+
+    def _admits(self, proposal: Proposal, f: int) -> bool:
+        """The first MAX_PROPOSALS_PER_ROUND, whatever they are: the proposer's first is
+        the one we prevote on.  Beyond them -- an equivocating proposer -- only a block
+        that f + 1 validators voted for, one body per hash: so decoys sent first cannot
+        hide the block honest nodes vote for (we would never lock on it or decide it),
+        and decoys sent later cost us nothing.  A proposal refused while its votes were
+        still on the way comes back by gossip from the honest nodes that hold it."""
+        if len(self.proposals) < MAX_PROPOSALS_PER_ROUND:
+            return True
+        block_hash = proposal.block.hash
+        # [IGNORE] Beyond the cap, a block nobody honest voted for (yet).
+        if not self.is_backed(block_hash, f):
+            return False
+        # [IGNORE] A second body for a backed hash while the first one is kept.
+        extras = self.proposals[MAX_PROPOSALS_PER_ROUND:]
+        return all(p.block.hash != block_hash for p in extras)
 
 
 class HeightLog:
@@ -162,12 +215,12 @@ class HeightLog:
     each validator's highest round and its messages of that round are kept.
     """
 
-    def __init__(self, window: int, quorum: int) -> None:
+    def __init__(self, window: int, quorum: int, f: int) -> None:
         self.window = window
         self.quorum = quorum
+        self.f = f
         self.rounds: dict[int, RoundLog] = {}
         self.commits: dict[tuple[int, bytes], None] = {}  # (round, hash) with a quorum
-        self.proposed: set[bytes] = set()  # block hashes of the proposals kept
         self.highest_round: dict[bytes, int] = {}  # validator -> highest round seen
         self._far: dict[bytes, tuple[int, dict[int, ConsensusMessage]]] = {}
 
@@ -194,12 +247,10 @@ class HeightLog:
             self._park(message)
             return SAME
         log = self.at(message.round)
-        recorded = log.add(message, self.proposed)
+        recorded = log.add(message, self.f)
         if not recorded.counted:
             return recorded
-        if isinstance(message, Proposal):
-            self.proposed.add(message.block.hash)
-        elif (
+        if (
             isinstance(message, Precommit)
             and message.block_hash != NIL
             and log.precommits.count(message.block_hash) >= self.quorum

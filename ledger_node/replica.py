@@ -58,7 +58,10 @@ if TYPE_CHECKING:
 REBROADCAST_MS = 2000
 SYNC_RETRY_MS = 2000
 MAX_SYNC_BUFFER = 2 * MAX_SYNC_BLOCKS
-CLOCK_DRIFT_MS = 5000  # a fresh proposal dated further ahead of our clock: prevote nil
+# PRECISION of proposer-based timestamps: how far apart honest clocks may be.  A fresh
+# proposal dated further ahead of our clock, or further before it than this plus the
+# round's message delay (Timeouts.message_delay), gets our nil prevote.
+CLOCK_DRIFT_MS = 5000
 RELAY_AFTER_MS = 3000  # a height undecided this long: relay others' messages too
 RECENT_DECIDED = 16  # decided blocks whose certificates late precommits may still improve
 MAX_SEEN_PAYLOADS = 4096  # digests of consensus payloads already handled (see on_consensus)
@@ -149,8 +152,14 @@ class Replica:
         self._checked[built.block.hash] = built.changes
         return built.block
 
-    def is_timely(self, block: Block, now_ms: int) -> bool:
-        return block.header.timestamp_ms <= now_ms + CLOCK_DRIFT_MS
+    def is_timely(self, block: Block, now_ms: int, message_delay_ms: int) -> bool:
+        """Dated by a clock that agrees with ours (docs/CONSENSUS.md, "Timely
+        proposals"): not beyond it, or no block could follow (a block must be dated after
+        its parent) and every transaction would expire; not long before it, or a faulty
+        proposer could date its block just after a parent of long ago and include
+        transactions that have expired since."""
+        earliest = now_ms - CLOCK_DRIFT_MS - message_delay_ms
+        return earliest <= block.header.timestamp_ms <= now_ms + CLOCK_DRIFT_MS
 
     def verify(self, block: Block) -> StateChanges:
         """``verify_block`` against our committed state: the changes, or InvalidBlockError."""

@@ -62,8 +62,8 @@ class App:
     def propose(self, height: int, round: int, now_ms: int) -> Block | None:
         return make_block(self.key.public, height, self.tip, now_ms)
 
-    def is_timely(self, block: Block, now_ms: int) -> bool:
-        return block.header.timestamp_ms <= now_ms + 5000
+    def is_timely(self, block: Block, now_ms: int, message_delay_ms: int) -> bool:
+        return now_ms - 5000 - message_delay_ms <= block.header.timestamp_ms <= now_ms + 5000
 
     def is_valid(self, block: Block) -> bool:
         self.validity_asked.append(block.hash)

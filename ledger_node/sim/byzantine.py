@@ -86,7 +86,7 @@ class ByzantineReplica(Replica):
         super().is_valid(block)  # keeps the changes of a valid block for its commit
         return True
 
-    def is_timely(self, block: Block, now_ms: int) -> bool:
+    def is_timely(self, block: Block, now_ms: int, message_delay_ms: int) -> bool:
         return True
 
     # ---- signing ------------------------------------------------------------------
