@@ -65,6 +65,39 @@ def test_every_invariant_holds_for_every_seed(first: int) -> None:
     assert all(max(result.heights) >= CONFIG.min_blocks for result in results)
 
 
+# Seeds that broke the shipped node before issue 11's fixes (found by this simulator on
+# the consensus code of main at 52ef172); each names the scenario it runs.
+REGRESSIONS = {
+    # bug 1: restarted nodes lost the valid value and the locked block, so no proposer
+    # re-proposed the block the locked nodes could still prevote; this seed needs the
+    # fix of bug 2 as well (it fails with either fix alone; stuck in round 10)
+    "restart lost its valid value": ("restarts", 122),
+    # bug 2: a restarted node dropped its own votes relayed back, which its new core had
+    # never counted; with one node down for good, no quorum formed again
+    "own relayed votes dropped (1)": ("restarts", 71),
+    "own relayed votes dropped (2)": ("restarts", 113),
+    "own relayed votes dropped (3)": ("restart-crashed", 0),
+    "own relayed votes dropped (4)": ("restart-crashed", 5),
+    # bug 3: the signed state was not synced: after a power cut a node signed a second,
+    # different proposal or prevote for a slot it had signed before
+    "signed state lost in a power cut (1)": ("power", 0),
+    "signed state lost in a power cut (2)": ("power", 7),
+    "signed state lost in a power cut (3)": ("restart-crashed", 1),
+    # a muted owner's batches were lost and no device was left to ask: its transfers
+    # waited for their 60 s timeout (dispatch.py now asks again)
+    "no device left to ask": ("lock-attack", 26),
+    # only the owner had the verdicts, so round 1 never started elsewhere
+    "round 1 waited for work only one node had": ("byzantine", 70),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_seeds_that_broke_the_node_before_pass(name: str) -> None:
+    scenario, seed = REGRESSIONS[name]
+    result = run_seed(seed, SimConfig(byzantine=True, scenario=scenario))
+    assert result.ok, result.report()
+
+
 class NoLockCore(ConsensusCore):
     """The lock rule removed: prevote every valid proposal, locked or not."""
 
