@@ -17,7 +17,9 @@ of its outputs, plus catch-up (sync) and re-broadcasting.
         certificate, improved as signatures arrive, so that every node ends with the
         same bytes whichever round it decided in;
       - asks peers for the blocks it missed (SyncRequest) when it hears a validator at a
-        later height, and feeds the certified blocks that come back, in order.
+        later height, or when its height has lasted STALL_SYNC_MS with work waiting (the
+        others may have decided it and gone quiet), and feeds the certified blocks that
+        come back, in order.
 """
 
 import dataclasses
@@ -63,6 +65,7 @@ MAX_SYNC_BUFFER = 2 * MAX_SYNC_BLOCKS
 # round's message delay (Timeouts.message_delay), gets our nil prevote.
 CLOCK_DRIFT_MS = 5000
 RELAY_AFTER_MS = 3000  # a height undecided this long: relay others' messages too
+STALL_SYNC_MS = 5000  # undecided this long with work waiting: ask peers for the block
 RECENT_DECIDED = 16  # decided blocks whose certificates late precommits may still improve
 MAX_SEEN_PAYLOADS = 4096  # digests of consensus payloads already handled (see on_consensus)
 
@@ -205,6 +208,11 @@ class Replica:
 
     def on_tick(self, now_ms: int, actions: list[Action]) -> None:
         self._apply(self.consensus.on_tick(now_ms), now_ms, actions)
+        if now_ms - self._height_started_ms >= STALL_SYNC_MS and self.has_work():
+            # Stuck with work to do: perhaps the others decided this height and went
+            # idle, and the proposal is gone with its proposer; nobody speaks of a later
+            # height, so only asking finds out (peers without the block stay silent).
+            self._request_sync(self.consensus.height, now_ms, actions)
         if now_ms >= self._next_rebroadcast:
             topic = topics.consensus(self.chain_id, self.ledger.key.public)
             for payload in self._gossip(now_ms):
