@@ -11,7 +11,6 @@ docs/DEPLOY.md (sizing) with this command.
 
 import argparse
 import json
-import sqlite3
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from compose_runner import ComposeProcesses, load_compose
 
+from micromine.ledger_node.storage import ChainReader
 from micromine.processes import ManagedProcess, read_process, wait_until
 
 
@@ -56,12 +56,8 @@ def measure(cluster: ComposeProcesses, seconds: float) -> dict[str, Any]:
         }
         for p in running
     ]
-    chain = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        committed = chain.execute("SELECT COUNT(*) FROM committed_txs").fetchone()[0]
-        height = chain.execute("SELECT MAX(height) FROM blocks").fetchone()[0]
-    finally:
-        chain.close()
+    with ChainReader.open(db) as chain:
+        committed, height = chain.committed_count(), chain.height()
     db_bytes = sum(f.stat().st_size for f in db.parent.glob("ledger.sqlite*"))
     return {"processes": rows, "height": height, "committed_txs": committed,
             "ledger_db_bytes": db_bytes}  # fmt: skip

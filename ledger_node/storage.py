@@ -34,6 +34,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.consensus import SignedState
@@ -118,7 +119,137 @@ class StorageError(RuntimeError):
     """The database cannot be used with this genesis (or is damaged)."""
 
 
-class LedgerStore:
+class ChainReader:
+    """The chain as a ledger database holds it, read-only.  The node's store is one;
+    ``ChainReader.open`` is how everything else (the CLI, devnet's summary, benchmarks,
+    tests) reads a database that a node may own: nothing but this module speaks SQL."""
+
+    path: Path
+    db: sqlite3.Connection
+
+    @classmethod
+    def open(cls, path: Path) -> "ChainReader":
+        """Open ``path`` read-only (StorageError if it is missing or not a ledger
+        database)."""
+        if not path.exists():
+            raise StorageError(f"{path} does not exist")
+        reader = cls.__new__(cls)
+        reader.path = path
+        try:
+            reader.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            tables = reader._tables()
+        except sqlite3.Error as exc:
+            raise StorageError(f"{path} is not a ledger database ({exc})") from None
+        if not {"blocks", "accounts", "devices"} <= tables:
+            reader.db.close()
+            raise StorageError(f"{path} is not a ledger database (no chain tables)")
+        return reader
+
+    def __enter__(self) -> "ChainReader":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _tables(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT name FROM sqlite_master")}
+
+    def height(self) -> int:
+        (height,) = self.db.execute("SELECT COALESCE(MAX(height), 0) FROM blocks").fetchone()
+        return int(height)
+
+    def committed_count(self) -> int:
+        (count,) = self.db.execute("SELECT COUNT(*) FROM committed_txs").fetchone()
+        return int(count)
+
+    def approval_decisions(self) -> list[tuple[bytes, int, bool, int, bytes]]:
+        """(device, height, approved, timestamp_ms, operator) of every approval record,
+        oldest first (none in a database from before approvals existed)."""
+        if "approvals" not in self._tables():
+            return []
+        rows = self.db.execute(
+            "SELECT device, height, approved, timestamp_ms, operator FROM approvals ORDER BY height"
+        )
+        return [(bytes(d), h, bool(a), t, bytes(o)) for d, h, a, t, o in rows]
+
+    def tip(self, genesis: Genesis) -> ChainTip:
+        row = self.db.execute(
+            "SELECT height, hash, timestamp_ms FROM blocks ORDER BY height DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return ChainTip(0, genesis.hash, genesis.timestamp_ms)
+        return ChainTip(row[0], bytes(row[1]), row[2])
+
+    def accounts(self) -> dict[bytes, Account]:
+        rows = self.db.execute("SELECT address, balance, nonce FROM accounts")
+        return {bytes(address): Account(balance, nonce) for address, balance, nonce in rows}
+
+    def registry(self) -> dict[bytes, int]:
+        """The device registry: device key -> the height that registered it."""
+        rows = self.db.execute("SELECT device, height FROM devices")
+        return {bytes(device): height for device, height in rows}
+
+    def approvals(self) -> list[ApprovalRecord]:
+        """Every approval record of the chain (enrollment.py), oldest first."""
+        rows = self.db.execute(
+            "SELECT device, approved, height, timestamp_ms FROM approvals ORDER BY height"
+        )
+        return [ApprovalRecord(bytes(d), bool(a), h, t) for d, a, h, t in rows]
+
+    def bans(self) -> dict[bytes, int]:
+        """Banned devices: device key -> the height of the block that banned it."""
+        rows = self.db.execute("SELECT device, height FROM bans")
+        return {bytes(device): height for device, height in rows}
+
+    def vesting(self) -> dict[bytes, tuple[VestingEntry, ...]]:
+        """Unvested rewards: device key -> (earned height, amount) entries, by height."""
+        found: dict[bytes, list[VestingEntry]] = {}
+        rows = self.db.execute(
+            "SELECT device, earned_height, amount FROM vesting ORDER BY device, earned_height"
+        )
+        for device, earned, amount in rows:
+            found.setdefault(bytes(device), []).append((earned, amount))
+        return {device: tuple(entries) for device, entries in found.items()}
+
+    def pending(self) -> list[PendingTx]:
+        entries = []
+        rows = self.db.execute(
+            "SELECT id, data, reply_to, admitted_ms FROM pending ORDER BY admitted_ms, id"
+        )
+        for tx_id, data, reply_to, admitted_ms in rows:
+            try:
+                tx = decode(bytes(data), Transaction)
+            except DecodeError as exc:
+                raise StorageError(f"damaged pending row {bytes(tx_id).hex()}: {exc}") from None
+            entries.append(PendingTx(tx, bytes(tx_id), bytes(reply_to), admitted_ms))
+        return entries
+
+    def recent_committed(self, limit: int) -> list[tuple[bytes, int]]:
+        rows = self.db.execute(
+            "SELECT id, height FROM committed_txs ORDER BY height DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [(bytes(tx_id), height) for tx_id, height in reversed(rows)]
+
+    def block_bytes(self, height: int) -> bytes | None:
+        row = self.db.execute("SELECT data FROM blocks WHERE height = ?", (height,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def blocks_bytes(self, first: int, last: int) -> Iterator[bytes]:
+        rows = self.db.execute(
+            "SELECT data FROM blocks WHERE height BETWEEN ? AND ? ORDER BY height", (first, last)
+        )
+        for (data,) in rows:
+            yield bytes(data)
+
+    def committed_height(self, tx_id: bytes) -> int | None:
+        row = self.db.execute("SELECT height FROM committed_txs WHERE id = ?", (tx_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+
+class LedgerStore(ChainReader):
     """Not thread-safe: one node's event loop owns it."""
 
     def __init__(
@@ -203,83 +334,20 @@ class LedgerStore:
         for a simulator that models what a power cut takes away (the non-durable commits
         since the last durable one may be lost); nothing to do here."""
 
-    def close(self) -> None:
-        self.db.close()
+    @classmethod
+    def in_memory(cls, name: str, genesis: Genesis, image: bytes | None = None) -> Self:
+        """A store in memory, empty or from ``image`` (see ``image``): the simulator's
+        disk, and replays."""
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        if image is not None:
+            db.deserialize(image)
+        return cls(Path(name), genesis, db=db)
 
-    # ---- reads --------------------------------------------------------------------
+    def image(self) -> bytes:
+        """The whole database as bytes (SQLite's serialization)."""
+        return self.db.serialize()
 
-    def tip(self, genesis: Genesis) -> ChainTip:
-        row = self.db.execute(
-            "SELECT height, hash, timestamp_ms FROM blocks ORDER BY height DESC LIMIT 1"
-        ).fetchone()
-        if row is None:
-            return ChainTip(0, genesis.hash, genesis.timestamp_ms)
-        return ChainTip(row[0], bytes(row[1]), row[2])
-
-    def accounts(self) -> dict[bytes, Account]:
-        rows = self.db.execute("SELECT address, balance, nonce FROM accounts")
-        return {bytes(address): Account(balance, nonce) for address, balance, nonce in rows}
-
-    def registry(self) -> dict[bytes, int]:
-        """The device registry: device key -> the height that registered it."""
-        rows = self.db.execute("SELECT device, height FROM devices")
-        return {bytes(device): height for device, height in rows}
-
-    def approvals(self) -> list[ApprovalRecord]:
-        """Every approval record of the chain (enrollment.py), oldest first."""
-        rows = self.db.execute(
-            "SELECT device, approved, height, timestamp_ms FROM approvals ORDER BY height"
-        )
-        return [ApprovalRecord(bytes(d), bool(a), h, t) for d, a, h, t in rows]
-
-    def bans(self) -> dict[bytes, int]:
-        """Banned devices: device key -> the height of the block that banned it."""
-        rows = self.db.execute("SELECT device, height FROM bans")
-        return {bytes(device): height for device, height in rows}
-
-    def vesting(self) -> dict[bytes, tuple[VestingEntry, ...]]:
-        """Unvested rewards: device key -> (earned height, amount) entries, by height."""
-        found: dict[bytes, list[VestingEntry]] = {}
-        rows = self.db.execute(
-            "SELECT device, earned_height, amount FROM vesting ORDER BY device, earned_height"
-        )
-        for device, earned, amount in rows:
-            found.setdefault(bytes(device), []).append((earned, amount))
-        return {device: tuple(entries) for device, entries in found.items()}
-
-    def pending(self) -> list[PendingTx]:
-        entries = []
-        rows = self.db.execute(
-            "SELECT id, data, reply_to, admitted_ms FROM pending ORDER BY admitted_ms, id"
-        )
-        for tx_id, data, reply_to, admitted_ms in rows:
-            try:
-                tx = decode(bytes(data), Transaction)
-            except DecodeError as exc:
-                raise StorageError(f"damaged pending row {bytes(tx_id).hex()}: {exc}") from None
-            entries.append(PendingTx(tx, bytes(tx_id), bytes(reply_to), admitted_ms))
-        return entries
-
-    def recent_committed(self, limit: int) -> list[tuple[bytes, int]]:
-        rows = self.db.execute(
-            "SELECT id, height FROM committed_txs ORDER BY height DESC LIMIT ?", (limit,)
-        ).fetchall()
-        return [(bytes(tx_id), height) for tx_id, height in reversed(rows)]
-
-    def block_bytes(self, height: int) -> bytes | None:
-        row = self.db.execute("SELECT data FROM blocks WHERE height = ?", (height,)).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def blocks_bytes(self, first: int, last: int) -> Iterator[bytes]:
-        rows = self.db.execute(
-            "SELECT data FROM blocks WHERE height BETWEEN ? AND ? ORDER BY height", (first, last)
-        )
-        for (data,) in rows:
-            yield bytes(data)
-
-    def committed_height(self, tx_id: bytes) -> int | None:
-        row = self.db.execute("SELECT height FROM committed_txs WHERE id = ?", (tx_id,)).fetchone()
-        return None if row is None else int(row[0])
+    # ---- reads of the node's own (the chain's are ChainReader's) -----------------
 
     def last_signed(self) -> SignedState | None:
         """What save_signed last stored, its valid and locked blocks decoded."""

@@ -1,19 +1,19 @@
 """Comparing the chains that several ledger nodes stored: the proof, after a run, that
 they agreed; and what a chain says about its devices (rewards, bans).  Reads the SQLite
-files read-only; safe while the nodes are stopped."""
+files read-only (storage.ChainReader); safe while the nodes run."""
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from micromine.ledger_node.storage import ChainReader
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode
 
 
 def read_chain(db_path: Path) -> list[bytes]:
     """Every stored block, encoded, in height order."""
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
-        return [bytes(row[0]) for row in db.execute("SELECT data FROM blocks ORDER BY height")]
+    with ChainReader.open(db_path) as chain:
+        return list(chain.blocks_bytes(1, chain.height()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +67,12 @@ class DeviceLedger:
 
 def read_device_ledger(db_path: Path) -> DeviceLedger:
     blocks = [decode(data, Block) for data in read_chain(db_path)]
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
-        spendable = {bytes(a): b for a, b in db.execute("SELECT address, balance FROM accounts")}
-        vesting: dict[bytes, int] = {}
-        for device, amount in db.execute("SELECT device, amount FROM vesting"):
-            vesting[bytes(device)] = vesting.get(bytes(device), 0) + amount
+    with ChainReader.open(db_path) as chain:
+        spendable = {address: account.balance for address, account in chain.accounts().items()}
+        vesting = {
+            device: sum(amount for _earned, amount in entries)
+            for device, entries in chain.vesting().items()
+        }
     banned = {proof.device: block.height for block in blocks for proof in block.frauds}
     last_ban = max(banned.values(), default=0)
     rewards: dict[bytes, int] = {}

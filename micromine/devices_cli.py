@@ -14,7 +14,6 @@ approval or revocation.
 import argparse
 import json
 import os
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -115,28 +114,18 @@ def cmd_devices_decide(args: argparse.Namespace) -> int:
 def read_devices(db_path: Path) -> list[dict[str, Any]]:
     """Every device the database knows, with its registration height, its latest
     approval or revocation (either may be missing) and its ban (fraud proofs), if any."""
-    if not db_path.exists():
-        raise ValueError(f"{db_path} does not exist")
+    from micromine.ledger_node.storage import ChainReader, StorageError
+
     try:
-        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            if "devices" not in tables:
-                raise ValueError(f"{db_path} has no device registry (not a ledger database?)")
-            registered = dict(db.execute("SELECT device, height FROM devices"))
-            decisions: dict[bytes, tuple[int, int, int, bytes]] = {}
-            query = (  # a database from before approvals existed has no table for them
-                "SELECT device, height, approved, timestamp_ms, operator FROM approvals "
-                "ORDER BY height"
-                if "approvals" in tables
-                else "SELECT 1 WHERE 0"
-            )
-            for device, height, approved, stamp, operator in db.execute(query):
-                decisions[bytes(device)] = (height, approved, stamp, bytes(operator))
-            bans: dict[bytes, int] = {}
-            if "bans" in tables:
-                bans = {bytes(d): h for d, h in db.execute("SELECT device, height FROM bans")}
-    except sqlite3.Error as exc:
-        raise ValueError(f"{db_path} is not a ledger database ({exc})") from None
+        with ChainReader.open(db_path) as chain:
+            registered = chain.registry()
+            decisions = {
+                device: (height, int(approved), stamp, operator)
+                for device, height, approved, stamp, operator in chain.approval_decisions()
+            }
+            bans = chain.bans()
+    except StorageError as exc:
+        raise ValueError(str(exc)) from None
     rows = []
     for device in sorted({bytes(d) for d in registered} | set(decisions) | set(bans)):
         row: dict[str, Any] = {"device": device.hex(), "registered_at": registered.get(device)}

@@ -8,7 +8,6 @@ condition with a deadline, never a bare sleep.
 
 import json
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from brokers import wait_until
 
+from micromine.chains import read_chain
 from micromine.client import LedgerClient
 from micromine.device_agent.keyfile import load_or_create_key
 from micromine.ledger_node.genesis import ChainParams, Genesis
@@ -256,9 +256,7 @@ class Cluster:
     # ---- the chain on disk ----------------------------------------------------------
 
     def chain_on_disk(self, index: int = 0) -> list[Block]:
-        with sqlite3.connect(f"file:{self.db_paths[index]}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT data FROM blocks ORDER BY height").fetchall()
-        return [decode(bytes(row[0]), Block) for row in rows]
+        return [decode(data, Block) for data in read_chain(self.db_paths[index])]
 
     def assert_chain_linked(self, index: int = 0) -> list[Block]:
         chain = self.chain_on_disk(index)

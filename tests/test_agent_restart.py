@@ -1,6 +1,5 @@
 """The broker restarts under a running agent: it reconnects and earns again, unrestarted."""
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +8,7 @@ from brokers import EmbeddedBroker, wait_until
 from cluster import Cluster, submit_items
 
 from micromine.client import LedgerClient
+from micromine.ledger_node.storage import StorageError
 from micromine.protocol.kinds import ReceiptStatus
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,7 @@ def rewarded_heights(cluster: Cluster, device: bytes) -> list[int]:
     """Heights of the committed blocks (on the ledger's disk) that rewarded ``device``."""
     try:
         chain = cluster.chain_on_disk()
-    except sqlite3.OperationalError:  # the ledger has not created its database yet
+    except StorageError:  # the ledger has not created its database yet
         return []
     return [block.height for block in chain if any(r.device == device for r in block.rewards)]
 

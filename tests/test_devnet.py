@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from micromine.chains import read_chain
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode
 
@@ -79,8 +79,7 @@ def test_devnet_on_mosquitto_and_mosquitto_sub_sees_every_block(
             sub.send_signal(signal.SIGTERM)
             sub.wait(timeout=10)
     assert summary["committed"] >= 0.95 * summary["submitted"] > 0
-    with sqlite3.connect(data_dir / "ledger-1.sqlite") as db:
-        chain = [decode(bytes(r[0]), Block) for r in db.execute("SELECT data FROM blocks")]
+    chain = [decode(data, Block) for data in read_chain(data_dir / "ledger-1.sqlite")]
     lines = [json.loads(line) for line in received.read_text().splitlines() if line.strip()]
     seen = {block["height"]: block["hash"] for block in lines}
     assert seen == {block.height: block.hash.hex() for block in chain}

@@ -28,11 +28,9 @@ At the end of the run:
 """
 
 import random
-import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.node import LedgerNode
@@ -211,8 +209,7 @@ def check_validity(
 
 
 def _fresh_observer(genesis: Genesis) -> LedgerNode:
-    db = sqlite3.connect(":memory:", isolation_level=None)
-    store = LedgerStore(Path("replay.db"), genesis, db=db)
+    store = LedgerStore.in_memory("replay.db", genesis)
     key = KeyPair(sha256(b"micromine-sim/replayer"))
     return LedgerNode.open(
         store, genesis, key, rng=random.Random(0), now_ms=genesis.timestamp_ms, audit_rate=0.0

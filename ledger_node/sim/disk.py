@@ -9,9 +9,6 @@ which.  A durable commit also makes every earlier one durable (the WAL is synced
 it), so the disk's durable image is the database as of the last durable commit.
 """
 
-import sqlite3
-from pathlib import Path
-
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.storage import LedgerStore
 
@@ -25,27 +22,21 @@ class SimDisk:
         self.durable: bytes | None = None  # what a power cut leaves of it
 
     def open(self, genesis: Genesis) -> LedgerStore:
-        db = sqlite3.connect(":memory:", isolation_level=None)
-        if self.image is not None:
-            db.deserialize(self.image)
-        store = _DiskStore(self, Path(self.name), genesis, db=db)
+        store = _DiskStore.in_memory(self.name, genesis, self.image)
+        store.disk = self
         if self.durable is None:  # a new database: created, then synced once
-            self.durable = db.serialize()
+            self.durable = store.image()
         return store
 
     def crash(self, store: LedgerStore, *, power_loss: bool) -> None:
         """The process holding ``store`` stops (and with ``power_loss``, the machine)."""
-        self.image = self.durable if power_loss else store.db.serialize()
+        self.image = self.durable if power_loss else store.image()
         store.close()
 
 
 class _DiskStore(LedgerStore):
-    def __init__(
-        self, disk: SimDisk, path: Path, genesis: Genesis, *, db: sqlite3.Connection
-    ) -> None:
-        self._disk = disk  # before LedgerStore's __init__: it may already commit
-        super().__init__(path, genesis, db=db)
+    disk: SimDisk | None = None  # set once opened (the schema's creation is synced)
 
     def _committed(self, durable: bool) -> None:
-        if durable:
-            self._disk.durable = self.db.serialize()
+        if durable and self.disk is not None:
+            self.disk.durable = self.image()
