@@ -15,7 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from micromine.ledger_node.blocks import ChainTip, build_block
+from micromine.ledger_node.blocks import build_block
+from micromine.ledger_node.chain_state import ChainState, ChainTip
+from micromine.ledger_node.enrollment import OPEN
 from micromine.ledger_node.genesis import ChainParams
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import Account
@@ -70,14 +72,13 @@ def main() -> None:
     accounts = {k.public: Account(10**9, 0) for k in keys}
     registry = DeviceRegistry({d.public: 0 for d in devices}, 0)
     justification = {t.id: verdicts for t in txs}
-    params = ChainParams()
+    state = ChainState("bench", ChainParams(), OPEN, ChainTip(0, bytes(32), now), accounts,
+                       registry, {})  # fmt: skip
 
     def block() -> None:
         build_block(
-            tip=ChainTip(0, bytes(32), now), chain_id="bench", timestamp_ms=now, proposer=node,
-            accounts=accounts, registry=registry, candidates=txs, justification=justification,
-            params=params,
-        )  # fmt: skip
+            state, proposer=node, timestamp_ms=now, candidates=txs, justification=justification
+        )
 
     figures = {
         "encode_tx": rate(lambda: encode(txs[0]), 1, args.seconds),

@@ -51,20 +51,20 @@ from typing import TypeAlias, TypeVar
 
 from micromine.ledger_node.account_feed import get_account_summaries
 from micromine.ledger_node.actions import Action, CommitBlock, Dropped, ForgetPending, StorePending
-from micromine.ledger_node.blocks import ChainTip
+from micromine.ledger_node.chain_state import ChainState, ChainTip
 from micromine.ledger_node.consensus import SignedState
 from micromine.ledger_node.devices import LiveDevices, audit_probability
 from micromine.ledger_node.dispatch import Dispatcher
 from micromine.ledger_node.enrollment import ApprovalRecord, Enrollment
 from micromine.ledger_node.frauds import FraudBook
-from micromine.ledger_node.genesis import Genesis
+from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.ledger_node.mempool import Mempool, PendingTx
 from micromine.ledger_node.peers import PeerTracker
 from micromine.ledger_node.receipts import ReceiptBook
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.render import block_to_json
 from micromine.ledger_node.replica import Replica
-from micromine.ledger_node.state import Account, StateChanges, Vesting, merged_vesting
+from micromine.ledger_node.state import Account, Vesting
 from micromine.ledger_node.tally import (
     Outcome,
     TxVotes,
@@ -73,6 +73,7 @@ from micromine.ledger_node.tally import (
     is_disputed,
     record_vote,
 )
+from micromine.ledger_node.transition import Transition, process_commit
 from micromine.ledger_node.verdicts import (
     AssignmentSignatures,
     check_verdict_binding,
@@ -141,10 +142,11 @@ class LedgerCore:
         audit_rate: float = DEFAULT_AUDIT_RATE,
         replica: ReplicaFactory = Replica,
     ) -> None:
-        """``registered``: the device registry as of ``tip`` (device -> the height that
-        registered it); None means the genesis devices, for a chain at height 0.
+        """The chain state as of ``tip`` (chain_state.ChainState.of): ``accounts`` (taken,
+        not copied); ``registered``, the device registry (device -> the height that
+        registered it), None meaning the genesis devices, for a chain at height 0;
         ``banned`` (device -> ban height), ``vesting`` (device -> unvested rewards) and
-        ``approvals`` (the approval records): the rest of the chain state as of ``tip``.
+        ``approvals`` (the approval records).
         ``audit_rate``: this node's own share of quorum-accepted transactions it checks
         itself, for devices with a perfect record (devices.audit_probability).
         ``replica``: builds the consensus adapter (a Byzantine one in tests)."""
@@ -152,21 +154,17 @@ class LedgerCore:
             raise ValueError("audit_rate must be in 0..1")
         self.audit_rate = audit_rate
         self.genesis = genesis
-        self.chain_id = genesis.chain_id
-        self.params = genesis.params
         self.key = key
         self.rng = rng
-        self.accounts = accounts
-        self.tip = tip
+        # The chain state, advanced only by committed blocks (on_block_committed).
+        self.state = ChainState.of(
+            genesis, tip=tip, accounts=accounts, registered=registered, banned=banned,
+            vesting=vesting, approvals=approvals,
+        )  # fmt: skip
         self.mempool = Mempool(self.chain_id, self.params)
         self.devices = LiveDevices(self.params.device_timeout_ms)
-        if registered is None:
-            registered = dict.fromkeys(genesis.devices, 0)
-        self.registry = DeviceRegistry(registered, tip.height, banned=banned, approvals=approvals)
-        self.vesting: Vesting = dict(vesting) if vesting is not None else {}
         self.frauds = FraudBook(self.chain_id, genesis.ledger_nodes, self.params)
         self.hellos: dict[bytes, DeviceHello] = {}  # pending registrations, by device
-        self.enrollment = Enrollment.of(genesis)
         self.approvals: dict[bytes, DeviceApproval] = {}  # pending approvals, by device
         # Hellos refused as not approved (yet), so that an approval recorded later
         # registers the device without it having to connect again.
@@ -205,6 +203,37 @@ class LedgerCore:
         }
         for entry in pending:  # resumed from storage: judge them again
             self._admit(entry, now_ms)
+
+    # The parts of the chain state the handlers read (read-only: only a committed block
+    # changes the state, through transition.process_commit).
+
+    @property
+    def chain_id(self) -> str:
+        return self.state.chain_id
+
+    @property
+    def params(self) -> ChainParams:
+        return self.state.params
+
+    @property
+    def enrollment(self) -> Enrollment:
+        return self.state.enrollment
+
+    @property
+    def tip(self) -> ChainTip:
+        return self.state.tip
+
+    @property
+    def accounts(self) -> Mapping[bytes, Account]:
+        return self.state.accounts
+
+    @property
+    def registry(self) -> DeviceRegistry:
+        return self.state.registry
+
+    @property
+    def vesting(self) -> Vesting:
+        return self.state.vesting
 
     def start(self, now_ms: int) -> list[Action]:
         self._now = now_ms
@@ -485,7 +514,7 @@ class LedgerCore:
                 self._offer_fraud(verdict, tx)  # a "valid" on a forgery, after the fact
 
     def _is_bound(self, verdict: Verdict, out: list[Action]) -> bool:
-        """The verdict's binding rules of a block (verify.apply_block), for our next
+        """The verdict's binding rules of a block (transition.state_transition), for our next
         block; a counted drop when broken.  Its registry must not be above our tip."""
         problem = check_verdict_binding(verdict, self.tip.height + 1, self.registry, self.params)
         if problem is not None:
@@ -688,7 +717,7 @@ class LedgerCore:
             return "not_approved"
         return None
 
-    def _settle_approvals(self, records: list[ApprovalRecord]) -> None:
+    def _settle_approvals(self, records: Iterable[ApprovalRecord]) -> None:
         """After a block: forget pending approvals it made stale, and the pending
         registrations of devices it revoked."""
         for record in records:
@@ -731,22 +760,17 @@ class LedgerCore:
     # ---- blocks -------------------------------------------------------------------
 
     def on_block_committed(
-        self, block: Block, changes: StateChanges, now_ms: int, actions: list[Action]
+        self, block: Block, transition: Transition, now_ms: int, actions: list[Action]
     ) -> None:
-        """A block was decided (by consensus, or learned with its certificate): store it,
-        advance the state, settle its transactions, and publish it if we proposed it."""
-        actions.append(CommitBlock(block, changes))
-        self.accounts.update(changes.accounts)
-        self.vesting = merged_vesting(self.vesting, changes.vesting)
-        self.tip = ChainTip(block.height, block.hash, block.header.timestamp_ms)
-        registered = [hello.device for hello in block.registrations]
-        records = [ApprovalRecord.of(approval, block.height) for approval in block.approvals]
-        banned = [proof.device for proof in block.frauds]
-        self.registry.process_block(block.height, registered, banned=banned, approvals=records)
+        """A block was decided (by consensus, or learned with its certificate), and
+        ``transition`` is its checked state transition: store it, advance the state,
+        settle its transactions, and publish it if we proposed it."""
+        actions.append(CommitBlock(block, transition.changes))
+        self.state = process_commit(self.state, block, transition)
         self.frauds.on_block(block.height + 1, self.registry)
-        for device in registered:
+        for device in transition.registered:
             self.hellos.pop(device, None)
-        self._settle_approvals(records)
+        self._settle_approvals(transition.approvals)
         for tx in block.txs:
             tx_id = tx.id
             self.accepted.pop(tx_id, None)

@@ -3,7 +3,8 @@ of its outputs, plus catch-up (sync) and re-broadcasting.
 
     ConsensusCore (consensus.py) decides *which* block; this module
       - answers its questions: has_work / propose (blocks.build_block) / is_valid
-        (verify.verify_block against our committed state);
+        (verify.verify_block against our committed state); both run the one state
+        transition (transition.py), as does the commit of a decided block;
       - turns its outputs into actions: Broadcast -> Publish on consensus/<us>,
         PersistSigned -> persisted before that Publish, Decide -> commit (core.py),
         Evidence -> logged with both signed messages, Rejected -> a counted drop;
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from micromine.ledger_node.actions import Action, EvidenceFound, ImproveCertificate, ServeSync
-from micromine.ledger_node.blocks import BuiltBlock, InvalidBlockError, build_block
+from micromine.ledger_node.blocks import BuiltBlock, build_block
 from micromine.ledger_node.certificate import CommitPool
 from micromine.ledger_node.consensus import (
     ROUND_WINDOW,
@@ -43,8 +44,8 @@ from micromine.ledger_node.consensus import (
     SignedState,
     Timeouts,
 )
-from micromine.ledger_node.state import StateChanges
-from micromine.ledger_node.verify import apply_block, verify_block
+from micromine.ledger_node.transition import InvalidBlockError, Transition, state_transition
+from micromine.ledger_node.verify import verify_block
 from micromine.protocol import topics
 from micromine.protocol.block import Block, CommitSignature
 from micromine.protocol.codec import Message, decode, encode, is_signature_valid
@@ -91,7 +92,7 @@ class Replica:
             last_signed=last_signed,
         )
         self._built: dict[bytes, BuiltBlock] = {}  # our proposals, by block hash
-        self._checked: dict[bytes, StateChanges] = {}  # valid blocks' changes
+        self._checked: dict[bytes, Transition] = {}  # valid blocks' transitions
         self._sent: list[bytes] = []  # our messages of the current height, encoded
         self._decided: dict[int, Block] = {}  # the last RECENT_DECIDED blocks, by height
         self._pools: dict[int, CommitPool] = {}  # COMMIT signatures, by height
@@ -127,23 +128,21 @@ class Replica:
             # A block must be dated after its parent, and this parent is dated at the end
             # of time (only a faulty proposer dates one so): nothing can follow it.
             return None
-        built = build_block(
-            tip=ledger.tip,
-            chain_id=self.chain_id,
-            timestamp_ms=now_ms,
-            proposer=ledger.key,
-            accounts=ledger.accounts,
-            registry=ledger.registry,
-            candidates=[votes.tx for votes in ledger.accepted.values()],
-            justification={i: list(v.valid.values()) for i, v in ledger.accepted.items()},
-            hellos=list(ledger.hellos.values()),
-            frauds=list(ledger.frauds.pending.values()),
-            vesting=ledger.vesting,
-            params=ledger.params,
-            seal=False,
-            approvals=list(ledger.approvals.values()),
-            enrollment=ledger.enrollment,
-        )
+        try:
+            built = build_block(
+                ledger.state,
+                proposer=ledger.key,
+                timestamp_ms=now_ms,
+                candidates=[votes.tx for votes in ledger.accepted.values()],
+                justification={i: list(v.valid.values()) for i, v in ledger.accepted.items()},
+                hellos=list(ledger.hellos.values()),
+                frauds=list(ledger.frauds.pending.values()),
+                approvals=list(ledger.approvals.values()),
+                seal=False,
+            )
+        except InvalidBlockError as exc:  # our choice broke a rule: propose nothing
+            ledger.note_drop("consensus", "own_block_invalid", str(exc))
+            return None
         for tx, reason in built.rejected:
             ledger.reject_pending(tx.id, reason)
         for tx in built.stale:
@@ -152,7 +151,7 @@ class Replica:
         if round == 1 and not (block.txs or block.registrations or block.approvals or block.frauds):
             return None  # nothing to propose yet; later rounds may propose an empty block
         self._built[built.block.hash] = built
-        self._checked[built.block.hash] = built.changes
+        self._checked[built.block.hash] = built.transition
         return built.block
 
     def is_timely(self, block: Block, now_ms: int, message_delay_ms: int) -> bool:
@@ -164,28 +163,21 @@ class Replica:
         earliest = now_ms - CLOCK_DRIFT_MS - message_delay_ms
         return earliest <= block.header.timestamp_ms <= now_ms + CLOCK_DRIFT_MS
 
-    def verify(self, block: Block) -> StateChanges:
-        """``verify_block`` against our committed state: the changes, or InvalidBlockError."""
+    def verify(self, block: Block) -> Transition:
+        """``verify_block`` against our committed state: the transition, or
+        InvalidBlockError."""
         ledger = self.ledger
         return verify_block(
-            ledger.accounts,
-            ledger.registry,
-            ledger.tip,
-            block,
-            params=ledger.params,
-            validators=self.consensus.validators,
-            enrollment=ledger.enrollment,
-            signatures=ledger.signatures,
-            vesting=ledger.vesting,
+            ledger.state, block, validators=self.consensus.validators, signatures=ledger.signatures
         )
 
     def is_valid(self, block: Block) -> bool:
         try:
-            changes = self.verify(block)
+            transition = self.verify(block)
         except InvalidBlockError as exc:
             self.ledger.note_drop("consensus", "invalid_block", str(exc))
             return False
-        self._checked[block.hash] = changes
+        self._checked[block.hash] = transition
         return True
 
     @property
@@ -374,17 +366,9 @@ class Replica:
 
     def _commit(self, block: Block, now_ms: int, actions: list[Action]) -> None:
         ledger = self.ledger
-        changes = self._checked.get(block.hash)
-        if changes is None:  # learned with a certificate: the core checked is_valid
-            changes = apply_block(
-                ledger.accounts,
-                ledger.registry,
-                ledger.tip,
-                block,
-                ledger.params,
-                vesting=ledger.vesting,
-                enrollment=ledger.enrollment,
-            )
+        transition = self._checked.get(block.hash)
+        if transition is None:  # learned with a certificate: the core checked is_valid
+            transition = state_transition(ledger.state, block)
         self._built.clear()
         self._checked.clear()
         self._last_sent, self._sent = self._sent, []
@@ -399,7 +383,7 @@ class Replica:
             del self._pools[height]
         for height in [h for h in self._synced if h <= block.height]:
             del self._synced[height]
-        ledger.on_block_committed(block, changes, now_ms, actions)
+        ledger.on_block_committed(block, transition, now_ms, actions)
 
     def _pool(self, height: int) -> CommitPool:
         pool = self._pools.get(height)

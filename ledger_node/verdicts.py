@@ -30,8 +30,8 @@ A fraud proof (verdict, tx) proves its device lied when:
   nor state nor the minimum fee, which every honest device applies (PROTOCOL.md
   section 9), so no honest device can be framed.
 
-The binding rules need no signature, so ``apply_block`` checks them for blocks learned
-with a certificate too; the signature rules (and the fraud evidence, which costs a
+The binding rules need no signature, so the state transition (transition.py) checks
+them, for the proposer too; the signature rules (and the fraud evidence, which costs a
 transaction signature check) are ``verify_block``'s.  The k verdicts on
 one batch share one assignment, so its signature is verified once and remembered
 (``AssignmentSignatures``, bounded): only a successful verification is remembered, keyed

@@ -59,12 +59,6 @@ import structlog
 
 from micromine.device_agent.keyfile import KeyFileError, load_key
 from micromine.ledger_node.actions import Action
-from micromine.ledger_node.blocks import (
-    InvalidBlockError,
-    compute_judged,
-    compute_post_state_root,
-    compute_rewards,
-)
 from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
 from micromine.ledger_node.consensus import Broadcast, ConsensusMessage, Output, SignedState
 from micromine.ledger_node.core import LedgerCore
@@ -77,6 +71,12 @@ from micromine.ledger_node.state import (
     process_rewards,
     process_transaction,
     process_vesting,
+)
+from micromine.ledger_node.transition import (
+    InvalidBlockError,
+    compute_judged,
+    compute_post_state_root,
+    compute_rewards,
 )
 from micromine.logs import configure_logging
 from micromine.protocol import topics

@@ -18,10 +18,10 @@ from brokers import wait_until
 from cluster import Cluster, Wallets, Watcher
 
 from micromine.chains import compare_chains
-from micromine.ledger_node.blocks import ChainTip
 from micromine.ledger_node.certificate import check_certificate
-from micromine.ledger_node.registry import DeviceRegistry
-from micromine.ledger_node.state import Account, Vesting, merged_vesting
+from micromine.ledger_node.chain_state import genesis_state
+from micromine.ledger_node.state import Account
+from micromine.ledger_node.transition import process_commit
 from micromine.ledger_node.verify import verify_block
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, is_signature_valid
@@ -94,28 +94,14 @@ def check_evidence(record: dict[str, Any], culprit: bytes) -> tuple[str, int, in
 def replay_and_verify(cluster: Cluster, chain: list[Block]) -> dict[bytes, Account]:
     """Re-check every block as an honest node would have before prevoting it, against the
     state replayed from genesis, plus its certificate; returns the final accounts."""
-    genesis = cluster.genesis
-    validators = sorted(genesis.ledger_nodes)
-    accounts = {account: Account(balance, 0) for account, balance in genesis.balances}
-    registry = DeviceRegistry(dict.fromkeys(genesis.devices, 0), 0)
-    vesting: Vesting = {}
-    tip = ChainTip(0, genesis.hash, genesis.timestamp_ms)
+    validators = sorted(cluster.genesis.ledger_nodes)
+    state = genesis_state(cluster.genesis)
     for block in chain:
-        changes = verify_block(  # raises
-            accounts, registry, tip, block, params=genesis.params, validators=validators,
-            vesting=vesting,
-        )  # fmt: skip
+        transition = verify_block(state, block, validators=validators)  # raises
         certificate = check_certificate(block, validators)
         assert certificate.ok and certificate.signers >= 3, (block.height, certificate.describe())
-        accounts.update(changes.accounts)
-        vesting = merged_vesting(vesting, changes.vesting)
-        registry.process_block(
-            block.height,
-            [hello.device for hello in block.registrations],
-            banned=[proof.device for proof in block.frauds],
-        )
-        tip = ChainTip(block.height, block.hash, block.header.timestamp_ms)
-    return accounts
+        state = process_commit(state, block, transition)
+    return state.accounts
 
 
 def test_a_byzantine_validator_neither_forks_nor_corrupts_the_chain_and_is_caught(

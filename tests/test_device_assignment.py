@@ -15,15 +15,10 @@ import pytest
 from test_ledger_core import CHAIN, NODE, SENDERS, T0, Harness, key, make_harness, tx
 
 from micromine.ledger_node.actions import CommitBlock, Dropped
-from micromine.ledger_node.blocks import (
-    ChainTip,
-    InvalidBlockError,
-    build_block,
-    compute_judged,
-    compute_post_state_root,
-    compute_rewards,
-)
+from micromine.ledger_node.blocks import build_block
+from micromine.ledger_node.chain_state import ChainState, ChainTip
 from micromine.ledger_node.core import LedgerCore
+from micromine.ledger_node.enrollment import OPEN
 from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
@@ -39,6 +34,12 @@ from micromine.ledger_node.state import (
     process_vesting,
 )
 from micromine.ledger_node.storage import LedgerStore
+from micromine.ledger_node.transition import (
+    InvalidBlockError,
+    compute_judged,
+    compute_post_state_root,
+    compute_rewards,
+)
 from micromine.ledger_node.verdicts import AssignmentSignatures
 from micromine.ledger_node.verify import verify_block
 from micromine.protocol import topics
@@ -130,6 +131,10 @@ class Parent:
     tip: ChainTip
     vesting: dict[bytes, tuple[tuple[int, int], ...]] = dataclasses.field(default_factory=dict)
 
+    def state(self, params: ChainParams = PARAMS) -> ChainState:
+        """The chain state these parts make (sharing them: blocks are only verified)."""
+        return ChainState(CHAIN, params, OPEN, self.tip, self.accounts, self.registry, self.vesting)
+
 
 def parent() -> Parent:
     accounts = {s.public: Account(1_000_000, 0) for s in SENDERS}
@@ -184,10 +189,7 @@ def assemble(
 
 
 def verify(p: Parent, block: Block, params: ChainParams = PARAMS) -> StateChanges:
-    return verify_block(
-        p.accounts, p.registry, p.tip, block, params=params, validators=VALIDATORS,
-        vesting=p.vesting,
-    )  # fmt: skip
+    return verify_block(p.state(params), block, validators=VALIDATORS).changes
 
 
 # ---- the ranking -----------------------------------------------------------------------
@@ -359,10 +361,7 @@ def test_an_assignment_signature_is_verified_once_for_its_k_verdicts() -> None:
     assert len(verdicts) == 2
     signatures = AssignmentSignatures()
     block = assemble(p, [t], sorted(verdicts, key=lambda v: v.id))
-    verify_block(
-        p.accounts, p.registry, p.tip, block, params=PARAMS, validators=VALIDATORS,
-        signatures=signatures,
-    )  # fmt: skip
+    verify_block(p.state(), block, validators=VALIDATORS, signatures=signatures)
     assert signatures.verifications == 1
     # A copy with another signature is checked on its own, and not remembered as good.
     forged = dataclasses.replace(a, signature=bytes(64))
@@ -421,9 +420,8 @@ def test_a_block_holds_at_most_max_block_registrations() -> None:
         dataclasses.replace(block, registrations=hellos)
     # build_block takes at most the limit, in key order, leaving out registered ones.
     built = build_block(
-        tip=p.tip, chain_id=CHAIN, timestamp_ms=T0 + 1, proposer=NODE, accounts=p.accounts,
-        registry=p.registry, candidates=[], justification={},
-        hellos=[*hellos, hello(DEVICES[0])], params=PARAMS,
+        p.state(), proposer=NODE, timestamp_ms=T0 + 1, candidates=[], justification={},
+        hellos=[*hellos, hello(DEVICES[0])],
     )  # fmt: skip
     devices = [h.device for h in built.block.registrations]
     assert len(devices) == MAX_BLOCK_REGISTRATIONS and devices == sorted(devices)
@@ -441,13 +439,11 @@ def test_build_block_leaves_out_a_transaction_whose_verdicts_went_stale() -> Non
     stale_height = TIP_HEIGHT - PARAMS.assignment_window  # out for block TIP_HEIGHT + 1
     stale = assignment_entitling(p.registry, inside, [old], stale_height)
     built = build_block(
-        tip=p.tip, chain_id=CHAIN, timestamp_ms=T0 + 1, proposer=NODE, accounts=p.accounts,
-        registry=p.registry, candidates=[fresh, old],
+        p.state(), proposer=NODE, timestamp_ms=T0 + 1, candidates=[fresh, old],
         justification={
             fresh.id: [verdict_on(fresh, inside, a)],
             old.id: [verdict_on(old, inside, stale)],
         },
-        params=PARAMS,
     )  # fmt: skip
     assert built.block.txs == (fresh,) and built.stale == (old,)
     assert verify(p, dataclasses.replace(built.block, commit_round=0, certificate=()))
@@ -468,13 +464,13 @@ def test_the_registry_is_stored_and_reloaded(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
     store = LedgerStore(path, genesis)
     assert store.registry() == {d.public: 0 for d in DEVICES[:2]}
-    registry = DeviceRegistry(store.registry(), 0)
-    tip = store.tip(genesis)
+    state = ChainState.of(
+        genesis, tip=store.tip(genesis), accounts=store.accounts(), registered=store.registry()
+    )
     newcomer = hello(DEVICES[5])
     built = build_block(
-        tip=tip, chain_id=CHAIN, timestamp_ms=T0 + 1, proposer=NODE, accounts={},
-        registry=registry, candidates=[], justification={}, hellos=[newcomer],
-        params=genesis.params,
+        state, proposer=NODE, timestamp_ms=T0 + 1, candidates=[], justification={},
+        hellos=[newcomer],
     )  # fmt: skip
     store.commit_block(built.block, built.changes)
     store.close()
@@ -622,9 +618,8 @@ def test_an_accepted_transaction_whose_verdicts_go_stale_is_judged_again() -> No
     # the verdicts' registry is now out of the one-block window.
     newcomer = key(99)
     built = build_block(
-        tip=h.core.tip, chain_id=CHAIN, timestamp_ms=h.now, proposer=NODE,
-        accounts=h.core.accounts, registry=h.core.registry, candidates=[], justification={},
-        hellos=[hello(newcomer)], params=h.core.params, seal=False,
+        h.core.state, proposer=NODE, timestamp_ms=h.now, candidates=[], justification={},
+        hellos=[hello(newcomer)], seal=False,
     )  # fmt: skip
     signature = sign_commit(1, built.block.hash, CHAIN, NODE)
     certified = dataclasses.replace(

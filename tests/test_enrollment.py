@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 from test_ledger_core import CHAIN, NODE, T0, key
 
-from micromine.ledger_node.blocks import ChainTip, InvalidBlockError, build_block
+from micromine.ledger_node.blocks import build_block
+from micromine.ledger_node.chain_state import ChainState, ChainTip
 from micromine.ledger_node.enrollment import ApprovalRecord, Enrollment
 from micromine.ledger_node.genesis import ChainParams, Genesis, GenesisError
 from micromine.ledger_node.registry import DeviceRegistry
@@ -18,6 +19,7 @@ from micromine.ledger_node.state import (
     compute_state_root,
     compute_vesting_root,
 )
+from micromine.ledger_node.transition import InvalidBlockError
 from micromine.ledger_node.verify import verify_block
 from micromine.protocol import cbor
 from micromine.protocol.block import Block, compute_body_hash
@@ -44,18 +46,19 @@ def hello(device=DEVICE) -> DeviceHello:
     return sign(DeviceHello(CHAIN, device.public, "test", 64, T0), device)
 
 
+def state(registry, enrollment, tip) -> ChainState:
+    return ChainState(CHAIN, PARAMS, enrollment, tip, {}, registry, {})
+
+
 def build(registry, *, hellos=(), approvals=(), enrollment=APPROVED, tip=TIP) -> Block:
     return build_block(
-        tip=tip, chain_id=CHAIN, timestamp_ms=tip.timestamp_ms + 1000, proposer=NODE,
-        accounts={}, registry=registry, candidates=[], justification={}, hellos=hellos,
-        params=PARAMS, seal=False, approvals=approvals, enrollment=enrollment,
+        state(registry, enrollment, tip), proposer=NODE, timestamp_ms=tip.timestamp_ms + 1000,
+        candidates=[], justification={}, hellos=hellos, approvals=approvals, seal=False,
     ).block  # fmt: skip
 
 
 def verify(registry, block, enrollment=APPROVED, tip=TIP) -> None:
-    verify_block(
-        {}, registry, tip, block, params=PARAMS, validators=(NODE.public,), enrollment=enrollment
-    )
+    verify_block(state(registry, enrollment, tip), block, validators=(NODE.public,))
 
 
 # --- wire -----------------------------------------------------------------------------------

@@ -365,9 +365,8 @@ def _propose_a_block_dated_at_the_end_of_time() -> tuple[Net, KeyPair, list[Any]
     consensus = core.replica.consensus
     faulty = next(k for k in NODES if k.public == consensus.proposer(consensus.height, 1))
     built = build_block(
-        tip=core.tip, chain_id=NET_CHAIN, timestamp_ms=MAX_TIMESTAMP_MS, proposer=faulty,
-        accounts=core.accounts, registry=core.registry, candidates=[], justification={},
-        params=core.params, seal=False,
+        core.state, proposer=faulty, timestamp_ms=MAX_TIMESTAMP_MS, candidates=[],
+        justification={}, seal=False,
     )  # fmt: skip
     proposal = sign(Proposal(NET_CHAIN, consensus.height, 1, 0, built.block, faulty.public), faulty)
     net.broadcast(topics.consensus(NET_CHAIN, faulty.public), encode(proposal))

@@ -32,7 +32,7 @@ from test_ledger_core import CHAIN, NODE, SENDERS, T0, Harness, make_harness, tx
 
 from micromine.devices_cli import read_devices
 from micromine.ledger_node.actions import CommitBlock
-from micromine.ledger_node.blocks import InvalidBlockError, build_block
+from micromine.ledger_node.blocks import build_block
 from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
 from micromine.ledger_node.core import LedgerCore
 from micromine.ledger_node.devices import (
@@ -50,6 +50,7 @@ from micromine.ledger_node.state import (
     compute_vesting_root,
 )
 from micromine.ledger_node.storage import LedgerStore
+from micromine.ledger_node.transition import InvalidBlockError
 from micromine.protocol import topics
 from micromine.protocol.block import FraudProof
 from micromine.protocol.codec import decode, encode, sign
@@ -514,9 +515,8 @@ def test_the_proposer_uses_no_verdict_of_a_device_it_holds_a_proof_against() -> 
     t = tx(SENDERS[0], 0)
     vouched = verdict_on(t, liar, assignment_entitling(p.registry, liar, [t], TIP_HEIGHT))
     built = build_block(
-        tip=p.tip, chain_id=CHAIN, timestamp_ms=T0 + 1, proposer=NODE, accounts=p.accounts,
-        registry=p.registry, candidates=[t], justification={t.id: [vouched]},
-        frauds=[proof], params=PARAMS, seal=False,
+        p.state(), proposer=NODE, timestamp_ms=T0 + 1, candidates=[t],
+        justification={t.id: [vouched]}, frauds=[proof], seal=False,
     )  # fmt: skip
     assert built.block.frauds == (proof,) and not built.block.txs
     assert built.stale == (t,)  # judged again, by other devices

@@ -6,11 +6,10 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from micromine.ledger_node.actions import Action, CommitBlock, Dropped, StorePending
-from micromine.ledger_node.blocks import ChainTip, InvalidBlockError
+from micromine.ledger_node.chain_state import ChainTip
 from micromine.ledger_node.core import LedgerCore
 from micromine.ledger_node.devices import MAX_OUTSTANDING_BATCHES
 from micromine.ledger_node.genesis import ChainParams, Genesis, GenesisError
-from micromine.ledger_node.registry import DeviceRegistry
 from micromine.ledger_node.state import (
     Account,
     compute_accounts_root,
@@ -19,6 +18,7 @@ from micromine.ledger_node.state import (
     compute_state_root,
     compute_vesting_root,
 )
+from micromine.ledger_node.transition import InvalidBlockError, Transition
 from micromine.ledger_node.verify import verify_block
 from micromine.protocol import topics
 from micromine.protocol.block import Block
@@ -300,27 +300,18 @@ def test_garbage_on_every_topic_is_dropped_not_raised(payload: bytes) -> None:
 def test_every_built_block_passes_the_honest_validity_rules() -> None:
     """What the proposer builds, verify_block accepts; tampering with it is caught."""
     h = make_harness()
-    parent_accounts = dict(h.core.accounts)
-    parent_registry = DeviceRegistry(dict(h.core.registry.heights), h.core.registry.height)
-    parent_tip = h.core.tip
+    parent = h.core.state.copy()  # committing blocks spends the core's state
     txs = [tx(s, n) for s in SENDERS for n in range(2)]
     h.submit([encode(t) for t in txs])
     h.run()
     block = h.blocks()[0]
     validators = (NODE.public,)
 
-    def verify(block: Block) -> dict[bytes, Account]:
-        return verify_block(
-            parent_accounts,
-            parent_registry,
-            parent_tip,
-            block,
-            params=h.core.params,
-            validators=validators,
-        )
+    def verify(block: Block) -> Transition:
+        return verify_block(parent, block, validators=validators)
 
-    changes = verify(block)
-    assert changes  # the senders, the recipient and the rewarded devices
+    changes = verify(block).changes
+    assert changes.accounts and changes.vesting  # senders, recipient; rewarded devices
     tampered = [
         replace(block, header=replace(block.header, state_root=bytes(32))),
         replace(block, rewards=block.rewards[1:]),
