@@ -34,7 +34,7 @@ from micromine.ledger_node.sim.chain import forged_pool, tx_pool
 from micromine.ledger_node.sim.faults import AMNESIA
 from micromine.protocol import topics
 from micromine.protocol.block import Block, BlockHeader, CommitSignature, compute_tx_root
-from micromine.protocol.codec import decode, encode, sign, sign_commit
+from micromine.protocol.codec import Message, decode, encode, sign, sign_commit
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.errors import DecodeError
@@ -208,6 +208,7 @@ class ByzantineReplica(Replica):
     ) -> None:
         self.remember(payload)
         if AMNESIA in self.modes:
+            message: Message | None
             try:
                 message = decode(payload)
             except DecodeError:

@@ -165,16 +165,16 @@ def draw_plan(scenario: str, nodes: int, rng: random.Random) -> FaultPlan:
         # restarted node kept (its lock, its valid value, its own votes) must be enough.
         gst = rng.randint(3_000, 8_000)
         nodes_hit = rng.sample(range(nodes), rng.randint(2, max(2, nodes // 2 + 1)))
-        crashes = _restarts(rng, nodes_hit, gst, power=0.5 if scenario == "power" else 0.0)
-        return replace(_lossy(rng, scenario, gst, heavy=False), crashes=crashes)
+        restarts = _restarts(rng, nodes_hit, gst, power=0.5 if scenario == "power" else 0.0)
+        return replace(_lossy(rng, scenario, gst, heavy=False), crashes=restarts)
     if scenario == "restart-crashed":
         # One node down for good (the faulty one), and another restarts: the other
         # three can decide only with the restarted node's votes.
         gst = rng.randint(2_000, 6_000)
         dead, restarting = rng.sample(range(nodes), 2)
         gone = Crash(dead, rng.randint(0, gst // 2), None)
-        crashes = (gone, *_restarts(rng, [restarting], gst, power=0.3))
-        return replace(_lossy(rng, scenario, gst, heavy=False), crashes=crashes)
+        restarts = (gone, *_restarts(rng, [restarting], gst, power=0.3))
+        return replace(_lossy(rng, scenario, gst, heavy=False), crashes=restarts)
     if scenario == "silent":
         # Silent for a while (maybe past GST: it must then catch up), or for good: then
         # it is the faulty one and the other three must make progress without it.

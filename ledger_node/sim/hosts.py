@@ -25,7 +25,7 @@ from micromine.ledger_node.sim.chain import CHAIN_ID, GENESIS_MS, genesis
 from micromine.ledger_node.sim.disk import SimDisk
 from micromine.protocol import topics
 from micromine.protocol.block import Block
-from micromine.protocol.codec import decode, encode
+from micromine.protocol.codec import Message, decode, encode
 from micromine.protocol.consensus import Precommit, Prevote, Proposal
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.errors import DecodeError
@@ -46,7 +46,7 @@ class World(Protocol):
     now_ms: int
     observer: "Observer"
 
-    def connect(self, client: int, filters: Sequence[str]) -> None: ...
+    def connect(self, client: int, filters: list[str]) -> None: ...
 
     def disconnect(self, client: int) -> None: ...
 
@@ -152,7 +152,7 @@ class SimLedger:
         """Note an equivocation of the Byzantine node that this core can see."""
         assert self.node is not None
         try:
-            message = decode(payload)
+            message: Message = decode(payload)
         except DecodeError:
             return
         consensus = self.node.core.replica.consensus
@@ -195,7 +195,7 @@ class SimLedger:
         """What an honest node signs must never contradict what it signed before."""
         if not self.honest or publish.topic != self.consensus_topic:
             return
-        message = decode(publish.payload)
+        message: Message = decode(publish.payload)
         if (
             isinstance(message, Proposal | Prevote | Precommit)
             and message.signer == self.key.public

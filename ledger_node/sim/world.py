@@ -301,8 +301,9 @@ class Simulation:
             for node in self.ledgers:
                 node.tick(now)
             if now % self.config.device_tick_ms < self.config.tick_ms:
-                for host in [*self.devices, self.wallet]:
-                    host.tick(now)
+                for device in self.devices:
+                    device.tick(now)
+                self.wallet.tick(now)
             self.push(now + self.config.tick_ms, TICK)
             if self.progress_done_ms is None and self.progress_base is not None:
                 self.check_targets()
