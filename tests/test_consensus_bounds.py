@@ -81,9 +81,8 @@ def receiver_and_proposer() -> tuple[LedgerCore, KeyPair]:
 def build_proposal_block(core: LedgerCore, proposer: KeyPair, timestamp_ms: int) -> Block:
     """A valid empty block on ``core``'s tip, dated ``timestamp_ms``."""
     return build_block(
-        tip=core.tip, chain_id=NET_CHAIN, timestamp_ms=timestamp_ms, proposer=proposer,
-        accounts=core.accounts, registry=core.registry, candidates=[], justification={},
-        params=core.params, seal=False,
+        core.state.copy(), proposer=proposer, timestamp_ms=timestamp_ms, candidates=[],
+        justification={}, seal=False,
     ).block  # fmt: skip
 
 
