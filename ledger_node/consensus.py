@@ -182,14 +182,19 @@ class ConsensusCore:
         self.locked_block: Block | None = None
         self.valid_round = 0
         self.valid_block: Block | None = None
+        self.valid_polka: tuple[Prevote, ...] = ()
+        self._log = HeightLog(ROUND_WINDOW, self.quorum, self.f)
         last = self._last_signed
         if last is not None and last.height == self.height:
             # A restart within this height: carry on with the lock and valid value we
-            # had (the paper's lockedValue, lockedRound, validValue, validRound).
+            # had (the paper's lockedValue, lockedRound, validValue, validRound), and
+            # hold the valid value's polka again, so that gossip relays it.
             self.locked_round, self.locked_hash = last.locked_round, last.locked_hash
             self.locked_block = last.locked_block
             self.valid_round, self.valid_block = last.valid_round, last.valid_block
-        self._log = HeightLog(ROUND_WINDOW, self.quorum, self.f)
+            self.valid_polka = last.polka
+            for vote in last.polka:
+                self._log.add(vote, vote.round)
         self._validity: dict[bytes, list[tuple[Block, bool]]] = {}  # hash -> app.is_valid
         self._timeouts: list[tuple[int, int, Step, int, int]] = []  # (due, seq, kind, h, r)
         self._seq = 0
@@ -490,6 +495,8 @@ class ConsensusCore:
         # Lines 42-43 before 38-41: one atomic rule, and this way the precommit's
         # persisted state carries the new valid value along with the lock.
         self.valid_round, self.valid_block = self.round, proposal.block
+        voters = log.prevotes.for_value(block_hash)
+        self.valid_polka = tuple(voters[voter] for voter in sorted(voters))
         if self.step == Step.PREVOTE:
             self.locked_round, self.locked_hash = self.round, block_hash
             self.locked_block = proposal.block
@@ -595,6 +602,7 @@ class ConsensusCore:
             self.valid_round,
             self.valid_block,
             self.locked_block,
+            self.valid_polka,
         )
         self._last_signed = state
         out.append(PersistSigned(state))
@@ -623,6 +631,7 @@ class ConsensusCore:
             valid_round=self.valid_round,
             valid_block=self.valid_block,
             locked_block=self.locked_block,
+            polka=self.valid_polka,
         )
         out.append(PersistSigned(self._last_signed))
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from micromine.ledger_node.consensus_votes import ConsensusMessage
 from micromine.protocol.block import Block
-from micromine.protocol.consensus import NIL
+from micromine.protocol.consensus import NIL, Prevote
 
 
 class Step(IntEnum):
@@ -121,6 +121,11 @@ class SignedState:
     valid_round: int = 0
     valid_block: Block | None = None
     locked_block: Block | None = None
+    # The 2f+1 prevotes of valid_round for valid_block: the polka that made it valid.
+    # Others accept its re-proposal only once they see that polka, and after a crash
+    # nobody else may hold it all (our own prevote may never have left), so it is kept
+    # and relayed again.  Empty in states written before it was kept.
+    polka: tuple[Prevote, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.locked_round > 0) == (self.locked_hash == NIL):
@@ -129,6 +134,14 @@ class SignedState:
             raise ValueError("the locked block does not have the locked hash")
         if (self.valid_round > 0) != (self.valid_block is not None):
             raise ValueError("a valid value has both a round and a block, or neither")
+        if self.polka and not all(
+            vote.height == self.height
+            and vote.round == self.valid_round
+            and self.valid_block is not None
+            and vote.block_hash == self.valid_block.hash
+            for vote in self.polka
+        ):
+            raise ValueError("the polka is not of the valid value's round and block")
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,10 +42,12 @@ from micromine.ledger_node.enrollment import ApprovalRecord
 from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.mempool import PendingTx
 from micromine.ledger_node.state import Account, StateChanges, VestingEntry
+from micromine.protocol import cbor
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode
+from micromine.protocol.consensus import Prevote
 from micromine.protocol.crypto import sha256
-from micromine.protocol.errors import DecodeError
+from micromine.protocol.errors import DecodeError, DecodeFailure
 from micromine.protocol.messages import Transaction
 
 SCHEMA_VERSION = 4  # 2: devices (the registry); 3: bans, vesting, approvals; 4: signed blocks
@@ -92,7 +94,8 @@ CREATE TABLE IF NOT EXISTS signed (
     locked_hash BLOB NOT NULL,
     valid_round INTEGER NOT NULL DEFAULT 0,
     valid_block BLOB,  -- the digest of the valid block in signed_blocks (NULL: none)
-    locked_block BLOB  -- the digest of the locked block (NULL: none, or not kept)
+    locked_block BLOB,  -- the digest of the locked block (NULL: none, or not kept)
+    polka BLOB  -- the valid value's 2f+1 prevotes, a CBOR array of encodings (NULL: none)
 );
 CREATE TABLE IF NOT EXISTS signed_blocks (
     digest BLOB PRIMARY KEY,  -- SHA-256 of data: the valid and locked block often match
@@ -272,6 +275,7 @@ class LedgerStore(ChainReader):
         # until last_signed() reads them), so save_signed writes a block only when the
         # core's object changes.
         self._signed_blocks: list[tuple[Block, bytes]] | None = None
+        self._polka: tuple[tuple[Prevote, ...], bytes | None] = ((), None)  # last encoded
         self._check_or_init(genesis)
 
     def _check_or_init(self, genesis: Genesis) -> None:
@@ -301,12 +305,13 @@ class LedgerStore(ChainReader):
             self.db.execute("INSERT INTO meta VALUES ('genesis_time', ?)", (genesis.timestamp_ms,))
 
     def _migrate_3_to_4(self) -> None:
-        """Schema 4 keeps the valid value and the blocks of the signed state: a row of
-        schema 3 reads as no valid value and a lock without its block."""
+        """Schema 4 keeps the valid value, its polka and the blocks of the signed state: a
+        row of schema 3 reads as no valid value and a lock without its block."""
         with self._transaction():
             self.db.execute("ALTER TABLE signed ADD COLUMN valid_round INTEGER NOT NULL DEFAULT 0")
             self.db.execute("ALTER TABLE signed ADD COLUMN valid_block BLOB")
             self.db.execute("ALTER TABLE signed ADD COLUMN locked_block BLOB")
+            self.db.execute("ALTER TABLE signed ADD COLUMN polka BLOB")
             self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     @contextmanager
@@ -353,25 +358,48 @@ class LedgerStore(ChainReader):
         """What save_signed last stored, its valid and locked blocks decoded."""
         row = self.db.execute(
             "SELECT height, round, step, block_hash, locked_round, locked_hash,"
-            " valid_round, valid_block, locked_block FROM signed"
+            " valid_round, valid_block, locked_block, polka FROM signed"
         ).fetchone()
         if row is None:
             self._signed_blocks = []
             return None
         height, round_, step, block_hash, locked_round, locked_hash, valid_round = row[:7]
-        stored = [(self._signed_block(bytes(d)), bytes(d)) for d in row[7:] if d is not None]
+        stored = [(self._signed_block(bytes(d)), bytes(d)) for d in row[7:9] if d is not None]
         by_digest = {digest: block for block, digest in stored}
         valid_block = None if row[7] is None else by_digest[bytes(row[7])]
         locked_block = None if row[8] is None else by_digest[bytes(row[8])]
         try:
+            polka = self._decode_polka(row[9])
             state = SignedState(
                 height, round_, step, bytes(block_hash), locked_round, bytes(locked_hash),
-                valid_round, valid_block, locked_block,
+                valid_round, valid_block, locked_block, polka,
             )  # fmt: skip
-        except ValueError as exc:
+        except (ValueError, DecodeError) as exc:
             raise StorageError(f"{self.path}: damaged signed state: {exc}") from None
         self._signed_blocks = stored
         return state
+
+    def _decode_polka(self, data: bytes | None) -> tuple[Prevote, ...]:
+        if data is None:
+            self._polka = ((), None)
+            return ()
+        items = cbor.decode(bytes(data), len(data))
+        if not isinstance(items, list) or not all(isinstance(i, bytes) for i in items):
+            raise DecodeError(DecodeFailure.BAD_SHAPE, "the polka is not an array of encodings")
+        polka = tuple(decode(item, Prevote) for item in items)
+        self._polka = (polka, bytes(data))
+        return polka
+
+    def _encode_polka(self, polka: tuple[Prevote, ...]) -> bytes | None:
+        """The polka's stored bytes, encoded only when the core hands over a new tuple."""
+        if not polka:
+            return None
+        known, data = self._polka
+        if known is polka and data is not None:
+            return data
+        data = cbor.encode([encode(vote) for vote in polka])
+        self._polka = (polka, data)
+        return data
 
     def _signed_block(self, digest: bytes) -> Block:
         row = self.db.execute(
@@ -409,10 +437,11 @@ class LedgerStore(ChainReader):
             )
             self.db.execute(
                 "INSERT OR REPLACE INTO signed (id, height, round, step, block_hash,"
-                " locked_round, locked_hash, valid_round, valid_block, locked_block)"
-                " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " locked_round, locked_hash, valid_round, valid_block, locked_block, polka)"
+                " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (state.height, state.round, state.step, state.block_hash, state.locked_round,
-                 state.locked_hash, state.valid_round, valid_digest, locked_digest),
+                 state.locked_hash, state.valid_round, valid_digest, locked_digest,
+                 self._encode_polka(state.polka)),
             )  # fmt: skip
             if stale:
                 self.db.execute(

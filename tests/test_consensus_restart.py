@@ -415,12 +415,30 @@ def test_a_signed_block_is_written_when_it_changes_not_with_every_vote(tmp_path:
     store.close()
 
 
+def test_the_valid_values_polka_comes_back_after_a_restart(tmp_path: Path) -> None:
+    """The 2f+1 prevotes that made a block the valid value are stored with it: after a
+    crash nobody else may hold all of them (our own may never have left), and without
+    them no other node accepts the block's re-proposal (simulator seed 544)."""
+    path = tmp_path / "ledger.sqlite"
+    v = block(1)
+    polka = tuple(sign(Prevote(v.header.chain_id, 1, 2, v.hash, k.public), k) for k in KEYS[:3])
+    store = LedgerStore(path, GENESIS)
+    state = SignedState(1, 2, 3, v.hash, 2, v.hash, 2, v, v, polka)
+    store.save_signed(state)
+    store.close()
+    store = LedgerStore(path, GENESIS)
+    assert store.last_signed() == state
+    store.close()
+    with pytest.raises(ValueError, match="polka"):
+        SignedState(1, 3, 3, v.hash, 3, v.hash, 3, v, v, polka)  # not the valid round's
+
+
 def test_a_schema_3_database_is_migrated_in_place(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
     LedgerStore(path, GENESIS).close()
     v = block(1)
     db = sqlite3.connect(path, isolation_level=None)  # as schema 3 left it
-    for column in ("valid_round", "valid_block", "locked_block"):
+    for column in ("valid_round", "valid_block", "locked_block", "polka"):
         db.execute(f"ALTER TABLE signed DROP COLUMN {column}")
     db.execute("DROP TABLE signed_blocks")
     db.execute("INSERT INTO signed VALUES (1, 1, 2, 3, ?, 2, ?)", (v.hash, v.hash))

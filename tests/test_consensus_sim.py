@@ -92,6 +92,11 @@ REGRESSIONS = {
     # idle (its proposer the Byzantine node): nobody spoke of a later height, so it
     # never asked for the block (replica.py now asks after STALL_SYNC_MS)
     "a lagging node never asked": ("lock-attack", 233),
+    # two nodes locked on a block after restarts, two without it: its polka included a
+    # prevote that a crash kept from ever leaving, so nobody could show the polka and
+    # the re-proposal never gathered prevotes (stuck in round 9); the valid value's
+    # polka is now persisted with it and relayed again after a restart
+    "a polka lost in a crash": ("restarts", 544),
 }
 
 
