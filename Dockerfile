@@ -7,6 +7,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY micromine micromine
 COPY protocol protocol
+COPY common common
 COPY broker broker
 COPY device_agent device_agent
 COPY ledger_node ledger_node

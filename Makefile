@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEVNET_ARGS ?= --agents 4 --tx-rate 50 --duration 30
 PYTEST_ARGS ?= --durations=25
-PURE := micromine.protocol micromine.ledger_node micromine.device_agent
+PURE := micromine.protocol micromine.common micromine.ledger_node micromine.device_agent
 
 SEEDS ?= 100000
 FUZZ_SECONDS ?= 60
@@ -58,7 +58,7 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 # a tree of links that spells out the package-dir mapping of pyproject.toml.
 typecheck: $(STAMP)  ## mypy --strict on protocol/, ledger_node/ and device_agent/
 	@rm -rf build/typecheck && mkdir -p build/typecheck/micromine
-	@for d in protocol broker device_agent ledger_node; do ln -s ../../../$$d build/typecheck/micromine/$$d; done
+	@for d in protocol common broker device_agent ledger_node; do ln -s ../../../$$d build/typecheck/micromine/$$d; done
 	@for f in micromine/*.py; do ln -s ../../../$$f build/typecheck/micromine/$$(basename $$f); done
 	MYPYPATH=build/typecheck $(BIN)/mypy $(addprefix -p ,$(PURE))
 

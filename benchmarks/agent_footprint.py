@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from micromine.logs import configure_logging
-from micromine.mqtt import Incoming, LinkConfig, MqttLink
+from micromine.common.logs import configure_logging
+from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
 from micromine.processes import (
     ManagedProcess,
     free_port,

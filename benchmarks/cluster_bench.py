@@ -43,7 +43,9 @@ from cluster_measure import (
 )
 from cluster_report import draw_curves, format_table
 
-from micromine.device_agent.keyfile import load_or_create_key
+from micromine.common.keyfile import load_or_create_key
+from micromine.common.logs import configure_logging
+from micromine.common.mqtt import LinkConfig, Login, LoginMode, MqttLink
 from micromine.devnet import (
     Devnet,
     Progress,
@@ -53,10 +55,7 @@ from micromine.devnet import (
     wait_for_devices,
     write_genesis,
 )
-from micromine.ledger_node.genesis import ChainParams
 from micromine.loadgen import sender_key
-from micromine.logs import configure_logging
-from micromine.mqtt import LinkConfig, Login, LoginMode, MqttLink
 from micromine.processes import (
     FULL_SPEED_AGENT,
     free_port,
@@ -66,6 +65,7 @@ from micromine.processes import (
 )
 from micromine.protocol import topics
 from micromine.protocol.auth import compute_static_password
+from micromine.protocol.genesis import ChainParams
 
 SATURATED = 0.7  # a step committing less than this share of its offered rate ends the run
 

@@ -15,15 +15,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from micromine.ledger_node.blocks import build_block
-from micromine.ledger_node.chain_state import ChainState, ChainTip
-from micromine.ledger_node.enrollment import OPEN
-from micromine.ledger_node.genesis import ChainParams
-from micromine.ledger_node.registry import DeviceRegistry
-from micromine.ledger_node.state import Account
+from micromine.ledger_node.chain.blocks import build_block
+from micromine.ledger_node.chain.chain_state import ChainState, ChainTip
+from micromine.ledger_node.chain.enrollment import OPEN
+from micromine.ledger_node.chain.registry import DeviceRegistry
+from micromine.ledger_node.chain.state import Account
 from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.codec import decode, encode, is_signature_valid, sign
 from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.genesis import ChainParams
 from micromine.protocol.messages import (
     Assignment,
     Judgement,

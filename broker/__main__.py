@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from micromine.broker.config import BrokerConfig, add_broker_arguments, config_from_args
 from micromine.broker.embedded import main_run
-from micromine.ledger_node.genesis import GenesisError
+from micromine.protocol.genesis import GenesisError
 
 
 def parse_args(argv: Sequence[str] | None = None) -> BrokerConfig:

@@ -48,7 +48,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
 from micromine.broker.amqtt_fixes import publish_payload_size
 from micromine.broker.enrollment import BrokerEnrollment
-from micromine.ledger_node.genesis import Genesis
+from micromine.common.genesis_file import load_genesis
 from micromine.protocol import topics
 from micromine.protocol.acl import (
     Decision,
@@ -67,6 +67,7 @@ from micromine.protocol.auth import (
     is_take_over_allowed,
     parse_key_hex,
 )
+from micromine.protocol.genesis import Genesis
 from micromine.protocol.quota import MAX_PAYLOAD, Buckets, max_packet_for, parse_role_quotas
 
 __all__ = ["AccessPlugin", "packet_limit_for", "policy_from_genesis"]
@@ -140,7 +141,7 @@ class AccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]  # am
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
         config: AccessPlugin.Config = self.context.config
-        genesis = Genesis.load(Path(config.genesis))
+        genesis = load_genesis(Path(config.genesis))
         state = Path(config.enrollment_state) if config.enrollment_state else None
         self.enrollment = BrokerEnrollment(genesis, state)
         self.blocks_topic = topics.blocks(genesis.chain_id)

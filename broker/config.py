@@ -12,6 +12,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from micromine.common.genesis_file import load_genesis
 from micromine.protocol.acl import Policy
 from micromine.protocol.auth import LOGIN_WINDOW_MS
 from micromine.protocol.quota import parse_role_quotas
@@ -253,9 +254,7 @@ def add_homeassistant_argument(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> BrokerConfig:
     """A validated :class:`BrokerConfig`; ValueError (or GenesisError) says what is wrong."""
     if args.genesis is not None:
-        from micromine.ledger_node.genesis import Genesis  # noqa: PLC0415  (keeps --help light)
-
-        Genesis.load(args.genesis)  # a bad genesis fails here, not inside amqtt
+        load_genesis(args.genesis)  # a bad genesis fails here, not inside amqtt
     tls_port = args.tls_port
     if tls_port is None and args.tls_cert is not None:
         tls_port = DEFAULT_TLS_PORT

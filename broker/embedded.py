@@ -29,6 +29,7 @@ from amqtt.errors import BrokerError
 
 from micromine.broker.amqtt_fixes import MicromineBroker, quiet_amqtt_logging
 from micromine.broker.config import BrokerConfig
+from micromine.common.genesis_file import load_genesis
 from micromine.protocol.limits import MAX_ANY_MESSAGE_BYTES
 from micromine.protocol.quota import MQTT_OVERHEAD
 
@@ -102,9 +103,8 @@ def packet_limit(cfg: BrokerConfig) -> Callable[[str | None], int]:
     if cfg.genesis is None:
         return lambda _username: MAX_ANY_PACKET
     from micromine.broker.access import packet_limit_for, policy_from_genesis  # noqa: PLC0415
-    from micromine.ledger_node.genesis import Genesis  # noqa: PLC0415
 
-    return partial(packet_limit_for, policy_from_genesis(Genesis.load(cfg.genesis)))
+    return partial(packet_limit_for, policy_from_genesis(load_genesis(cfg.genesis)))
 
 
 def _install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> bool:

@@ -23,11 +23,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from micromine.ledger_node.genesis import Genesis
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, is_signature_valid
 from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.errors import DecodeError
+from micromine.protocol.genesis import Genesis
 
 log = logging.getLogger("micromine.broker.enrollment")
 

@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from micromine.broker.config import add_homeassistant_argument
+from micromine.common.genesis_file import load_genesis
 from micromine.protocol import topics
 from micromine.protocol.acl import (
     HOMEASSISTANT_COMPONENTS,
@@ -181,7 +182,7 @@ def add_mosquitto_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _collect_passwords(args: argparse.Namespace, chain_id: str) -> dict[bytes, str]:
-    from micromine.device_agent.keyfile import load_key  # noqa: PLC0415
+    from micromine.common.keyfile import load_key  # noqa: PLC0415
 
     passwords: dict[bytes, str] = {}
     for path in args.key:
@@ -210,11 +211,11 @@ def _collect_passwords(args: argparse.Namespace, chain_id: str) -> dict[bytes, s
 
 def run_mosquitto_config(args: argparse.Namespace) -> int:
     from micromine.broker.access import policy_from_genesis  # noqa: PLC0415
-    from micromine.device_agent.keyfile import KeyFileError  # noqa: PLC0415
-    from micromine.ledger_node.genesis import Genesis, GenesisError  # noqa: PLC0415
+    from micromine.common.keyfile import KeyFileError  # noqa: PLC0415
+    from micromine.protocol.genesis import GenesisError  # noqa: PLC0415
 
     try:
-        genesis = Genesis.load(args.genesis)
+        genesis = load_genesis(args.genesis)
         if bool(args.tls_cert) != bool(args.tls_key):
             raise ValueError("--tls-cert and --tls-key go together")
         if not args.port and not args.tls_cert:

@@ -19,13 +19,13 @@ from typing import Any
 
 import structlog
 
+from micromine.common.keyfile import KeyFileError, load_or_create_key
+from micromine.common.logs import configure_logging
 from micromine.device_agent import systemd
 from micromine.device_agent.config import AgentConfig, load, render_toml
-from micromine.device_agent.keyfile import KeyFileError, load_or_create_key
 from micromine.device_agent.service import AgentService
 from micromine.device_agent.settings import Resolved, add_setting_flags
 from micromine.device_agent.status_file import run_status_command
-from micromine.logs import configure_logging
 
 __all__ = ["add_agent_arguments", "add_agent_commands", "main", "run_agent"]
 

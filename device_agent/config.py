@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from micromine.common.mqtt import LoginMode, TlsFiles, parse_broker_url
 from micromine.device_agent.core import Lie
 from micromine.device_agent.idle import PausePolicy, TimeWindow
 from micromine.device_agent.settings import (
@@ -30,7 +31,6 @@ from micromine.device_agent.settings import (
     Source,
     resolve,
 )
-from micromine.mqtt import LoginMode, TlsFiles, parse_broker_url
 
 __all__ = [
     "CONFIG_ENV",

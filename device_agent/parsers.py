@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from micromine.common.mqtt import parse_broker_url
 from micromine.device_agent.idle import TimeWindow, parse_schedule
-from micromine.mqtt import parse_broker_url
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.fields import check_chain_id
 from micromine.protocol.limits import PUBLIC_KEY_LEN

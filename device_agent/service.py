@@ -31,6 +31,15 @@ from typing import Any
 
 import structlog
 
+from micromine.common.mqtt import (
+    Incoming,
+    LinkConfig,
+    LinkEvent,
+    LinkEventKind,
+    Login,
+    MqttLink,
+    Will,
+)
 from micromine.device_agent import host
 from micromine.device_agent.config import AgentConfig
 from micromine.device_agent.core import AgentCore, Discarded, Drop, Judged, Output, Publish
@@ -45,7 +54,6 @@ from micromine.device_agent.idle import (
 )
 from micromine.device_agent.status import Identity
 from micromine.device_agent.watch import Observation, Watch
-from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, Login, MqttLink, Will
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.topics import Channel
 

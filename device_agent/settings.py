@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from micromine.common.logs import LEVELS
+from micromine.common.mqtt import LoginMode
 from micromine.device_agent.core import Lie
 from micromine.device_agent.parsers import (
     Parser,
@@ -49,8 +51,6 @@ from micromine.device_agent.parsers import (
     schedule,
     topic_prefix,
 )
-from micromine.logs import LEVELS
-from micromine.mqtt import LoginMode
 from micromine.protocol.limits import MAX_BATCH_TXS
 
 __all__ = [

@@ -58,7 +58,7 @@ class SummaryError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class AccountSummary:
-    """The ledger's latest word on this device's account (ledger_node/account_feed.py)."""
+    """The ledger's latest word on this device's account (ledger_node/core/account_feed.py)."""
 
     height: int
     reward: int

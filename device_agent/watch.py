@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from micromine.common.mqtt import LinkStats
 from micromine.device_agent import homeassistant as ha
 from micromine.device_agent.config import AgentConfig
 from micromine.device_agent.idle import Activity
@@ -31,7 +32,6 @@ from micromine.device_agent.status import (
     parse_account_summary,
 )
 from micromine.device_agent.status_file import WRITE_INTERVAL_S, write_status
-from micromine.mqtt import LinkStats
 from micromine.protocol import topics
 from micromine.protocol.topics import Channel, Publish
 

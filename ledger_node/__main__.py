@@ -4,12 +4,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from micromine.device_agent.keyfile import KeyFileError, load_key
+from micromine.common.keyfile import KeyFileError, load_key
+from micromine.common.logs import configure_logging
 from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
-from micromine.ledger_node.genesis import GenesisError
 from micromine.ledger_node.service import run_ledger
 from micromine.ledger_node.storage import StorageError
-from micromine.logs import configure_logging
+from micromine.protocol.genesis import GenesisError
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -5,14 +5,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from micromine.ledger_node.core import DEFAULT_AUDIT_RATE
-from micromine.mqtt import (
+from micromine.common.mqtt import (
     LoginMode,
     TlsFiles,
     add_link_arguments,
     link_settings_from,
     parse_broker_url,
 )
+from micromine.ledger_node.core.ledger import DEFAULT_AUDIT_RATE
 
 ENV = {
     "broker": "MICROMINE_BROKER",

@@ -24,7 +24,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from micromine.ledger_node.actions import (
+from micromine.ledger_node.consensus.tendermint import PersistSigned
+from micromine.ledger_node.core.actions import (
     Action,
     CommitBlock,
     ForgetPending,
@@ -32,15 +33,14 @@ from micromine.ledger_node.actions import (
     ServeSync,
     StorePending,
 )
-from micromine.ledger_node.consensus import PersistSigned
-from micromine.ledger_node.core import RECENT_COMMITTED, LedgerCore, ReplicaFactory
-from micromine.ledger_node.genesis import Genesis
-from micromine.ledger_node.intake import Intake
-from micromine.ledger_node.replica import Replica
+from micromine.ledger_node.core.intake import Intake
+from micromine.ledger_node.core.ledger import RECENT_COMMITTED, LedgerCore, ReplicaFactory
+from micromine.ledger_node.core.replica import Replica
 from micromine.ledger_node.storage import LedgerStore
 from micromine.protocol import topics
 from micromine.protocol.consensus import SyncRequest
 from micromine.protocol.crypto import KeyPair
+from micromine.protocol.genesis import Genesis
 from micromine.protocol.topics import Channel, Publish
 
 

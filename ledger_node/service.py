@@ -21,17 +21,26 @@ from types import FrameType
 
 import structlog
 
-from micromine.ledger_node.actions import Action, CommitBlock, Dropped, EvidenceFound
+from micromine.common.genesis_file import load_genesis
+from micromine.common.mqtt import (
+    Incoming,
+    LinkConfig,
+    LinkEvent,
+    LinkEventKind,
+    Login,
+    MqttLink,
+    Will,
+)
 from micromine.ledger_node.config import LedgerConfig
-from micromine.ledger_node.core import ReplicaFactory
-from micromine.ledger_node.genesis import Genesis
+from micromine.ledger_node.core.actions import Action, CommitBlock, Dropped, EvidenceFound
+from micromine.ledger_node.core.ledger import ReplicaFactory
+from micromine.ledger_node.core.replica import Replica
 from micromine.ledger_node.node import LedgerNode
-from micromine.ledger_node.replica import Replica
 from micromine.ledger_node.storage import LedgerStore
-from micromine.mqtt import Incoming, LinkConfig, LinkEvent, LinkEventKind, Login, MqttLink, Will
 from micromine.protocol import topics
 from micromine.protocol.codec import encode
 from micromine.protocol.crypto import KeyPair
+from micromine.protocol.genesis import Genesis
 from micromine.protocol.topics import Channel
 
 log = structlog.get_logger("micromine.ledger")
@@ -258,7 +267,7 @@ class LedgerService:
 
 def run_ledger(config: LedgerConfig, key: KeyPair, *, replica: ReplicaFactory = Replica) -> int:
     """Run a ledger node until SIGTERM or SIGINT.  ``replica``: see LedgerNode."""
-    genesis = Genesis.load(config.genesis_path)
+    genesis = load_genesis(config.genesis_path)
     if key.public not in genesis.ledger_nodes:
         raise ValueError(
             f"key {key.public.hex()[:16]}… is not a ledger node of {config.genesis_path}"

@@ -36,18 +36,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
-from micromine.ledger_node.blocks import ChainTip
-from micromine.ledger_node.consensus import SignedState
-from micromine.ledger_node.enrollment import ApprovalRecord
-from micromine.ledger_node.genesis import Genesis
-from micromine.ledger_node.mempool import PendingTx
-from micromine.ledger_node.state import Account, StateChanges, VestingEntry
+from micromine.ledger_node.chain.blocks import ChainTip
+from micromine.ledger_node.chain.enrollment import ApprovalRecord
+from micromine.ledger_node.chain.state import Account, StateChanges, VestingEntry
+from micromine.ledger_node.consensus.tendermint import SignedState
+from micromine.ledger_node.core.mempool import PendingTx
 from micromine.protocol import cbor
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode
 from micromine.protocol.consensus import Prevote
 from micromine.protocol.crypto import sha256
 from micromine.protocol.errors import DecodeError, DecodeFailure
+from micromine.protocol.genesis import Genesis
 from micromine.protocol.messages import Transaction
 
 SCHEMA_VERSION = 4  # 2: devices (the registry); 3: bans, vesting, approvals; 4: signed blocks

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from micromine.mqtt import LinkConfig, Login, MqttLink
+from micromine.common.mqtt import LinkConfig, Login, MqttLink
 from micromine.protocol import topics
 from micromine.protocol.assignment import compute_judgements_root
 from micromine.protocol.codec import encode, sign

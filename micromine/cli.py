@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from micromine import __version__
+from micromine.common.genesis_file import load_genesis
 
 MAX_LOAD_SENDERS = 10_000
 
 if TYPE_CHECKING:
-    from micromine.mqtt import Login, TlsFiles
+    from micromine.common.mqtt import Login, TlsFiles
     from micromine.protocol.block import Block
 
 
@@ -29,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
-    from micromine.logs import configure_logging
+    from micromine.common.logs import configure_logging
 
     configure_logging("warning")  # to stderr; roles that log more reconfigure it
     try:
@@ -132,7 +133,7 @@ def add_keys_commands(keys: argparse.ArgumentParser) -> None:
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
-    from micromine.device_agent.keyfile import KeyFileError, load_or_create_key
+    from micromine.common.keyfile import KeyFileError, load_or_create_key
 
     existing = [str(path) for path in args.path if path.exists()]
     if existing and not args.exist_ok:
@@ -149,7 +150,7 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
-    from micromine.device_agent.keyfile import KeyFileError, load_key
+    from micromine.common.keyfile import KeyFileError, load_key
 
     try:
         print(load_key(args.path).public.hex())
@@ -160,7 +161,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_broker_password(args: argparse.Namespace) -> int:
-    from micromine.device_agent.keyfile import KeyFileError, load_key
+    from micromine.common.keyfile import KeyFileError, load_key
     from micromine.protocol.auth import compute_static_password
 
     try:
@@ -210,8 +211,8 @@ def add_genesis_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_genesis(args: argparse.Namespace) -> int:
-    from micromine.device_agent.keyfile import KeyFileError, load_key
-    from micromine.ledger_node.genesis import ChainParams, Genesis, GenesisError
+    from micromine.common.keyfile import KeyFileError, load_key
+    from micromine.protocol.genesis import ChainParams, Genesis, GenesisError
 
     try:
         if args.out.exists() and not args.force:
@@ -273,7 +274,7 @@ def _hex_key(text: str, flag: str) -> bytes:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from micromine.broker.config import config_from_args
-    from micromine.ledger_node.genesis import GenesisError
+    from micromine.protocol.genesis import GenesisError
 
     try:
         config = config_from_args(args)
@@ -308,8 +309,8 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_devnet(args: argparse.Namespace) -> int:
+    from micromine.common.logs import configure_logging
     from micromine.devnet import run_devnet
-    from micromine.logs import configure_logging
 
     configure_logging("warning")
     return run_devnet(args)
@@ -331,16 +332,16 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expires-in", type=float, default=600.0, help="seconds")
     parser.add_argument("--wait", action="store_true", help="wait for commit or rejection")
     parser.add_argument("--timeout", type=float, default=60.0)
-    from micromine.mqtt import add_link_arguments
+    from micromine.common.mqtt import add_link_arguments
 
     add_link_arguments(parser)
 
 
 def cmd_tx_send(args: argparse.Namespace) -> int:
     from micromine.client import LedgerClient
-    from micromine.device_agent.keyfile import KeyFileError, load_key
-    from micromine.logs import configure_logging
-    from micromine.mqtt import Login, link_settings_from
+    from micromine.common.keyfile import KeyFileError, load_key
+    from micromine.common.logs import configure_logging
+    from micromine.common.mqtt import Login, link_settings_from
     from micromine.protocol.codec import encode, sign
     from micromine.protocol.errors import DecodeError
     from micromine.protocol.kinds import ReceiptStatus
@@ -395,7 +396,7 @@ def cmd_tx_send(args: argparse.Namespace) -> int:
 
 
 def add_watch_arguments(watch: argparse.ArgumentParser) -> None:
-    from micromine.mqtt import add_link_arguments
+    from micromine.common.mqtt import add_link_arguments
 
     watch.add_argument("--broker", default="mqtt://127.0.0.1:1883")
     watch.add_argument("--chain", default="devnet")
@@ -411,8 +412,8 @@ def add_watch_arguments(watch: argparse.ArgumentParser) -> None:
 
 def _watch_link_settings(args: argparse.Namespace) -> "tuple[Login | None, TlsFiles | None]":
     """Anonymous unless --key (or --login) says otherwise; ValueError says what is wrong."""
-    from micromine.device_agent.keyfile import KeyFileError, load_key
-    from micromine.mqtt import Login, LoginMode, link_settings_from
+    from micromine.common.keyfile import KeyFileError, load_key
+    from micromine.common.mqtt import Login, LoginMode, link_settings_from
 
     mode, tls = link_settings_from(args, os.environ, login_default="none")
     if args.key is not None and mode is LoginMode.NONE and not args.login:
@@ -428,19 +429,19 @@ def _watch_link_settings(args: argparse.Namespace) -> "tuple[Login | None, TlsFi
 
 
 def cmd_blocks_watch(args: argparse.Namespace) -> int:
-    from micromine.ledger_node.genesis import Genesis, GenesisError
-    from micromine.mqtt import Incoming, LinkConfig, MqttLink
+    from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
     from micromine.protocol import topics
     from micromine.protocol.block import Block
     from micromine.protocol.codec import decode
     from micromine.protocol.errors import DecodeError
+    from micromine.protocol.genesis import GenesisError
 
     validators: tuple[bytes, ...] = ()
     try:  # GenesisError is a ValueError
         if args.verify:
             if args.genesis is None:
                 raise GenesisError("--verify needs --genesis FILE (the validator set)")
-            validators = Genesis.load(args.genesis).ledger_nodes
+            validators = load_genesis(args.genesis).ledger_nodes
         login, tls = _watch_link_settings(args)
     except ValueError as exc:
         print(f"micromine blocks watch: {exc}", file=sys.stderr)
@@ -489,8 +490,8 @@ def describe_block(
 ) -> str:
     """The line ``blocks watch`` prints for a block; with ``validators``, its certificate
     checked against them (``--verify``)."""
-    from micromine.ledger_node.certificate import check_certificate
-    from micromine.ledger_node.render import block_to_dict
+    from micromine.ledger_node.consensus.certificate import check_certificate
+    from micromine.ledger_node.core.render import block_to_dict
 
     document = block_to_dict(block)
     verdict = ""

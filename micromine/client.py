@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from micromine.mqtt import Incoming, LinkConfig, Login, MqttLink, TlsFiles
+from micromine.common.mqtt import Incoming, LinkConfig, Login, MqttLink, TlsFiles
 from micromine.protocol import topics
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode, is_signature_valid

@@ -23,7 +23,7 @@ REPUBLISH_S = 3.0
 
 
 def add_devices_commands(devices: argparse.ArgumentParser) -> None:
-    from micromine.mqtt import add_link_arguments
+    from micromine.common.mqtt import add_link_arguments
 
     commands = devices.add_subparsers(title="devices commands", metavar="ACTION", required=True)
     for name, approve, what in (
@@ -49,8 +49,8 @@ def add_devices_commands(devices: argparse.ArgumentParser) -> None:
 
 
 def cmd_devices_decide(args: argparse.Namespace) -> int:
-    from micromine.device_agent.keyfile import KeyFileError, load_key
-    from micromine.mqtt import Incoming, LinkConfig, Login, MqttLink, link_settings_from
+    from micromine.common.keyfile import KeyFileError, load_key
+    from micromine.common.mqtt import Incoming, LinkConfig, Login, MqttLink, link_settings_from
     from micromine.protocol import topics
     from micromine.protocol.block import Block
     from micromine.protocol.codec import decode, encode, sign

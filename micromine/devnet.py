@@ -27,11 +27,10 @@ from typing import Any
 
 from micromine.barrage import Barrage
 from micromine.chains import compare_chains, read_device_ledger
+from micromine.common.keyfile import load_or_create_key
+from micromine.common.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
 from micromine.device_agent.config import ENV_ALLOW_LYING
-from micromine.device_agent.keyfile import load_or_create_key
-from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.loadgen import load_balances
-from micromine.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
 from micromine.processes import (
     FULL_SPEED_AGENT,
     ManagedProcess,
@@ -41,6 +40,7 @@ from micromine.processes import (
     wait_until,
 )
 from micromine.protocol import topics
+from micromine.protocol.genesis import ChainParams, Genesis
 
 PROGRESS_INTERVAL_S = 1.0
 # The numbers the progress lines read from block and status JSON.

@@ -26,9 +26,9 @@ from typing import Any
 import structlog
 
 from micromine.client import LedgerClient
-from micromine.device_agent.keyfile import KeyFileError, load_key
-from micromine.logs import configure_logging
-from micromine.mqtt import Login, add_link_arguments, link_settings_from
+from micromine.common.keyfile import KeyFileError, load_key
+from micromine.common.logs import configure_logging
+from micromine.common.mqtt import Login, add_link_arguments, link_settings_from
 from micromine.protocol.block import Block
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.crypto import KeyPair, sha256

@@ -51,17 +51,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from micromine.ledger_node.dispatch import ASSIGN_TRIES
-from micromine.ledger_node.genesis import ChainParams
+from micromine.ledger_node.core.dispatch import ASSIGN_TRIES
 from micromine.protocol.assignment import ENTITLED_PER_K, compute_entitled
 from micromine.protocol.crypto import sha256
+from micromine.protocol.genesis import ChainParams
 
 DEFAULT_PARAMS = ChainParams()  # k = 3, q = 2
 DEFAULT_AUDIT_RATE = 0.05  # a: the share of accepted transactions the ledger verifies
 
 
 class Tally(StrEnum):
-    FIRST_Q = "first-q"  # decide at the q-th agreeing verdict (ledger_node/tally.py today)
+    FIRST_Q = "first-q"  # decide at the q-th agreeing verdict (ledger_node/core/tally.py today)
     WAIT_ALL = "wait-all"  # decide when all k verdicts are in
 
 

@@ -7,7 +7,7 @@ verdicts, rewards, device registrations, device approvals and fraud proofs
 
 A fraud proof is a device's signed Verdict judging "valid" a transaction that fails a
 check needing neither time nor state (validation.check_transaction_objective), with
-that very transaction: proof enough to ban the device (ledger_node/verify.py).
+that very transaction: proof enough to ban the device (ledger_node/chain/verify.py).
 
 The certificate is outside the hash: ``commit_round`` and the ledger nodes' signatures
 of kind COMMIT over ``compute_commit_digest(commit_round, block hash)``, which binds

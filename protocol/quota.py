@@ -39,7 +39,7 @@ from micromine.protocol.topics import Channel
 KIB = 1024
 MIB = 1024 * KIB
 
-# A JSON block (ledger_node/render.py): per transaction id, reward, registration,
+# A JSON block (ledger_node/core/render.py): per transaction id, reward, registration,
 # approval, banned device and signer its hex and punctuation, plus the fixed fields;
 # PROTOCOL.md section 11.
 MAX_BLOCK_JSON_BYTES = (

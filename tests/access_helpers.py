@@ -24,9 +24,9 @@ from brokers import BrokerProcess, ConfiguredMosquitto, EmbeddedBroker, free_por
 from paho.mqtt.enums import CallbackAPIVersion
 from protocol_samples import CHAIN, DEVICE, LEDGER, OTHER_DEVICE, key
 
-from micromine.ledger_node.genesis import Genesis
 from micromine.protocol.auth import compute_static_password, login_credentials
 from micromine.protocol.crypto import KeyPair
+from micromine.protocol.genesis import Genesis
 
 TIMEOUT = 10.0
 OPERATOR = key("operator")

@@ -57,28 +57,33 @@ from collections.abc import Sequence
 
 import structlog
 
-from micromine.device_agent.keyfile import KeyFileError, load_key
-from micromine.ledger_node.actions import Action
-from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
-from micromine.ledger_node.consensus import Broadcast, ConsensusMessage, Output, SignedState
-from micromine.ledger_node.core import LedgerCore
-from micromine.ledger_node.enrollment import ApprovalRecord
-from micromine.ledger_node.replica import Replica
-from micromine.ledger_node.service import run_ledger
-from micromine.ledger_node.state import (
+from micromine.common.keyfile import KeyFileError, load_key
+from micromine.common.logs import configure_logging
+from micromine.ledger_node.chain.enrollment import ApprovalRecord
+from micromine.ledger_node.chain.state import (
     StateView,
     process_bans,
     process_rewards,
     process_transaction,
     process_vesting,
 )
-from micromine.ledger_node.transition import (
+from micromine.ledger_node.chain.transition import (
     InvalidBlockError,
     compute_judged,
     compute_post_state_root,
     compute_rewards,
 )
-from micromine.logs import configure_logging
+from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
+from micromine.ledger_node.consensus.tendermint import (
+    Broadcast,
+    ConsensusMessage,
+    Output,
+    SignedState,
+)
+from micromine.ledger_node.core.actions import Action
+from micromine.ledger_node.core.ledger import LedgerCore
+from micromine.ledger_node.core.replica import Replica
+from micromine.ledger_node.service import run_ledger
 from micromine.protocol import topics
 from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.block import Block, Reward, compute_body_hash, compute_tx_root

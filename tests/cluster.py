@@ -17,15 +17,15 @@ from brokers import wait_until
 
 from micromine.chains import read_chain
 from micromine.client import LedgerClient
-from micromine.device_agent.keyfile import load_or_create_key
-from micromine.ledger_node.genesis import ChainParams, Genesis
+from micromine.common.keyfile import load_or_create_key
+from micromine.common.mqtt import Incoming, LinkConfig, Login, MqttLink
 from micromine.loadgen import sender_key
-from micromine.mqtt import Incoming, LinkConfig, Login, MqttLink
 from micromine.processes import FULL_SPEED_AGENT, ManagedProcess, python_module
 from micromine.protocol import topics
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode, sign
 from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.genesis import ChainParams, Genesis
 from micromine.protocol.messages import Transaction
 
 CHAIN = "testchain"

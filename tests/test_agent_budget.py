@@ -23,8 +23,8 @@ from brokers import EmbeddedBroker, wait_until
 from cluster import CHAIN as CLUSTER_CHAIN
 from cluster import Cluster, Wallets, submit_items
 
-from micromine.device_agent.keyfile import load_or_create_key
-from micromine.mqtt import Incoming, LinkConfig, MqttLink
+from micromine.common.keyfile import load_or_create_key
+from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
 from micromine.processes import ManagedProcess, python_module, read_process
 from micromine.protocol import codec, topics
 from micromine.protocol.assignment import compute_batch_root

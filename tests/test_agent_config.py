@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from micromine.common.keyfile import load_or_create_key
+from micromine.common.mqtt import LoginMode, TlsFiles
 from micromine.device_agent import add_agent_arguments
 from micromine.device_agent.config import AgentConfig, ConfigError, load, render_toml
 from micromine.device_agent.core import Lie
 from micromine.device_agent.idle import TimeWindow
-from micromine.device_agent.keyfile import load_or_create_key
 from micromine.device_agent.settings import SETTINGS
-from micromine.mqtt import LoginMode, TlsFiles
 
 
 def parse(*argv: str, env: dict[str, str] | None = None) -> AgentConfig:
@@ -113,7 +113,7 @@ def test_agent_imports_no_broker_code() -> None:
     """The agent runs on a Raspberry Pi without the ``broker`` extra installed."""
     code = (
         "import sys, micromine.device_agent.service, micromine.device_agent.cli, "
-        "micromine.mqtt, micromine.logs; "
+        "micromine.common.mqtt, micromine.common.logs; "
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('amqtt', 'websockets')); "
         "print(heavy, file=sys.stderr); sys.exit(1 if heavy else 0)"
     )

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from brokers import EmbeddedBroker
 
-from micromine.device_agent.keyfile import load_key
+from micromine.common.keyfile import load_key
+from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
 from micromine.device_agent.settings import SETTINGS
 from micromine.device_agent.systemd import ServiceOptions, render_starter_config, render_unit
-from micromine.mqtt import Incoming, LinkConfig, MqttLink
 from micromine.processes import wait_until
 from micromine.protocol import topics
 from micromine.protocol.topics import Channel

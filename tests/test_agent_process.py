@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 import pytest
 from protocol_samples import signed_batch
 
-from micromine.device_agent.keyfile import load_or_create_key
-from micromine.mqtt import Incoming, LinkConfig, MqttLink
+from micromine.common.keyfile import load_or_create_key
+from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
 from micromine.processes import FULL_SPEED_AGENT
 from micromine.protocol import codec, topics
 from micromine.protocol.crypto import KeyPair

@@ -18,6 +18,7 @@ import structlog
 from protocol_samples import CHAIN, DEVICE, LEDGER, OTHER_DEVICE, block
 
 from micromine.cli import main as micromine_main
+from micromine.common.logs import configure_logging
 from micromine.device_agent import homeassistant as ha
 from micromine.device_agent.config import AgentConfig, ConfigError
 from micromine.device_agent.core import AgentCore
@@ -38,10 +39,9 @@ from micromine.device_agent.status_file import (
     render_status,
     write_status,
 )
-from micromine.ledger_node.account_feed import get_account_summaries
-from micromine.ledger_node.devices import DeviceRecord
-from micromine.ledger_node.state import Account
-from micromine.logs import configure_logging
+from micromine.ledger_node.chain.state import Account
+from micromine.ledger_node.core.account_feed import get_account_summaries
+from micromine.ledger_node.core.devices import DeviceRecord
 from micromine.protocol import topics
 from micromine.protocol.acl import Policy, check_publish, check_subscribe
 

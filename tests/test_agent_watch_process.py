@@ -13,8 +13,8 @@ from access_helpers import start_secured, write_key
 from brokers import BrokerProcess, free_port, require_mosquitto, wait_until
 from protocol_samples import CHAIN, DEVICE
 
-from micromine.device_agent.keyfile import load_or_create_key
-from micromine.mqtt import Incoming, LinkConfig, MqttLink
+from micromine.common.keyfile import load_or_create_key
+from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
 from micromine.processes import ManagedProcess, python_module
 
 pytestmark = pytest.mark.integration

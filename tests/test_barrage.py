@@ -20,7 +20,7 @@ from cluster import CHAIN, Cluster, Wallets, Watcher
 
 from micromine.barrage import Barrage
 from micromine.client import Fate
-from micromine.mqtt import Incoming, Login
+from micromine.common.mqtt import Incoming, Login
 from micromine.protocol import topics
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.kinds import ReceiptStatus
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 DEVICE_MESSAGES, DEVICE_RATE = 7001, 350.0  # 20 s; the first one is "capture"
 ANONYMOUS_MESSAGES, ANONYMOUS_RATE = 3001, 150.0
 HOSTILE = KeyPair(sha256(b"barrage: a hostile device"))
-# The drop sources of the topics a device may publish on (ledger_node/intake.py).
+# The drop sources of the topics a device may publish on (ledger_node/core/intake.py).
 DEVICE_SOURCES = ("submit", "verdict", "hello", "heartbeat", "status")
 
 

@@ -16,7 +16,7 @@ from micromine.broker.amqtt_fixes import Broadcast, SubscriptionTable
 from micromine.broker.config import BrokerConfig, add_broker_arguments, config_from_args
 from micromine.broker.embedded import ACCESS_PLUGIN, ANONYMOUS_AUTH_PLUGIN, amqtt_config
 from micromine.broker.mosquitto import acl_text, password_line
-from micromine.ledger_node.genesis import Genesis
+from micromine.common.genesis_file import load_genesis
 from micromine.protocol.auth import compute_static_password
 from micromine.protocol.limits import MAX_ANY_MESSAGE_BYTES
 from micromine.protocol.quota import MQTT_OVERHEAD
@@ -102,7 +102,7 @@ def test_password_lines_are_what_mosquitto_passwd_writes() -> None:
 
 
 def test_mosquitto_acl_sections(tmp_path: Path) -> None:
-    policy = policy_from_genesis(Genesis.load(write_genesis(tmp_path)))
+    policy = policy_from_genesis(load_genesis(write_genesis(tmp_path)))
     users = [LEDGER.public, OPERATOR.public, DEVICE.public]
     text = acl_text(policy, users, allow_anonymous=True)
     head = text.split("\nuser ")[0]

@@ -14,10 +14,10 @@ from access_helpers import OPERATOR, Peer, Secured
 from brokers import EmbeddedBroker, wait_until
 
 from micromine.broker.enrollment import BrokerEnrollment
-from micromine.ledger_node.genesis import Genesis
 from micromine.protocol import topics
 from micromine.protocol.codec import encode
 from micromine.protocol.crypto import KeyPair
+from micromine.protocol.genesis import Genesis
 from micromine.protocol.topics import Channel
 
 CHAIN = s.CHAIN

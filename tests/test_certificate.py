@@ -4,7 +4,11 @@ from dataclasses import replace
 
 import pytest
 
-from micromine.ledger_node.certificate import CommitPool, check_certificate, quorum
+from micromine.ledger_node.consensus.certificate import (
+    CommitPool,
+    check_certificate,
+    quorum,
+)
 from micromine.protocol.block import Block, BlockHeader, CommitSignature
 from micromine.protocol.codec import sign_commit
 from micromine.protocol.crypto import KeyPair, sha256

@@ -11,12 +11,13 @@ import pytest
 from brokers import wait_until
 from cluster import Cluster, Watcher
 
-from micromine.ledger_node.genesis import Genesis
-from micromine.mqtt import LinkConfig, MqttLink
+from micromine.common.genesis_file import load_genesis
+from micromine.common.mqtt import LinkConfig, MqttLink
 from micromine.protocol import topics
 from micromine.protocol.block import Block, BlockHeader, CommitSignature
 from micromine.protocol.codec import encode, sign_commit
 from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.genesis import Genesis
 
 
 def micromine(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -51,7 +52,7 @@ def test_keys_and_genesis(tmp_path: Path) -> None:
                      str(key), "--fund", f"{funded}=1000", "--k", "3", "--q", "2",
                      "--device", "cd" * 32, "--assignment-window", "16")  # fmt: skip
     assert made.returncode == 0, made.stderr
-    genesis = Genesis.load(out)
+    genesis = load_genesis(out)
     assert genesis.ledger_nodes == (bytes.fromhex(public),)
     assert genesis.balances == ((bytes.fromhex(funded), 1000),)
     assert genesis.devices == (bytes.fromhex("cd" * 32),)

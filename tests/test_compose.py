@@ -33,7 +33,7 @@ from compose_runner import (
     start_order,
 )
 
-from micromine.mqtt import Incoming, LinkConfig, MqttLink
+from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
 from micromine.processes import free_port, wait_until
 
 ROOT = COMPOSE_FILE.parent

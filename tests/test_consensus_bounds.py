@@ -30,8 +30,8 @@ from test_consensus_core import (
 from test_ledger_replicas import CHAIN as NET_CHAIN
 from test_ledger_replicas import NODES, T0, make_net
 
-from micromine.ledger_node.blocks import build_block
-from micromine.ledger_node.consensus import (
+from micromine.ledger_node.chain.blocks import build_block
+from micromine.ledger_node.consensus.tendermint import (
     ConsensusMessage,
     Decide,
     Evidence,
@@ -39,9 +39,9 @@ from micromine.ledger_node.consensus import (
     Rejected,
     Timeouts,
 )
-from micromine.ledger_node.consensus_votes import MAX_PROPOSALS_PER_ROUND
-from micromine.ledger_node.core import LedgerCore
-from micromine.ledger_node.replica import CLOCK_DRIFT_MS, RELAY_AFTER_MS
+from micromine.ledger_node.consensus.votes import MAX_PROPOSALS_PER_ROUND
+from micromine.ledger_node.core.ledger import LedgerCore
+from micromine.ledger_node.core.replica import CLOCK_DRIFT_MS, RELAY_AFTER_MS
 from micromine.protocol import topics
 from micromine.protocol.block import GENESIS_PARENT, Block, Reward
 from micromine.protocol.codec import decode, encode, sign

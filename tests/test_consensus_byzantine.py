@@ -18,11 +18,11 @@ from brokers import wait_until
 from cluster import Cluster, Wallets, Watcher
 
 from micromine.chains import compare_chains
-from micromine.ledger_node.certificate import check_certificate
-from micromine.ledger_node.chain_state import genesis_state
-from micromine.ledger_node.state import Account
-from micromine.ledger_node.transition import process_commit
-from micromine.ledger_node.verify import verify_block
+from micromine.ledger_node.chain.chain_state import genesis_state
+from micromine.ledger_node.chain.state import Account
+from micromine.ledger_node.chain.transition import process_commit
+from micromine.ledger_node.chain.verify import verify_block
+from micromine.ledger_node.consensus.certificate import check_certificate
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, is_signature_valid
 from micromine.protocol.consensus import Precommit, Prevote, Proposal

@@ -10,7 +10,7 @@ from brokers import wait_until
 from cluster import Cluster, Wallets, Watcher
 
 from micromine.chains import compare_chains
-from micromine.ledger_node.certificate import check_certificate
+from micromine.ledger_node.consensus.certificate import check_certificate
 
 pytestmark = pytest.mark.integration
 

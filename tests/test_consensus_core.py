@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from micromine.ledger_node.certificate import check_certificate
-from micromine.ledger_node.consensus import (
+from micromine.ledger_node.consensus.certificate import check_certificate
+from micromine.ledger_node.consensus.tendermint import (
     Broadcast,
     ConsensusCore,
     ConsensusMessage,

@@ -12,8 +12,8 @@ from typing import Any
 
 from test_ledger_replicas import CHAIN, NODES, T0, make_net
 
-from micromine.ledger_node.actions import Dropped
-from micromine.ledger_node.replica import RELAY_AFTER_MS
+from micromine.ledger_node.core.actions import Dropped
+from micromine.ledger_node.core.replica import RELAY_AFTER_MS
 from micromine.protocol import topics
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.consensus import NIL, Prevote

@@ -31,9 +31,9 @@ from test_consensus_core import (
 from test_ledger_replicas import CHAIN as REPLICA_CHAIN
 from test_ledger_replicas import NODES, T0, make_net
 
-from micromine.ledger_node.actions import Dropped
-from micromine.ledger_node.blocks import ChainTip
-from micromine.ledger_node.consensus import (
+from micromine.ledger_node.chain.blocks import ChainTip
+from micromine.ledger_node.chain.state import Account
+from micromine.ledger_node.consensus.tendermint import (
     Broadcast,
     ConsensusMessage,
     Decide,
@@ -42,16 +42,16 @@ from micromine.ledger_node.consensus import (
     SignedState,
     Step,
 )
-from micromine.ledger_node.core import LedgerCore
-from micromine.ledger_node.genesis import Genesis
-from micromine.ledger_node.mempool import PendingTx
-from micromine.ledger_node.state import Account
+from micromine.ledger_node.core.actions import Dropped
+from micromine.ledger_node.core.ledger import LedgerCore
+from micromine.ledger_node.core.mempool import PendingTx
 from micromine.ledger_node.storage import LedgerStore, StorageError
 from micromine.protocol import topics
 from micromine.protocol.block import GENESIS_PARENT, Block
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal
 from micromine.protocol.crypto import sha256
+from micromine.protocol.genesis import Genesis
 from micromine.protocol.messages import Transaction
 
 GOSSIP_MS = 1000  # as the simulator's nodes: re-send every kept message this often

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from micromine.ledger_node.consensus import ConsensusCore
-from micromine.ledger_node.replica import Replica
+from micromine.ledger_node.consensus.tendermint import ConsensusCore
+from micromine.ledger_node.core.replica import Replica
 from micromine.ledger_node.sim import SimConfig, SimResult, run_seed
 from micromine.ledger_node.sim.__main__ import main
 from micromine.ledger_node.sim.faults import scenarios

@@ -14,14 +14,11 @@ from pathlib import Path
 import pytest
 from test_ledger_core import CHAIN, NODE, SENDERS, T0, Harness, key, make_harness, tx
 
-from micromine.ledger_node.actions import CommitBlock, Dropped
-from micromine.ledger_node.blocks import build_block
-from micromine.ledger_node.chain_state import ChainState, ChainTip
-from micromine.ledger_node.core import LedgerCore
-from micromine.ledger_node.enrollment import OPEN
-from micromine.ledger_node.genesis import ChainParams, Genesis
-from micromine.ledger_node.registry import DeviceRegistry
-from micromine.ledger_node.state import (
+from micromine.ledger_node.chain.blocks import build_block
+from micromine.ledger_node.chain.chain_state import ChainState, ChainTip
+from micromine.ledger_node.chain.enrollment import OPEN
+from micromine.ledger_node.chain.registry import DeviceRegistry
+from micromine.ledger_node.chain.state import (
     Account,
     StateChanges,
     StateView,
@@ -33,15 +30,17 @@ from micromine.ledger_node.state import (
     process_transaction,
     process_vesting,
 )
-from micromine.ledger_node.storage import LedgerStore
-from micromine.ledger_node.transition import (
+from micromine.ledger_node.chain.transition import (
     InvalidBlockError,
     compute_judged,
     compute_post_state_root,
     compute_rewards,
 )
-from micromine.ledger_node.verdicts import AssignmentSignatures
-from micromine.ledger_node.verify import verify_block
+from micromine.ledger_node.chain.verdicts import AssignmentSignatures
+from micromine.ledger_node.chain.verify import verify_block
+from micromine.ledger_node.core.actions import CommitBlock, Dropped
+from micromine.ledger_node.core.ledger import LedgerCore
+from micromine.ledger_node.storage import LedgerStore
 from micromine.protocol import topics
 from micromine.protocol.assignment import (
     ENTITLED_PER_K,
@@ -62,6 +61,7 @@ from micromine.protocol.codec import decode, encode, sign, sign_commit
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello
 from micromine.protocol.errors import DecodeError
+from micromine.protocol.genesis import ChainParams, Genesis
 from micromine.protocol.kinds import Reason
 from micromine.protocol.limits import MAX_BLOCK_REGISTRATIONS
 from micromine.protocol.messages import Assignment, Judgement, Transaction, Verdict, WorkBatch

@@ -7,26 +7,26 @@ import dataclasses
 import pytest
 from test_ledger_core import CHAIN, NODE, T0, key
 
-from micromine.ledger_node.blocks import build_block
-from micromine.ledger_node.chain_state import ChainState, ChainTip
-from micromine.ledger_node.enrollment import ApprovalRecord, Enrollment
-from micromine.ledger_node.genesis import ChainParams, Genesis, GenesisError
-from micromine.ledger_node.registry import DeviceRegistry
-from micromine.ledger_node.state import (
+from micromine.ledger_node.chain.blocks import build_block
+from micromine.ledger_node.chain.chain_state import ChainState, ChainTip
+from micromine.ledger_node.chain.enrollment import ApprovalRecord, Enrollment
+from micromine.ledger_node.chain.registry import DeviceRegistry
+from micromine.ledger_node.chain.state import (
     compute_accounts_root,
     compute_bans_root,
     compute_registry_root,
     compute_state_root,
     compute_vesting_root,
 )
-from micromine.ledger_node.transition import InvalidBlockError
-from micromine.ledger_node.verify import verify_block
+from micromine.ledger_node.chain.transition import InvalidBlockError
+from micromine.ledger_node.chain.verify import verify_block
 from micromine.protocol import cbor
 from micromine.protocol.block import Block, compute_body_hash
 from micromine.protocol.codec import decode, encode, sign
 from micromine.protocol.device import DeviceHello
 from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.errors import DecodeError, DecodeFailure
+from micromine.protocol.genesis import ChainParams, Genesis, GenesisError
 
 OPERATOR = key(400)
 NOT_OPERATOR = key(401)

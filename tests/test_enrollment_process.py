@@ -12,7 +12,7 @@ from brokers import wait_until
 from cluster import CHAIN, Cluster, Watcher
 from test_cli import micromine
 
-from micromine.device_agent.keyfile import load_or_create_key
+from micromine.common.keyfile import load_or_create_key
 from micromine.devices_cli import read_devices
 
 pytestmark = pytest.mark.integration

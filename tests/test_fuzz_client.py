@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from micromine.cli import describe_block
 from micromine.client import LedgerClient
+from micromine.common.mqtt import Incoming
 from micromine.devnet import Progress
-from micromine.mqtt import Incoming
 from micromine.protocol import codec, topics
 from micromine.protocol.block import Block
 from micromine.protocol.errors import DecodeError

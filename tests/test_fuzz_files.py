@@ -21,19 +21,20 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from test_protocol_properties import mutate, mutations
 
+from micromine.common.genesis_file import load_genesis
+from micromine.common.keyfile import KeyFileError, load_key
+from micromine.common.mqtt import parse_broker_url
 from micromine.device_agent import add_agent_arguments
 from micromine.device_agent.config import AgentConfig
-from micromine.device_agent.keyfile import KeyFileError, load_key
-from micromine.ledger_node.blocks import ChainTip
+from micromine.ledger_node.chain.blocks import ChainTip
+from micromine.ledger_node.chain.state import Account
 from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
-from micromine.ledger_node.core import DEFAULT_AUDIT_RATE, LedgerCore
-from micromine.ledger_node.genesis import ChainParams, Genesis, GenesisError
-from micromine.ledger_node.state import Account
-from micromine.mqtt import parse_broker_url
+from micromine.ledger_node.core.ledger import DEFAULT_AUDIT_RATE, LedgerCore
 from micromine.protocol import topics
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, Heartbeat
+from micromine.protocol.genesis import ChainParams, Genesis, GenesisError
 from micromine.protocol.messages import Submission, Transaction
 from micromine.protocol.topics import Channel
 
@@ -81,7 +82,7 @@ def genesis_documents(draw: Any) -> str:
     return text
 
 
-def load_genesis(text: str) -> Genesis | None:
+def parse_genesis(text: str) -> Genesis | None:
     try:
         return Genesis.from_json(text)
     except GenesisError:
@@ -122,7 +123,7 @@ def run_node(genesis: Genesis) -> None:
 @example(json.dumps({**json.loads(VALID_GENESIS.to_json()), "timestamp_ms": 2**53}))
 @example(json.dumps({**json.loads(VALID_GENESIS.to_json()), "params": {"batch_timeout_ms": 2**53}}))
 def test_genesis_json_loads_or_says_why_and_what_loads_runs(text: str) -> None:
-    genesis = load_genesis(text)
+    genesis = parse_genesis(text)
     if genesis is not None:
         run_node(genesis)
 
@@ -154,7 +155,7 @@ def test_key_and_genesis_files_load_or_say_why(files: Path, data: bytes) -> None
     else:
         assert key.seed.hex() == data.decode("ascii").strip().lower()
     with contextlib.suppress(GenesisError):
-        Genesis.load(path)
+        load_genesis(path)
 
 
 settings_text = st.one_of(

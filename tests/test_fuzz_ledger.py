@@ -28,9 +28,9 @@ from test_ledger_core import CHAIN, NODE, SENDERS, Harness, key, make_harness, t
 from test_ledger_replicas import CHAIN as NET_CHAIN
 from test_ledger_replicas import NODES, Net, make_net, submit
 
-from micromine.ledger_node.actions import Action, Dropped
-from micromine.ledger_node.blocks import build_block
-from micromine.ledger_node.core import LedgerCore
+from micromine.ledger_node.chain.blocks import build_block
+from micromine.ledger_node.core.actions import Action, Dropped
+from micromine.ledger_node.core.ledger import LedgerCore
 from micromine.protocol import topics
 from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.block import Block, CommitSignature

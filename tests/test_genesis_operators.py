@@ -3,7 +3,7 @@
 import pytest
 from protocol_samples import CHAIN, DEVICE, LEDGER, key
 
-from micromine.ledger_node.genesis import Genesis, GenesisError
+from micromine.protocol.genesis import Genesis, GenesisError
 
 OPERATOR = key("operator")
 

@@ -31,26 +31,26 @@ from test_device_assignment import (
 from test_ledger_core import CHAIN, NODE, SENDERS, T0, Harness, make_harness, tx
 
 from micromine.devices_cli import read_devices
-from micromine.ledger_node.actions import CommitBlock
-from micromine.ledger_node.blocks import build_block
+from micromine.ledger_node.chain.blocks import build_block
+from micromine.ledger_node.chain.registry import DeviceRegistry
+from micromine.ledger_node.chain.state import (
+    compute_accounts_root,
+    compute_bans_root,
+    compute_state_root,
+    compute_vesting_root,
+)
+from micromine.ledger_node.chain.transition import InvalidBlockError
 from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
-from micromine.ledger_node.core import LedgerCore
-from micromine.ledger_node.devices import (
+from micromine.ledger_node.core.actions import CommitBlock
+from micromine.ledger_node.core.devices import (
     NEW_DEVICE_REPUTATION,
     REPUTATION_MEMORY,
     DeviceRecord,
     audit_probability,
     weighted_sample,
 )
-from micromine.ledger_node.registry import DeviceRegistry
-from micromine.ledger_node.state import (
-    compute_accounts_root,
-    compute_bans_root,
-    compute_state_root,
-    compute_vesting_root,
-)
+from micromine.ledger_node.core.ledger import LedgerCore
 from micromine.ledger_node.storage import LedgerStore
-from micromine.ledger_node.transition import InvalidBlockError
 from micromine.protocol import topics
 from micromine.protocol.block import FraudProof
 from micromine.protocol.codec import decode, encode, sign

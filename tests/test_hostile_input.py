@@ -3,15 +3,20 @@ table's replay and size rules, and the intake's rates, replays and time window."
 
 from test_ledger_core import CHAIN, SENDERS, T0, make_harness, tx
 
-from micromine.ledger_node.devices import FULL, STALE, LiveDevices
-from micromine.ledger_node.genesis import ChainParams
-from micromine.ledger_node.intake import PRESENCE_WINDOW_MS, RATES, REPLAY_WINDOW_MS, Intake
-from micromine.ledger_node.mempool import Mempool, PendingTx, compute_footprint
-from micromine.ledger_node.state import Account
+from micromine.ledger_node.chain.state import Account
+from micromine.ledger_node.core.devices import FULL, STALE, LiveDevices
+from micromine.ledger_node.core.intake import (
+    PRESENCE_WINDOW_MS,
+    RATES,
+    REPLAY_WINDOW_MS,
+    Intake,
+)
+from micromine.ledger_node.core.mempool import Mempool, PendingTx, compute_footprint
 from micromine.protocol import topics
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
+from micromine.protocol.genesis import ChainParams
 from micromine.protocol.kinds import Reason, ReceiptStatus
 from micromine.protocol.topics import Channel
 
@@ -146,8 +151,8 @@ def test_watchers_survive_what_anyone_may_publish_on_an_open_broker() -> None:
     import time  # noqa: PLC0415
 
     from micromine.cli import _clock_time  # noqa: PLC0415
+    from micromine.common.mqtt import Incoming  # noqa: PLC0415
     from micromine.devnet import Progress  # noqa: PLC0415
-    from micromine.mqtt import Incoming  # noqa: PLC0415
 
     assert len(_clock_time(2**53)) == 8  # the largest valid time (some platforms refuse it)
     progress = Progress()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from micromine.device_agent.keyfile import KeyFileError, load_or_create_key
+from micromine.common.keyfile import KeyFileError, load_or_create_key
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 

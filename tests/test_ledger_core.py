@@ -5,12 +5,8 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from micromine.ledger_node.actions import Action, CommitBlock, Dropped, StorePending
-from micromine.ledger_node.chain_state import ChainTip
-from micromine.ledger_node.core import LedgerCore
-from micromine.ledger_node.devices import MAX_OUTSTANDING_BATCHES
-from micromine.ledger_node.genesis import ChainParams, Genesis, GenesisError
-from micromine.ledger_node.state import (
+from micromine.ledger_node.chain.chain_state import ChainTip
+from micromine.ledger_node.chain.state import (
     Account,
     compute_accounts_root,
     compute_bans_root,
@@ -18,13 +14,17 @@ from micromine.ledger_node.state import (
     compute_state_root,
     compute_vesting_root,
 )
-from micromine.ledger_node.transition import InvalidBlockError, Transition
-from micromine.ledger_node.verify import verify_block
+from micromine.ledger_node.chain.transition import InvalidBlockError, Transition
+from micromine.ledger_node.chain.verify import verify_block
+from micromine.ledger_node.core.actions import Action, CommitBlock, Dropped, StorePending
+from micromine.ledger_node.core.devices import MAX_OUTSTANDING_BATCHES
+from micromine.ledger_node.core.ledger import LedgerCore
 from micromine.protocol import topics
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode, is_commit_signature_valid, sign
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, Heartbeat
+from micromine.protocol.genesis import ChainParams, Genesis, GenesisError
 from micromine.protocol.kinds import Reason, ReceiptStatus
 from micromine.protocol.messages import (
     Judgement,

@@ -4,7 +4,7 @@ holds is not taken back before its deadline.  In memory, with the core's harness
 
 from test_ledger_core import SENDERS, Harness, make_harness, tx
 
-from micromine.ledger_node.devices import (
+from micromine.ledger_node.core.devices import (
     DEFAULT_WINDOW,
     MAX_OUTSTANDING_BATCHES,
     DeviceRecord,

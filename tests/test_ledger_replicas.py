@@ -5,20 +5,25 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 
-from micromine.ledger_node.actions import Action, CommitBlock, EvidenceFound, ImproveCertificate
-from micromine.ledger_node.blocks import ChainTip
-from micromine.ledger_node.certificate import check_certificate
-from micromine.ledger_node.consensus import PersistSigned
-from micromine.ledger_node.core import LedgerCore
-from micromine.ledger_node.devices import MAX_OUTSTANDING_BATCHES
-from micromine.ledger_node.genesis import ChainParams, Genesis
-from micromine.ledger_node.state import Account
+from micromine.ledger_node.chain.blocks import ChainTip
+from micromine.ledger_node.chain.state import Account
+from micromine.ledger_node.consensus.certificate import check_certificate
+from micromine.ledger_node.consensus.tendermint import PersistSigned
+from micromine.ledger_node.core.actions import (
+    Action,
+    CommitBlock,
+    EvidenceFound,
+    ImproveCertificate,
+)
+from micromine.ledger_node.core.devices import MAX_OUTSTANDING_BATCHES
+from micromine.ledger_node.core.ledger import LedgerCore
 from micromine.protocol import topics
 from micromine.protocol.block import Block, CommitSignature
 from micromine.protocol.codec import decode, encode, sign, sign_commit
 from micromine.protocol.consensus import NIL, Precommit
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, Heartbeat
+from micromine.protocol.genesis import ChainParams, Genesis
 from micromine.protocol.messages import Judgement, Submission, Transaction, Verdict, WorkBatch
 from micromine.protocol.topics import Channel, Publish
 from micromine.protocol.validation import check_transaction

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from micromine.cli import main
-from micromine.ledger_node.genesis import Genesis
+from micromine.common.genesis_file import load_genesis
 from micromine.loadgen import (
     BAD_SENDER_BALANCE,
     SENDER_BALANCE,
@@ -53,7 +53,7 @@ def test_genesis_funds_the_load_senders(tmp_path: Path) -> None:
     assert main(["keys", "new", str(tmp_path / "ledger.key")]) == 0
     assert main(["genesis", "--out", str(out), "--ledger-key", str(tmp_path / "ledger.key"),
                  "--fund-load-senders", "3"]) == 0  # fmt: skip
-    balances = dict(Genesis.load(out).balances)
+    balances = dict(load_genesis(out).balances)
     assert balances[sender_key(2).public] == SENDER_BALANCE
     assert sender_key(3).public not in balances
     assert balances[bad_sender_key(0).public] == BAD_SENDER_BALANCE

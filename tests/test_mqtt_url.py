@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from micromine.mqtt import BrokerAddress, parse_broker_url
+from micromine.common.mqtt import BrokerAddress, parse_broker_url
 
 
 @pytest.mark.parametrize(

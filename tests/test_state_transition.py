@@ -1,4 +1,4 @@
-"""One state transition for proposer and validators (ledger_node/transition.py), as
+"""One state transition for proposer and validators (ledger_node/chain/transition.py), as
 properties over random blocks.
 
     proposer path    choose the contents (blocks.build_block; or, for a faulty proposer,
@@ -32,18 +32,17 @@ from hypothesis import strategies as st
 from test_device_assignment import assignment_for, hello, verdict_on
 from test_ledger_core import CHAIN, NODE, T0, key, tx
 
-from micromine.ledger_node.blocks import UNKNOWN_ROOT, build_block
-from micromine.ledger_node.chain_state import ChainState, ChainTip
-from micromine.ledger_node.enrollment import ApprovalRecord, Enrollment
-from micromine.ledger_node.genesis import ChainParams
-from micromine.ledger_node.registry import DeviceRegistry
-from micromine.ledger_node.state import (
+from micromine.ledger_node.chain.blocks import UNKNOWN_ROOT, build_block
+from micromine.ledger_node.chain.chain_state import ChainState, ChainTip
+from micromine.ledger_node.chain.enrollment import ApprovalRecord, Enrollment
+from micromine.ledger_node.chain.registry import DeviceRegistry
+from micromine.ledger_node.chain.state import (
     Account,
     compute_accounts_root,
     compute_state_root,
     compute_vesting_root,
 )
-from micromine.ledger_node.transition import (
+from micromine.ledger_node.chain.transition import (
     InvalidBlockError,
     Transition,
     compute_judged,
@@ -51,7 +50,7 @@ from micromine.ledger_node.transition import (
     process_commit,
     state_transition,
 )
-from micromine.ledger_node.verify import verify_block
+from micromine.ledger_node.chain.verify import verify_block
 from micromine.protocol.block import (
     Block,
     BlockHeader,
@@ -64,6 +63,7 @@ from micromine.protocol.codec import sign
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello
 from micromine.protocol.enrollment import DeviceApproval
+from micromine.protocol.genesis import ChainParams
 from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import Assignment, Judgement, Transaction, Verdict
 

@@ -26,7 +26,7 @@ from access_helpers import (
 from brokers import ConfiguredMosquitto, EmbeddedBroker, free_port, require_mosquitto, wait_until
 from protocol_samples import CHAIN, DEVICE, LEDGER, assignment, work_batch
 
-from micromine.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
+from micromine.common.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
 from micromine.processes import FULL_SPEED_AGENT, ManagedProcess, python_module
 from micromine.protocol import topics
 from micromine.protocol.codec import decode, encode, is_signature_valid

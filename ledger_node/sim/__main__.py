@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
-from micromine.ledger_node.replica import Replica
+from micromine.ledger_node.core.replica import Replica
 from micromine.ledger_node.sim.faults import scenarios
 from micromine.ledger_node.sim.world import SimConfig, SimResult, run_seed
 

@@ -27,9 +27,9 @@ import dataclasses
 import random
 from typing import TYPE_CHECKING
 
-from micromine.ledger_node.actions import Action
-from micromine.ledger_node.consensus import Broadcast, Output, SignedState
-from micromine.ledger_node.replica import Replica
+from micromine.ledger_node.consensus.tendermint import Broadcast, Output, SignedState
+from micromine.ledger_node.core.actions import Action
+from micromine.ledger_node.core.replica import Replica
 from micromine.ledger_node.sim.chain import forged_pool, tx_pool
 from micromine.ledger_node.sim.faults import AMNESIA
 from micromine.protocol import topics
@@ -43,7 +43,7 @@ from micromine.protocol.messages import NO_SIGNATURE
 from micromine.protocol.topics import Channel, Publish
 
 if TYPE_CHECKING:
-    from micromine.ledger_node.core import LedgerCore
+    from micromine.ledger_node.core.ledger import LedgerCore
     from micromine.ledger_node.sim.world import Simulation
 
 Vote = Prevote | Precommit

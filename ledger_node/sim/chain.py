@@ -9,9 +9,9 @@ one genesis and one pool: a seed changes the faults, never the chain.
 import dataclasses
 import functools
 
-from micromine.ledger_node.genesis import ChainParams, Genesis
 from micromine.protocol.codec import sign
 from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.genesis import ChainParams, Genesis
 from micromine.protocol.messages import Transaction
 
 CHAIN_ID = "simnet-1"

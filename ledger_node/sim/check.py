@@ -32,7 +32,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.node import LedgerNode
 from micromine.ledger_node.storage import LedgerStore
 from micromine.protocol import topics
@@ -40,6 +39,7 @@ from micromine.protocol.block import Block
 from micromine.protocol.codec import encode, is_commit_signature_valid, is_signature_valid
 from micromine.protocol.consensus import Precommit, Prevote, Proposal
 from micromine.protocol.crypto import KeyPair, sha256
+from micromine.protocol.genesis import Genesis
 from micromine.protocol.messages import Transaction
 
 Vote = Proposal | Prevote | Precommit
@@ -137,7 +137,7 @@ class CertificateChecker:
     """Counts distinct validators with a valid COMMIT signature over (the round the
     block's certificate names, its hash).
 
-    Written independently of ``ledger_node/certificate.py`` so that a bug there cannot
+    Written independently of ``ledger_node/consensus/certificate.py`` so that a bug there cannot
     hide the same bug in the node.  Verifications are memoised (a pure function of the
     signer, round, hash and signature).
     """

@@ -9,8 +9,8 @@ which.  A durable commit also makes every earlier one durable (the WAL is synced
 it), so the disk's durable image is the database as of the last durable commit.
 """
 
-from micromine.ledger_node.genesis import Genesis
 from micromine.ledger_node.storage import LedgerStore
+from micromine.protocol.genesis import Genesis
 
 
 class SimDisk:

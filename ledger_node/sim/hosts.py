@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from micromine.device_agent.core import AgentCore, Lie
-from micromine.ledger_node.actions import Action, CommitBlock, EvidenceFound
-from micromine.ledger_node.consensus import ROUND_WINDOW
-from micromine.ledger_node.core import ReplicaFactory
+from micromine.ledger_node.consensus.tendermint import ROUND_WINDOW
+from micromine.ledger_node.core.actions import Action, CommitBlock, EvidenceFound
+from micromine.ledger_node.core.ledger import ReplicaFactory
 from micromine.ledger_node.node import LedgerNode
 from micromine.ledger_node.sim.chain import CHAIN_ID, GENESIS_MS, genesis
 from micromine.ledger_node.sim.disk import SimDisk

@@ -25,8 +25,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from micromine.ledger_node.core import ReplicaFactory
-from micromine.ledger_node.replica import Replica
+from micromine.ledger_node.core.ledger import ReplicaFactory
+from micromine.ledger_node.core.replica import Replica
 from micromine.ledger_node.sim.broker import SimBroker
 from micromine.ledger_node.sim.byzantine import ByzantineReplica
 from micromine.ledger_node.sim.chain import (

@@ -7,7 +7,7 @@ import atheris
 import harness
 
 with atheris.instrument_imports(include=["micromine"]):
-    from micromine.ledger_node.genesis import Genesis, GenesisError
+    from micromine.protocol.genesis import Genesis, GenesisError
 
 SEED = Genesis(
     chain_id="fuzzchain", timestamp_ms=1_700_000_000_000, ledger_nodes=(b"\x01" * 32,),

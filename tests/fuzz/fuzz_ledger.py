@@ -15,13 +15,13 @@ import atheris
 import harness
 
 with atheris.instrument_imports(include=["micromine"]):
-    from micromine.ledger_node.actions import Dropped
-    from micromine.ledger_node.blocks import ChainTip
-    from micromine.ledger_node.core import LedgerCore
-    from micromine.ledger_node.genesis import Genesis
-    from micromine.ledger_node.state import Account
+    from micromine.ledger_node.chain.blocks import ChainTip
+    from micromine.ledger_node.chain.state import Account
+    from micromine.ledger_node.core.actions import Dropped
+    from micromine.ledger_node.core.ledger import LedgerCore
     from micromine.protocol import codec, topics
     from micromine.protocol.device import DeviceHello
+    from micromine.protocol.genesis import Genesis
     from micromine.protocol.topics import Channel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -8,10 +8,10 @@ a block is published after CommitBlock).
 
 from dataclasses import dataclass
 
-from micromine.ledger_node.consensus import PersistSigned
-from micromine.ledger_node.consensus_votes import ConsensusMessage
-from micromine.ledger_node.mempool import PendingTx
-from micromine.ledger_node.state import StateChanges
+from micromine.ledger_node.chain.state import StateChanges
+from micromine.ledger_node.consensus.tendermint import PersistSigned
+from micromine.ledger_node.consensus.votes import ConsensusMessage
+from micromine.ledger_node.core.mempool import PendingTx
 from micromine.protocol.block import Block
 from micromine.protocol.consensus import SyncRequest
 from micromine.protocol.topics import Publish

@@ -20,9 +20,9 @@ per verdict (one per device per batch) and one per assignment, not one per trans
 
 from collections.abc import Sequence
 
-from micromine.ledger_node.chain_state import ChainState
-from micromine.ledger_node.transition import InvalidBlockError, Transition, state_transition
-from micromine.ledger_node.verdicts import (
+from micromine.ledger_node.chain.chain_state import ChainState
+from micromine.ledger_node.chain.transition import InvalidBlockError, Transition, state_transition
+from micromine.ledger_node.chain.verdicts import (
     AssignmentSignatures,
     check_fraud_evidence,
     check_verdict_signatures,

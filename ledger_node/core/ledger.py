@@ -49,35 +49,40 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias, TypeVar
 
-from micromine.ledger_node.account_feed import get_account_summaries
-from micromine.ledger_node.actions import Action, CommitBlock, Dropped, ForgetPending, StorePending
-from micromine.ledger_node.chain_state import ChainState, ChainTip
-from micromine.ledger_node.consensus import SignedState
-from micromine.ledger_node.devices import LiveDevices, audit_probability
-from micromine.ledger_node.dispatch import Dispatcher
-from micromine.ledger_node.enrollment import ApprovalRecord, Enrollment
-from micromine.ledger_node.frauds import FraudBook
-from micromine.ledger_node.genesis import ChainParams, Genesis
-from micromine.ledger_node.mempool import Mempool, PendingTx
-from micromine.ledger_node.peers import PeerTracker
-from micromine.ledger_node.receipts import ReceiptBook
-from micromine.ledger_node.registry import DeviceRegistry
-from micromine.ledger_node.render import block_to_json
-from micromine.ledger_node.replica import Replica
-from micromine.ledger_node.state import Account, Vesting
-from micromine.ledger_node.tally import (
+from micromine.ledger_node.chain.chain_state import ChainState, ChainTip
+from micromine.ledger_node.chain.enrollment import ApprovalRecord, Enrollment
+from micromine.ledger_node.chain.registry import DeviceRegistry
+from micromine.ledger_node.chain.state import Account, Vesting
+from micromine.ledger_node.chain.transition import Transition, process_commit
+from micromine.ledger_node.chain.verdicts import (
+    AssignmentSignatures,
+    check_verdict_binding,
+    check_verdict_signatures,
+)
+from micromine.ledger_node.consensus.tendermint import SignedState
+from micromine.ledger_node.core.account_feed import get_account_summaries
+from micromine.ledger_node.core.actions import (
+    Action,
+    CommitBlock,
+    Dropped,
+    ForgetPending,
+    StorePending,
+)
+from micromine.ledger_node.core.devices import LiveDevices, audit_probability
+from micromine.ledger_node.core.dispatch import Dispatcher
+from micromine.ledger_node.core.frauds import FraudBook
+from micromine.ledger_node.core.mempool import Mempool, PendingTx
+from micromine.ledger_node.core.peers import PeerTracker
+from micromine.ledger_node.core.receipts import ReceiptBook
+from micromine.ledger_node.core.render import block_to_json
+from micromine.ledger_node.core.replica import Replica
+from micromine.ledger_node.core.tally import (
     Outcome,
     TxVotes,
     agreement,
     compute_outcome,
     is_disputed,
     record_vote,
-)
-from micromine.ledger_node.transition import Transition, process_commit
-from micromine.ledger_node.verdicts import (
-    AssignmentSignatures,
-    check_verdict_binding,
-    check_verdict_signatures,
 )
 from micromine.protocol import topics
 from micromine.protocol.assignment import is_registry_height_in_window
@@ -87,6 +92,7 @@ from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.errors import DecodeError
+from micromine.protocol.genesis import ChainParams, Genesis
 from micromine.protocol.kinds import Reason, ReceiptStatus
 from micromine.protocol.messages import Submission, Transaction, Verdict
 from micromine.protocol.topics import Channel, Publish

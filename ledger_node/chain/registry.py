@@ -27,8 +27,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
-from micromine.ledger_node.enrollment import ApprovalRecord, compute_enrolled_registry_root
-from micromine.ledger_node.state import compute_bans_root, compute_registry_root
+from micromine.ledger_node.chain.enrollment import ApprovalRecord, compute_enrolled_registry_root
+from micromine.ledger_node.chain.state import compute_bans_root, compute_registry_root
 from micromine.protocol.assignment import compute_entitled
 
 ENTITLED_MEMO = 16_384  # (batch, registry height) rankings remembered

@@ -19,9 +19,9 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from micromine.ledger_node.genesis import ChainParams
-from micromine.ledger_node.state import EMPTY_ACCOUNT, Account
+from micromine.ledger_node.chain.state import EMPTY_ACCOUNT, Account
 from micromine.protocol.codec import encode
+from micromine.protocol.genesis import ChainParams
 from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import Transaction
 from micromine.protocol.validation import check_transaction_fields

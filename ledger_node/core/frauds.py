@@ -23,14 +23,14 @@ forged and device-rejected transactions.
 from collections import OrderedDict
 from collections.abc import Collection
 
-from micromine.ledger_node.genesis import ChainParams
-from micromine.ledger_node.registry import DeviceRegistry
-from micromine.ledger_node.verdicts import (
+from micromine.ledger_node.chain.registry import DeviceRegistry
+from micromine.ledger_node.chain.verdicts import (
     AssignmentSignatures,
     check_fraud_binding,
     check_fraud_evidence,
 )
 from micromine.protocol.block import FraudProof
+from micromine.protocol.genesis import ChainParams
 from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import Transaction, Verdict
 from micromine.protocol.validation import check_transaction_objective

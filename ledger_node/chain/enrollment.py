@@ -25,9 +25,9 @@ are ``[device, approved, height, timestamp_ms]`` in device order, one per device
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from micromine.ledger_node.genesis import Genesis
 from micromine.protocol import cbor
 from micromine.protocol.enrollment import DeviceApproval
+from micromine.protocol.genesis import Genesis
 from micromine.protocol.merkle import merkle_root, node_hash
 
 

@@ -48,15 +48,8 @@ import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
-from micromine.mqtt_parts import (
-    Backoff,
-    BrokerAddress,
-    Inbox,
-    Incoming,
-    LinkEvent,
-    LinkEventKind,
-    parse_broker_url,
-)
+from micromine.common.broker_url import BrokerAddress, parse_broker_url
+from micromine.common.inbox import Backoff, Inbox, Incoming, LinkEvent, LinkEventKind
 from micromine.protocol.auth import compute_static_password, login_credentials
 from micromine.protocol.crypto import KeyPair
 
@@ -76,7 +69,7 @@ __all__ = [
     "parse_broker_url",
 ]
 
-log = structlog.get_logger("micromine.mqtt")
+log = structlog.get_logger("micromine.common.mqtt")
 
 _DROP_WARN_INTERVAL_S = 1.0
 

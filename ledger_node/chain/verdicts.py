@@ -43,12 +43,12 @@ verified before".  Each problem is a short name: the core counts drops under it
 from collections import OrderedDict
 from collections.abc import Collection
 
-from micromine.ledger_node.genesis import ChainParams
-from micromine.ledger_node.registry import DeviceRegistry
+from micromine.ledger_node.chain.registry import DeviceRegistry
 from micromine.protocol.assignment import compute_judgements_root, is_registry_height_in_window
 from micromine.protocol.block import FraudProof
 from micromine.protocol.codec import is_signature_valid
 from micromine.protocol.crypto import sha256
+from micromine.protocol.genesis import ChainParams
 from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import Assignment, Verdict
 from micromine.protocol.validation import check_transaction_objective

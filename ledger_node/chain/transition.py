@@ -30,10 +30,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from micromine.ledger_node.chain_state import ChainState, ChainTip
-from micromine.ledger_node.enrollment import ApprovalRecord
-from micromine.ledger_node.registry import DeviceRegistry
-from micromine.ledger_node.state import (
+from micromine.ledger_node.chain.chain_state import ChainState, ChainTip
+from micromine.ledger_node.chain.enrollment import ApprovalRecord
+from micromine.ledger_node.chain.registry import DeviceRegistry
+from micromine.ledger_node.chain.state import (
     StateChanges,
     StateView,
     compute_accounts_root,
@@ -46,7 +46,7 @@ from micromine.ledger_node.state import (
     process_transaction,
     process_vesting,
 )
-from micromine.ledger_node.verdicts import check_fraud_binding, check_verdict_binding
+from micromine.ledger_node.chain.verdicts import check_fraud_binding, check_verdict_binding
 from micromine.protocol.block import Block, Reward, compute_body_hash, compute_tx_root
 from micromine.protocol.kinds import Reason
 from micromine.protocol.limits import (

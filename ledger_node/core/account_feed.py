@@ -18,8 +18,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from micromine.ledger_node.devices import DeviceRecord
-from micromine.ledger_node.state import EMPTY_ACCOUNT, Account, Vesting
+from micromine.ledger_node.chain.state import EMPTY_ACCOUNT, Account, Vesting
+from micromine.ledger_node.core.devices import DeviceRecord
 from micromine.protocol import topics
 from micromine.protocol.block import Block
 from micromine.protocol.topics import Channel, Publish

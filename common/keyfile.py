@@ -20,7 +20,7 @@ from micromine.protocol.crypto import KeyPair
 
 __all__ = ["KeyFileError", "load_key", "load_or_create_key"]
 
-log = structlog.get_logger("micromine.device_agent.keyfile")
+log = structlog.get_logger("micromine.common.keyfile")
 
 _SEED_HEX_LEN = 64
 _MAX_FILE_BYTES = 256  # a valid file is 65 bytes; anything much bigger is not a key file

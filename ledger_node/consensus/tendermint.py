@@ -83,8 +83,8 @@ Additions to the paper, each for a stated reason:
 import dataclasses
 import heapq
 
-from micromine.ledger_node.certificate import check_certificate
-from micromine.ledger_node.consensus_types import (
+from micromine.ledger_node.consensus.certificate import check_certificate
+from micromine.ledger_node.consensus.interface import (
     Broadcast,
     ConsensusApp,
     Decide,
@@ -96,7 +96,7 @@ from micromine.ledger_node.consensus_types import (
     Step,
     Timeouts,
 )
-from micromine.ledger_node.consensus_votes import (
+from micromine.ledger_node.consensus.votes import (
     ConsensusMessage,
     FutureBuffer,
     HeightLog,

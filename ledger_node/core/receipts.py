@@ -5,7 +5,7 @@ not 1000.  Only a transaction's owner answers (peers.py), so the book is asked t
 ``note_if_mine``.
 """
 
-from micromine.ledger_node.peers import PeerTracker
+from micromine.ledger_node.core.peers import PeerTracker
 from micromine.protocol import topics
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.crypto import KeyPair

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
-from micromine.ledger_node.consensus_votes import ConsensusMessage
+from micromine.ledger_node.consensus.votes import ConsensusMessage
 from micromine.protocol.block import Block
 from micromine.protocol.consensus import NIL, Prevote
 

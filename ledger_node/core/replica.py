@@ -28,10 +28,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from micromine.ledger_node.actions import Action, EvidenceFound, ImproveCertificate, ServeSync
-from micromine.ledger_node.blocks import BuiltBlock, build_block
-from micromine.ledger_node.certificate import CommitPool
-from micromine.ledger_node.consensus import (
+from micromine.ledger_node.chain.blocks import BuiltBlock, build_block
+from micromine.ledger_node.chain.transition import InvalidBlockError, Transition, state_transition
+from micromine.ledger_node.chain.verify import verify_block
+from micromine.ledger_node.consensus.certificate import CommitPool
+from micromine.ledger_node.consensus.tendermint import (
     ROUND_WINDOW,
     Broadcast,
     ConsensusCore,
@@ -44,8 +45,12 @@ from micromine.ledger_node.consensus import (
     SignedState,
     Timeouts,
 )
-from micromine.ledger_node.transition import InvalidBlockError, Transition, state_transition
-from micromine.ledger_node.verify import verify_block
+from micromine.ledger_node.core.actions import (
+    Action,
+    EvidenceFound,
+    ImproveCertificate,
+    ServeSync,
+)
 from micromine.protocol import topics
 from micromine.protocol.block import Block, CommitSignature
 from micromine.protocol.codec import Message, decode, encode, is_signature_valid
@@ -56,7 +61,7 @@ from micromine.protocol.limits import MAX_TIMESTAMP_MS
 from micromine.protocol.topics import Channel, Publish
 
 if TYPE_CHECKING:
-    from micromine.ledger_node.core import LedgerCore
+    from micromine.ledger_node.core.ledger import LedgerCore
 
 REBROADCAST_MS = 2000
 SYNC_RETRY_MS = 2000

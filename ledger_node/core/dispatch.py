@@ -33,15 +33,15 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from micromine.ledger_node.actions import Action
-from micromine.ledger_node.devices import DeviceRecord, LiveDevices, weighted_sample
-from micromine.ledger_node.genesis import ChainParams
-from micromine.ledger_node.registry import DeviceRegistry
-from micromine.ledger_node.tally import TxVotes
+from micromine.ledger_node.chain.registry import DeviceRegistry
+from micromine.ledger_node.core.actions import Action
+from micromine.ledger_node.core.devices import DeviceRecord, LiveDevices, weighted_sample
+from micromine.ledger_node.core.tally import TxVotes
 from micromine.protocol import topics
 from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.crypto import KeyPair
+from micromine.protocol.genesis import ChainParams
 from micromine.protocol.messages import Assignment, WorkBatch
 from micromine.protocol.topics import Channel, Publish
 

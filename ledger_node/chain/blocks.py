@@ -27,24 +27,23 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from micromine.ledger_node.chain_state import ChainState
+from micromine.ledger_node.chain.chain_state import ChainState
 
 # Re-exported: storage.py (edited elsewhere) still imports ChainTip from here.
-from micromine.ledger_node.chain_state import ChainTip as ChainTip  # noqa: PLC0414
-from micromine.ledger_node.enrollment import Enrollment
-from micromine.ledger_node.genesis import ChainParams
-from micromine.ledger_node.registry import DeviceRegistry
-from micromine.ledger_node.state import (
+from micromine.ledger_node.chain.chain_state import ChainTip as ChainTip  # noqa: PLC0414
+from micromine.ledger_node.chain.enrollment import Enrollment
+from micromine.ledger_node.chain.registry import DeviceRegistry
+from micromine.ledger_node.chain.state import (
     StateChanges,
     StateView,
     process_transaction,
     process_vesting,
 )
-from micromine.ledger_node.transition import (
+from micromine.ledger_node.chain.transition import (
     Transition,
     state_transition,
 )
-from micromine.ledger_node.verdicts import check_fraud_binding, check_verdict_binding
+from micromine.ledger_node.chain.verdicts import check_fraud_binding, check_verdict_binding
 from micromine.protocol.block import (
     Block,
     BlockHeader,
@@ -57,6 +56,7 @@ from micromine.protocol.codec import sign_commit
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.device import DeviceHello
 from micromine.protocol.enrollment import DeviceApproval
+from micromine.protocol.genesis import ChainParams
 from micromine.protocol.kinds import Reason
 from micromine.protocol.limits import (
     MAX_BLOCK_APPROVALS,

@@ -21,10 +21,10 @@ spent; one used again is caught by the registry being ahead of its tip.
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from micromine.ledger_node.enrollment import ApprovalRecord, Enrollment
-from micromine.ledger_node.genesis import ChainParams, Genesis
-from micromine.ledger_node.registry import DeviceRegistry
-from micromine.ledger_node.state import Account, VestingEntry
+from micromine.ledger_node.chain.enrollment import ApprovalRecord, Enrollment
+from micromine.ledger_node.chain.registry import DeviceRegistry
+from micromine.ledger_node.chain.state import Account, VestingEntry
+from micromine.protocol.genesis import ChainParams, Genesis
 
 
 @dataclass(frozen=True, slots=True)

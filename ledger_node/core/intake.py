@@ -27,7 +27,7 @@ Pure: time comes with each call, the caches are bounded, nothing here reads a cl
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 
-from micromine.ledger_node.actions import Dropped
+from micromine.ledger_node.core.actions import Dropped
 from micromine.protocol import topics
 from micromine.protocol.auth import LOGIN_WINDOW_MS
 from micromine.protocol.codec import decode

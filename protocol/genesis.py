@@ -10,7 +10,6 @@ than in a node's configuration, so that every node applies the same rules.
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from micromine.protocol import cbor
@@ -212,16 +211,6 @@ class Genesis:
             if isinstance(exc, GenesisError):
                 raise
             raise GenesisError(f"bad value: {exc}") from None
-
-    @classmethod
-    def load(cls, path: Path) -> "Genesis":
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise GenesisError(f"cannot read genesis {path}: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise GenesisError(f"genesis {path} is not UTF-8 text: {exc.reason}") from None
-        return cls.from_json(text)
 
 
 def _int_fields(params: Mapping[str, Any]) -> dict[str, int]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from micromine.mqtt import LinkConfig, MqttLink, TlsFiles, Will
-from micromine.mqtt_parts import Backoff, Inbox, Incoming, LinkEvent, LinkEventKind
+from micromine.common.inbox import Backoff, Inbox, Incoming, LinkEvent, LinkEventKind
+from micromine.common.mqtt import LinkConfig, MqttLink, TlsFiles, Will
 
 
 def test_backoff_grows_stays_in_bounds_and_resets() -> None:
