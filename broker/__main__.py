@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from micromine.broker.config import BrokerConfig, add_broker_arguments, config_from_args
 from micromine.broker.embedded import main_run
 from micromine.ledger_node.genesis import GenesisError
+from micromine.signals import until_stopped
 
 
 def parse_args(argv: Sequence[str] | None = None) -> BrokerConfig:
@@ -31,6 +32,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BrokerConfig:
         parser.error(str(exc))
 
 
+@until_stopped
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and run the broker until SIGINT/SIGTERM."""
     return main_run(parse_args(argv))

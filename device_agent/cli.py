@@ -26,6 +26,7 @@ from micromine.device_agent.service import AgentService
 from micromine.device_agent.settings import Resolved, add_setting_flags
 from micromine.device_agent.status_file import run_status_command
 from micromine.logs import configure_logging
+from micromine.signals import until_stopped
 
 __all__ = ["add_agent_arguments", "add_agent_commands", "main", "run_agent"]
 
@@ -77,6 +78,7 @@ def add_agent_commands(parser: argparse.ArgumentParser) -> Any:
     return actions
 
 
+@until_stopped
 def run_agent(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM/SIGINT; returns the process exit code."""
     try:

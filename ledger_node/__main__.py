@@ -10,6 +10,7 @@ from micromine.ledger_node.genesis import GenesisError
 from micromine.ledger_node.service import run_ledger
 from micromine.ledger_node.storage import StorageError
 from micromine.logs import configure_logging
+from micromine.signals import until_stopped
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -22,6 +23,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 2
 
 
+@until_stopped
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="micromine ledger", description="Run a ledger node.")
     add_ledger_arguments(parser)
