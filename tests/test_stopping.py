@@ -1,61 +1,26 @@
 """SIGTERM means what Ctrl-C means (micromine/signals.py), and no child outlives devnet.
 
-The process tests mark every process they start with an environment variable of their
-own (children inherit it), and find them all in /proc by it: what the test started, and
-what that started in turn, whatever their command lines.
+The process tests find what they started, and what that started, by a tag in the
+environment (tests/tagged_processes.py).
 """
 
-import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from brokers import wait_until
+from tagged_processes import kill_tagged, new_tag, tagged, tagged_environment
 
 from micromine.processes import free_port
 from micromine.signals import EXIT_STOPPED, StopSignals, sigterm_as_sigint, until_stopped
 
-TAG = "MICROMINE_STOP_TEST_TAG"
 DEVNET_FLAGS = ("--ledgers", "4", "--agents", "2", "--tx-rate", "10", "--duration", "60")
 CHILDREN = 1 + 4 + 2  # broker, ledgers, agents (the load generator starts later)
-
-
-def tagged(tag: str) -> set[int]:
-    """The live processes that carry ``TAG=tag`` in their environment (zombies are dead)."""
-    marker = f"{TAG}={tag}".encode()
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _alive(int(entry.name), marker):
-            found.add(int(entry.name))
-    return found
-
-
-def _alive(pid: int, marker: bytes) -> bool:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # gone, or not ours
-        return False
-    state = stat[stat.rindex(")") + 2 :].split()[0]
-    return state not in ("Z", "X") and marker in environ.split(b"\0")
-
-
-def kill_tagged(tag: str) -> None:
-    """After a failure: SIGKILL whatever the test started that is still there."""
-    for pid in tagged(tag):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def tagged_environment(tag: str) -> dict[str, str]:
-    return {**os.environ, TAG: tag, "PYTHONUNBUFFERED": "1"}
 
 
 def micromine_command(*args: str) -> list[str]:
@@ -115,7 +80,7 @@ def test_a_signal_inside_a_deferred_block_raises_at_its_end() -> None:
 def test_a_child_is_killed_with_its_parent(tmp_path: Path) -> None:
     """A parent that is SIGKILLed cannot stop its ManagedProcess children; the kernel
     does (PR_SET_PDEATHSIG)."""
-    tag = uuid.uuid4().hex
+    tag = new_tag()
     parent_code = (
         "import sys, time\n"
         "from pathlib import Path\n"
@@ -151,7 +116,7 @@ def test_devnet_under_timeout_leaves_no_process_behind_and_prints_its_summary(
     timeout = shutil.which("timeout")
     if timeout is None:
         pytest.skip("coreutils' timeout is not installed")
-    tag = uuid.uuid4().hex
+    tag = new_tag()
     data_dir = tmp_path / "devnet"
     out, err = tmp_path / "devnet.out", tmp_path / "devnet.err"
     with out.open("w") as stdout, err.open("w") as stderr:
@@ -190,7 +155,7 @@ def test_devnet_under_timeout_leaves_no_process_behind_and_prints_its_summary(
 
 @pytest.mark.integration
 def test_devnet_killed_takes_its_children_with_it(tmp_path: Path) -> None:
-    tag = uuid.uuid4().hex
+    tag = new_tag()
     err = tmp_path / "devnet.err"
     with err.open("w") as stderr:
         devnet = subprocess.Popen(
