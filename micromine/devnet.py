@@ -16,10 +16,10 @@ exercises what guards them.
 
 Stopping: SIGINT (Ctrl-C) and SIGTERM (``timeout``, systemd, ``docker stop``, CI) alike
 end the run early: every child gets SIGTERM at once (the broker last, so the others can
-still say goodbye through it) and SIGKILL if it has not exited within 10 s, or at once
-on a second signal; the summary is printed, with ``interrupted`` true, and devnet exits
-0, as after a full run.  If devnet itself is killed (SIGKILL), the kernel kills the
-children (micromine/processes.py).
+still say goodbye through it) and SIGKILL if it has not exited within 10 s (further
+signals change nothing: the stop is bounded anyway); the summary is printed, with
+``interrupted`` true, and devnet exits 0, as after a full run.  If devnet itself is
+killed (SIGKILL), the kernel kills the children (micromine/processes.py).
 """
 
 import argparse
@@ -263,12 +263,9 @@ class Devnet:
 
     def stop_all(self) -> dict[str, int | None]:
         """Everyone but the broker at once, then the broker (so that the ledgers and agents
-        can still publish their offline status); bounded: SIGKILL after 10 s each round,
-        or at once on a second Ctrl-C or SIGTERM."""
-        clients = [p for p in self.processes if p.name != "broker"]
-        codes = stop_processes(clients, hurry=self.signals.hurry)
-        brokers = [p for p in self.processes if p.name == "broker"]
-        return {**codes, **stop_processes(brokers, hurry=self.signals.hurry)}
+        can still publish their offline status); bounded: SIGKILL after 10 s each round."""
+        codes = stop_processes(p for p in self.processes if p.name != "broker")
+        return {**codes, **stop_processes(p for p in self.processes if p.name == "broker")}
 
 
 def run_devnet(args: argparse.Namespace) -> int:

@@ -139,19 +139,16 @@ def _die_with_parent(parent: int) -> Callable[[], None] | None:
 
 
 def stop_processes(
-    processes: Iterable["ManagedProcess"],
-    timeout: float = STOP_TIMEOUT_S,
-    hurry: Callable[[], bool] = lambda: False,
+    processes: Iterable["ManagedProcess"], timeout: float = STOP_TIMEOUT_S
 ) -> dict[str, int | None]:
     """SIGTERM to every one at once, then SIGKILL to those still running after
-    ``timeout`` seconds, or as soon as ``hurry()`` says so (a second Ctrl-C); every one
-    waited for.  Returns each one's exit code by name (negative: the signal that ended
-    it, -9 if it had to be killed)."""
+    ``timeout`` seconds; every one waited for.  Returns each one's exit code by name
+    (negative: the signal that ended it, -9 if it had to be killed)."""
     processes = list(processes)
     for process in processes:
         process.terminate()
     deadline = time.monotonic() + timeout
-    while any(p.running() for p in processes) and time.monotonic() < deadline and not hurry():
+    while any(p.running() for p in processes) and time.monotonic() < deadline:
         time.sleep(0.05)
     for process in processes:
         process.kill()

@@ -13,7 +13,9 @@ runners stop it with SIGTERM.  Every command treats the two alike.
 ``blocks watch`` and devnet.  ``StopSignals`` is for a run with something to do after
 the signal (devnet stops its children, the load generator prints its report): the first
 SIGINT or SIGTERM raises ``KeyboardInterrupt`` and no later one does, so that work cannot
-be cut short; a second signal asks it to hurry.
+be cut short.  A later signal is not a request to hurry either: ``timeout`` sends its
+signal twice (to the command, then to its process group), so "a second Ctrl-C" cannot be
+told from one; the stop is bounded instead (micromine/processes.py).
 
 Exit codes: a command that runs until stopped exits ``EXIT_STOPPED`` (0) once stopped
 and cleaned up; a one-shot command (``tx send``, ``devices approve``, ...) stopped
@@ -88,9 +90,9 @@ class StopSignals:
 
     The first signal raises ``KeyboardInterrupt`` (so the run unwinds to its cleanup,
     as after Ctrl-C) and disarms; :meth:`disarm` does the same when the run ends by
-    itself.  Disarmed, a signal is only counted: the cleanup goes on, and from the second
-    signal on :meth:`hurry` is true (stop waiting, kill).  :meth:`deferred` holds a signal
-    back over a few lines that must not be split (a child started but not yet recorded).
+    itself.  Disarmed, a signal is only counted (``received``): the cleanup goes on.
+    :meth:`deferred` holds a signal back over a few lines that must not be split (a child
+    started but not yet recorded).
 
     It does not stop anything itself, and does nothing outside the main thread.
     """
@@ -111,10 +113,6 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
-
-    def hurry(self) -> bool:
-        """A second signal came: whoever is stopping should stop waiting."""
-        return self.received >= 2
 
     def disarm(self) -> None:
         """The run is over: from now on a signal is counted, never raised."""

@@ -46,14 +46,15 @@ def test_a_command_that_runs_until_stopped_exits_0_on_sigterm() -> None:
     assert serve() == EXIT_STOPPED
 
 
-def test_the_first_stop_signal_interrupts_the_run_and_later_ones_only_hurry_the_cleanup() -> None:
+def test_the_first_stop_signal_interrupts_the_run_and_later_ones_leave_the_cleanup_alone() -> None:
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with StopSignals() as stop:
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGTERM)
-        assert not stop.armed and not stop.hurry()
-        signal.raise_signal(signal.SIGINT)  # during the cleanup: counted, not raised
-        assert stop.hurry() and stop.received == 2
+        assert not stop.armed
+        signal.raise_signal(signal.SIGTERM)  # timeout's second copy, to the process group
+        signal.raise_signal(signal.SIGINT)  # or an impatient Ctrl-C: counted, not raised
+        assert stop.received == 3
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
@@ -70,7 +71,7 @@ def test_a_signal_inside_a_deferred_block_raises_at_its_end() -> None:
         assert stop.armed  # no signal came: the next one still interrupts
         stop.disarm()
         signal.raise_signal(signal.SIGTERM)  # after the run: counted only
-        assert stop.received == 1 and not stop.hurry()
+        assert stop.received == 1
 
 
 # ---- real processes ------------------------------------------------------------------
@@ -140,7 +141,7 @@ def test_devnet_under_timeout_leaves_no_process_behind_and_prints_its_summary(
             code = run.wait(timeout=10)
     log = err.read_text()
     assert code == EXIT_STOPPED, log[-3000:]
-    assert len(seen - {run.pid}) >= 1 + CHILDREN, (seen, log[-3000:])  # devnet and children
+    assert len(seen - {run.pid}) >= 2, (seen, log[-3000:])  # devnet and its first child
     assert not tagged(tag), f"left behind: {tagged(tag)}"
     assert "devnet: interrupted; stopping every process" in log
     assert "devnet summary: " in log
@@ -149,8 +150,9 @@ def test_devnet_under_timeout_leaves_no_process_behind_and_prints_its_summary(
     codes = summary["exit_codes"]
     assert {f"ledger-{i}" for i in range(1, 5)} | {"broker", "agent-1", "agent-2"} <= set(codes)
     assert -signal.SIGKILL not in codes.values(), codes  # each one stopped by itself in time
-    if "submitted" in summary:  # the load had started, so every child was up: each one
-        assert set(codes.values()) == {0}, codes  # handled its SIGTERM and exited 0
+    if "submitted" in summary:  # the load had started, so every child was up (and seen),
+        assert len(seen - {run.pid}) >= 1 + CHILDREN + 1, seen  # and each one handled
+        assert set(codes.values()) == {0}, codes  # its SIGTERM and exited 0
 
 
 @pytest.mark.integration
