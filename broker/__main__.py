@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from micromine.broker.config import BrokerConfig, add_broker_arguments, config_from_args
 from micromine.broker.embedded import main_run
+from micromine.common.signals import until_stopped
 from micromine.protocol.genesis import GenesisError
 
 
@@ -31,6 +32,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BrokerConfig:
         parser.error(str(exc))
 
 
+@until_stopped
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and run the broker until SIGINT/SIGTERM."""
     return main_run(parse_args(argv))

@@ -171,6 +171,10 @@ async def run_broker(
 def main_run(cfg: BrokerConfig) -> int:
     """Blocking entry point for ``micromine broker``: 0 after SIGINT/SIGTERM, 1 if it can't bind.
 
+    A signal before the handlers are installed raises KeyboardInterrupt; the callers
+    (``micromine broker``, ``python -m micromine.broker``) are ``@until_stopped``, which
+    makes that a stop too.
+
     Prints one line on stderr once listening (so a human sees it came up) and a one-line
     error instead of a traceback when startup fails.  Configures stderr logging at WARNING
     only if the caller (the CLI) has not configured logging already.
@@ -198,6 +202,4 @@ def main_run(cfg: BrokerConfig) -> int:
     except BrokerError as exc:
         print(f"micromine broker: cannot start: {exc.__cause__ or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # SIGINT before the handlers were installed
-        return 0
     return 0

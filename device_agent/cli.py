@@ -21,6 +21,7 @@ import structlog
 
 from micromine.common.keyfile import KeyFileError, load_or_create_key
 from micromine.common.logs import configure_logging
+from micromine.common.signals import until_stopped
 from micromine.device_agent import systemd
 from micromine.device_agent.config import AgentConfig, load, render_toml
 from micromine.device_agent.service import AgentService
@@ -77,6 +78,7 @@ def add_agent_commands(parser: argparse.ArgumentParser) -> Any:
     return actions
 
 
+@until_stopped
 def run_agent(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM/SIGINT; returns the process exit code."""
     try:

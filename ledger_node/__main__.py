@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from micromine.common.keyfile import KeyFileError, load_key
 from micromine.common.logs import configure_logging
+from micromine.common.signals import until_stopped
 from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
 from micromine.ledger_node.service import run_ledger
 from micromine.ledger_node.storage import StorageError
@@ -22,6 +23,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 2
 
 
+@until_stopped
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="micromine ledger", description="Run a ledger node.")
     add_ledger_arguments(parser)

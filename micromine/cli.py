@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from micromine import __version__
 from micromine.common.genesis_file import load_genesis
+from micromine.common.signals import EXIT_INTERRUPTED, StopSignals, sigterm_as_sigint, until_stopped
 
 MAX_LOAD_SENDERS = 10_000
 
@@ -33,10 +34,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from micromine.common.logs import configure_logging
 
     configure_logging("warning")  # to stderr; roles that log more reconfigure it
-    try:
-        return int(args.run(args))
-    except KeyboardInterrupt:
-        return 130
+    # SIGTERM (timeout, systemd, docker stop) means what Ctrl-C means.  A command that
+    # runs until stopped is marked @until_stopped and exits 0 once stopped; a one-shot
+    # command cut short exits 130 (common/signals.py).
+    with sigterm_as_sigint():
+        try:
+            return int(args.run(args))
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,6 +277,7 @@ def _hex_key(text: str, flag: str) -> bytes:
 # ---- roles --------------------------------------------------------------------------
 
 
+@until_stopped
 def cmd_broker(args: argparse.Namespace) -> int:
     from micromine.broker.config import config_from_args
     from micromine.protocol.genesis import GenesisError
@@ -296,18 +302,21 @@ def cmd_mosquitto_config(args: argparse.Namespace) -> int:
     return run_mosquitto_config(args)
 
 
+@until_stopped
 def cmd_ledger(args: argparse.Namespace) -> int:
     from micromine.ledger_node.__main__ import run_from_args
 
     return run_from_args(args)
 
 
+@until_stopped
 def cmd_load(args: argparse.Namespace) -> int:
     from micromine.loadgen import run_main
 
     return run_main(args)
 
 
+@until_stopped
 def cmd_devnet(args: argparse.Namespace) -> int:
     from micromine.common.logs import configure_logging
     from micromine.devnet import run_devnet
@@ -428,6 +437,7 @@ def _watch_link_settings(args: argparse.Namespace) -> "tuple[Login | None, TlsFi
         raise ValueError(str(exc)) from None
 
 
+@until_stopped
 def cmd_blocks_watch(args: argparse.Namespace) -> int:
     from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
     from micromine.protocol import topics
@@ -450,29 +460,39 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
         client_id=f"watch-{time.time_ns() % 10**9}", broker_url=args.broker,
         subscriptions=((topics.blocks(args.chain), 1),), login=login, tls=tls,
     ))  # fmt: skip
-    seen = undecodable = 0
+    counts = {"blocks": 0, "undecodable": 0}
     last_complaint = -1.0
-    with link:
-        if not link.wait_connected(30):
-            print(f"micromine blocks watch: cannot reach {args.broker}", file=sys.stderr)
-            return 1
-        print(f"watching {topics.blocks(args.chain)} on {args.broker}", file=sys.stderr, flush=True)
-        while not args.count or seen < args.count:
-            item = link.get(1.0)
-            if not isinstance(item, Incoming):
-                continue
+    with StopSignals() as stop, link:
+        try:
             try:
-                block = decode(item.payload, Block)
-            except DecodeError as exc:
-                undecodable += 1  # anyone may publish here on an open broker: one line a second
-                if time.monotonic() - last_complaint >= 1.0:
-                    last_complaint = time.monotonic()
-                    print(f"undecodable block message ({undecodable} in all): {exc}",
-                          file=sys.stderr)  # fmt: skip
-                continue
-            seen += 1
-            print(describe_block(block, args.chain, validators if args.verify else None,
-                                 as_json=args.json), flush=True)  # fmt: skip
+                if not link.wait_connected(30):
+                    print(f"micromine blocks watch: cannot reach {args.broker}", file=sys.stderr)
+                    return 1
+                print(f"watching {topics.blocks(args.chain)} on {args.broker}", file=sys.stderr,
+                      flush=True)  # fmt: skip
+                while not args.count or counts["blocks"] < args.count:
+                    item = link.get(1.0)
+                    if not isinstance(item, Incoming):
+                        continue
+                    try:
+                        block = decode(item.payload, Block)
+                    except DecodeError as exc:
+                        # anyone may publish here on an open broker: one line a second
+                        counts["undecodable"] += 1
+                        if time.monotonic() - last_complaint >= 1.0:
+                            last_complaint = time.monotonic()
+                            print(f"undecodable block message ({counts['undecodable']} in "
+                                  f"all): {exc}", file=sys.stderr)  # fmt: skip
+                        continue
+                    counts["blocks"] += 1
+                    print(describe_block(block, args.chain, validators if args.verify else None,
+                                         as_json=args.json), flush=True)  # fmt: skip
+            finally:
+                stop.disarm()
+        except KeyboardInterrupt:  # SIGINT or SIGTERM: a watcher's normal end
+            pass
+    print(f"blocks watch: {counts['blocks']} blocks, {counts['undecodable']} undecodable",
+          file=sys.stderr, flush=True)  # fmt: skip
     return 0
 
 

@@ -13,6 +13,13 @@ ledger's stored chain, which devices were banned by fraud proofs, and what each 
 earned, before and after the last ban.  Devnet's genesis leaves transaction signatures
 to the devices (``--recheck-tx-signatures 0``, unlike the chain default) so that it
 exercises what guards them.
+
+Stopping: SIGINT (Ctrl-C) and SIGTERM (``timeout``, systemd, ``docker stop``, CI) alike
+end the run early: every child gets SIGTERM at once (the broker last, so the others can
+still say goodbye through it) and SIGKILL if it has not exited within 10 s (further
+signals change nothing: the stop is bounded anyway); the summary is printed, with
+``interrupted`` true, and devnet exits 0, as after a full run.  If devnet itself is
+killed (SIGKILL), the kernel kills the children (micromine/processes.py).
 """
 
 import argparse
@@ -29,6 +36,7 @@ from micromine.barrage import Barrage
 from micromine.chains import compare_chains, read_device_ledger
 from micromine.common.keyfile import load_or_create_key
 from micromine.common.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
+from micromine.common.signals import StopSignals
 from micromine.device_agent.config import ENV_ALLOW_LYING
 from micromine.loadgen import load_balances
 from micromine.processes import (
@@ -37,6 +45,7 @@ from micromine.processes import (
     free_port,
     port_open,
     python_module,
+    stop_processes,
     wait_until,
 )
 from micromine.protocol import topics
@@ -155,9 +164,10 @@ def write_genesis(args: argparse.Namespace, data_dir: Path) -> Path:
 
 
 class Devnet:
-    def __init__(self, args: argparse.Namespace, data_dir: Path) -> None:
+    def __init__(self, args: argparse.Namespace, data_dir: Path, signals: StopSignals) -> None:
         self.args = args
         self.data_dir = data_dir
+        self.signals = signals
         self.processes: list[ManagedProcess] = []
         self.broker_url: str = args.broker or ""
         self.link_flags: list[str] = []  # --login and --tls-* for every client process
@@ -178,8 +188,9 @@ class Devnet:
         self, name: str, argv: list[str], env: dict[str, str] | None = None
     ) -> ManagedProcess:
         log_path = self.data_dir / "logs" / f"{name}.log"
-        process = ManagedProcess(name, argv, log_path, env).start()
-        self.processes.append(process)
+        with self.signals.deferred():  # a child started is a child recorded, to be stopped
+            process = ManagedProcess(name, argv, log_path, env).start()
+            self.processes.append(process)
         return process
 
     def start_cluster(self) -> None:
@@ -251,25 +262,36 @@ class Devnet:
         return [p for p in self.processes if p.name != "loadgen" and not p.running()]
 
     def stop_all(self) -> dict[str, int | None]:
-        codes = {}
-        for process in reversed(self.processes):  # load and agents first, broker last
-            codes[process.name] = process.stop()
-        return codes
+        """Everyone but the broker at once, then the broker (so that the ledgers and agents
+        can still publish their offline status); bounded: SIGKILL after 10 s each round."""
+        codes = stop_processes(p for p in self.processes if p.name != "broker")
+        return {**codes, **stop_processes(p for p in self.processes if p.name == "broker")}
 
 
 def run_devnet(args: argparse.Namespace) -> int:
     if not 0 <= args.lying_agents <= args.agents:
         say("devnet: error: --lying-agents must be 0..--agents")
         return 2
+    with StopSignals() as signals:
+        return run_and_report(args, signals)
+
+
+def run_and_report(args: argparse.Namespace, signals: StopSignals) -> int:
+    """Run the cluster until the load is done or a stop signal comes, stop every child,
+    then report.  Only the run can be interrupted: the first signal ends it (and
+    disarms ``signals``), so stopping and reporting always run to their end."""
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="devnet-"))
     data_dir.mkdir(parents=True, exist_ok=True)
-    devnet = Devnet(args, data_dir)
+    devnet = Devnet(args, data_dir, signals)
     progress = Progress()
     say(f"devnet: data and logs in {data_dir}")
     interrupted = False
     report: dict[str, Any] = {}
     try:
-        report = run_load_with_progress(devnet, progress)
+        try:
+            report = run_load_with_progress(devnet, progress)
+        finally:
+            signals.disarm()
     except KeyboardInterrupt:
         interrupted = True
         say("devnet: interrupted; stopping every process")

@@ -14,13 +14,11 @@ import json
 import os
 import random
 import resource
-import signal
 import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import structlog
@@ -29,6 +27,7 @@ from micromine.client import LedgerClient
 from micromine.common.keyfile import KeyFileError, load_key
 from micromine.common.logs import configure_logging
 from micromine.common.mqtt import Login, add_link_arguments, link_settings_from
+from micromine.common.signals import StopSignals, until_stopped
 from micromine.protocol.block import Block
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.crypto import KeyPair, sha256
@@ -146,7 +145,10 @@ class LoadState:
             self.committed_in_blocks[tx.id] = block.height
 
 
-def run_load(args: argparse.Namespace) -> dict[str, Any]:
+def run_load(args: argparse.Namespace, stop: StopSignals) -> dict[str, Any]:
+    """Submit, settle and report.  A stop signal (SIGINT, or SIGTERM from devnet, systemd
+    or ``timeout``) at any point after the settings are read ends the run early; the
+    report then says what happened so far, with ``interrupted`` true."""
     state = LoadState(
         chain_id=args.chain,
         senders=[sender_key(args.first_sender + i) for i in range(args.senders)],
@@ -165,26 +167,37 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
     client = LedgerClient(
         args.broker, args.chain, watch_blocks=True, on_block=state.on_block, login=login, tls=tls
     )
-    if args.presign:  # signing costs more than sending: take it out of the paced loop
-        now_ms = time.time_ns() // 1_000_000
-        count = int(args.tx_rate * args.duration) + 1
-        state.presigned.extend(state.next_valid(now_ms) for _ in range(count))
+    started = time.monotonic()
+    interrupted = False
     with client:
-        client.connect(timeout=30)
-        log.info("load started", tx_rate=args.tx_rate, duration=args.duration)
-        started = time.monotonic()
         try:
-            submit_for(args, state, client, started)
-            log.info("submission finished; settling", submitted=len(state.submitted_at))
-            settle_deadline = time.monotonic() + args.settle
-            while time.monotonic() < settle_deadline:
-                if all(i in client.fates and client.fates[i].final for i in state.submitted_at):
-                    break
-                resend_unsettled(state, client)
-                client.poll(0.2)
-        except KeyboardInterrupt:  # SIGINT, or SIGTERM from devnet: report what we have
+            try:
+                if args.presign:  # signing costs more than sending: out of the paced loop
+                    now_ms = time.time_ns() // 1_000_000
+                    count = int(args.tx_rate * args.duration) + 1
+                    state.presigned.extend(state.next_valid(now_ms) for _ in range(count))
+                client.connect(timeout=30)
+                log.info("load started", tx_rate=args.tx_rate, duration=args.duration)
+                started = time.monotonic()
+                submit_for(args, state, client, started)
+                log.info("submission finished; settling", submitted=len(state.submitted_at))
+                settle(args, state, client)
+            finally:
+                stop.disarm()  # from here on a signal cannot cut the report short
+        except KeyboardInterrupt:  # the first SIGINT or SIGTERM: report what we have
+            interrupted = True
             log.info("interrupted; reporting so far", submitted=len(state.submitted_at))
-        return summarise(state, client, started)
+        return {**summarise(state, client, started), "interrupted": interrupted}
+
+
+def settle(args: argparse.Namespace, state: LoadState, client: LedgerClient) -> None:
+    """Wait, at most ``args.settle`` seconds, for a final receipt of every submission."""
+    settle_deadline = time.monotonic() + args.settle
+    while time.monotonic() < settle_deadline:
+        if all(i in client.fates and client.fates[i].final for i in state.submitted_at):
+            break
+        resend_unsettled(state, client)
+        client.poll(0.2)
 
 
 def submit_for(
@@ -357,6 +370,7 @@ def add_loadgen_arguments(parser: argparse.ArgumentParser) -> None:
     add_link_arguments(parser)
 
 
+@until_stopped
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="micromine-loadgen", description=__doc__)
     add_loadgen_arguments(parser)
@@ -364,23 +378,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    """``micromine load`` and ``python -m micromine.loadgen``: run, report, exit 0."""
+    """``micromine load`` and ``python -m micromine.loadgen``: run, report, exit 0, also
+    when stopped early by SIGINT or SIGTERM (the report then says ``interrupted``)."""
     configure_logging("info")
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        report = run_load(args)
-    except (LoadSettingError, TimeoutError) as exc:
-        print(f"micromine load: {exc}", file=sys.stderr)
-        return 1
-    text = json.dumps(report)
-    if args.report:
-        args.report.write_text(text + "\n")
-    print(text, file=sys.stdout)
+    with StopSignals() as stop:
+        try:
+            report = run_load(args, stop)
+        except (LoadSettingError, TimeoutError) as exc:
+            print(f"micromine load: {exc}", file=sys.stderr)
+            return 1
+        text = json.dumps(report)
+        if args.report:
+            args.report.write_text(text + "\n")
+        print(text, file=sys.stdout, flush=True)
     return 0
-
-
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

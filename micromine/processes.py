@@ -1,22 +1,32 @@
 """Starting and stopping the platform's own processes (devnet, tests, benchmarks).
 
-Every child gets its own log file and its own process group, is stopped with SIGTERM
-first (so it can publish its offline status and close its database) and SIGKILL only
-if it does not exit in time.
+Every child gets its own log file and its own session (so Ctrl-C in a terminal reaches
+only the parent, which stops the children in order), is stopped with SIGTERM first (so
+it can publish its offline status and close its database) and SIGKILL only if it does
+not exit in time (:func:`stop_processes` stops many at once, within one deadline).
+
+A child must not outlive a parent that is killed without a chance to stop it (SIGKILL,
+the OOM killer, a crash): on Linux every child started from the main thread asks the
+kernel for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``, see
+:func:`_die_with_parent`).
 """
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+STOP_TIMEOUT_S = 10.0  # between SIGTERM and SIGKILL
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,68 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = (ctypes.c_int, *(ctypes.c_ulong,) * 4)
+    prctl.restype = ctypes.c_int
+    function: Callable[..., int] = prctl
+    return function
+
+
+_PRCTL = _load_prctl()  # looked up here: the child between fork and exec only calls it
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when ``parent`` dies; None where
+    it cannot be had (not Linux, or not the main thread).
+
+    Why this and not only a process group: a group the parent kills in its cleanup helps
+    only when the parent gets to clean up; after a SIGKILL nobody is left to do it, and
+    the kernel is the only one who can.  Why SIGKILL and not SIGTERM: the parent had no
+    chance to stop the children in order, so there is no order to keep, and SIGKILL
+    cannot be ignored or stalled; every role survives it by design (SQLite's WAL, the
+    MQTT Last Will).  Three caveats.  The signal comes when the *thread* that started the
+    child ends, so only children started from the main thread, which lasts as long as
+    the process, get it.  ``preexec_fn`` runs Python between fork and exec, which the
+    subprocess documentation calls unsafe in a threaded process (a lock held by another
+    thread at the fork stays held in the child); this one takes no lock: it calls a
+    function looked up in advance and two system calls.  And a parent that died before
+    the call is seen by the child afterwards: its parent is then no longer ``parent``.
+    Survives exec (not exec of a set-user-ID program, which micromine never runs)."""
+    if _PRCTL is None or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl, kill = _PRCTL, int(signal.SIGKILL)
+
+    def set_parent_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the line above
+            os.kill(os.getpid(), kill)
+
+    return set_parent_death_signal
+
+
+def stop_processes(
+    processes: Iterable["ManagedProcess"], timeout: float = STOP_TIMEOUT_S
+) -> dict[str, int | None]:
+    """SIGTERM to every one at once, then SIGKILL to those still running after
+    ``timeout`` seconds; every one waited for.  Returns each one's exit code by name
+    (negative: the signal that ended it, -9 if it had to be killed)."""
+    processes = list(processes)
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + timeout
+    while any(p.running() for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for process in processes:
+        process.kill()
+    return {process.name: process.stop() for process in processes}
+
+
 class ManagedProcess:
     """A child process with a name, a log file and a bounded, graceful stop."""
 
@@ -110,6 +182,7 @@ class ManagedProcess:
             stdin=subprocess.DEVNULL,
             env=environment,
             start_new_session=True,  # Ctrl-C in a terminal reaches only the orchestrator
+            preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 - see _die_with_parent
         )
         return self
 
@@ -124,6 +197,12 @@ class ManagedProcess:
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting (:meth:`stop` waits)."""
+        if self.running():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.running():
             assert self.proc is not None
@@ -131,7 +210,7 @@ class ManagedProcess:
             if sig == signal.SIGKILL:
                 self.proc.wait(timeout=10)
 
-    def stop(self, timeout: float = 10.0) -> int | None:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
         if self.proc is None:
             return None
