@@ -12,7 +12,7 @@ SEEDS ?= 100000
 FUZZ_SECONDS ?= 60
 FUZZ_EXAMPLES ?= 2000
 
-.PHONY: help devnet test bench lint format typecheck sim fuzz mosquitto clean
+.PHONY: help devnet test bench lint format typecheck imports sim fuzz mosquitto clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -46,9 +46,22 @@ fuzz: $(STAMP)  ## long fuzzing: hypothesis fuzz tests FUZZ_EXAMPLES examples ea
 	MICROMINE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -o timeout=0 tests/test_fuzz_*.py -k 'not atheris'
 	$(BIN)/python tests/fuzz/run.py --seconds $(FUZZ_SECONDS)
 
-lint: $(STAMP) typecheck  ## ruff (lint and format check) and mypy on the pure packages
+lint: $(STAMP) typecheck imports  ## ruff (lint and format check), mypy on the pure packages, import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# import-linter checks the contracts in pyproject.toml.  It reads the packages from the
+# file system and puts the working directory first on sys.path, so it runs in a tree that
+# spells out the package-dir mapping with real folders (hard links), without site's
+# editable finder (python -S) and with the venv's packages added by hand.
+SITE_PACKAGES = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages))
+imports: $(STAMP)  ## the import contracts (import-linter): layers point downward, pure cores import no I/O
+	@rm -rf build/imports && mkdir -p build/imports/micromine
+	@cp -rl micromine/. build/imports/micromine/
+	@for d in protocol common broker device_agent ledger_node; do cp -rl $$d build/imports/micromine/$$d; done
+	cd build/imports && ../../$(BIN)/python -S -c 'import sys; sys.path[:0] = ["../../$(SITE_PACKAGES)"]; \
+		from importlinter.cli import lint_imports_command; \
+		sys.argv = ["lint-imports", "../../pyproject.toml", "--no-cache"]; lint_imports_command()'
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
