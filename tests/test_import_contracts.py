@@ -34,7 +34,12 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
         "lint_imports_command()"
     )
     return subprocess.run(
-        [sys.executable, "-S", "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+        [sys.executable, "-S", "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
