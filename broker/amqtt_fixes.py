@@ -1,5 +1,8 @@
 """Workarounds for amqtt 0.12.1 behaviour that breaks micromine, each one covered by a test.
 
+Longer than our other modules on purpose: the fixes must be reviewed together when amqtt
+changes, so they stay in one file, each under its number below.
+
 Kept apart from :mod:`micromine.broker.embedded` so that upgrading amqtt means reviewing
 exactly this file: every fix overrides a *private* ``Broker`` method, which is only safe
 because pyproject pins ``amqtt==0.12.1``.  Each fix names the test in

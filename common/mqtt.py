@@ -1,5 +1,8 @@
 """A thin, typed adapter over paho-mqtt 2.x shared by the device agent and the ledger node.
 
+Longer than our other modules on purpose: it is the one place paho is touched, and its
+threading, reconnect, TLS and login workarounds read best next to each other.
+
 Threading model: paho runs its network loop in its own thread (``loop_start``).  Its
 callbacks only translate and hand off into a bounded inbox; all application work (decoding,
 signature checks, state) happens in the caller's thread, which drains the inbox with

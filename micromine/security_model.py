@@ -1,6 +1,9 @@
 """Hostile devices: how likely a forged transaction is to be committed, how many forgeries
 an attacker's colluding devices get before they are spent, and what lying costs a device.
 
+Longer than our other modules on purpose: each closed formula sits beside the Monte Carlo
+that checks it, so that a change to one is seen next to the other.
+
     compute_outcomes(pmf, model)            one attempt: committed, caught (and how many banned)
     compute_commit_probability(c, model)    P(c, k, q, a), registry as D -> infinity
     compute_campaign(devices, colluders, model)   forgeries before the colluders are spent
