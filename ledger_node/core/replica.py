@@ -227,10 +227,14 @@ class Replica:
 
     def on_tick(self, now_ms: int, actions: list[Action]) -> None:
         self._apply(self.consensus.on_tick(now_ms), now_ms, actions)
-        if now_ms - self._height_started_ms >= STALL_SYNC_MS and self.has_work():
+        ledger = self.ledger
+        waiting = self.has_work() or bool(ledger.votes) or bool(ledger.mempool.held)
+        if now_ms - self._height_started_ms >= STALL_SYNC_MS and waiting:
             # Stuck with work to do: perhaps the others decided this height and went
             # idle, and the proposal is gone with its proposer; nobody speaks of a later
             # height, so only asking finds out (peers without the block stay silent).
+            # Undecided and held transactions count: the others may have committed them,
+            # or the nonce they wait for, in that block (no verdict will come any more).
             self._request_sync(self.consensus.height, now_ms, actions)
         if now_ms >= self._next_rebroadcast:
             topic = topics.consensus(self.chain_id, self.ledger.key.public)
