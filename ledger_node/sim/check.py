@@ -280,18 +280,18 @@ def check_receipts(
             status == ReceiptStatus.REJECTED
             and receipt.height is not None
             and receipt.height <= len(chain)
-            and (tx := txs.get(tx_id)) is not None
+            and (sent := txs.get(tx_id)) is not None
         ):
-            used = bisect.bisect_right(heights.get(tx.sender, []), receipt.height)
-            if receipt.value == Reason.BAD_NONCE and not tx.nonce < used:
+            used = bisect.bisect_right(heights.get(sent.sender, []), receipt.height)
+            if receipt.value == Reason.BAD_NONCE and not sent.nonce < used:
                 problems.append(
-                    f"{said} BAD_NONCE: nonce {tx.nonce}, {used} used at {receipt.height}"
+                    f"{said} BAD_NONCE: nonce {sent.nonce}, {used} used at {receipt.height}"
                 )
             if receipt.value == Reason.NONCE_GAP and not (
-                used <= (receipt.next_nonce or 0) < tx.nonce
+                used <= (receipt.next_nonce or 0) < sent.nonce
             ):
                 problems.append(
-                    f"{said} NONCE_GAP: nonce {tx.nonce} waiting for {receipt.next_nonce}, "
+                    f"{said} NONCE_GAP: nonce {sent.nonce} waiting for {receipt.next_nonce}, "
                     f"{used} used at {receipt.height}"
                 )
     return problems
