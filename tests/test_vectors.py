@@ -57,9 +57,10 @@ def from_json(cls: type[Any], value: Any) -> Any:
         names = [f.name for f in dataclasses.fields(cls) if f.init]  # not memos (ids)
         # Optional fields (default None) may be left out, as on the wire.
         optional = {f.name for f in dataclasses.fields(cls) if f.default is None}
-        assert list(value) == [n for n in names if n in value], f"{cls.__name__} fields out of order"
+        present = [name for name in names if name in value]
+        assert list(value) == present, f"{cls.__name__} fields out of order"
         assert set(names) - set(value) <= optional, f"{cls.__name__} fields missing"
-        return cls(**{name: from_json(hints[name], value[name]) for name in names if name in value})
+        return cls(**{name: from_json(hints[name], value[name]) for name in present})
     if typing.get_origin(cls) in (typing.Union, types.UnionType):  # X | None
         (inner,) = [a for a in typing.get_args(cls) if a is not type(None)]
         return None if value is None else from_json(inner, value)
