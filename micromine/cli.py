@@ -347,11 +347,16 @@ def add_send_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_tx_send(args: argparse.Namespace) -> int:
-    from micromine.client import LedgerClient
+    """Sign, submit and report.  With the nonce counted in KEY.nonce (no --nonce), a
+    final answer that names the sender's next nonce (REJECTED BAD_NONCE: used before;
+    NONCE_GAP: an earlier one never came) has the transfer signed again with that nonce
+    and sent (three times at most): the old one can no longer commit, so the transfer
+    is made once.  A HELD answer is waited on (--wait) or reported."""
+    from micromine.client import LedgerClient, send_transaction
     from micromine.common.keyfile import KeyFileError, load_key
     from micromine.common.logs import configure_logging
     from micromine.common.mqtt import Login, link_settings_from
-    from micromine.protocol.codec import encode, sign
+    from micromine.protocol.codec import sign
     from micromine.protocol.errors import DecodeError
     from micromine.protocol.kinds import ReceiptStatus
     from micromine.protocol.messages import Transaction
@@ -364,15 +369,19 @@ def cmd_tx_send(args: argparse.Namespace) -> int:
         nonce = args.nonce
         if nonce is None:
             nonce = int(nonce_file.read_text()) if nonce_file.exists() else 0
-        tx = sign(Transaction(
-            args.chain, key.public, _hex_key(args.to, "--to"), args.amount, args.fee, nonce,
-            time.time_ns() // 1_000_000 + int(args.expires_in * 1000), args.memo,
-        ), key)  # fmt: skip
+        recipient = _hex_key(args.to, "--to")
+        expiry_ms = time.time_ns() // 1_000_000 + int(args.expires_in * 1000)
+
+        def signed(nonce: int) -> Transaction:
+            return sign(Transaction(
+                args.chain, key.public, recipient, args.amount, args.fee, nonce, expiry_ms,
+                args.memo,
+            ), key)  # fmt: skip
+
+        signed(nonce)  # a bad field fails here, before any connection
     except (KeyFileError, ValueError, DecodeError) as exc:
         print(f"micromine tx send: {exc}", file=sys.stderr)
         return 2
-    item = encode(tx)
-    print(f"tx {tx.id.hex()} nonce {nonce}")
     login = Login(key, args.chain, login_mode)
     with LedgerClient(args.broker, args.chain, login=login, tls=tls) as client:
         try:
@@ -380,24 +389,22 @@ def cmd_tx_send(args: argparse.Namespace) -> int:
         except TimeoutError as exc:
             print(f"micromine tx send: {exc} ({args.broker})", file=sys.stderr)
             return 1
-        client.submit([item])
-        if not args.wait:  # wait only for the acknowledgement (PENDING or a rejection)
-            deadline = time.monotonic() + min(args.timeout, 10.0)
-            while tx.id not in client.fates and time.monotonic() < deadline:
-                client.poll(0.2)
-            fate = client.fates.get(tx.id)
-            print(fate.describe() if fate else "submitted; no acknowledgement yet")
-            if fate is not None and fate.status is ReceiptStatus.REJECTED:
-                return 1
-        else:
-            client.wait_final([tx.id], timeout=args.timeout, resend=[item])
-            fate = client.fates.get(tx.id)
-            if fate is None or not fate.final:
-                said = fate.describe() if fate else "not acknowledged"
+        tx, fate = send_transaction(
+            client, signed, nonce, wait=args.wait, timeout=args.timeout,
+            renumber=args.nonce is None, say=print,
+        )  # fmt: skip
+        nonce = tx.nonce
+        if fate is None or (args.wait and not fate.final):
+            said = fate.describe() if fate else "not acknowledged"
+            if args.wait:
                 print(f"no decision within {args.timeout:g} s ({said})")
                 return 1
+            print("submitted; no acknowledgement yet")
+        else:
             print(fate.describe())
             if fate.status is ReceiptStatus.REJECTED:
+                if args.nonce is None and fate.missing_nonce is not None:
+                    nonce_file.write_text(f"{fate.missing_nonce}\n")  # the chain's count
                 return 1
     if args.nonce is None:
         nonce_file.write_text(f"{nonce + 1}\n")

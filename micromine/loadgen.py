@@ -6,7 +6,15 @@ none can disturb a valid sender's nonce sequence (bad signatures come from separ
 funded accounts; the rest are refused at admission, which leaves no trace).
 
 It reports, as JSON, what it submitted and what became of it: committed counts come
-from the blocks themselves, latencies from submission to the COMMITTED receipt.
+from the blocks it sees and from COMMITTED receipts (a broker restart can hide a block
+from it), latencies from submission to the COMMITTED receipt.
+
+No sender jams on one lost message (docs/PROTOCOL.md section 8.1): a ledger node that
+lacks a sender's earlier nonce holds the later ones and says which nonce it waits for
+(HELD NONCE_GAP), and the generator sends that nonce's transaction again, or, if it
+never made one or it was rejected (a ``--state`` file ahead of the chain, say), a new
+transfer with that nonce; a REJECTED BAD_NONCE naming the next nonce moves its counter
+up to it (a ``--state`` file behind the chain).
 """
 
 import argparse
@@ -23,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from micromine.client import LedgerClient
+from micromine.client import Fate, LedgerClient
 from micromine.common.keyfile import KeyFileError, load_key
 from micromine.common.logs import configure_logging
 from micromine.common.mqtt import Login, add_link_arguments, link_settings_from
@@ -31,7 +39,7 @@ from micromine.common.signals import StopSignals, until_stopped
 from micromine.protocol.block import Block
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.crypto import KeyPair, sha256
-from micromine.protocol.kinds import ReceiptStatus
+from micromine.protocol.kinds import Reason, ReceiptStatus
 from micromine.protocol.messages import Transaction
 from micromine.protocol.validation import decode_transaction
 
@@ -48,6 +56,7 @@ RESEND_AFTER_S = 5.0  # an item no ledger has answered (lost on the way) is sent
 # into twice the offered load, and the pipeline collapsed.
 RESEND_PENDING_AFTER_S = 30.0
 RESEND_SCAN_S = 1.0
+MAX_FILL = 256  # new transfers made for one sender's missing nonces in one scan
 EXPIRY_MS = 600_000
 SENDER_BALANCE = 10**12
 BAD_SENDER_BALANCE = 10**6
@@ -99,6 +108,10 @@ class LoadState:
     _next_sender: int = 0
     _next_bad: int = 0
     next_resend_scan: float = 0.0  # monotonic time of the next resend_unsettled scan
+    meta: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)  # valid id -> sender, nonce
+    by_nonce: dict[tuple[bytes, int], list[bytes]] = field(default_factory=dict)  # -> valid ids
+    missing: dict[bytes, int] = field(default_factory=dict)  # sender -> nonce a ledger asks for
+    fillers: int = 0  # transfers made for nonces a ledger said were missing
 
     def transaction(self, sender: KeyPair, nonce: int, now_ms: int, **changes: Any) -> Transaction:
         recipient = self.senders[self.rng.randrange(len(self.senders))].public
@@ -115,7 +128,26 @@ class LoadState:
         self._next_sender += 1
         nonce = self.nonces.get(sender.public, 0)
         self.nonces[sender.public] = nonce + 1
-        return encode(self.transaction(sender, nonce, now_ms))
+        return self.valid_transfer(sender, nonce, now_ms)
+
+    def valid_transfer(self, sender: KeyPair, nonce: int, now_ms: int) -> bytes:
+        tx = self.transaction(sender, nonce, now_ms)
+        self.meta[tx.id] = (sender.public, nonce)
+        self.by_nonce.setdefault((sender.public, nonce), []).append(tx.id)
+        return encode(tx)
+
+    def on_receipt(self, item_id: bytes, fate: Fate) -> None:
+        """Note what a receipt asks of one of our senders (PROTOCOL.md 8.1)."""
+        known = self.meta.get(item_id)
+        wanted = fate.missing_nonce
+        if known is None or wanted is None:
+            return
+        sender, nonce = known
+        if fate.status is ReceiptStatus.REJECTED and fate.reason is Reason.BAD_NONCE:
+            # The nonce was used before us: number new transfers from the chain's next.
+            self.nonces[sender] = max(self.nonces.get(sender, 0), wanted)
+        elif wanted < nonce:
+            self.missing[sender] = min(self.missing.get(sender, wanted), wanted)
 
     def next_invalid(self, kind: str, now_ms: int) -> bytes:
         sender = self.senders[self.rng.randrange(len(self.senders))]
@@ -165,8 +197,9 @@ def run_load(args: argparse.Namespace, stop: StopSignals) -> dict[str, Any]:
         raise LoadSettingError(f"--login-key: {exc}") from None
     login = Login(login_key, args.chain, mode)
     client = LedgerClient(
-        args.broker, args.chain, watch_blocks=True, on_block=state.on_block, login=login, tls=tls
-    )
+        args.broker, args.chain, watch_blocks=True, on_block=state.on_block,
+        on_receipt=state.on_receipt, login=login, tls=tls,
+    )  # fmt: skip
     started = time.monotonic()
     interrupted = False
     with client:
@@ -298,6 +331,7 @@ def resend_unsettled(state: LoadState, client: LedgerClient) -> None:
         for i in state.unsettled
         if now - state.last_sent[i] > (RESEND_PENDING_AFTER_S if i in fates else RESEND_AFTER_S)
     ]
+    stale += fill_missing(state, client, now)
     if stale:
         log.info("resubmitting transactions without a final receipt", count=len(stale))
         client.submit([state.unsettled[i] for i in stale])
@@ -305,9 +339,44 @@ def resend_unsettled(state: LoadState, client: LedgerClient) -> None:
             state.last_sent[item_id] = now
 
 
+def fill_missing(state: LoadState, client: LedgerClient, now: float) -> list[bytes]:
+    """For each sender a ledger said lacks nonce N (HELD NONCE_GAP): the ids of our
+    unsettled transfers with nonces N and on, not sent in the last scan, to send again;
+    and a new transfer for each such nonce we have nothing live for (never made, or
+    rejected), submitted here.  Never past the nonces we have handed out."""
+    again: list[bytes] = []
+    made: list[bytes] = []
+    now_ms = time.time_ns() // 1_000_000
+    keys = {sender.public: sender for sender in state.senders}
+    for sender, wanted in state.missing.items():
+        top = min(state.nonces.get(sender, 0), wanted + MAX_FILL)
+        for nonce in range(wanted, top):
+            ids = state.by_nonce.get((sender, nonce), [])
+            fates = [client.fates.get(i) for i in ids]
+            if any(f is not None and f.status is ReceiptStatus.COMMITTED for f in fates):
+                continue  # a stale word: this one is in
+            live = [i for i, f in zip(ids, fates, strict=True) if f is None or not f.final]
+            if live:
+                again += [i for i in live if now - state.last_sent.get(i, 0.0) >= RESEND_SCAN_S]
+            elif sender in keys:
+                item = state.valid_transfer(keys[sender], nonce, now_ms)
+                item_id = _item_id(item)
+                state.valid.add(item_id)
+                state.submitted_at[item_id] = state.last_sent[item_id] = now
+                state.unsettled[item_id] = item
+                state.fillers += 1
+                made.append(item)
+    state.missing.clear()
+    if made:
+        log.info("filling nonces a ledger said were missing", count=len(made))
+        client.submit(made)
+    return [i for i in dict.fromkeys(again) if i in state.unsettled]
+
+
 def summarise(state: LoadState, client: LedgerClient, started: float) -> dict[str, Any]:
     fates = client.fates
-    committed = [i for i in state.valid if i in state.committed_in_blocks]
+    receipted = {i for i, f in fates.items() if f.status is ReceiptStatus.COMMITTED}
+    committed = [i for i in state.valid if i in state.committed_in_blocks or i in receipted]
     latencies = [
         fates[i].at - state.submitted_at[i]
         for i in committed
@@ -325,6 +394,11 @@ def summarise(state: LoadState, client: LedgerClient, started: float) -> dict[st
         "committed": len(committed),
         "rejected": len(rejected),
         "valid_rejected": sum(1 for i in rejected if i in state.valid),
+        # Told REJECTED, yet committed (or told both): a receipt that lied.
+        "rejected_committed": len(
+            client.contradicted | {i for i in rejected if i in state.committed_in_blocks}
+        ),
+        "fillers": state.fillers,
         "unresolved": sum(1 for i in state.submitted_at if i not in fates or not fates[i].final),
         "invalid_submitted": len(state.invalid),
         "invalid_committed": sum(1 for i in state.invalid if i in state.committed_in_blocks),

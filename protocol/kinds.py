@@ -48,16 +48,31 @@ class Reason(IntEnum):
     BAD_AMOUNT = 6  # amount is 0 or above limits.MAX_AMOUNT
     BAD_FEE = 7  # fee below the chain's minimum or above limits.MAX_FEE
     OVERSPEND = 8  # amount + fee exceeds the sender's spendable balance
-    BAD_NONCE = 9  # nonce reused or not the sender's next one
-    NONCE_GAP = 10  # an earlier nonce of this sender was rejected
+    BAD_NONCE = 9  # nonce already used (in a HELD receipt: another pending tx has it)
+    NONCE_GAP = 10  # an earlier nonce of this sender is missing (never came, or rejected)
     MEMPOOL_FULL = 11  # shed: the ledger's mempool is at its limit
     SENDER_LIMIT = 12  # shed: too many pending transactions from this sender
     NO_QUORUM = 13  # devices never reached q matching verdicts in time
     SELF_TRANSFER = 14  # sender and recipient are the same account
+    # Only in a HELD receipt: the ledger node is behind the chain (or has just started),
+    # so it judges nothing that depends on the chain state until it has caught up.
+    CATCHING_UP = 15
     OTHER = 255
 
 
 class ReceiptStatus(IntEnum):
-    PENDING = 0  # admitted to the mempool; value is 0
-    COMMITTED = 1  # value is the block height
-    REJECTED = 2  # value is a Reason
+    """A receipt's status (docs/PROTOCOL.md section 8: which are final, who sends them)."""
+
+    PENDING = 0  # admitted to the mempool; value is 0.  Not final
+    COMMITTED = 1  # value is the block height.  Final
+    REJECTED = 2  # value is a Reason.  Final: the node has forgotten the transaction
+    # Not admitted yet, kept by the node; value is the Reason it waits on (NONCE_GAP: an
+    # earlier nonce; BAD_NONCE: another pending transaction's fate; CATCHING_UP: the
+    # chain).  Not final.  Always carries the receipt's detail (height, next nonce).
+    HELD = 3
+
+
+FINAL_STATUSES = frozenset({ReceiptStatus.COMMITTED, ReceiptStatus.REJECTED})
+# Rejections that depend on the chain state: their receipts name the committed height
+# the state was read at and the sender's next nonce there (messages.Receipt's detail).
+STATE_REASONS = frozenset({Reason.OVERSPEND, Reason.BAD_NONCE, Reason.NONCE_GAP})

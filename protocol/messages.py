@@ -28,7 +28,7 @@ from micromine.protocol.fields import (
     check_tuple,
     check_uint,
 )
-from micromine.protocol.kinds import Kind
+from micromine.protocol.kinds import FINAL_STATUSES, STATE_REASONS, Kind, ReceiptStatus
 from micromine.protocol.limits import (
     HASH_LEN,
     MAX_BATCH_TXS,
@@ -370,24 +370,59 @@ class Verdict(SignedMessage):
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """The fate of one submitted item: see kinds.ReceiptStatus for ``value``."""
+    """The fate of one submitted item: see kinds.ReceiptStatus for ``value``.
+
+    The detail (``height``, ``next_nonce``) says what state a judgement rests on: the
+    committed height the node read the sender's account at, and the nonce the node
+    needs next from the sender there (the committed nonce, plus the sender's
+    transactions pending at the node in sequence).  Every HELD receipt has it, and a
+    REJECTED one has it exactly when its reason is one of kinds.STATE_REASONS; on the
+    wire it is two more items, so a receipt without it keeps the 3-item form.
+    """
 
     item_id: bytes  # transaction id, or SHA-256 of an item that is not a transaction
     status: int
     value: int
+    height: int | None = None
+    next_nonce: int | None = None
 
     def __post_init__(self) -> None:
         check_bytes("item_id", self.item_id, HASH_LEN)
-        check_uint("status", self.status, 2)
+        check_uint("status", self.status, int(ReceiptStatus.HELD))
         check_uint("value", self.value)
+        detailed = self.height is not None or self.next_nonce is not None
+        if detailed:
+            check_uint("height", self.height)
+            check_uint("next_nonce", self.next_nonce)
+        # [REJECT] The detail comes exactly with a HELD status or a state-dependent
+        # rejection (one canonical form per receipt).
+        wanted = self.status == ReceiptStatus.HELD or (
+            self.status == ReceiptStatus.REJECTED and self.value in STATE_REASONS
+        )
+        if detailed != wanted:
+            raise DecodeError(
+                DecodeFailure.BAD_SHAPE,
+                f"receipt detail {'missing' if wanted else 'not allowed'} for status "
+                f"{self.status} value {self.value}",
+            )
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
 
     def to_wire(self) -> list[Any]:
-        return [self.item_id, self.status, self.value]
+        if self.height is None:
+            return [self.item_id, self.status, self.value]
+        return [self.item_id, self.status, self.value, self.height, self.next_nonce]
 
     @classmethod
     def from_wire(cls, items: Sequence[Any]) -> Self:
-        triple = array("receipt", items, 3)
-        return cls(triple[0], triple[1], triple[2])
+        fields = array("receipt", items)
+        if len(fields) not in (3, 5):
+            raise DecodeError(
+                DecodeFailure.BAD_SHAPE, f"receipt must have 3 or 5 items, has {len(fields)}"
+            )
+        return cls(*fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,6 +140,7 @@ class Cluster:
         self.ledgers: list[ManagedProcess | None] = [None] * ledgers
         self.nonces: dict[bytes, int] = {}
         self.starts = [0] * ledgers
+        self.link_flags: tuple[str, ...] = ()  # e.g. ("--login", "password") for Mosquitto
 
     @property
     def ledger(self) -> ManagedProcess | None:
@@ -160,7 +161,7 @@ class Cluster:
             *(program or python_module("micromine.ledger_node")),
             "--broker", self.broker_url, "--key", str(self.ledger_key_paths[index]),
             "--genesis", str(self.genesis_path), "--db", str(self.db_paths[index]),
-            "--log-json",
+            "--log-json", *self.link_flags,
         ]  # fmt: skip
         self.ledgers[index] = ManagedProcess(
             f"ledger{index}", argv, self.ledger_log(index, self.starts[index])
@@ -182,6 +183,7 @@ class Cluster:
                 "--status-file",
                 str(self.agent_status_path(index)),
                 *FULL_SPEED_AGENT,
+                *self.link_flags,
                 *extra,
             ),
             self.root / f"agent-{index}.log",

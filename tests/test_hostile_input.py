@@ -27,7 +27,7 @@ def fill(pool: Mempool, sender: KeyPair, count: int, **fields: object) -> list[R
     reasons = []
     for nonce in range(count):
         t = tx(sender, nonce, **fields)
-        reason = pool.check_admission(t, T0, RICH)
+        reason = pool.check_admission(t, T0, RICH).reason
         reasons.append(reason)
         if reason is Reason.OK:
             pool.add(PendingTx(t, t.id, bytes(16), T0))

@@ -118,6 +118,15 @@ class Harness:
     def blocks(self) -> list[Block]:
         return [a.block for a in self.actions if isinstance(a, CommitBlock)]
 
+    def details(self) -> dict[bytes, tuple[int | None, int | None]]:
+        """Latest (height, next_nonce) detail per item id."""
+        latest: dict[bytes, tuple[int | None, int | None]] = {}
+        for action in self.actions:
+            if isinstance(action, Publish) and "/receipts/" in action.topic:
+                for receipt in decode(action.payload, Receipts).receipts:
+                    latest[receipt.item_id] = (receipt.height, receipt.next_nonce)
+        return latest
+
     def receipts(self) -> dict[bytes, tuple[int, int]]:
         """Latest (status, value) per item id."""
         latest: dict[bytes, tuple[int, int]] = {}
@@ -261,14 +270,23 @@ def test_lying_devices_in_minority_cannot_commit_invalid() -> None:
     assert h.core.registry.is_banned(h.devices[0].public)
 
 
-def test_rejection_cascades_nonce_gap() -> None:
+def test_a_rejection_holds_the_later_nonces_until_the_hole_is_filled() -> None:
     h = make_harness()
     s = SENDERS[0]
     bad = replace(tx(s, 0), signature=bytes(64))
     later = tx(s, 1)
     h.submit([encode(bad), encode(later)])
     h.run()
-    assert h.receipts()[later.id] == (ReceiptStatus.REJECTED, Reason.NONCE_GAP)
+    assert h.receipts()[bad.id] == (ReceiptStatus.REJECTED, Reason.BAD_SIGNATURE)
+    # Not final: the sender may still send another nonce 0 ...
+    assert h.receipts()[later.id] == (ReceiptStatus.HELD, Reason.NONCE_GAP)
+    assert h.details()[later.id] == (1, 0)  # at height 1, nonce 0 is missing
+    filler = tx(s, 0, amount=3)
+    h.submit([encode(filler)])
+    h.run()
+    # ... and then both commit.
+    assert h.receipts()[filler.id][0] == ReceiptStatus.COMMITTED
+    assert h.receipts()[later.id][0] == ReceiptStatus.COMMITTED
 
 
 def test_no_devices_means_no_quorum_after_timeout() -> None:

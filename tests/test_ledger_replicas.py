@@ -14,6 +14,7 @@ from micromine.ledger_node.core.actions import (
     CommitBlock,
     EvidenceFound,
     ImproveCertificate,
+    ServeSync,
 )
 from micromine.ledger_node.core.devices import MAX_OUTSTANDING_BATCHES
 from micromine.ledger_node.core.ledger import LedgerCore
@@ -64,6 +65,11 @@ class Net:
                 chain[action.block.height - 1] = action.block
             elif isinstance(action, EvidenceFound):
                 self.evidence += 1
+            elif isinstance(action, ServeSync):  # as node.serve_sync, from the chain so far
+                request, chain = action.request, self.committed.get(index, [])
+                topic = topics.sync_reply(CHAIN, request.reply_to)
+                for block in chain[request.from_height - 1 : request.to_height]:
+                    self.queue.append(Publish.on(Channel.SYNC_REPLY, topic, encode(block)))
             elif isinstance(action, PersistSigned):
                 pass
 

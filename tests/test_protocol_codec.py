@@ -414,12 +414,30 @@ CASES: list[tuple[str, bytes, type[Any] | None, DecodeFailure]] = [
         DecodeFailure.OUT_OF_RANGE,
     ),
     (
-        "receipt status 3",
+        "receipt status 4",
         s.with_field(
-            s.receipts(), 5, s.raw_array([s.raw_array([byte_string(bytes(32)), b"\x03", b"\x00"])])
+            s.receipts(), 5, s.raw_array([s.raw_array([byte_string(bytes(32)), b"\x04", b"\x00"])])
         ),
         None,
         DecodeFailure.OUT_OF_RANGE,
+    ),
+    (
+        "HELD receipt without its detail",
+        s.with_field(
+            s.receipts(), 5, s.raw_array([s.raw_array([byte_string(bytes(32)), b"\x03", b"\x0a"])])
+        ),
+        None,
+        DecodeFailure.BAD_SHAPE,
+    ),
+    (
+        "receipt of 4 items",
+        s.with_field(
+            s.receipts(),
+            5,
+            s.raw_array([s.raw_array([byte_string(bytes(32)), b"\x03", b"\x0a", b"\x01"])]),
+        ),
+        None,
+        DecodeFailure.BAD_SHAPE,
     ),
     (
         "judgement reason 256",
@@ -499,7 +517,15 @@ CONSTRUCTION_CASES: list[tuple[str, Any, DecodeFailure]] = [
     ("lone surrogate memo", lambda: s.transaction(memo="\ud800"), DecodeFailure.OUT_OF_RANGE),
     ("non-judgement", lambda: s.verdict(judgements=(1,)), DecodeFailure.BAD_TYPE),
     ("non-receipt", lambda: s.receipts(receipts=(b"",)), DecodeFailure.BAD_TYPE),
-    ("receipt status 3", lambda: Receipt(bytes(32), 3, 0), DecodeFailure.OUT_OF_RANGE),
+    ("receipt status 4", lambda: Receipt(bytes(32), 4, 0), DecodeFailure.OUT_OF_RANGE),
+    ("PENDING with a detail", lambda: Receipt(bytes(32), 0, 0, 1, 2), DecodeFailure.BAD_SHAPE),
+    (
+        "stateless rejection with a detail",
+        lambda: Receipt(bytes(32), 2, 3, 1, 2),
+        DecodeFailure.BAD_SHAPE,
+    ),
+    ("BAD_NONCE without a detail", lambda: Receipt(bytes(32), 2, 9), DecodeFailure.BAD_SHAPE),
+    ("half a detail", lambda: Receipt(bytes(32), 3, 10, 1), DecodeFailure.BAD_TYPE),
     ("reward to short key", lambda: Reward(bytes(31), 1), DecodeFailure.OUT_OF_RANGE),
     ("commit sig of 65", lambda: CommitSignature(bytes(32), bytes(65)), DecodeFailure.OUT_OF_RANGE),
     ("header height -1", lambda: s.block_header(height=-1), DecodeFailure.OUT_OF_RANGE),
@@ -536,6 +562,8 @@ def test_limits_are_inclusive() -> None:
     assert codec.decode(codec.encode(s.heartbeat(busy=1024))) == s.heartbeat(busy=1024)
     receipt = Receipt(bytes(32), 2, 255)
     assert codec.decode(codec.encode(s.receipts(receipts=(receipt,)))).receipts == (receipt,)
+    held = Receipt(bytes(32), 3, 10, 2**63 - 1, 2**63 - 1)
+    assert codec.decode(codec.encode(s.receipts(receipts=(held,)))).receipts == (held,)
     item = bytes(MAX_SUBMISSION_ITEM_BYTES)
     assert codec.decode(codec.encode(s.submission(items=(item,)))).items == (item,)
 

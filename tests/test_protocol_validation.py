@@ -121,8 +121,8 @@ def test_reason_and_status_numbers_are_stable() -> None:
         "OK": 0, "MALFORMED": 1, "OVERSIZED": 2, "BAD_SIGNATURE": 3, "WRONG_CHAIN": 4,
         "EXPIRED": 5, "BAD_AMOUNT": 6, "BAD_FEE": 7, "OVERSPEND": 8, "BAD_NONCE": 9,
         "NONCE_GAP": 10, "MEMPOOL_FULL": 11, "SENDER_LIMIT": 12, "NO_QUORUM": 13,
-        "SELF_TRANSFER": 14, "OTHER": 255,
+        "SELF_TRANSFER": 14, "CATCHING_UP": 15, "OTHER": 255,
     }  # fmt: skip
     assert {r.name: r.value for r in ReceiptStatus} == {
-        "PENDING": 0, "COMMITTED": 1, "REJECTED": 2,
+        "PENDING": 0, "COMMITTED": 1, "REJECTED": 2, "HELD": 3,
     }  # fmt: skip

@@ -8,6 +8,7 @@ pass by construction).  See tests/vectors/generate.py.
 import dataclasses
 import json
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,15 @@ def from_json(cls: type[Any], value: Any) -> Any:
     if dataclasses.is_dataclass(cls):
         hints = typing.get_type_hints(cls)
         names = [f.name for f in dataclasses.fields(cls) if f.init]  # not memos (ids)
-        assert list(value) == names, f"{cls.__name__} fields out of order"
-        return cls(**{name: from_json(hints[name], value[name]) for name in names})
+        # Optional fields (default None) may be left out, as on the wire.
+        optional = {f.name for f in dataclasses.fields(cls) if f.default is None}
+        present = [name for name in names if name in value]
+        assert list(value) == present, f"{cls.__name__} fields out of order"
+        assert set(names) - set(value) <= optional, f"{cls.__name__} fields missing"
+        return cls(**{name: from_json(hints[name], value[name]) for name in present})
+    if typing.get_origin(cls) in (typing.Union, types.UnionType):  # X | None
+        (inner,) = [a for a in typing.get_args(cls) if a is not type(None)]
+        return None if value is None else from_json(inner, value)
     if typing.get_origin(cls) is tuple:
         (element, _ellipsis) = typing.get_args(cls)
         return tuple(from_json(element, item) for item in value)

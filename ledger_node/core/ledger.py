@@ -11,7 +11,11 @@ simulation replays exactly.  Transaction lifecycle:
 
     submitted --admission--> pending --dispatch--> judged by k devices
         --q valid--> accepted --block--> committed
-        --q invalid / timeout--> rejected (and the sender's later nonces: NONCE_GAP)
+        --q invalid / timeout--> rejected (the sender's later nonces: held again)
+    submitted --admission--> held (a nonce gap, a nonce another pending transaction
+        has, or the node catching up: mempool.py) --the sender's state changes or the
+        node catches up--> offered again --> pending / held / rejected
+        --waited HOLD_MS for a missing nonce, caught up--> rejected NONCE_GAP
         --valid and invalid votes (before or after acceptance)--> settled: the node
           checks the transaction itself (tally.py); a forgery is rejected
         --q valid, picked for an audit (more likely the lower the vouching devices'
@@ -41,8 +45,18 @@ transaction whose verdicts fall out of that window is judged again.
 Every ledger node admits every submission and tallies every verdict; only a
 transaction's owner (peers.py) dispatches it and answers its submitter.  Blocks are
 agreed by the validators through replica.py (consensus); this module commits them.
+
+Receipt rules (docs/PROTOCOL.md section 8): a receipt is final only when it is true.
+COMMITTED names the block.  REJECTED is sent only for a reason that no later state can
+undo (a stateless rule, a used nonce, a device quorum or timeout), or for one that
+depends on the chain state read at a committed height the receipt names (with the
+sender's next nonce there), and never for a state-dependent reason while the node is
+not caught up (``is_caught_up``): it holds the transaction instead (HELD, not final).
+Timeouts (NO_QUORUM, a held nonce gap) fire only while caught up too: a node replaying
+its chain after a restart must not time out what the others committed meanwhile.
 """
 
+import dataclasses
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -52,7 +66,7 @@ from typing import TypeAlias, TypeVar
 from micromine.ledger_node.chain.chain_state import ChainState, ChainTip
 from micromine.ledger_node.chain.enrollment import ApprovalRecord, Enrollment
 from micromine.ledger_node.chain.registry import DeviceRegistry
-from micromine.ledger_node.chain.state import Account, Vesting
+from micromine.ledger_node.chain.state import EMPTY_ACCOUNT, Account, Vesting
 from micromine.ledger_node.chain.transition import Transition, process_commit
 from micromine.ledger_node.chain.verdicts import (
     AssignmentSignatures,
@@ -71,7 +85,7 @@ from micromine.ledger_node.core.actions import (
 from micromine.ledger_node.core.devices import LiveDevices, audit_probability
 from micromine.ledger_node.core.dispatch import Dispatcher
 from micromine.ledger_node.core.frauds import FraudBook
-from micromine.ledger_node.core.mempool import Mempool, PendingTx
+from micromine.ledger_node.core.mempool import Admission, HeldTx, Mempool, PendingTx
 from micromine.ledger_node.core.peers import PeerTracker
 from micromine.ledger_node.core.receipts import ReceiptBook
 from micromine.ledger_node.core.render import block_to_json
@@ -93,7 +107,7 @@ from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.errors import DecodeError
 from micromine.protocol.genesis import ChainParams, Genesis
-from micromine.protocol.kinds import Reason, ReceiptStatus
+from micromine.protocol.kinds import STATE_REASONS, Reason, ReceiptStatus
 from micromine.protocol.messages import Submission, Transaction, Verdict
 from micromine.protocol.topics import Channel, Publish
 from micromine.protocol.validation import check_transaction_objective, decode_transaction
@@ -112,6 +126,14 @@ MAX_PENDING_APPROVALS = 1024  # operators' approvals held for a block
 MAX_AWAITING_APPROVAL = 1024  # hellos of devices not approved yet (oldest forgotten first)
 MAX_EARLY_VERDICTS = 4096  # verdicts ranked against a registry we have not reached yet
 EARLY_HEIGHTS = 4  # how far ahead of our tip such a registry may be
+# A transaction held for a missing earlier nonce waits this long (counted while the node
+# is caught up) before it is rejected NONCE_GAP: long enough for a sender to resubmit
+# what a broker restart lost (clients resend within seconds, told the nonce by HELD).
+HOLD_MS = 15_000
+HOLD_SCAN_MS = 500  # how often held transactions are checked for that timeout
+# After a start, the node counts as catching up this long: peers re-send their current
+# height's messages every replica.REBROADCAST_MS, so by then it knows whether it is behind.
+CATCH_UP_GRACE_MS = 3_000
 
 
 @dataclass(slots=True)
@@ -194,7 +216,14 @@ class LedgerCore:
         self.replica = replica(self, rng.randbytes(16), last_signed)
         self._next_ownership_scan = now_ms
         self._now = now_ms  # time of the event being handled
-        self._forgotten: list[bytes] = []  # rejected after admission, not yet persisted
+        self._started_ms = now_ms  # see is_caught_up
+        self._caught_up = False  # as of the last tick
+        self._caught_up_since = now_ms
+        self._next_hold_scan = now_ms
+        # Storage of the event being handled: admitted transactions to store, and ids
+        # no longer pending to forget (a later change in the event undoes an earlier one).
+        self._to_store: dict[bytes, PendingTx] = {}
+        self._to_forget: dict[bytes, None] = {}
         self._drops: list[Dropped] = []  # see note_drop
         self._handlers: dict[Channel, Callable[[bytes | None, bytes, int, list[Action]], None]] = {
             Channel.SUBMIT: self._on_submission,
@@ -241,8 +270,25 @@ class LedgerCore:
     def vesting(self) -> Vesting:
         return self.state.vesting
 
+    def is_caught_up(self, now_ms: int) -> bool:
+        """Does this node hold the chain's latest committed state, as far as it can tell?
+        Not within CATCH_UP_GRACE_MS of its start (it has not heard where the others
+        are), nor while it hears fewer than a quorum of validators (isolated, it cannot
+        know), nor while f + 1 validators are past its tip (replica.certified_height_heard).
+        A lone validator is the chain: always caught up."""
+        validators = self.genesis.ledger_nodes
+        if len(validators) == 1:
+            return True
+        if now_ms - self._started_ms < CATCH_UP_GRACE_MS:
+            return False
+        quorum = 2 * len(validators) // 3 + 1
+        if self.peers.count_live(now_ms) < quorum:
+            return False
+        return self.replica.certified_height_heard() <= self.tip.height
+
     def start(self, now_ms: int) -> list[Action]:
         self._now = now_ms
+        self._started_ms = now_ms
         actions: list[Action] = []
         self.replica.start(now_ms, actions)
         self._flush_receipts(actions, now_ms)
@@ -265,8 +311,16 @@ class LedgerCore:
     def on_tick(self, now_ms: int) -> list[Action]:
         self._now = now_ms
         actions: list[Action] = []
+        caught_up = self.is_caught_up(now_ms)
+        if caught_up and not self._caught_up:  # what waited for the chain is judged now
+            self._caught_up_since = now_ms
+            self._caught_up = True
+            for sender in self.mempool.held_senders():
+                self._offer_held(sender)
+        self._caught_up = caught_up
         self.dispatcher.expire_deadlines(self.votes, now_ms)
-        self._expire_transactions(now_ms, actions)
+        if caught_up:
+            self._expire_transactions(now_ms)
         if now_ms >= self._next_ownership_scan:
             self.dispatcher.take_over(self.votes, lambda tx_id: self.peers.mine(tx_id, now_ms))
             self._next_ownership_scan = now_ms + OWNERSHIP_SCAN_MS
@@ -288,16 +342,11 @@ class LedgerCore:
         if submission.chain_id != self.chain_id:
             self._drop(actions, "submit", "wrong_chain", submission.chain_id)
             return
-        admitted: list[PendingTx] = []
         for item in submission.items:
-            self._admit_item(item, submission.reply_to, now_ms, admitted)
-        if admitted:
-            # Persist before the PENDING receipts (flushed after this) acknowledge them.
-            actions.append(StorePending(tuple(admitted)))
+            self._admit_item(item, submission.reply_to, now_ms)
+        # Persisted (StorePending) before the PENDING receipts, both flushed after this.
 
-    def _admit_item(
-        self, item: bytes, reply_to: bytes, now_ms: int, admitted: list[PendingTx]
-    ) -> None:
+    def _admit_item(self, item: bytes, reply_to: bytes, now_ms: int) -> None:
         # Every node decides the same; only the item's owner answers (peers.py).
         decoded = decode_transaction(item)
         if isinstance(decoded, Reason):
@@ -310,23 +359,77 @@ class LedgerCore:
         if tx_id in self.mempool:  # [IGNORE] already pending: acknowledge again
             self.receipts.note_if_mine(reply_to, tx_id, ReceiptStatus.PENDING, 0, now_ms)
             return
+        held = self.mempool.held.get(tx_id)
+        if held is not None:  # [IGNORE] already held: say on what, to this submitter
+            held.entry = dataclasses.replace(held.entry, reply_to=reply_to)
+            self._answer_held(held.entry, held.reason)
+            return
         height = self.recent_committed.get(tx_id)
         if height is not None:  # [IGNORE] already committed: say where
             self.receipts.note_if_mine(reply_to, tx_id, ReceiptStatus.COMMITTED, height, now_ms)
             return
-        reason = self.mempool.check_admission(tx, now_ms, self.accounts)
+        self._offer(PendingTx(tx, tx_id, reply_to, now_ms), None)
+        self._offer_held(tx.sender)  # the later nonces it may have unblocked
+
+    def _offer(self, entry: PendingTx, held: HeldTx | None) -> None:
+        """Admit, hold or reject ``entry`` (neither pending nor held now); ``held``: how
+        it was held until now (its first hold's time is kept, and the sender is told
+        only of a new reason to wait that it can act on)."""
+        now = self._now
+        admission = self.mempool.check_admission(
+            entry.tx, now, self.accounts, caught_up=self.is_caught_up(now)
+        )
         # [REJECT] Without devices (q = 0), the node checks the signature itself.
-        if reason is Reason.OK and self.params.q == 0:
-            reason = check_transaction_objective(tx, self.chain_id)
-        if reason is not Reason.OK:
-            self.receipts.note_if_mine(reply_to, tx_id, ReceiptStatus.REJECTED, reason, now_ms)
-            self.stats.rejected += 1
-            return
-        entry = PendingTx(tx, tx_id, reply_to, now_ms)
-        self._admit(entry, now_ms)
-        admitted.append(entry)
-        self.receipts.note_if_mine(reply_to, tx_id, ReceiptStatus.PENDING, 0, now_ms)
-        self.stats.admitted += 1
+        if admission.ok and self.params.q == 0:
+            admission = Admission(check_transaction_objective(entry.tx, self.chain_id))
+        if admission.ok:
+            if held is not None:  # judged from now on: its timeout counts from here
+                entry = dataclasses.replace(entry, admitted_ms=now)
+            self._admit(entry, now)
+            self._store(entry)
+            self.receipts.note_if_mine(entry.reply_to, entry.tx_id, ReceiptStatus.PENDING, 0, now)
+            self.stats.admitted += 1
+        elif admission.hold:
+            self.mempool.hold(entry, admission.reason, held.since_ms if held else now)
+            if held is None or (
+                admission.reason is not held.reason and admission.reason is not Reason.CATCHING_UP
+            ):
+                self._answer_held(entry, admission.reason)
+        else:
+            self._answer_rejected(entry, admission.reason)
+
+    def _offer_held(self, sender: bytes) -> None:
+        """Offer the sender's held transactions again, in nonce order (so a run of them
+        is admitted in one pass once the missing nonce arrives)."""
+        for held in self.mempool.held_from(sender):
+            self.mempool.release(held.entry.tx_id)
+            self._offer(held.entry, held)
+
+    def _detail(self, sender: bytes) -> tuple[int, int]:
+        """A state-dependent receipt's detail: our committed height, and the nonce we
+        need next from ``sender`` there (committed nonce plus its pending run)."""
+        return self.tip.height, self.mempool.next_nonce(sender, self.accounts)
+
+    def _answer_held(self, entry: PendingTx, reason: Reason) -> None:
+        detail = self._detail(entry.tx.sender)
+        self.receipts.note_if_mine(
+            entry.reply_to, entry.tx_id, ReceiptStatus.HELD, reason, self._now, detail=detail
+        )
+
+    def _answer_rejected(self, entry: PendingTx, reason: Reason) -> None:
+        detail = self._detail(entry.tx.sender) if reason in STATE_REASONS else None
+        self.receipts.note_if_mine(
+            entry.reply_to, entry.tx_id, ReceiptStatus.REJECTED, reason, self._now, detail=detail
+        )
+        self.stats.rejected += 1
+
+    def _store(self, entry: PendingTx) -> None:
+        self._to_forget.pop(entry.tx_id, None)
+        self._to_store[entry.tx_id] = entry
+
+    def _forget(self, tx_id: bytes) -> None:
+        self._to_store.pop(tx_id, None)
+        self._to_forget[tx_id] = None
 
     def _admit(self, entry: PendingTx, now_ms: int) -> None:
         self.mempool.add(entry)
@@ -665,17 +768,36 @@ class LedgerCore:
             self.dispatcher.fresh.append(tx_id)
 
     def reject_pending(self, tx_id: bytes, reason: Reason) -> None:
-        """Reject an admitted transaction, and the sender's later ones with NONCE_GAP."""
+        """Reject an admitted transaction.  If that leaves a hole in its sender's run of
+        pending nonces, the later ones are held again (NONCE_GAP): the sender may yet
+        fill the hole with another transaction.  A node that is not caught up holds a
+        transaction the state refuses (OVERSPEND) instead of rejecting it."""
+        if reason is Reason.OVERSPEND and not self.is_caught_up(self._now):
+            self._hold_again(tx_id, Reason.CATCHING_UP)
+            return
         entry = self.mempool.remove(tx_id)
         if entry is None:
             return
         self.votes.pop(tx_id, None)
         self.accepted.pop(tx_id, None)
-        self.receipts.note_if_mine(entry.reply_to, tx_id, ReceiptStatus.REJECTED, reason, self._now)
-        self.stats.rejected += 1
-        self._forgotten.append(tx_id)
-        for later in self.mempool.later_from_sender(entry.tx.sender, entry.tx.nonce):
-            self.reject_pending(later, Reason.NONCE_GAP)
+        self._forget(tx_id)
+        self._answer_rejected(entry, reason)
+        sender, nonce = entry.tx.sender, entry.tx.nonce
+        if nonce >= self.accounts.get(sender, EMPTY_ACCOUNT).nonce:
+            for later in self.mempool.later_from_sender(sender, nonce):
+                self._hold_again(later, Reason.NONCE_GAP)
+
+    def _hold_again(self, tx_id: bytes, reason: Reason) -> None:
+        """A pending transaction goes back to being held (and is judged anew if it is
+        admitted again)."""
+        entry = self.mempool.remove(tx_id)
+        if entry is None:
+            return
+        self.votes.pop(tx_id, None)
+        self.accepted.pop(tx_id, None)
+        self._forget(tx_id)
+        self.mempool.hold(entry, reason, self._now)
+        self._answer_held(entry, reason)
 
     # ---- enrollment ---------------------------------------------------------------
 
@@ -755,13 +877,28 @@ class LedgerCore:
 
     # ---- time ---------------------------------------------------------------------
 
-    def _expire_transactions(self, now_ms: int, actions: list[Action]) -> None:
+    def _expire_transactions(self, now_ms: int) -> None:
+        """Time out, while caught up: undecided transactions (NO_QUORUM), and those held
+        HOLD_MS for a missing nonce (NONCE_GAP), counted from when the node last caught
+        up, so a node back from a crash first learns what the others committed."""
         while self.votes:
             tx_id, votes = next(iter(self.votes.items()))
-            if now_ms - votes.admitted_ms < self.params.tx_timeout_ms:
+            if now_ms - max(votes.admitted_ms, self._caught_up_since) < self.params.tx_timeout_ms:
                 break
             self.reject_pending(tx_id, Reason.NO_QUORUM)
-        self._flush_forgotten(actions)
+        if now_ms < self._next_hold_scan:
+            return
+        self._next_hold_scan = now_ms + HOLD_SCAN_MS
+        since = self._caught_up_since
+        expired = [
+            tx_id
+            for tx_id, held in self.mempool.held.items()
+            if held.reason is Reason.NONCE_GAP and now_ms - max(held.since_ms, since) >= HOLD_MS
+        ]
+        for tx_id in expired:
+            held = self.mempool.release(tx_id)
+            if held is not None:
+                self._answer_rejected(held.entry, Reason.NONCE_GAP)
 
     # ---- blocks -------------------------------------------------------------------
 
@@ -782,6 +919,8 @@ class LedgerCore:
             self.accepted.pop(tx_id, None)
             self.votes.pop(tx_id, None)
             entry = self.mempool.remove(tx_id)
+            if entry is None and (held := self.mempool.release(tx_id)) is not None:
+                entry = held.entry
             if entry is not None:
                 self.receipts.note_if_mine(
                     entry.reply_to, tx_id, ReceiptStatus.COMMITTED, block.height, now_ms
@@ -789,9 +928,12 @@ class LedgerCore:
             self.recent_committed[tx_id] = block.height
         while len(self.recent_committed) > RECENT_COMMITTED:
             self.recent_committed.popitem(last=False)
-        # Transactions of ours that the block made impossible (nonce now used) go too.
-        for tx_id in [i for i, v in self.accepted.items() if self._spent_nonce(v.tx)]:
-            self.reject_pending(tx_id, Reason.BAD_NONCE)
+        for sender in dict.fromkeys(tx.sender for tx in block.txs):  # block order
+            # [REJECT] Transactions whose nonce the block used can never apply.
+            used_below = self.accounts.get(sender, EMPTY_ACCOUNT).nonce
+            for tx_id in self.mempool.pending_below(sender, used_below):
+                self.reject_pending(tx_id, Reason.BAD_NONCE)
+            self._offer_held(sender)  # what the block unblocked, or made impossible
         # Verdicts that fell out of the window: their transactions are judged again.
         for tx_id, votes in list(self.accepted.items()):
             self._forget_stale_verdicts(votes)
@@ -811,22 +953,20 @@ class LedgerCore:
                 )
             )
 
-    def _spent_nonce(self, tx: Transaction) -> bool:
-        account = self.accounts.get(tx.sender)
-        return account is not None and tx.nonce < account.nonce
-
     # ---- receipts and bookkeeping ----------------------------------------------------
 
     def _flush_receipts(self, actions: list[Action], now_ms: int) -> None:
+        """The event's drops, then its storage (a PENDING receipt's transaction is stored
+        before the receipt goes, and a rejected one forgotten), then its receipts."""
         actions.extend(self._drops)
         self._drops.clear()
-        self._flush_forgotten(actions)
+        if self._to_forget:
+            actions.append(ForgetPending(tuple(self._to_forget)))
+            self._to_forget = {}
+        if self._to_store:
+            actions.append(StorePending(tuple(self._to_store.values())))
+            self._to_store = {}
         actions.extend(self.receipts.flush(now_ms))
-
-    def _flush_forgotten(self, actions: list[Action]) -> None:
-        if self._forgotten:
-            actions.append(ForgetPending(tuple(self._forgotten)))
-            self._forgotten = []
 
     def _drop(self, actions: list[Action], source: str, reason: str, detail: str) -> None:
         self.stats.dropped[f"{source}.{reason}"] += 1

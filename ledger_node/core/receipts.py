@@ -2,7 +2,8 @@
 
 Batching matters: a Submission of 1000 transactions gets one Receipts message back,
 not 1000.  Only a transaction's owner answers (peers.py), so the book is asked through
-``note_if_mine``.
+``note_if_mine``.  What each status promises is the core's business (ledger.py, "Receipt
+rules"); the book only packs them.
 """
 
 from micromine.ledger_node.core.peers import PeerTracker
@@ -23,10 +24,20 @@ class ReceiptBook:
         self._pending: dict[bytes, list[Receipt]] = {}  # reply_to -> receipts
 
     def note_if_mine(
-        self, reply_to: bytes, item_id: bytes, status: ReceiptStatus, value: int, now_ms: int
+        self,
+        reply_to: bytes,
+        item_id: bytes,
+        status: ReceiptStatus,
+        value: int,
+        now_ms: int,
+        *,
+        detail: tuple[int, int] | None = None,
     ) -> None:
+        """``detail``: (committed height, sender's next nonce) for a HELD receipt or a
+        rejection that depends on the chain state (messages.Receipt)."""
         if self.peers.mine(item_id, now_ms):
-            receipt = Receipt(item_id, int(status), int(value))
+            height, next_nonce = detail if detail is not None else (None, None)
+            receipt = Receipt(item_id, int(status), int(value), height, next_nonce)
             self._pending.setdefault(reply_to, []).append(receipt)
 
     def flush(self, now_ms: int) -> list[Publish]:

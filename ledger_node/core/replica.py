@@ -114,6 +114,9 @@ class Replica:
         # cost more than anything else a waiting node did).
         self._payloads: dict[int, tuple[ConsensusMessage, bytes]] = {}
         self._synced: dict[int, Block] = {}  # certified blocks from peers, by height
+        # The highest height each other validator has signed a consensus message for
+        # (see certified_height_heard).
+        self._peer_heights: dict[bytes, int] = {}
         self.evidence = 0
 
     # ---- the app the consensus core asks ------------------------------------------
@@ -197,6 +200,25 @@ class Replica:
         last = self._decided.get(self.consensus.height - 1)
         return last.commit_round if last else 0
 
+    def certified_height_heard(self) -> int:
+        """A height the chain has certainly decided, from what the validators signed: the
+        (f+1)-th highest height among the other validators' messages, less one (a
+        validator at height H has decided H - 1, and f + 1 of them include an honest
+        one, so one Byzantine validator cannot make us think we are behind).  0 when
+        fewer than f + 1 have been heard."""
+        validators = self.consensus.validators
+        f = (len(validators) - 1) // 3
+        heights = sorted(self._peer_heights.values(), reverse=True)
+        return heights[f] - 1 if len(heights) > f else 0
+
+    def _note_height(self, signer: bytes, height: int) -> None:
+        if (
+            signer != self.ledger.key.public
+            and signer in self.consensus.validators
+            and height > self._peer_heights.get(signer, 0)
+        ):
+            self._peer_heights[signer] = height
+
     # ---- events ----------------------------------------------------------------------
 
     def start(self, now_ms: int, actions: list[Action]) -> None:
@@ -205,10 +227,14 @@ class Replica:
 
     def on_tick(self, now_ms: int, actions: list[Action]) -> None:
         self._apply(self.consensus.on_tick(now_ms), now_ms, actions)
-        if now_ms - self._height_started_ms >= STALL_SYNC_MS and self.has_work():
+        ledger = self.ledger
+        waiting = self.has_work() or bool(ledger.votes) or bool(ledger.mempool.held)
+        if now_ms - self._height_started_ms >= STALL_SYNC_MS and waiting:
             # Stuck with work to do: perhaps the others decided this height and went
             # idle, and the proposal is gone with its proposer; nobody speaks of a later
             # height, so only asking finds out (peers without the block stay silent).
+            # Undecided and held transactions count: the others may have committed them,
+            # or the nonce they wait for, in that block (no verdict will come any more).
             self._request_sync(self.consensus.height, now_ms, actions)
         if now_ms >= self._next_rebroadcast:
             topic = topics.consensus(self.chain_id, self.ledger.key.public)
@@ -274,6 +300,7 @@ class Replica:
             return
         if not (relayed or own):
             self.ledger.peers.heard(key, now_ms)
+        self._note_height(message.signer, message.height)
         if message.height > self.consensus.height:
             self._request_sync(message.height - 1, now_ms, actions)
         old = message.height < self.consensus.height
@@ -304,6 +331,7 @@ class Replica:
             return
         if key == signer:
             self.ledger.peers.heard(key, now_ms)
+        self._note_height(signer, height)
         if height > self.consensus.height:
             self._request_sync(height - 1, now_ms, actions)
 

@@ -41,6 +41,9 @@ class SimBroker:
             if any(matches(pattern, topic) for pattern in self._filters[client])
         ]
 
+    def connected(self, client: int) -> bool:
+        return client in self._filters
+
     def disconnect(self, client: int) -> None:
         if self._filters.pop(client, None) is not None:
             self._routes.clear()

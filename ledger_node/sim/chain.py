@@ -17,7 +17,10 @@ from micromine.protocol.messages import Transaction
 CHAIN_ID = "simnet-1"
 GENESIS_MS = 1_700_000_000_000  # simulated time 0, as a timestamp
 DEVICES = 5  # k = 3 of them judge each batch; one may be down
-POOL_SIZE = 128  # transfers a run may submit, one sender each (nonce 0)
+POOL_SENDERS = 16  # the wallet's senders ...
+POOL_NONCES = 8  # ... each with this many transfers, consecutive nonces from 0
+POOL_SIZE = POOL_SENDERS * POOL_NONCES  # transfers a run may submit
+GROUP = 4  # senders taking turns at a time: a sender's next nonce follows 4 submissions on
 FORGED_SIZE = 8  # badly signed transfers, for Byzantine proposals
 BALANCE = 1_000
 EXPIRY_MS = GENESIS_MS + 10 * 86_400_000
@@ -57,7 +60,7 @@ def device_keys() -> tuple[KeyPair, ...]:
 
 @functools.cache
 def sender_keys() -> tuple[KeyPair, ...]:
-    return tuple(_key("sender", i) for i in range(POOL_SIZE + FORGED_SIZE))
+    return tuple(_key("sender", i) for i in range(POOL_SENDERS + FORGED_SIZE))
 
 
 @functools.cache
@@ -74,16 +77,33 @@ def genesis(validators: int) -> Genesis:
     )
 
 
-def _transfer(sender: KeyPair, amount: int) -> Transaction:
+def _transfer(sender: KeyPair, amount: int, nonce: int = 0) -> Transaction:
     recipient = sha256(b"micromine-sim/recipient")
-    tx = Transaction(CHAIN_ID, sender.public, recipient, amount, 1, 0, EXPIRY_MS, "sim")
+    tx = Transaction(CHAIN_ID, sender.public, recipient, amount, 1, nonce, EXPIRY_MS, "sim")
     return sign(tx, sender)
 
 
 @functools.cache
 def tx_pool() -> tuple[Transaction, ...]:
-    """Valid transfers, in the order a run submits them (one sender each, nonce 0)."""
-    return tuple(_transfer(key, 1 + i) for i, key in enumerate(sender_keys()[:POOL_SIZE]))
+    """Valid transfers, in the order a run submits them: the senders in groups of
+    GROUP taking turns, each sender's nonces in order (0, 1, ... POOL_NONCES - 1), so
+    that a lost or late message leaves a sender's later nonces waiting for an earlier
+    one (what the ledger must hold, not refuse)."""
+    senders = sender_keys()[:POOL_SENDERS]
+    pool = []
+    for first in range(0, POOL_SENDERS, GROUP):
+        for nonce in range(POOL_NONCES):
+            for index in range(first, first + GROUP):
+                pool.append(_transfer(senders[index], 1 + index + nonce, nonce))
+    return tuple(pool)
+
+
+@functools.cache
+def replay_of(tx: Transaction) -> Transaction:
+    """Another transfer with ``tx``'s sender and nonce: once ``tx`` is committed, the
+    ledger must finally reject it (BAD_NONCE), never commit it."""
+    senders = {key.public: key for key in sender_keys()}
+    return _transfer(senders[tx.sender], tx.amount + 500, tx.nonce)
 
 
 @functools.cache
@@ -91,5 +111,5 @@ def forged_pool() -> tuple[Transaction, ...]:
     """Transfers whose signature does not verify: no honest node may commit one."""
     return tuple(
         dataclasses.replace(tx, signature=bytes(b ^ 0x5A for b in tx.signature))
-        for tx in (_transfer(key, 7) for key in sender_keys()[POOL_SIZE:])
+        for tx in (_transfer(key, 7) for key in sender_keys()[POOL_SENDERS:])
     )

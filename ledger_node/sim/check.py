@@ -17,7 +17,15 @@ At the end of the run:
                        silent for good (it is the faulty one)
     nothing lost       then, within drain_ms, every transfer the wallet submitted is
                        committed exactly once on every live honest node (the wallet
-                       resends until a COMMITTED receipt, as real clients do)
+                       resends until a COMMITTED receipt, as real clients do), and every
+                       replay it sent (another transfer with a committed one's nonce)
+                       is finally rejected: a valid transfer is committed, an invalid
+                       one finally rejected, within T = drain_ms of the progress target
+    receipts are true  no REJECTED receipt for a transaction the chain commits; every
+                       COMMITTED receipt names the height the chain has it at; a
+                       REJECTED BAD_NONCE or NONCE_GAP states the sender's nonce at the
+                       height its detail names as the chain has it (docs/PROTOCOL.md
+                       8.1), checked whatever else failed
     validity           every block an honest node committed has a certificate (checked
                        by CertificateChecker, written apart from certificate.py) and
                        passes the shipped node's rules, replayed from genesis by a fresh
@@ -27,6 +35,7 @@ At the end of the run:
                        node reported Evidence against it
 """
 
+import bisect
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -40,7 +49,8 @@ from micromine.protocol.codec import encode, is_commit_signature_valid, is_signa
 from micromine.protocol.consensus import Precommit, Prevote, Proposal
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.genesis import Genesis
-from micromine.protocol.messages import Transaction
+from micromine.protocol.kinds import Reason, ReceiptStatus
+from micromine.protocol.messages import Receipt, Transaction
 
 Vote = Proposal | Prevote | Precommit
 
@@ -238,4 +248,50 @@ def check_nothing_lost(
             )
         if twice:
             problems.append(f"lost: n{node} committed {short(twice[0])} more than once")
+    return problems
+
+
+def check_receipts(
+    chain: Sequence[Block],
+    receipts: Sequence[tuple[int, Receipt]],
+    txs: Mapping[bytes, Transaction],
+) -> list[str]:
+    """Every receipt the wallet got agrees with ``chain`` (the longest live honest one;
+    agreement makes the others its prefixes): see "receipts are true" above.  ``txs``:
+    what the wallet sent, by id."""
+    where = {tx.id: block.height for block in chain for tx in block.txs}
+    heights: dict[bytes, list[int]] = {}  # sender -> heights of its committed txs
+    for block in chain:
+        for tx in block.txs:
+            heights.setdefault(tx.sender, []).append(block.height)
+    problems: list[str] = []
+    for at, receipt in receipts:
+        tx_id, status = receipt.item_id, receipt.status
+        said = f"t={at}ms receipts: {short(tx_id)} {ReceiptStatus(status).name}"
+        if status == ReceiptStatus.REJECTED and tx_id in where:
+            problems.append(f"{said} {Reason(receipt.value).name}, committed at {where[tx_id]}")
+        elif status == ReceiptStatus.COMMITTED and where.get(tx_id, receipt.value) != receipt.value:
+            problems.append(f"{said} at {receipt.value}, in the chain at {where[tx_id]}")
+        elif (
+            status == ReceiptStatus.COMMITTED and tx_id not in where and receipt.value <= len(chain)
+        ):
+            problems.append(f"{said} at {receipt.value}, not in the chain")
+        elif (
+            status == ReceiptStatus.REJECTED
+            and receipt.height is not None
+            and receipt.height <= len(chain)
+            and (sent := txs.get(tx_id)) is not None
+        ):
+            used = bisect.bisect_right(heights.get(sent.sender, []), receipt.height)
+            if receipt.value == Reason.BAD_NONCE and not sent.nonce < used:
+                problems.append(
+                    f"{said} BAD_NONCE: nonce {sent.nonce}, {used} used at {receipt.height}"
+                )
+            if receipt.value == Reason.NONCE_GAP and not (
+                used <= (receipt.next_nonce or 0) < sent.nonce
+            ):
+                problems.append(
+                    f"{said} NONCE_GAP: nonce {sent.nonce} waiting for {receipt.next_nonce}, "
+                    f"{used} used at {receipt.height}"
+                )
     return problems

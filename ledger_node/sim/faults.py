@@ -16,7 +16,10 @@ import random
 from dataclasses import dataclass, field, replace
 
 # Scenarios without a Byzantine node, then the ones with one; ``seed % len`` picks.
-CRASH_SCENARIOS = ("clean", "lossy", "crash", "silent", "restarts", "power", "restart-crashed")
+CRASH_SCENARIOS = (
+    "clean", "lossy", "crash", "silent", "restarts", "power", "restart-crashed",
+    "broker-restart",
+)  # fmt: skip
 BYZANTINE_SCENARIOS = ("byzantine", "lock-attack")
 
 # How a Byzantine node misbehaves (the "byzantine" scenario draws a subset of these).
@@ -71,6 +74,20 @@ class Silence:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerRestart:
+    """At ``at_ms`` the broker restarts: every subscription is gone (clean sessions),
+    its retained messages too unless ``keep_retained`` (persistence on).  Each client
+    notices and connects again, subscribing anew, after its own delay of up to
+    ``reconnect_ms``; until then what it publishes waits in its outbox (paho queues QoS 1
+    messages while disconnected), and goes out the moment it is back, whoever else has
+    not subscribed yet."""
+
+    at_ms: int
+    keep_retained: bool
+    reconnect_ms: int = 3_000
+
+
+@dataclass(frozen=True, slots=True)
 class FaultPlan:
     scenario: str
     gst_ms: int = 0
@@ -81,6 +98,7 @@ class FaultPlan:
     partitions: tuple[Partition, ...] = ()
     crashes: tuple[Crash, ...] = ()
     silence: Silence | None = None
+    broker_restarts: tuple[BrokerRestart, ...] = ()
     byzantine: int | None = None
     byzantine_modes: frozenset[str] = field(default_factory=frozenset)
 
@@ -88,6 +106,7 @@ class FaultPlan:
     def settled_ms(self) -> int:
         """When every transient fault is over: progress is measured from here."""
         ends = [self.gst_ms, *(c.restart_ms for c in self.crashes if c.restart_ms is not None)]
+        ends += [b.at_ms + b.reconnect_ms for b in self.broker_restarts]
         if self.silence is not None and self.silence.end_ms is not None:
             ends.append(self.silence.end_ms)
         return max(ends)
@@ -106,6 +125,10 @@ class FaultPlan:
             f"{'power loss' if c.power_loss else 'crash'} n{c.node} {c.at_ms}-"
             + (f"{c.restart_ms}ms" if c.restart_ms is not None else "end")
             for c in self.crashes
+        ]
+        parts += [
+            f"broker restart {b.at_ms}ms (retained {'kept' if b.keep_retained else 'lost'})"
+            for b in self.broker_restarts
         ]
         if self.silence is not None:
             end = self.silence.end_ms if self.silence.end_ms is not None else "end"
@@ -183,6 +206,8 @@ def draw_plan(scenario: str, nodes: int, rng: random.Random) -> FaultPlan:
         end = None if rng.random() < 0.3 else rng.randint(start + 500, gst + 4_000)
         silence = Silence(rng.randrange(nodes), start, end)
         return replace(_lossy(rng, scenario, gst, heavy=False), silence=silence)
+    if scenario == "broker-restart":
+        return _broker_restarts(rng, scenario, nodes)
     if scenario == "byzantine":
         gst = rng.randint(1_000, 5_000)
         modes = frozenset(mode for mode in BYZANTINE_MODES if rng.random() < 0.5)
@@ -208,6 +233,23 @@ def draw_plan(scenario: str, nodes: int, rng: random.Random) -> FaultPlan:
             byzantine_modes=frozenset({AMNESIA}),
         )
     raise ValueError(f"unknown scenario {scenario!r}")
+
+
+def _broker_restarts(rng: random.Random, scenario: str, nodes: int) -> FaultPlan:
+    """The broker restarts once or twice, keeping or losing its retained messages; every
+    client comes back a little later, in its own time; sometimes a node crashes and
+    restarts too."""
+    gst = rng.randint(2_000, 7_000)
+    restarts = tuple(
+        BrokerRestart(at, keep_retained=rng.random() < 0.5)
+        for at in sorted(rng.sample(range(300, gst), rng.choice((1, 1, 2))))
+    )
+    crashes: tuple[Crash, ...] = ()
+    if rng.random() < 0.5:
+        at = rng.randint(200, gst)
+        crashes = (Crash(rng.randrange(nodes), at, at + rng.randint(100, 2_500)),)
+    plan = _lossy(rng, scenario, gst, heavy=False)
+    return replace(plan, broker_restarts=restarts, crashes=crashes)
 
 
 def _restarts(

@@ -4,7 +4,8 @@
                 ConsensusCore) over a SimDisk, resumed from that disk on every restart
     SimDevice   a device agent: device_agent.core.AgentCore
     SimWallet   a client that submits transfers and resends what is not committed yet,
-                as micromine's load generator does
+                and at once the nonce a HELD receipt says is missing, as micromine's
+                load generator does; it keeps every receipt, for check.py
 
 What a host adds is only what its real adapter adds: a clock (simulated time plus the
 genesis timestamp and a per-process skew), subscriptions on (re)connection, carrying
@@ -21,7 +22,7 @@ from micromine.ledger_node.consensus.tendermint import ROUND_WINDOW
 from micromine.ledger_node.core.actions import Action, CommitBlock, EvidenceFound
 from micromine.ledger_node.core.ledger import ReplicaFactory
 from micromine.ledger_node.node import LedgerNode
-from micromine.ledger_node.sim.chain import CHAIN_ID, GENESIS_MS, genesis
+from micromine.ledger_node.sim.chain import CHAIN_ID, GENESIS_MS, genesis, replay_of
 from micromine.ledger_node.sim.disk import SimDisk
 from micromine.protocol import topics
 from micromine.protocol.block import Block
@@ -29,8 +30,8 @@ from micromine.protocol.codec import Message, decode, encode
 from micromine.protocol.consensus import Precommit, Prevote, Proposal
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.errors import DecodeError
-from micromine.protocol.kinds import ReceiptStatus
-from micromine.protocol.messages import Receipts, Submission, Transaction
+from micromine.protocol.kinds import Reason, ReceiptStatus
+from micromine.protocol.messages import Receipt, Receipts, Submission, Transaction
 from micromine.protocol.topics import Channel, Publish
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 Vote = Proposal | Prevote | Precommit
 RESEND_MS = 3_000  # a wallet resubmits what has no COMMITTED receipt after this long
+HINT_RESEND_MS = 500  # ... and a nonce a HELD receipt asks for, unless sent this recently
 
 
 class World(Protocol):
@@ -113,6 +115,12 @@ class SimLedger:
         )
         self.world.connect(self.index, [f for f, _qos in self.node.subscriptions()])
         self.carry_out(self.node.start(self.clock(now_ms)), now_ms)
+
+    def reconnect(self, now_ms: int) -> None:
+        """After a broker restart: subscribe again (the link does; the node is told
+        nothing, as service.py's loop only logs the reconnection)."""
+        if self.node is not None:
+            self.world.connect(self.index, [f for f, _qos in self.node.subscriptions()])
 
     def crash(self, now_ms: int) -> None:
         if self.node is None:
@@ -222,6 +230,9 @@ class SimDevice:
         self.world.connect(self.index, [self.core.work_topic])
         self.emit(self.core.on_connected(self.clock(now_ms)))
 
+    def reconnect(self, now_ms: int) -> None:
+        self.boot(now_ms)  # the agent announces itself on every connection
+
     def tick(self, now_ms: int) -> None:
         self.emit(self.core.on_tick(self.clock(now_ms)))
 
@@ -235,20 +246,29 @@ class SimDevice:
 
 
 class SimWallet:
-    """Submits transactions one by one and resends each until a COMMITTED receipt."""
+    """Submits transactions one by one and resends each until a COMMITTED receipt; once
+    a sender's first transfer is committed, submits a replay of it (another transfer
+    with its nonce) and resends that until a final receipt."""
 
     def __init__(self, *, index: int, world: World, reply_to: bytes) -> None:
         self.index, self.world, self.reply_to = index, world, reply_to
         self.submitted: dict[bytes, Transaction] = {}  # by tx id, in submission order
+        self.by_nonce: dict[tuple[bytes, int], Transaction] = {}  # (sender, nonce) -> tx
+        self.replays: dict[bytes, Transaction] = {}  # by tx id
         self.last_sent: dict[bytes, int] = {}
         self.committed: dict[bytes, int] = {}  # tx id -> height a receipt named
-        self.rejected: dict[bytes, int] = {}  # tx id -> reason of a REJECTED receipt
+        self.final: set[bytes] = set()  # replays with a final receipt
+        self.receipts: list[tuple[int, Receipt]] = []  # (time, receipt), every one taken
 
     def boot(self, now_ms: int) -> None:
         self.world.connect(self.index, [topics.receipts(CHAIN_ID, self.reply_to)])
 
+    def reconnect(self, now_ms: int) -> None:
+        self.boot(now_ms)
+
     def submit(self, tx: Transaction, now_ms: int) -> None:
         self.submitted[tx.id] = tx
+        self.by_nonce[(tx.sender, tx.nonce)] = tx
         self.send(tx, now_ms)
 
     def send(self, tx: Transaction, now_ms: int) -> None:
@@ -262,12 +282,50 @@ class SimWallet:
             if tx_id not in self.committed and now_ms - self.last_sent[tx_id] >= RESEND_MS:
                 self.world.count("wallet.resent")
                 self.send(tx, now_ms)
+        for tx_id, tx in self.replays.items():
+            if tx_id not in self.final and now_ms - self.last_sent[tx_id] >= RESEND_MS:
+                self.send(tx, now_ms)
+
+    @property
+    def settled(self) -> bool:
+        """Every replay has a final receipt."""
+        return len(self.final) == len(self.replays)
 
     def deliver(self, topic: str, payload: bytes, now_ms: int) -> None:
         receipts = decode(payload, Receipts)
         for receipt in receipts.receipts:
+            self.receipts.append((now_ms, receipt))
+            tx_id = receipt.item_id
+            if receipt.final and tx_id in self.replays:
+                self.final.add(tx_id)
             if receipt.status == ReceiptStatus.COMMITTED:
-                self.committed[receipt.item_id] = receipt.value
+                self.committed[tx_id] = receipt.value
+                self._replay(tx_id, now_ms)
             elif receipt.status == ReceiptStatus.REJECTED:
-                self.rejected[receipt.item_id] = receipt.value
                 self.world.count("wallet.rejected")
+            elif receipt.status == ReceiptStatus.HELD:
+                self.world.count("wallet.held")
+                if receipt.value == Reason.NONCE_GAP:
+                    self._send_missing(tx_id, receipt.next_nonce, now_ms)
+
+    def _replay(self, tx_id: bytes, now_ms: int) -> None:
+        tx = self.submitted.get(tx_id)
+        if tx is not None and tx.nonce == 0:
+            replay = replay_of(tx)
+            if replay.id not in self.replays:
+                self.replays[replay.id] = replay
+                self.send(replay, now_ms)
+
+    def _send_missing(self, held_id: bytes, nonce: int | None, now_ms: int) -> None:
+        """A ledger holds ``held_id`` for the sender's ``nonce``: send that one again."""
+        held = self.submitted.get(held_id)
+        if held is None or nonce is None:
+            return
+        missing = self.by_nonce.get((held.sender, nonce))
+        if (
+            missing is not None
+            and missing.id not in self.committed
+            and now_ms - self.last_sent[missing.id] >= HINT_RESEND_MS
+        ):
+            self.world.count("wallet.hinted")
+            self.send(missing, now_ms)

@@ -12,7 +12,10 @@ one wallet (hosts.SimWallet).  A publication goes to the broker's subscribers of
 topic (broker.py), each copy delayed, duplicated or lost by the network (faults.Network)
 between publisher and subscriber.  The wallet submits the pool's transfers at random
 gaps until the progress target is met; then the run drains until every submitted
-transfer is committed on every live honest node.  The invariants are in check.py.
+transfer is committed on every live honest node, and every replay finally rejected.
+A broker restart (faults.BrokerRestart) drops every subscription; each client connects
+again in its own time, and what it published meanwhile waits in its outbox until then.
+The invariants are in check.py.
 """
 
 import heapq
@@ -41,6 +44,7 @@ from micromine.ledger_node.sim.check import (
     CertificateChecker,
     Observer,
     check_nothing_lost,
+    check_receipts,
     check_validity,
 )
 from micromine.ledger_node.sim.faults import FaultPlan, Network, draw_plan, scenarios
@@ -50,8 +54,11 @@ from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal
 from micromine.protocol.limits import REPLY_TO_LEN
 from micromine.protocol.topics import Publish
 
-DELIVER, TICK, SUBMIT, CRASH, RESTART, SETTLE, NOISE = range(7)
-EVENT_NAMES = ("deliver", "tick", "submit", "crash", "restart", "settle", "noise")
+DELIVER, TICK, SUBMIT, CRASH, RESTART, SETTLE, NOISE, BROKER, RECONNECT = range(9)
+EVENT_NAMES = (
+    "deliver", "tick", "submit", "crash", "restart", "settle", "noise", "broker", "reconnect",
+)  # fmt: skip
+MAX_OUTBOX = 10_000  # what a disconnected client queues (paho's max_queued_messages)
 Event = tuple[int, int, int, int, str, bytes]  # time, seq, kind, client, topic, payload
 Host = SimLedger | SimDevice | SimWallet
 
@@ -133,6 +140,7 @@ class Simulation:
         self.queue: list[Event] = []
         self.seq = 0
         self.broker = SimBroker()
+        self.outbox: dict[int, list[Publish]] = {}  # what disconnected clients published
         publics = validator_publics(config.nodes)
         self.certificates = CertificateChecker(CHAIN_ID, publics)
         byzantine = self.plan.byzantine
@@ -185,11 +193,20 @@ class Simulation:
     def connect(self, client: int, filters: list[str]) -> None:
         for topic, payload in self.broker.subscribe(client, filters):
             self.push(self.now_ms + 1, DELIVER, client, topic, payload)
+        for publish in self.outbox.pop(client, []):  # queued while disconnected
+            self.publish(client, publish)
 
     def disconnect(self, client: int) -> None:
+        """``client``'s process ends: its subscriptions and its outbox go with it."""
         self.broker.disconnect(client)
+        self.outbox.pop(client, None)
 
     def publish(self, client: int, publish: Publish) -> None:
+        if not self.broker.connected(client):  # after a broker restart, not back yet
+            queued = self.outbox.setdefault(client, [])
+            if len(queued) < MAX_OUTBOX:
+                queued.append(publish)
+            return
         self.publish_to(client, self.broker.publish(publish.topic, publish.payload, publish.retain),
                         publish.topic, publish.payload)  # fmt: skip
 
@@ -267,6 +284,8 @@ class Simulation:
         self.push(plan.settled_ms, SETTLE)
         if plan.byzantine is not None and plan.byzantine_modes & {"garbage", "replay"}:
             self.push(50, NOISE, plan.byzantine)
+        for number, restart in enumerate(plan.broker_restarts):
+            self.push(restart.at_ms, BROKER, 0, str(number))
         decisions = 0
         while self.queue and not self.observer.failed and not self.drained:
             at_ms, _seq, kind, client, topic, data = heapq.heappop(self.queue)
@@ -326,6 +345,16 @@ class Simulation:
                 assert isinstance(replica, ByzantineReplica)
                 replica.noise(now)
             self.push(now + self.fault_rng.randint(20, 300), NOISE, client)
+        elif kind == BROKER:
+            restart = self.plan.broker_restarts[int(topic)]
+            self.broker.restart(keep_retained=restart.keep_retained)
+            self.trace(
+                f"the broker restarts ({'keeping' if restart.keep_retained else 'losing'} retained)"
+            )
+            for host in range(len(self.hosts)):
+                self.push(now + self.fault_rng.randint(100, restart.reconnect_ms), RECONNECT, host)
+        elif kind == RECONNECT and not self.broker.connected(client):
+            self.hosts[client].reconnect(now)
 
     def crash(self, node: SimLedger, crash: Any) -> None:
         """Stop ``node`` part-way through its next event (after 0-3 of its actions)."""
@@ -353,7 +382,9 @@ class Simulation:
                 self.trace(f"progress target met (+{goal} blocks, at least {least})")
         if self.progress_done_ms is not None:
             submitted = set(self.wallet.submitted)
-            self.drained = all(submitted <= self.committed_ids(n) for n in self.live)
+            self.drained = self.wallet.settled and all(
+                submitted <= self.committed_ids(n) for n in self.live
+            )
 
     def committed_ids(self, node: SimLedger) -> set[bytes]:
         core = node.node.core if node.node is not None else None
@@ -385,6 +416,18 @@ class Simulation:
             chains = {node.index: node.blocks() for node in self.live}
             for problem in check_nothing_lost(chains, list(self.wallet.submitted.values())):
                 observer.violation(now, problem)
+            unsettled = len(self.wallet.replays) - len(self.wallet.final)
+            if unsettled:
+                observer.violation(
+                    now,
+                    f"lost: {unsettled} replays without a final receipt within {config.drain_ms}ms",
+                )
+        longest = max((node.blocks() for node in self.honest if node.alive), key=len, default=[])
+        wallet = self.wallet
+        for problem in check_receipts(
+            longest, wallet.receipts, {**wallet.submitted, **wallet.replays}
+        ):
+            observer.violation(now, problem)
         for problem in check_validity(
             {node.index: node.blocks() for node in self.honest if node.alive},
             genesis=genesis(config.nodes),

@@ -142,9 +142,13 @@ def keys_json() -> dict[str, Any]:
 
 
 def to_json(value: Any) -> Any:
+    """A message as JSON; an optional field left at its default None is omitted (as it
+    is on the wire: a receipt without its detail)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
+            f.name: to_json(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.init and not (f.default is None and getattr(value, f.name) is None)
         }
     if isinstance(value, bytes):
         return value.hex()
@@ -229,6 +233,23 @@ def build_messages() -> list[tuple[str, Any]]:
         ),
         LEDGER,
     )
+    # A receipt's detail: the committed height the sender's state was read at, and the
+    # nonce the node needs next from it (HELD, and state-dependent rejections).
+    detailed = codec.sign(
+        Receipts(
+            CHAIN,
+            LEDGER.public,
+            bytes(range(16)),
+            T0 + 20,
+            (
+                Receipt(tx.id, int(ReceiptStatus.HELD), int(Reason.NONCE_GAP), 7, 0),
+                Receipt(tx_expired.id, int(ReceiptStatus.HELD), int(Reason.CATCHING_UP), 5, 0),
+                Receipt(sha256(b"used"), int(ReceiptStatus.REJECTED), int(Reason.BAD_NONCE), 9, 2),
+                Receipt(tx.id, int(ReceiptStatus.REJECTED), int(Reason.NO_QUORUM)),
+            ),
+        ),
+        LEDGER,
+    )
     return [
         ("transaction", tx),
         ("transaction-boundaries", tx_boundaries),
@@ -244,6 +265,7 @@ def build_messages() -> list[tuple[str, Any]]:
         ("device-status-online", online),
         ("device-status-offline", offline),
         ("receipts", receipts),
+        ("receipts-detailed", detailed),
         *consensus_messages(block),
     ]
 
