@@ -15,7 +15,7 @@ from fuzz_support import fuzz_settings, hostile, json_values
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from micromine.cli import describe_block
+from micromine.cli.blocks import describe_block
 from micromine.client import LedgerClient
 from micromine.common.mqtt import Incoming
 from micromine.devnet import Progress
