@@ -2,7 +2,7 @@
 
     python benchmarks/compose_footprint.py [--seconds 60] [--agents 3] [--tx-rate 20]
 
-Starts the compose file's own services as local processes (tests/compose_runner.py: the
+Starts the compose file's own services as local processes (tests/framework/compose_runner.py: the
 same commands, environment and volumes), lets them run ``--seconds`` after the first
 committed block, then prints each process's resident memory (VmRSS, peak VmHWM) and its
 CPU use over that time as a percentage of one core.  Linux only (/proc).  Figures go in
@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from compose_runner import ComposeProcesses, load_compose
+from framework.compose_runner import ComposeProcesses, load_compose
 
 from micromine.ledger_node.storage import ChainReader
 from micromine.processes import ManagedProcess, read_process, wait_until

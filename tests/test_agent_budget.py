@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import EmbeddedBroker, wait_until
-from cluster import CHAIN as CLUSTER_CHAIN
-from cluster import Cluster, Wallets, submit_items
+from framework.brokers import EmbeddedBroker, wait_until
+from framework.cluster import CHAIN as CLUSTER_CHAIN
+from framework.cluster import Cluster, Wallets, submit_items
 
 from micromine.common.keyfile import load_or_create_key
 from micromine.common.mqtt import Incoming, LinkConfig, MqttLink

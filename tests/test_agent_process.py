@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from protocol_samples import signed_batch
+from framework.protocol_samples import signed_batch
 
 from micromine.common.keyfile import load_or_create_key
 from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
@@ -116,7 +116,7 @@ class BrokerProcess:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
-    # TODO(broker): switch to the shared fixture in tests/brokers.py once it exists.
+    # TODO(broker): switch to the shared fixture in tests/framework/brokers.py once it exists.
     process = BrokerProcess(tmp_path)
     process.start()
     try:

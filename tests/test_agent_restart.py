@@ -4,8 +4,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import EmbeddedBroker, wait_until
-from cluster import Cluster, submit_items
+from framework.brokers import EmbeddedBroker, wait_until
+from framework.cluster import Cluster, submit_items
 
 from micromine.client import LedgerClient
 from micromine.ledger_node.storage import StorageError

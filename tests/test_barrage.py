@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import EmbeddedBroker, free_port, wait_until
-from cluster import CHAIN, Cluster, Wallets, Watcher
+from framework.brokers import EmbeddedBroker, free_port, wait_until
+from framework.cluster import CHAIN, Cluster, Wallets, Watcher
 
 from micromine.barrage import Barrage
 from micromine.client import Fate

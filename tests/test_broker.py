@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import paho.mqtt.client as mqtt
 import pytest
 from amqtt.errors import BrokerError
-from brokers import (
+from framework.brokers import (
     BrokerProcess,
     EmbeddedBroker,
     MosquittoBroker,

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import wait_until
-from cluster import Cluster, Watcher
+from framework.brokers import wait_until
+from framework.cluster import Cluster, Watcher
 
 from micromine.common.genesis_file import load_genesis
 from micromine.common.mqtt import LinkConfig, MqttLink

@@ -20,8 +20,8 @@ from typing import Any
 
 import jsonschema
 import pytest
-from brokers import require_mosquitto
-from compose_runner import (
+from framework.brokers import require_mosquitto
+from framework.compose_runner import (
     COMPOSE_FILE,
     ComposeError,
     ComposeProcesses,

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import wait_until
-from cluster import CHAIN, Cluster, Watcher
+from framework.brokers import wait_until
+from framework.cluster import CHAIN, Cluster, Watcher
 from test_cli import micromine
 
 from micromine.cli.devices import read_devices

@@ -10,8 +10,8 @@ import json
 import time
 from typing import Any
 
-import protocol_samples
-from fuzz_support import fuzz_settings, hostile, json_values
+from framework import protocol_samples
+from framework.fuzz_support import fuzz_settings, hostile, json_values
 from hypothesis import example, given
 from hypothesis import strategies as st
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from protocol_samples import signed_batch
+from framework.protocol_samples import signed_batch
 from test_device_assignment import (
     DEVICES,
     PARAMS,

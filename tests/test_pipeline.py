@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import wait_until
-from cluster import CHAIN, Cluster, Wallets, Watcher, submit_items
+from framework.brokers import wait_until
+from framework.cluster import CHAIN, Cluster, Wallets, Watcher, submit_items
 
 from micromine.protocol import topics
 from micromine.protocol.codec import encode

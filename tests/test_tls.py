@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from access_helpers import (
+from framework.access_helpers import (
     KEYS,
     Secured,
     mosquitto_config,
@@ -23,8 +23,14 @@ from access_helpers import (
     write_genesis,
     write_key,
 )
-from brokers import ConfiguredMosquitto, EmbeddedBroker, free_port, require_mosquitto, wait_until
-from protocol_samples import CHAIN, DEVICE, LEDGER, assignment, work_batch
+from framework.brokers import (
+    ConfiguredMosquitto,
+    EmbeddedBroker,
+    free_port,
+    require_mosquitto,
+    wait_until,
+)
+from framework.protocol_samples import CHAIN, DEVICE, LEDGER, assignment, work_batch
 
 from micromine.common.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
 from micromine.processes import FULL_SPEED_AGENT, ManagedProcess, python_module

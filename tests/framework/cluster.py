@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from brokers import wait_until
-
 from micromine.chains import read_chain
 from micromine.client import LedgerClient
 from micromine.common.keyfile import load_or_create_key
@@ -27,6 +25,8 @@ from micromine.protocol.codec import decode, encode, sign
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.genesis import ChainParams, Genesis
 from micromine.protocol.messages import Transaction
+
+from .brokers import wait_until
 
 CHAIN = "testchain"
 
