@@ -58,6 +58,7 @@ from micromine.devnet import (
 from micromine.loadgen import sender_key
 from micromine.processes import (
     FULL_SPEED_AGENT,
+    WaitTimeoutError,
     free_port,
     port_open,
     python_module,
@@ -154,8 +155,11 @@ def start_mosquitto(devnet: Devnet, first_senders: list[int]) -> str:
         "mosquitto",
     )
     devnet.spawn("broker", [binary, "-c", str(conf)])
-    if not wait_until(lambda: port_open("127.0.0.1", port), timeout=20):
-        raise RuntimeError(f"mosquitto did not open its port: {devnet.processes[-1].log_tail()}")
+    try:
+        wait_until(lambda: port_open("127.0.0.1", port), 20, interval=0.05)
+    except WaitTimeoutError:
+        problem = f"mosquitto did not open its port: {devnet.processes[-1].log_tail()}"
+        raise RuntimeError(problem) from None
     return f"mqtt://127.0.0.1:{port}"
 
 

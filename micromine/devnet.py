@@ -42,6 +42,7 @@ from micromine.loadgen import load_balances
 from micromine.processes import (
     FULL_SPEED_AGENT,
     ManagedProcess,
+    WaitTimeoutError,
     free_port,
     port_open,
     python_module,
@@ -210,8 +211,12 @@ class Devnet:
                 "micromine.broker", "--host", "127.0.0.1", "--port", str(port),
                 "--ws-port", str(ws_port), *broker_flags,
             ))  # fmt: skip
-            if not wait_until(lambda: port_open("127.0.0.1", port), timeout=30):
-                raise RuntimeError("the embedded broker did not open its port within 30 s")
+            try:
+                wait_until(lambda: port_open("127.0.0.1", port), 30, interval=0.05,
+                           message="the embedded broker's port")  # fmt: skip
+            except WaitTimeoutError:
+                problem = "the embedded broker did not open its port within 30 s"
+                raise RuntimeError(problem) from None
             self.broker_url = f"mqtt://127.0.0.1:{port}"
             if args.tls_cert:
                 self.broker_url = f"mqtts://127.0.0.1:{tls_port}"

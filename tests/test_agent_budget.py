@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from framework.brokers import EmbeddedBroker, wait_until
+from framework.brokers import EmbeddedBroker
 from framework.cluster import CHAIN as CLUSTER_CHAIN
 from framework.cluster import Cluster, Wallets, submit_items
 
 from micromine.common.keyfile import load_or_create_key
 from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
-from micromine.processes import ManagedProcess, python_module, read_process
+from micromine.processes import ManagedProcess, python_module, read_process, wait_until
 from micromine.protocol import codec, topics
 from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.crypto import KeyPair, sha256

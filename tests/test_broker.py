@@ -23,13 +23,13 @@ from framework.brokers import (
     MosquittoBroker,
     free_port,
     port_open,
-    wait_until,
 )
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from micromine.broker.config import BrokerConfig
 from micromine.broker.embedded import run_broker
+from micromine.processes import wait_until
 
 TIMEOUT = 10.0
 BIG = 2 * 1024 * 1024  # 2 MiB: above websockets' default 1 MiB frame limit on purpose

@@ -17,9 +17,10 @@ from framework.access_helpers import (
     refused_then_allowed,
     start_secured,
 )
-from framework.brokers import require_mosquitto, wait_until
+from framework.brokers import require_mosquitto
 from framework.protocol_samples import CHAIN, DEVICE, LEDGER, OTHER_DEVICE
 
+from micromine.processes import wait_until
 from micromine.protocol import topics
 from micromine.protocol.auth import (
     LOGIN_WINDOW_MS,

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from framework import protocol_samples as s
 from framework.access_helpers import OPERATOR, Peer, Secured
-from framework.brokers import EmbeddedBroker, wait_until
+from framework.brokers import EmbeddedBroker
 
 from micromine.broker.enrollment import BrokerEnrollment
+from micromine.processes import wait_until
 from micromine.protocol import topics
 from micromine.protocol.codec import encode
 from micromine.protocol.crypto import KeyPair

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from framework.access_helpers import OPERATOR, Secured, start_secured
-from framework.brokers import wait_until
 from framework.protocol_samples import CHAIN, DEVICE
 
+from micromine.processes import wait_until
 from micromine.protocol import topics
 from micromine.protocol.limits import MAX_MESSAGE_BYTES
 from micromine.protocol.topics import Channel

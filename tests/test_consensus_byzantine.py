@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from framework.brokers import wait_until
 from framework.cluster import Cluster, Wallets, Watcher
 
 from micromine.chains import compare_chains
@@ -23,6 +22,7 @@ from micromine.ledger_node.chain.state import Account
 from micromine.ledger_node.chain.transition import process_commit
 from micromine.ledger_node.chain.verify import verify_block
 from micromine.ledger_node.consensus.certificate import check_certificate
+from micromine.processes import wait_until
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, is_signature_valid
 from micromine.protocol.consensus import Precommit, Prevote, Proposal

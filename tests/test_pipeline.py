@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from framework.brokers import wait_until
 from framework.cluster import CHAIN, Cluster, Wallets, Watcher, submit_items
 
+from micromine.processes import wait_until
 from micromine.protocol import topics
 from micromine.protocol.codec import encode
 from micromine.protocol.crypto import sha256

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from framework.brokers import wait_until
 from framework.tagged_processes import kill_tagged, new_tag, tagged, tagged_environment
 
 from micromine.common.signals import EXIT_STOPPED, StopSignals, sigterm_as_sigint, until_stopped
-from micromine.processes import free_port
+from micromine.processes import free_port, wait_until
 
 DEVNET_FLAGS = ("--ledgers", "4", "--agents", "2", "--tx-rate", "10", "--duration", "60")
 CHILDREN = 1 + 4 + 2  # broker, ledgers, agents (the load generator starts later)

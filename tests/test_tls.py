@@ -28,12 +28,11 @@ from framework.brokers import (
     EmbeddedBroker,
     free_port,
     require_mosquitto,
-    wait_until,
 )
 from framework.protocol_samples import CHAIN, DEVICE, LEDGER, assignment, work_batch
 
 from micromine.common.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
-from micromine.processes import FULL_SPEED_AGENT, ManagedProcess, python_module
+from micromine.processes import FULL_SPEED_AGENT, ManagedProcess, python_module, wait_until
 from micromine.protocol import topics
 from micromine.protocol.codec import decode, encode, is_signature_valid
 from micromine.protocol.messages import Verdict

@@ -2,7 +2,7 @@
 
 In the manner of bitcoin's ``test/functional/test_framework``: real processes on
 loopback, driven through their real interfaces, and waits on conditions with deadlines
-(``brokers.wait_until``), never bare sleeps.
+(``micromine.processes.wait_until``), never bare sleeps.
 
 | module | what it holds |
 | --- | --- |

@@ -18,15 +18,13 @@ from micromine.client import LedgerClient
 from micromine.common.keyfile import load_or_create_key
 from micromine.common.mqtt import Incoming, LinkConfig, Login, MqttLink
 from micromine.loadgen import sender_key
-from micromine.processes import FULL_SPEED_AGENT, ManagedProcess, python_module
+from micromine.processes import FULL_SPEED_AGENT, ManagedProcess, python_module, wait_until
 from micromine.protocol import topics
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode, sign
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.genesis import ChainParams, Genesis
 from micromine.protocol.messages import Transaction
-
-from .brokers import wait_until
 
 CHAIN = "testchain"
 
