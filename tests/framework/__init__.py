@@ -7,7 +7,7 @@ loopback, driven through their real interfaces, and waits on conditions with dea
 | module | what it holds |
 | --- | --- |
 | ``brokers`` | real MQTT brokers as processes: the embedded one (amqtt) and Mosquitto |
-| ``cluster`` | ledger nodes and agents against a test's broker; a watcher, clients, wallets |
+| ``cluster`` | nodes and agents on a test's broker (``micromine.cluster``); watcher, wallets |
 | ``access_helpers`` | brokers with access control on, and MQTT peers that log in to them |
 | ``compose_runner`` | docker-compose.yml's services as local processes |
 | ``tagged_processes`` | finding (and killing) a test's processes by an environment tag |
