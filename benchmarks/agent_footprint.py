@@ -32,6 +32,7 @@ docs/PERFORMANCE.md with this command) and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -46,6 +47,7 @@ from micromine.common.logs import configure_logging
 from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
 from micromine.processes import (
     ManagedProcess,
+    WaitTimeoutError,
     free_port,
     port_open,
     python_module,
@@ -157,18 +159,27 @@ def start_agent(url: str, work: Path, extra: tuple[str, ...], python: str) -> Ma
     return ManagedProcess("agent", argv, work / "agent.log").start()
 
 
+def pump_for(ledger: Ledger, seconds: float) -> None:
+    """Answer the agent for ``seconds``: a measurement window, not a wait for anything."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ledger.pump()
+
+
 def connect(ledger: Ledger, agent: ManagedProcess) -> bytes:
     ledger.device = None
-    if not wait_until(lambda: ledger.pump() or ledger.device is not None, START_TIMEOUT_S):
-        raise SystemExit(f"the agent did not say hello:\n{agent.log_tail()}")
+    try:
+        wait_until(lambda: ledger.pump() or ledger.device is not None, START_TIMEOUT_S)
+    except WaitTimeoutError:
+        raise SystemExit(f"the agent did not say hello:\n{agent.log_tail()}") from None
     assert ledger.device is not None
     return ledger.device
 
 
 def phase_rest(agent: ManagedProcess, ledger: Ledger, seconds: float) -> dict[str, Any]:
-    wait_until(lambda: ledger.pump() or False, 3.0)  # let start-up settle
+    pump_for(ledger, 3.0)  # let start-up settle
     first = sample(agent.pid)
-    wait_until(lambda: ledger.pump() or False, seconds)
+    pump_for(ledger, seconds)
     last = sample(agent.pid)
     cpu = last.cpu_s - first.cpu_s
     return {"rss_mb": last.rss_kb / 1024, "hwm_mb": last.hwm_kb / 1024, "seconds": seconds,
@@ -186,7 +197,8 @@ def phase_load(
     for _ in range(max(1, round(seconds))):  # one second at a time, sampling RSS in between
         sent += ledger.flood(device, rate, 1.0, in_flight)
         peak = max(peak, sample(agent.pid).rss_kb)
-    wait_until(lambda: ledger.pump() or ledger.verdicts - before >= sent, START_TIMEOUT_S)
+    with contextlib.suppress(WaitTimeoutError):  # what did not come is reported as missing
+        wait_until(lambda: ledger.pump() or ledger.verdicts - before >= sent, START_TIMEOUT_S)
     last = sample(agent.pid)
     verified = (ledger.verdicts - before) * MAX_BATCH_TXS
     cpu = last.cpu_s - first.cpu_s
@@ -267,8 +279,10 @@ def main() -> None:
             "micromine.broker", "--host", "127.0.0.1", "--port", str(port),
             "--ws-port", str(free_port())), work / "broker.log").start()  # fmt: skip
         try:
-            if not wait_until(lambda: port_open("127.0.0.1", port), START_TIMEOUT_S):
-                raise SystemExit(f"the broker did not start:\n{broker.log_tail()}")
+            try:
+                wait_until(lambda: port_open("127.0.0.1", port), START_TIMEOUT_S)
+            except WaitTimeoutError:
+                raise SystemExit(f"the broker did not start:\n{broker.log_tail()}") from None
             ledger = Ledger(url)
             agent = start_agent(url, work, UNBUDGETED, args.python)
             try:

@@ -52,17 +52,11 @@ from micromine.devnet import (
     add_devnet_arguments,
     as_count,
     drain,
+    follow_load,
     wait_for_devices,
-    write_genesis,
 )
 from micromine.loadgen import sender_key
-from micromine.processes import (
-    FULL_SPEED_AGENT,
-    free_port,
-    port_open,
-    python_module,
-    wait_until,
-)
+from micromine.processes import FULL_SPEED_AGENT, free_port, python_module
 from micromine.protocol import topics
 from micromine.protocol.auth import compute_static_password
 from micromine.protocol.genesis import ChainParams
@@ -98,21 +92,16 @@ def say(text: str) -> None:
 
 
 class BenchDevnet(Devnet):
-    """devnet's cluster (its agents run at full speed: processes.FULL_SPEED_AGENT),
-    with each process's role for the CPU and memory readings."""
+    """devnet's cluster (micromine/cluster.py; its agents run at full speed:
+    processes.FULL_SPEED_AGENT), with each process's role for the CPU and memory readings."""
 
     def roles(self) -> dict[str, list[int]]:
         roles: dict[str, list[int]] = {"broker": [], "ledger": [], "agent": []}
-        for process in self.processes:
-            role = process.name.split("-")[0]
+        for name, process in self.cluster.processes.items():
+            role = name.split("-")[0]
             if role in roles and process.running():
                 roles[role].append(process.pid)
         return roles
-
-    def cluster_crashed(self) -> list[str]:
-        return [
-            p.name for p in self.processes if not p.name.startswith("loadgen") and not p.running()
-        ]
 
 
 def devnet_args(config: Config, args: argparse.Namespace, senders: int) -> argparse.Namespace:
@@ -130,11 +119,12 @@ def start_mosquitto(devnet: Devnet, first_senders: list[int]) -> str:
     """Mosquitto on the configuration ``micromine broker mosquitto-config`` writes, as an
     operator runs it: every key of the cluster (ledger nodes, operator, agents, each
     step's load generator) logs in with its static password, under the topic ACL."""
-    dargs, data_dir = devnet.args, devnet.data_dir
-    genesis = write_genesis(dargs, data_dir)  # start_cluster writes it again: same keys
-    keys = [data_dir / f"ledger-{i}.key" for i in range(1, dargs.ledgers + 1)]
+    dargs, data_dir, cluster = devnet.args, devnet.data_dir, devnet.cluster
+    cluster.write_genesis()  # once: the cluster's start keeps it
+    genesis = cluster.genesis_path
+    keys = [cluster.ledger_key_path(i) for i in range(dargs.ledgers)]
     keys.append(data_dir / "operator.key")  # and the agents' (agent_keys makes the files):
-    keys += [data_dir / f"agent-{i}.key" for i in devnet.agent_keys()]
+    keys += [cluster.agent_key_path(i) for i in devnet.agent_keys()]
     passwords = [
         f"{key.public.hex()}={compute_static_password(key, dargs.chain)}"
         for key in (sender_key(i) for i in first_senders)
@@ -153,15 +143,14 @@ def start_mosquitto(devnet: Devnet, first_senders: list[int]) -> str:
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()),
         "mosquitto",
     )
-    devnet.spawn("broker", [binary, "-c", str(conf)])
-    if not wait_until(lambda: port_open("127.0.0.1", port), timeout=20):
-        raise RuntimeError(f"mosquitto did not open its port: {devnet.processes[-1].log_tail()}")
-    return f"mqtt://127.0.0.1:{port}"
+    return cluster.start_broker([binary, "-c", str(conf)], port)
 
 
 def run_config(config: Config, args: argparse.Namespace, verify_rate: float) -> dict[str, Any]:
     senders_per_step = args.senders_per_step
     dargs = devnet_args(config, args, senders_per_step * len(args.steps))
+    if config.broker == "mosquitto":
+        dargs.login = "password"
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{config.name}-"))
     devnet = BenchDevnet(dargs, data_dir)
     steps: list[dict[str, Any]] = []
@@ -170,9 +159,8 @@ def run_config(config: Config, args: argparse.Namespace, verify_rate: float) -> 
     try:
         if config.broker == "mosquitto":
             firsts = [i * senders_per_step for i in range(len(args.steps))]
-            dargs.broker = devnet.broker_url = start_mosquitto(devnet, firsts)
-            dargs.login = "password"
-        devnet.start_cluster()
+            start_mosquitto(devnet, firsts)
+        devnet.cluster.start()
         operator = load_or_create_key(data_dir / "operator.key")
         monitor = MqttLink(LinkConfig(
             client_id=f"bench-monitor-{free_port()}", broker_url=devnet.broker_url,
@@ -204,7 +192,7 @@ def run_config(config: Config, args: argparse.Namespace, verify_rate: float) -> 
                     say(f"bench: {config.name} saturated at {rate:g} tx/s offered; stopping")
                     break
     finally:
-        devnet.stop_all()
+        devnet.cluster.stop()
     if not args.keep:  # a failure raised above and left the logs for reading
         shutil.rmtree(data_dir, ignore_errors=True)
     kept = str(data_dir) if args.keep else None
@@ -224,27 +212,20 @@ def run_step(
     read from the moment it starts submitting (after presigning) until it exits."""
     dargs = devnet.args
     report_path = devnet.data_dir / f"step-{index}.json"
-    load = devnet.spawn(f"loadgen-{index}", python_module(
+    load = devnet.cluster.spawn(f"loadgen-{index}", python_module(
         "micromine.loadgen", "--broker", devnet.broker_url, "--chain", dargs.chain,
         "--senders", str(args.senders_per_step),
         "--first-sender", str(index * args.senders_per_step),
         "--tx-rate", str(rate), "--duration", str(args.step_seconds),
         "--settle", str(args.settle_seconds), "--presign", "--report", str(report_path),
-        *devnet.link_flags,
+        *devnet.cluster.link_flags,
     ))  # fmt: skip
     while load.running() and "load started" not in load.log_path.read_text(errors="replace"):
         drain(monitor, progress, dargs.chain, 0.05)
     roles = devnet.roles()
     before = snapshot(pid for pids in roles.values() for pid in pids)
     blocks_before = progress.blocks
-    next_line = time.monotonic() + 1
-    while load.running():
-        drain(monitor, progress, dargs.chain, 0.2)
-        if crashed := devnet.cluster_crashed():
-            raise RuntimeError(f"{', '.join(crashed)} exited early; see {devnet.data_dir}")
-        if time.monotonic() >= next_line:
-            say(progress.line(dargs.agents))
-            next_line += 1
+    follow_load(devnet, monitor, progress, load, first_line=1.0)
     after = snapshot(pid for pids in roles.values() for pid in pids)
     if load.returncode() != 0 or not report_path.exists():
         raise RuntimeError(f"the load generator failed:\n{load.log_tail()}")

@@ -2,7 +2,7 @@
 
     python benchmarks/compose_footprint.py [--seconds 60] [--agents 3] [--tx-rate 20]
 
-Starts the compose file's own services as local processes (tests/compose_runner.py: the
+Starts the compose file's own services as local processes (tests/framework/compose_runner.py: the
 same commands, environment and volumes), lets them run ``--seconds`` after the first
 committed block, then prints each process's resident memory (VmRSS, peak VmHWM) and its
 CPU use over that time as a percentage of one core.  Linux only (/proc).  Figures go in
@@ -19,10 +19,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from compose_runner import ComposeProcesses, load_compose
+from framework.compose_runner import ComposeProcesses, load_compose
 
 from micromine.ledger_node.storage import ChainReader
-from micromine.processes import ManagedProcess, read_process, wait_until
+from micromine.processes import ManagedProcess, WaitTimeoutError, read_process, wait_until
 
 
 def cpu_seconds(process: ManagedProcess) -> float:
@@ -41,8 +41,10 @@ def memory_kib(process: ManagedProcess) -> dict[str, int]:
 def measure(cluster: ComposeProcesses, seconds: float) -> dict[str, Any]:
     """Each running process's CPU over ``seconds`` and memory at the end, and the chain."""
     db = cluster.volume_dir("ledger-1") / "ledger.sqlite"
-    if not wait_until(lambda: db.exists() and db.stat().st_size > 0, timeout=60):
-        raise RuntimeError("no ledger database after 60 s")
+    try:
+        wait_until(lambda: db.exists() and db.stat().st_size > 0, 60, message="a ledger database")
+    except WaitTimeoutError:
+        raise RuntimeError("no ledger database after 60 s") from None
     running = [p for p in cluster.all_processes() if p.running()]
     before = {p.name: cpu_seconds(p) for p in running}
     started = time.monotonic()

@@ -2,7 +2,8 @@
 
 Broker (unless ``--broker`` names one), ``--ledgers`` ledger nodes that agree on every
 block by consensus, N agents and a load generator,
-each its own process with its own log under the data directory.  Live progress goes
+each its own process with its own log under the data directory, started and stopped by
+micromine/cluster.py (the launcher the integration tests use too).  Live progress goes
 to stderr; the summary goes to stderr, and with ``--json`` also to stdout as one JSON
 object on the last line.
 
@@ -34,22 +35,14 @@ from typing import Any
 
 from micromine.barrage import Barrage
 from micromine.chains import compare_chains, read_device_ledger
+from micromine.cluster import BrokerSettings, ClusterConfig, LocalCluster
 from micromine.common.keyfile import load_or_create_key
 from micromine.common.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
 from micromine.common.signals import StopSignals
-from micromine.device_agent.config import ENV_ALLOW_LYING
 from micromine.loadgen import load_balances
-from micromine.processes import (
-    FULL_SPEED_AGENT,
-    ManagedProcess,
-    free_port,
-    port_open,
-    python_module,
-    stop_processes,
-    wait_until,
-)
+from micromine.processes import ManagedProcess, free_port, python_module
 from micromine.protocol import topics
-from micromine.protocol.genesis import ChainParams, Genesis
+from micromine.protocol.genesis import ChainParams
 
 PROGRESS_INTERVAL_S = 1.0
 # The numbers the progress lines read from block and status JSON.
@@ -137,18 +130,28 @@ class Progress:
         )
 
 
-def write_genesis(args: argparse.Namespace, data_dir: Path) -> Path:
-    ledger_keys = [
-        load_or_create_key(data_dir / f"ledger-{i}.key") for i in range(1, args.ledgers + 1)
-    ]
+def client_tls(args: argparse.Namespace) -> TlsFiles | None:
+    """What the clients verify the broker by: the CA alone with devnet's own broker (the
+    certificate and key are then the broker's), all three with an external one."""
+    if not (args.tls_ca or args.tls_cert):
+        return None
+    if args.broker:
+        return TlsFiles(
+            *(Path(p) if p else None for p in (args.tls_ca, args.tls_cert, args.tls_key))
+        )
+    return TlsFiles(Path(args.tls_ca) if args.tls_ca else None)
+
+
+def cluster_config(args: argparse.Namespace, data_dir: Path) -> ClusterConfig:
+    """devnet's flags as the settings of its cluster (micromine/cluster.py)."""
     operator = load_or_create_key(data_dir / "operator.key")  # devnet's monitor logs in with it
     k = min(args.k, max(1, args.agents))
-    balances = load_balances(args.senders)
-    genesis = Genesis(
-        chain_id=args.chain,
-        timestamp_ms=time.time_ns() // 1_000_000,
-        ledger_nodes=tuple(sorted(key.public for key in ledger_keys)),
-        balances=tuple(sorted(balances.items())),
+    return ClusterConfig(
+        root=data_dir,
+        chain=args.chain,
+        ledgers=args.ledgers,
+        agents=args.agents,
+        lying_agents=args.lying_agents,
         params=ChainParams(
             k=k,
             q=min(args.q, k),
@@ -156,116 +159,48 @@ def write_genesis(args: argparse.Namespace, data_dir: Path) -> Path:
             max_block_txs=args.max_block_txs,
             recheck_tx_signatures=args.recheck_tx_signatures,
         ),
+        balances=tuple(load_balances(args.senders).items()),
         operators=(operator.public,),
+        broker_url=args.broker or None,
+        broker=BrokerSettings(
+            access_control=args.auth,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+        ),
+        login=args.login,
+        tls=client_tls(args),
     )
-    genesis_path = data_dir / "genesis.json"
-    genesis_path.write_text(genesis.to_json())
-    return genesis_path
 
 
 class Devnet:
-    def __init__(self, args: argparse.Namespace, data_dir: Path, signals: StopSignals) -> None:
+    """devnet's run: its cluster (micromine/cluster.py, set up from the flags) and the load
+    generator it adds."""
+
+    def __init__(
+        self, args: argparse.Namespace, data_dir: Path, signals: StopSignals | None = None
+    ) -> None:
         self.args = args
         self.data_dir = data_dir
-        self.signals = signals
-        self.processes: list[ManagedProcess] = []
-        self.broker_url: str = args.broker or ""
-        self.link_flags: list[str] = []  # --login and --tls-* for every client process
+        self.cluster = LocalCluster(cluster_config(args, data_dir), signals)
 
-    def client_tls(self) -> TlsFiles | None:
-        """What the clients verify the broker by: the CA alone with devnet's own broker (the
-        certificate and key are then the broker's), all three with an external one."""
-        args = self.args
-        if not (args.tls_ca or args.tls_cert):
-            return None
-        if args.broker:
-            return TlsFiles(
-                *(Path(p) if p else None for p in (args.tls_ca, args.tls_cert, args.tls_key))
-            )
-        return TlsFiles(Path(args.tls_ca) if args.tls_ca else None)
-
-    def spawn(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None
-    ) -> ManagedProcess:
-        log_path = self.data_dir / "logs" / f"{name}.log"
-        with self.signals.deferred():  # a child started is a child recorded, to be stopped
-            process = ManagedProcess(name, argv, log_path, env).start()
-            self.processes.append(process)
-        return process
-
-    def start_cluster(self) -> None:
-        args = self.args
-        genesis_path = write_genesis(args, self.data_dir)
-        tls = self.client_tls()
-        if not args.broker:
-            port, ws_port = free_port(), free_port()
-            broker_flags = ["--genesis", str(genesis_path)] if args.auth else []
-            if args.tls_cert:
-                tls_port = free_port()
-                broker_flags += ["--tls-port", str(tls_port), "--tls-cert", args.tls_cert,
-                                 "--tls-key", args.tls_key or ""]  # fmt: skip
-                if args.tls_client_ca:
-                    broker_flags += ["--tls-ca", args.tls_client_ca]
-            self.spawn("broker", python_module(
-                "micromine.broker", "--host", "127.0.0.1", "--port", str(port),
-                "--ws-port", str(ws_port), *broker_flags,
-            ))  # fmt: skip
-            if not wait_until(lambda: port_open("127.0.0.1", port), timeout=30):
-                raise RuntimeError("the embedded broker did not open its port within 30 s")
-            self.broker_url = f"mqtt://127.0.0.1:{port}"
-            if args.tls_cert:
-                self.broker_url = f"mqtts://127.0.0.1:{tls_port}"
-        self.link_flags = ["--login", args.login]
-        if tls is not None:
-            for name, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
-                if path is not None:
-                    self.link_flags += [f"--tls-{name}", str(path)]
-        for index in range(1, args.ledgers + 1):
-            self.spawn(f"ledger-{index}", python_module(
-                "micromine.ledger_node", "--broker", self.broker_url,
-                "--key", str(self.data_dir / f"ledger-{index}.key"),
-                "--genesis", str(genesis_path),
-                "--db", str(self.data_dir / f"ledger-{index}.sqlite"), "--log-json",
-                *self.link_flags,
-            ))  # fmt: skip
-        for index in range(1, args.agents + 1):
-            lying = index in self.lying_indices()
-            self.spawn(f"agent-{index}", python_module(
-                "micromine.device_agent", "--broker", self.broker_url, "--chain", args.chain,
-                "--key", str(self.data_dir / f"agent-{index}.key"), "--log-json",
-                "--status-file", str(self.data_dir / f"agent-{index}.status.json"),
-                *FULL_SPEED_AGENT, *self.link_flags, *(["--lie", "always-valid"] if lying else []),
-            ), env={ENV_ALLOW_LYING: "1"} if lying else None)  # fmt: skip
-
-    def lying_indices(self) -> range:
-        """The agents that lie: the last ``--lying-agents`` of them."""
-        return range(self.args.agents - self.args.lying_agents + 1, self.args.agents + 1)
+    @property
+    def broker_url(self) -> str:
+        return self.cluster.broker_url or ""
 
     def agent_keys(self) -> dict[int, bytes]:
-        """Every agent's public key (its key file is made here if the agent has not yet)."""
-        return {
-            index: load_or_create_key(self.data_dir / f"agent-{index}.key").public
-            for index in range(1, self.args.agents + 1)
-        }
+        """Every agent's public key, by index (from 0)."""
+        return {index: self.cluster.agent_key(index).public for index in range(self.args.agents)}
 
     def start_load(self) -> ManagedProcess:
         args = self.args
-        return self.spawn("loadgen", python_module(
+        return self.cluster.spawn("loadgen", python_module(
             "micromine.loadgen", "--broker", self.broker_url, "--chain", args.chain,
             "--senders", str(args.senders), "--tx-rate", str(args.tx_rate),
             "--duration", str(args.duration), "--invalid-fraction", str(args.invalid_fraction),
             "--settle", str(args.settle), "--report", str(self.data_dir / "load.json"),
-            *self.link_flags,
+            *self.cluster.link_flags,
         ))  # fmt: skip
-
-    def crashed(self) -> list[ManagedProcess]:
-        return [p for p in self.processes if p.name != "loadgen" and not p.running()]
-
-    def stop_all(self) -> dict[str, int | None]:
-        """Everyone but the broker at once, then the broker (so that the ledgers and agents
-        can still publish their offline status); bounded: SIGKILL after 10 s each round."""
-        codes = stop_processes(p for p in self.processes if p.name != "broker")
-        return {**codes, **stop_processes(p for p in self.processes if p.name == "broker")}
 
 
 def run_devnet(args: argparse.Namespace) -> int:
@@ -297,11 +232,12 @@ def run_and_report(args: argparse.Namespace, signals: StopSignals) -> int:
         say("devnet: interrupted; stopping every process")
     except RuntimeError as exc:
         say(f"devnet: error: {exc}")
-        devnet.stop_all()
+        devnet.cluster.stop()
         return 1
-    codes = devnet.stop_all()
+    codes = devnet.cluster.stop()
+    cluster = devnet.cluster
     chains = compare_chains(
-        {f"ledger-{i}": data_dir / f"ledger-{i}.sqlite" for i in range(1, args.ledgers + 1)}
+        {cluster.ledger_name(i): cluster.db_path(i) for i in range(args.ledgers)}
     )
     say(f"devnet: {chains.describe()}")
     report_path = data_dir / "load.json"
@@ -309,7 +245,7 @@ def run_and_report(args: argparse.Namespace, signals: StopSignals) -> int:
         report = json.loads(report_path.read_text())
     summary = {
         **report,
-        **device_summary(devnet, data_dir / "ledger-1.sqlite"),
+        **device_summary(devnet, cluster.db_path(0)),
         "blocks": progress.blocks,
         "height": progress.height,
         "agents": args.agents,
@@ -341,7 +277,7 @@ def device_summary(devnet: Devnet, db_path: Path) -> dict[str, Any]:
         return {}
     ledger = read_device_ledger(db_path)
     keys = devnet.agent_keys()
-    liars = {keys[index] for index in devnet.lying_indices()}
+    liars = {key for index, key in keys.items() if devnet.cluster.is_lying(index)}
     honest = set(keys.values()) - liars
 
     def name(device: bytes) -> str:
@@ -370,14 +306,14 @@ def run_load_with_progress(devnet: Devnet, progress: Progress) -> dict[str, Any]
     """Start the cluster, wait for the devices, run the load while printing progress,
     and return the load generator's report."""
     args = devnet.args
-    devnet.start_cluster()
+    devnet.cluster.start()
     operator = load_or_create_key(devnet.data_dir / "operator.key")
     monitor = MqttLink(LinkConfig(
         client_id=f"devnet-monitor-{free_port()}", broker_url=devnet.broker_url,
         subscriptions=((topics.blocks_json(args.chain), 1),
                        (f"micromine/{args.chain}/ledger/+/status", 1)),
         inbox_max=100_000, login=Login(operator, args.chain, LoginMode(args.login)),
-        tls=devnet.client_tls(),
+        tls=client_tls(args),
     ))  # fmt: skip
     with monitor:
         if not monitor.wait_connected(30):
@@ -387,15 +323,7 @@ def run_load_with_progress(devnet: Devnet, progress: Progress) -> dict[str, Any]
         load = devnet.start_load()
         say(f"devnet: submitting {args.tx_rate:g} tx/s for {args.duration:g} s")
         barrages = start_barrages(devnet) if args.barrage else []
-        next_line = time.monotonic()
-        while load.running():
-            drain(monitor, progress, args.chain, 0.2)
-            if crashed := devnet.crashed():
-                names = ", ".join(p.name for p in crashed)
-                raise RuntimeError(f"{names} exited early; see {devnet.data_dir / 'logs'}")
-            if time.monotonic() >= next_line:
-                say(progress.line(args.agents))
-                next_line += PROGRESS_INTERVAL_S
+        follow_load(devnet, monitor, progress, load)
         for barrage in barrages:
             barrage.join()
             progress.barrage_sent += barrage.total
@@ -408,11 +336,32 @@ def run_load_with_progress(devnet: Devnet, progress: Progress) -> dict[str, Any]
     return report
 
 
+def follow_load(
+    devnet: Devnet,
+    monitor: MqttLink,
+    progress: Progress,
+    load: ManagedProcess,
+    first_line: float = 0.0,
+) -> None:
+    """Until ``load`` exits: take what the monitor sees and print a progress line a second
+    (the first after ``first_line`` seconds); RuntimeError if the cluster loses a process."""
+    args = devnet.args
+    next_line = time.monotonic() + first_line
+    while load.running():
+        drain(monitor, progress, args.chain, 0.2)
+        if crashed := devnet.cluster.crashed():
+            names = ", ".join(p.name for p in crashed)
+            raise RuntimeError(f"{names} exited early; see {devnet.data_dir / 'logs'}")
+        if time.monotonic() >= next_line:
+            say(progress.line(args.agents))
+            next_line += PROGRESS_INTERVAL_S
+
+
 def start_barrages(devnet: Devnet) -> list[Barrage]:
     """``--barrage N`` hostile messages during the load: 70 % from a logged-in device key,
     30 % from an anonymous client (micromine/barrage.py), spread over the load's duration."""
     args = devnet.args
-    ledger = load_or_create_key(devnet.data_dir / "ledger-1.key").public
+    ledger = devnet.cluster.ledger_key(0).public
     hostile = load_or_create_key(devnet.data_dir / "barrage.key")
     rate = args.barrage / max(1.0, args.duration)
     logged_in = round(args.barrage * 0.7)

@@ -22,11 +22,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 STOP_TIMEOUT_S = 10.0  # between SIGTERM and SIGKILL
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +65,41 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+class WaitTimeoutError(TimeoutError):
+    """What :func:`wait_until` waited for did not come in time (the message says what it
+    was, and the last value seen)."""
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    *,
+    interval: float = 0.02,
+    message: str | Callable[[], str] = "",
+) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that.
+
+    After ``timeout`` seconds raise :class:`WaitTimeoutError`, naming what was awaited
+    (``message``, or a callable that makes it then, to show the state at the deadline;
+    by default the predicate) and the last value the predicate returned.  The predicate
+    is asked once more after the last sleep, so a condition that came true meanwhile is
+    not reported as a timeout; an exception it raises (a process that died during the
+    wait) goes through.  A caller for whom a timeout is an answer, not an error, catches
+    :class:`WaitTimeoutError` (devnet: "the broker did not open its port").
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            break
         time.sleep(interval)
-    return predicate()
+    what = (message() if callable(message) else message) or repr(predicate)
+    seen = repr(value)
+    if len(seen) > 200:
+        seen = seen[:200] + "..."
+    raise WaitTimeoutError(f"timed out after {timeout:g} s waiting for {what} (last value: {seen})")
 
 
 def port_open(host: str, port: int) -> bool:

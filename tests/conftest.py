@@ -1,11 +1,17 @@
-"""Shared pytest fixtures: real MQTT brokers on loopback (see ``tests/brokers.py``)."""
+"""Shared pytest fixtures: real MQTT brokers on loopback (see ``tests/framework/brokers.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from brokers import BrokerProcess, EmbeddedBroker, MosquittoBroker, free_port, require_mosquitto
+from framework.brokers import (
+    BrokerProcess,
+    EmbeddedBroker,
+    MosquittoBroker,
+    free_port,
+    require_mosquitto,
+)
 
 _LOG_TAIL_LINES = 200
 

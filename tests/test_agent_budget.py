@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import EmbeddedBroker, wait_until
-from cluster import CHAIN as CLUSTER_CHAIN
-from cluster import Cluster, Wallets, submit_items
+from framework.brokers import EmbeddedBroker
+from framework.cluster import CHAIN as CLUSTER_CHAIN
+from framework.cluster import Cluster, Wallets, submit_items
 
 from micromine.common.keyfile import load_or_create_key
 from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
-from micromine.processes import ManagedProcess, python_module, read_process
+from micromine.processes import ManagedProcess, python_module, read_process, wait_until
 from micromine.protocol import codec, topics
 from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.crypto import KeyPair, sha256
@@ -186,7 +186,7 @@ def test_a_paused_agent_gets_no_new_work_stays_live_and_resumes(
         return sum(1 for m in list(watcher.messages) if m.topic == work_topic)
 
     def agent(action: str) -> None:
-        key = str(tmp_path / "agent-0.key")
+        key = str(cluster.agent_key_path(0))
         done = subprocess.run(
             [sys.executable, "-m", "micromine", "agent", action, "--key", key],
             check=False, capture_output=True, text=True, timeout=60,
@@ -232,7 +232,7 @@ def test_a_paused_agent_gets_no_new_work_stays_live_and_resumes(
             wait_until(lambda: watcher.top_height() > height, 60, message="blocks again")
         finally:
             client.link.close()
-        log = (tmp_path / "agent-0.log").read_text()
+        log = cluster.agent_log(0).read_text()
         assert '"event": "paused"' in log and '"reason": "pause_file"' in log
         assert '"event": "resumed"' in log
     finally:

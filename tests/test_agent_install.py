@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from brokers import EmbeddedBroker
+from framework.brokers import EmbeddedBroker
 
 from micromine.common.keyfile import load_key
 from micromine.common.mqtt import Incoming, LinkConfig, MqttLink

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from protocol_samples import signed_batch
+from framework.protocol_samples import signed_batch
 
 from micromine.common.keyfile import load_or_create_key
 from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
-from micromine.processes import FULL_SPEED_AGENT
+from micromine.processes import FULL_SPEED_AGENT, wait_until
 from micromine.protocol import codec, topics
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
@@ -43,17 +43,6 @@ DEADLINE_S = 20.0  # generous: CI machines and Raspberry Pis are slow to start P
 ALICE = KeyPair(bytes([7]) * 32)
 BOB = KeyPair(bytes([8]) * 32)
 T = TypeVar("T")
-
-
-def wait_until(condition: Callable[[], T], what: str, timeout: float = DEADLINE_S) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def free_ports(n: int) -> list[int]:
@@ -105,7 +94,11 @@ class BrokerProcess:
                 stderr=subprocess.STDOUT,
             )
         self.proc = proc
-        wait_until(lambda: port_open(self.port) or proc.poll() is not None, "the broker's port")
+        wait_until(
+            lambda: port_open(self.port) or proc.poll() is not None,
+            DEADLINE_S,
+            message="the broker's port",
+        )
         assert proc.poll() is None, self.log_path.read_text()
 
     def stop(self) -> None:
@@ -116,7 +109,7 @@ class BrokerProcess:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
-    # TODO(broker): switch to the shared fixture in tests/brokers.py once it exists.
+    # TODO(broker): switch to the shared fixture in tests/framework/brokers.py once it exists.
     process = BrokerProcess(tmp_path)
     process.start()
     try:
@@ -187,7 +180,7 @@ class Observer:
             found = self.on(topic)
             return found if len(found) >= count else []
 
-        return wait_until(enough, what or f"{count} message(s) on {topic}")
+        return wait_until(enough, DEADLINE_S, message=what or f"{count} message(s) on {topic}")
 
     def close(self) -> None:
         self.link.close()
@@ -254,7 +247,7 @@ def announce(
         ledger.drain()
         return [m for m in ledger.seen if m.topic.endswith("/hello")]
 
-    hello_msg = wait_until(hellos, "the agent's hello")[0]
+    hello_msg = wait_until(hellos, DEADLINE_S, message="the agent's hello")[0]
     hello = decoded(hello_msg, DeviceHello)
     assert (hello.chain_id, hello.capacity) == (CHAIN, 64)
     assert hello_msg.topic == topics.device_topic(CHAIN, hello.device, Channel.HELLO)
@@ -351,11 +344,15 @@ def test_agent_reconnects_and_reannounces_after_a_broker_restart(
     ledger, agent, device = announce(observers, start_agent)
     broker.stop()
     broker.start()  # a fresh broker: no sessions, subscriptions or retained messages
-    wait_until(lambda: agent.log().count('"event": "connected"') == 2, "the agent to reconnect")
+    wait_until(
+        lambda: agent.log().count('"event": "connected"') == 2,
+        DEADLINE_S,
+        message="the agent to reconnect",
+    )
     # Only the agent's post-reconnect announcement can have put this on the new broker.
     assert retained_status(observers, device).online is True
     # And it resubscribed: it still answers work.
-    wait_until(lambda: ledger.link.connected, "the observer to reconnect")
+    wait_until(lambda: ledger.link.connected, DEADLINE_S, message="the observer to reconnect")
     issuer = KeyPair.generate()
     now = time.time_ns() // 1_000_000
     work = signed_batch(

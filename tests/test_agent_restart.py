@@ -4,11 +4,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import EmbeddedBroker, wait_until
-from cluster import Cluster, submit_items
+from framework.brokers import EmbeddedBroker
+from framework.cluster import Cluster, submit_items
 
 from micromine.client import LedgerClient
 from micromine.ledger_node.storage import StorageError
+from micromine.processes import wait_until
 from micromine.protocol.kinds import ReceiptStatus
 
 pytestmark = pytest.mark.integration

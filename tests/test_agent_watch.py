@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import structlog
-from protocol_samples import CHAIN, DEVICE, LEDGER, OTHER_DEVICE, block
+from framework.protocol_samples import CHAIN, DEVICE, LEDGER, OTHER_DEVICE, block
 
 from micromine.cli import main as micromine_main
 from micromine.common.logs import configure_logging

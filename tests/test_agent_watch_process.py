@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from access_helpers import start_secured, write_key
-from brokers import BrokerProcess, free_port, require_mosquitto, wait_until
-from protocol_samples import CHAIN, DEVICE
+from framework.access_helpers import start_secured, write_key
+from framework.brokers import BrokerProcess, free_port, require_mosquitto
+from framework.protocol_samples import CHAIN, DEVICE
 
 from micromine.common.keyfile import load_or_create_key
 from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
-from micromine.processes import ManagedProcess, python_module
+from micromine.processes import ManagedProcess, python_module, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import EmbeddedBroker, free_port, wait_until
-from cluster import CHAIN, Cluster, Wallets, Watcher
+from framework.brokers import EmbeddedBroker, free_port
+from framework.cluster import CHAIN, Cluster, Wallets, Watcher
 
 from micromine.barrage import Barrage
 from micromine.client import Fate
 from micromine.common.mqtt import Incoming, Login
+from micromine.processes import wait_until
 from micromine.protocol import topics
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.kinds import ReceiptStatus

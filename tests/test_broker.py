@@ -17,19 +17,19 @@ from collections.abc import Iterator
 import paho.mqtt.client as mqtt
 import pytest
 from amqtt.errors import BrokerError
-from brokers import (
+from framework.brokers import (
     BrokerProcess,
     EmbeddedBroker,
     MosquittoBroker,
     free_port,
     port_open,
-    wait_until,
 )
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from micromine.broker.config import BrokerConfig
 from micromine.broker.embedded import run_broker
+from micromine.processes import wait_until
 
 TIMEOUT = 10.0
 BIG = 2 * 1024 * 1024  # 2 MiB: above websockets' default 1 MiB frame limit on purpose

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from access_helpers import (
+from framework.access_helpers import (
     OPERATOR,
     Peer,
     Secured,
@@ -17,9 +17,10 @@ from access_helpers import (
     refused_then_allowed,
     start_secured,
 )
-from brokers import require_mosquitto, wait_until
-from protocol_samples import CHAIN, DEVICE, LEDGER, OTHER_DEVICE
+from framework.brokers import require_mosquitto
+from framework.protocol_samples import CHAIN, DEVICE, LEDGER, OTHER_DEVICE
 
+from micromine.processes import wait_until
 from micromine.protocol import topics
 from micromine.protocol.auth import (
     LOGIN_WINDOW_MS,

@@ -8,8 +8,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from access_helpers import OPERATOR, write_genesis
-from protocol_samples import CHAIN, DEVICE, LEDGER
+from framework.access_helpers import OPERATOR, write_genesis
+from framework.protocol_samples import CHAIN, DEVICE, LEDGER
 
 from micromine.broker.access import policy_from_genesis
 from micromine.broker.amqtt_fixes import Broadcast, SubscriptionTable

@@ -8,12 +8,13 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import protocol_samples as s
 import pytest
-from access_helpers import OPERATOR, Peer, Secured
-from brokers import EmbeddedBroker, wait_until
+from framework import protocol_samples as s
+from framework.access_helpers import OPERATOR, Peer, Secured
+from framework.brokers import EmbeddedBroker
 
 from micromine.broker.enrollment import BrokerEnrollment
+from micromine.processes import wait_until
 from micromine.protocol import topics
 from micromine.protocol.codec import encode
 from micromine.protocol.crypto import KeyPair

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from access_helpers import OPERATOR, Secured, start_secured
-from brokers import wait_until
-from protocol_samples import CHAIN, DEVICE
+from framework.access_helpers import OPERATOR, Secured, start_secured
+from framework.protocol_samples import CHAIN, DEVICE
 
+from micromine.processes import wait_until
 from micromine.protocol import topics
 from micromine.protocol.limits import MAX_MESSAGE_BYTES
 from micromine.protocol.topics import Channel

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import wait_until
-from cluster import Cluster, Watcher
+from framework.cluster import Cluster, Watcher
 
 from micromine.common.genesis_file import load_genesis
 from micromine.common.mqtt import LinkConfig, MqttLink
+from micromine.processes import wait_until
 from micromine.protocol import topics
 from micromine.protocol.block import Block, BlockHeader, CommitSignature
 from micromine.protocol.codec import encode, sign_commit

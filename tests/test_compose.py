@@ -20,8 +20,8 @@ from typing import Any
 
 import jsonschema
 import pytest
-from brokers import require_mosquitto
-from compose_runner import (
+from framework.brokers import require_mosquitto
+from framework.compose_runner import (
     COMPOSE_FILE,
     ComposeError,
     ComposeProcesses,
@@ -193,9 +193,15 @@ def wait_for_blocks(cluster: ComposeProcesses, url: str, count: int) -> list[dic
 
     with link:
         assert link.wait_connected(30), f"cannot reach {url}"
-        assert wait_until(enough, timeout=120, interval=0), (
-            f"{len(with_txs)} blocks with transactions\n{cluster.tail('ledger-1')}"
-        )
+        assert wait_until(
+            enough,
+            120,
+            interval=0,
+            message=lambda: (
+                f"{count} blocks with transactions ({len(with_txs)} so far)\n"
+                + cluster.tail("ledger-1")
+            ),
+        ), f"{len(with_txs)} blocks with transactions\n{cluster.tail('ledger-1')}"
     return with_txs
 
 

@@ -1,4 +1,4 @@
-"""Four ledger nodes as real processes, one of them Byzantine (tests/byzantine_ledger.py:
+"""Four ledger nodes as real processes, one of them Byzantine (tests/framework/byzantine_ledger.py:
 double-signed votes, invalid and equivocating proposals, forged verdicts, an unsigned
 theft backed by verdicts of devices it made up (refused: they are not registered, so not
 entitled to judge), garbage).
@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import wait_until
-from cluster import Cluster, Wallets, Watcher
+from framework.cluster import Cluster, Wallets, Watcher
 
 from micromine.chains import compare_chains
 from micromine.ledger_node.chain.chain_state import genesis_state
@@ -23,6 +22,7 @@ from micromine.ledger_node.chain.state import Account
 from micromine.ledger_node.chain.transition import process_commit
 from micromine.ledger_node.chain.verify import verify_block
 from micromine.ledger_node.consensus.certificate import check_certificate
+from micromine.processes import wait_until
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, is_signature_valid
 from micromine.protocol.consensus import Precommit, Prevote, Proposal
@@ -34,7 +34,7 @@ BYZANTINE = 3  # index of the Byzantine node among the cluster's four ledgers
 HONEST = (0, 1, 2)
 # Without --exploit-known-gaps: that flag tells the one lie the rules let through (sybil
 # devices registered under open enrollment, docs/CONSENSUS.md "Device assignment").
-PROGRAM = [sys.executable, str(Path(__file__).with_name("byzantine_ledger.py"))]
+PROGRAM = [sys.executable, str(Path(__file__).parent / "framework" / "byzantine_ledger.py")]
 LOAD_S = 20.0  # wallets submit for at least this long
 MIN_HEIGHT = 8  # every honest node gets at least this far under load
 # Bounded blocks keep each round's work (build, relay, decode, verify) small, so that

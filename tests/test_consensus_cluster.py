@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import wait_until
-from cluster import Cluster, Wallets, Watcher
+from framework.cluster import Cluster, Wallets, Watcher
 
 from micromine.chains import compare_chains
 from micromine.ledger_node.consensus.certificate import check_certificate
+from micromine.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from brokers import wait_until
-from tagged_processes import kill_tagged, new_tag, tagged, tagged_environment
+from framework.tagged_processes import kill_tagged, new_tag, tagged, tagged_environment
 
 from micromine.chains import compare_chains
-from micromine.processes import free_port
+from micromine.processes import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 

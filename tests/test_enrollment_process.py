@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import wait_until
-from cluster import CHAIN, Cluster, Watcher
+from framework.cluster import CHAIN, Cluster, Watcher
 from test_cli import micromine
 
+from micromine.cli.devices import read_devices
 from micromine.common.keyfile import load_or_create_key
-from micromine.devices_cli import read_devices
+from micromine.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ forged copies of them sent first -- are still judged, once.
 import dataclasses
 from collections import OrderedDict
 
-import protocol_samples
-from fuzz_support import fuzz_settings, hostile
+from framework import protocol_samples
+from framework.fuzz_support import fuzz_settings, hostile
 from hypothesis import example, given
 from hypothesis import strategies as st
 

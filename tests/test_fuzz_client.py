@@ -10,12 +10,12 @@ import json
 import time
 from typing import Any
 
-import protocol_samples
-from fuzz_support import fuzz_settings, hostile, json_values
+from framework import protocol_samples
+from framework.fuzz_support import fuzz_settings, hostile, json_values
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from micromine.cli import describe_block
+from micromine.cli.blocks import describe_block
 from micromine.client import LedgerClient
 from micromine.common.mqtt import Incoming
 from micromine.devnet import Progress

@@ -9,9 +9,9 @@ this file throws structure-aware hostile inputs (fuzz_support.hostile) at each k
 
 from typing import Any
 
-import protocol_samples
 import pytest
-from fuzz_support import fuzz_settings, hostile
+from framework import protocol_samples
+from framework.fuzz_support import fuzz_settings, hostile
 from hypothesis import example, given
 from hypothesis import strategies as st
 

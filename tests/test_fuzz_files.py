@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fuzz_support import fuzz_settings, json_values
+from framework.fuzz_support import fuzz_settings, json_values
 from hypothesis import example, given
 from hypothesis import strategies as st
 from test_protocol_properties import mutate, mutations

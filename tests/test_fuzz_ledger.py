@@ -20,8 +20,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import protocol_samples
-from fuzz_support import fuzz_settings, hostile
+from framework import protocol_samples
+from framework.fuzz_support import fuzz_settings, hostile
 from hypothesis import example, given
 from hypothesis import strategies as st
 from test_ledger_core import CHAIN, NODE, SENDERS, Harness, key, make_harness, tx

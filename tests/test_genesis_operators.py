@@ -1,7 +1,7 @@
 """Genesis operators: optional, and absent from the hash when there are none."""
 
 import pytest
-from protocol_samples import CHAIN, DEVICE, LEDGER, key
+from framework.protocol_samples import CHAIN, DEVICE, LEDGER, key
 
 from micromine.protocol.genesis import Genesis, GenesisError
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from protocol_samples import signed_batch
+from framework.protocol_samples import signed_batch
 from test_device_assignment import (
     DEVICES,
     PARAMS,
@@ -30,7 +30,7 @@ from test_device_assignment import (
 )
 from test_ledger_core import CHAIN, NODE, SENDERS, T0, Harness, make_harness, tx
 
-from micromine.devices_cli import read_devices
+from micromine.cli.devices import read_devices
 from micromine.ledger_node.chain.blocks import build_block
 from micromine.ledger_node.chain.registry import DeviceRegistry
 from micromine.ledger_node.chain.state import (

@@ -150,7 +150,7 @@ def test_intake_drops_heartbeats_out_of_the_window() -> None:
 def test_watchers_survive_what_anyone_may_publish_on_an_open_broker() -> None:
     import time  # noqa: PLC0415
 
-    from micromine.cli import _clock_time  # noqa: PLC0415
+    from micromine.cli.blocks import _clock_time  # noqa: PLC0415
     from micromine.common.mqtt import Incoming  # noqa: PLC0415
     from micromine.devnet import Progress  # noqa: PLC0415
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import wait_until
-from cluster import CHAIN, Cluster, Wallets, Watcher, submit_items
+from framework.cluster import CHAIN, Cluster, Wallets, Watcher, submit_items
 
+from micromine.processes import wait_until
 from micromine.protocol import topics
 from micromine.protocol.codec import encode
 from micromine.protocol.crypto import sha256
@@ -125,7 +125,7 @@ def test_ledger_killed_resumes_at_its_height_and_loses_nothing(
         cluster.stop()
     after = cluster.assert_chain_linked()
     # It resumed at its height (its first log line says so) ...
-    first = json.loads((tmp_path / "ledger-2.log").read_text().splitlines()[0])
+    first = json.loads(cluster.ledger_log(0, 2).read_text().splitlines()[0])
     assert first["event"] == "ledger node starting" and first["height"] == len(before)
     # ... and nothing committed before the crash changed or vanished.
     assert [b.hash for b in after[: len(before)]] == [b.hash for b in before]

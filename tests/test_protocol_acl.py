@@ -1,7 +1,7 @@
 """The broker ACL table (``protocol/acl.py``), decided in memory for every role."""
 
 import pytest
-from protocol_samples import CHAIN, DEVICE, LEDGER, OTHER_DEVICE, key
+from framework.protocol_samples import CHAIN, DEVICE, LEDGER, OTHER_DEVICE, key
 
 from micromine.protocol import topics
 from micromine.protocol.acl import (

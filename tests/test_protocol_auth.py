@@ -1,7 +1,7 @@
 """Broker login tokens: one test per rule of ``protocol/auth.py``, in memory."""
 
 import pytest
-from protocol_samples import CHAIN, DEVICE, LEDGER, NOW_MS
+from framework.protocol_samples import CHAIN, DEVICE, LEDGER, NOW_MS
 
 from micromine.protocol import cbor
 from micromine.protocol.auth import (

@@ -2,8 +2,8 @@
 
 from typing import Any
 
-import protocol_samples as s
 import pytest
+from framework import protocol_samples as s
 
 from micromine.protocol import cbor, codec
 from micromine.protocol.block import (

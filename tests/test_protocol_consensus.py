@@ -4,8 +4,8 @@ nil precommits, SyncRequest ranges; each both when built and when decoded from b
 import dataclasses
 from typing import Any
 
-import protocol_samples as s
 import pytest
+from framework import protocol_samples as s
 
 from micromine.protocol import cbor, codec
 from micromine.protocol.block import Block, CommitSignature

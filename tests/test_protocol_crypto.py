@@ -7,8 +7,8 @@ from typing import Any
 
 import nacl.exceptions
 import nacl.signing
-import protocol_samples as s
 import pytest
+from framework import protocol_samples as s
 
 from micromine.protocol import PROTOCOL_VERSION, cbor, codec, crypto
 from micromine.protocol.assignment import compute_batch_root

@@ -8,8 +8,8 @@ import dataclasses
 from typing import Any
 
 import cbor2
-import protocol_samples
 import pytest
+from framework import protocol_samples
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

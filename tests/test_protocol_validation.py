@@ -2,8 +2,8 @@
 
 import dataclasses
 
-import protocol_samples as s
 import pytest
+from framework import protocol_samples as s
 
 from micromine.protocol import codec, validation
 from micromine.protocol.kinds import Reason, ReceiptStatus

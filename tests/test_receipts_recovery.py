@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import ConfiguredMosquitto, free_port, require_mosquitto, wait_until
-from cluster import CHAIN, Cluster, Watcher
+from framework.brokers import ConfiguredMosquitto, free_port, require_mosquitto
+from framework.cluster import CHAIN, Cluster, Watcher
 from test_consensus_cluster import current_proposer
 
 from micromine.chains import compare_chains
 from micromine.common.keyfile import load_or_create_key
 from micromine.common.mqtt import Login, LoginMode
 from micromine.loadgen import sender_key
-from micromine.processes import ManagedProcess, python_module
+from micromine.processes import ManagedProcess, python_module, wait_until
 from micromine.protocol.crypto import KeyPair, sha256
 
 pytestmark = pytest.mark.integration
@@ -128,12 +128,11 @@ def mosquitto_for(cluster: Cluster, port: int, keys: list[Path]) -> Path:
 def test_after_a_broker_restart_every_sender_commits_again_within_30_s(tmp_path: Path) -> None:
     mosquitto = require_mosquitto()
     port = free_port()
-    cluster = Cluster(tmp_path, f"mqtt://127.0.0.1:{port}", agents=3, ledgers=4)
-    cluster.link_flags = ("--login", "password")
+    cluster = Cluster(tmp_path, f"mqtt://127.0.0.1:{port}", agents=3, ledgers=4, login="password")
     watch_key = KeyPair(sha256(b"receipts recovery watcher"))
     keys = [
         *cluster.ledger_key_paths,
-        *(tmp_path / f"agent-{i}.key" for i in range(3)),
+        *(cluster.agent_key_path(i) for i in range(3)),
         write_key_file(tmp_path / "load.key", sender_key(0)),  # the load's default login
         write_key_file(tmp_path / "watcher.key", watch_key),
     ]

@@ -1,7 +1,7 @@
 """SIGTERM means what Ctrl-C means (common/signals.py), and no child outlives devnet.
 
 The process tests find what they started, and what that started, by a tag in the
-environment (tests/tagged_processes.py).
+environment (tests/framework/tagged_processes.py).
 """
 
 import json
@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import wait_until
-from tagged_processes import kill_tagged, new_tag, tagged, tagged_environment
+from framework.tagged_processes import kill_tagged, new_tag, tagged, tagged_environment
 
 from micromine.common.signals import EXIT_STOPPED, StopSignals, sigterm_as_sigint, until_stopped
-from micromine.processes import free_port
+from micromine.processes import free_port, wait_until
 
 DEVNET_FLAGS = ("--ledgers", "4", "--agents", "2", "--tx-rate", "10", "--duration", "60")
 CHILDREN = 1 + 4 + 2  # broker, ledgers, agents (the load generator starts later)

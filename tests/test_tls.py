@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from access_helpers import (
+from framework.access_helpers import (
     KEYS,
     Secured,
     mosquitto_config,
@@ -23,11 +23,16 @@ from access_helpers import (
     write_genesis,
     write_key,
 )
-from brokers import ConfiguredMosquitto, EmbeddedBroker, free_port, require_mosquitto, wait_until
-from protocol_samples import CHAIN, DEVICE, LEDGER, assignment, work_batch
+from framework.brokers import (
+    ConfiguredMosquitto,
+    EmbeddedBroker,
+    free_port,
+    require_mosquitto,
+)
+from framework.protocol_samples import CHAIN, DEVICE, LEDGER, assignment, work_batch
 
 from micromine.common.mqtt import Incoming, LinkConfig, Login, LoginMode, MqttLink, TlsFiles
-from micromine.processes import FULL_SPEED_AGENT, ManagedProcess, python_module
+from micromine.processes import FULL_SPEED_AGENT, ManagedProcess, python_module, wait_until
 from micromine.protocol import topics
 from micromine.protocol.codec import decode, encode, is_signature_valid
 from micromine.protocol.messages import Verdict

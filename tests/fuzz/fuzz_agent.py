@@ -15,7 +15,7 @@ with atheris.instrument_imports(include=["micromine"]):
     from micromine.protocol import codec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import protocol_samples
+from framework import protocol_samples
 
 INPUTS_PER_AGENT = 100  # below the agent's burst of batches (WORK_RATE)
 

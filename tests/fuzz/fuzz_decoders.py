@@ -19,7 +19,7 @@ with atheris.instrument_imports(include=["micromine"]):
     from micromine.protocol.validation import decode_transaction
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import protocol_samples
+from framework import protocol_samples
 
 KINDS = [None, *codec.MESSAGE_TYPES.values()]
 TARGETS = len(KINDS) + 3  # the kinds, then decode_transaction, cbor.decode, topics.parse

@@ -25,7 +25,7 @@ with atheris.instrument_imports(include=["micromine"]):
     from micromine.protocol.topics import Channel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import protocol_samples as ps
+from framework import protocol_samples as ps
 
 GENESIS = Genesis(
     chain_id=ps.CHAIN,

@@ -22,13 +22,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from micromine.processes import free_port, port_open
+from micromine.processes import free_port, port_open, wait_until
 
 __all__ = [
     "BrokerProcess",
@@ -40,7 +38,6 @@ __all__ = [
     "port_open",
     "require_mosquitto",
     "wait_for_port",
-    "wait_until",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -51,33 +48,8 @@ STOP_TIMEOUT = 10.0
 """Seconds between SIGTERM and SIGKILL."""
 
 
-def wait_until(
-    predicate: Callable[[], object],
-    timeout: float = 10.0,
-    *,
-    interval: float = 0.01,
-    message: str | Callable[[], str] = "",
-) -> None:
-    """Poll ``predicate`` until it is truthy; raise ``TimeoutError`` after ``timeout`` seconds.
-
-    The predicate is evaluated once more after the deadline, so a condition that became true
-    while we slept is not reported as a timeout.  ``message`` (or a callable producing it,
-    for messages that show state at failure time) explains what we were waiting for.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return
-        if time.monotonic() >= deadline:
-            if predicate():
-                return
-            text = message() if callable(message) else message
-            raise TimeoutError(f"condition not met within {timeout:.1f}s: {text or predicate!r}")
-        time.sleep(interval)
-
-
 def wait_for_port(host: str, port: int, timeout: float = START_TIMEOUT) -> None:
-    """Block until ``host:port`` accepts TCP connections, or raise ``TimeoutError``."""
+    """Block until ``host:port`` accepts TCP connections, or raise ``WaitTimeoutError``."""
     wait_until(
         lambda: port_open(host, port),
         timeout,

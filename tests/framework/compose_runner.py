@@ -39,9 +39,9 @@ from typing import Any
 
 import yaml
 
-from micromine.processes import ManagedProcess, free_port, wait_until
+from micromine.processes import ManagedProcess, WaitTimeoutError, free_port, wait_until
 
-COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
 _VARIABLE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>[_a-zA-Z][_a-zA-Z0-9]*))"
@@ -290,9 +290,13 @@ class ComposeProcesses:
                 raise ComposeError(f"{service} exited early:\n{self.tail(service)}")
             return condition != "service_healthy" or self.healthy(service)
 
-        if not wait_until(met, timeout=self.timeout, interval=0.2):
+        try:
+            wait_until(met, self.timeout, interval=0.2, message=f"{service} {condition}")
+        except WaitTimeoutError:
             tail = self.tail(service)
-            raise ComposeError(f"{service}: not {condition} in {self.timeout:g} s\n{tail}")
+            raise ComposeError(
+                f"{service}: not {condition} in {self.timeout:g} s\n{tail}"
+            ) from None
 
     def up(self) -> None:
         """Start every service, each once what it depends on is ready."""

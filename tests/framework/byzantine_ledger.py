@@ -1,6 +1,6 @@
 """A Byzantine ledger node, for tests only (never shipped in the package).
 
-    python tests/byzantine_ledger.py --broker URL --key FILE --genesis FILE --db FILE
+    python tests/framework/byzantine_ledger.py --broker URL --key FILE --genesis FILE --db FILE
 
 It is the real ledger node -- ``LedgerConfig``, ``run_ledger``, ``LedgerService``,
 ``LedgerCore`` and its consensus core, all unchanged -- with one substitution, through

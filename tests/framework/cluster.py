@@ -1,9 +1,10 @@
 """A real cluster for integration tests: ledger and agents as processes on loopback.
 
 In the manner of bitcoin's functional test framework: the processes are the ones users
-run (``python -m micromine.ledger_node``, ``python -m micromine.device_agent``), driven
-only through their real interfaces (MQTT and the SQLite file), and every wait is on a
-condition with a deadline, never a bare sleep.
+run (``python -m micromine.ledger_node``, ``python -m micromine.device_agent``), started
+by the launcher devnet uses (``micromine.cluster``), driven only through their real
+interfaces (MQTT and the SQLite file), and every wait is on a condition with a deadline,
+never a bare sleep.
 """
 
 import json
@@ -13,19 +14,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from brokers import wait_until
-
 from micromine.chains import read_chain
 from micromine.client import LedgerClient
-from micromine.common.keyfile import load_or_create_key
+from micromine.cluster import ClusterConfig, LocalCluster
 from micromine.common.mqtt import Incoming, LinkConfig, Login, MqttLink
 from micromine.loadgen import sender_key
-from micromine.processes import FULL_SPEED_AGENT, ManagedProcess, python_module
+from micromine.processes import ManagedProcess, wait_until
 from micromine.protocol import topics
 from micromine.protocol.block import Block
 from micromine.protocol.codec import decode, encode, sign
 from micromine.protocol.crypto import KeyPair, sha256
-from micromine.protocol.genesis import ChainParams, Genesis
+from micromine.protocol.genesis import ChainParams
 from micromine.protocol.messages import Transaction
 
 CHAIN = "testchain"
@@ -94,10 +93,12 @@ class Watcher:
 
 class Cluster:
     """``ledgers`` ledger nodes (validators) and N agents against a broker the test
-    started.  Ledger 0 keeps the single-node names (``ledger``, ``ledger_key``,
-    ``db_path``, logs ``ledger-<start>.log``); the others log ``ledger<i>-<start>.log``.
-    With ``logins`` the test's own clients (watchers, wallets) log in with keys of their
-    own, for a broker with access control on (ledger nodes and agents always do)."""
+    started.  The processes, their keys, genesis and logs are micromine.cluster's (the
+    launcher devnet uses); this adds what tests want: indices from 0, funded senders and
+    transfers, watchers and clients, and the chain on disk.  Ledger 0 also has the
+    single-node names (``ledger``, ``ledger_key``, ``db_path``).  With ``logins`` the
+    test's own clients (watchers, wallets) log in with keys of their own, for a broker
+    with access control on (ledger nodes and agents always do)."""
 
     def __init__(
         self,
@@ -109,38 +110,41 @@ class Cluster:
         *,
         operators: tuple[bytes, ...] = (),
         enrollment: str = "open",
+        login: str | None = None,
         **params: int,
     ) -> None:
+        """``login``: every process's --login (e.g. "password" for a Mosquitto
+        configured by ``micromine broker mosquitto-config``)."""
         self.root = root
         self.broker_url = broker_url
         self.logins = logins
-        self.ledger_key_paths = [
-            root / ("ledger.key" if i == 0 else f"ledger{i}.key") for i in range(ledgers)
-        ]
-        self.ledger_keys = [load_or_create_key(path) for path in self.ledger_key_paths]
-        self.ledger_key_path, self.ledger_key = self.ledger_key_paths[0], self.ledger_keys[0]
         self.senders = [sender_key(i) for i in range(8)]
-        self.genesis = Genesis(
-            chain_id=CHAIN,
-            timestamp_ms=time.time_ns() // 1_000_000,
-            ledger_nodes=tuple(sorted(key.public for key in self.ledger_keys)),
-            balances=tuple(sorted((s.public, 10**9) for s in self.senders)),
+        self.launcher = LocalCluster(ClusterConfig(
+            root=root, chain=CHAIN, ledgers=ledgers, agents=agents,
             params=ChainParams(**{"block_interval_ms": 500, **params}),
-            operators=operators,
-            enrollment=enrollment,
-        )
-        self.genesis_path = root / "genesis.json"
-        self.genesis_path.write_text(self.genesis.to_json())
-        self.db_paths = [
-            root / ("ledger.sqlite" if i == 0 else f"ledger{i}.sqlite") for i in range(ledgers)
-        ]
+            balances=tuple((s.public, 10**9) for s in self.senders),
+            operators=operators, enrollment=enrollment, broker_url=broker_url, login=login,
+        ))  # fmt: skip
+        self.genesis = self.launcher.write_genesis()
+        self.genesis_path = self.launcher.genesis_path
+        self.ledger_key_paths = [self.launcher.ledger_key_path(i) for i in range(ledgers)]
+        self.ledger_keys = [self.launcher.ledger_key(i) for i in range(ledgers)]
+        self.ledger_key_path, self.ledger_key = self.ledger_key_paths[0], self.ledger_keys[0]
+        self.db_paths = [self.launcher.db_path(i) for i in range(ledgers)]
         self.db_path = self.db_paths[0]
-        self.agents: list[ManagedProcess] = []
         self.agent_count = agents
-        self.ledgers: list[ManagedProcess | None] = [None] * ledgers
         self.nonces: dict[bytes, int] = {}
-        self.starts = [0] * ledgers
-        self.link_flags: tuple[str, ...] = ()  # e.g. ("--login", "password") for Mosquitto
+
+    @property
+    def ledgers(self) -> list[ManagedProcess | None]:
+        """Each ledger node's process (its latest start), None before its first."""
+        return [self.launcher.ledger(i) for i in range(len(self.db_paths))]
+
+    @property
+    def agents(self) -> list[ManagedProcess]:
+        """The agents started, by index."""
+        started = (self.launcher.agent(i) for i in range(self.agent_count))
+        return [agent for agent in started if agent is not None]
 
     @property
     def ledger(self) -> ManagedProcess | None:
@@ -148,51 +152,29 @@ class Cluster:
 
     @property
     def ledger_starts(self) -> int:
-        return self.starts[0]
+        return self.launcher.starts.get(self.launcher.ledger_name(0), 0)
 
     def ledger_log(self, index: int, start: int) -> Path:
-        return self.root / (f"ledger-{start}.log" if index == 0 else f"ledger{index}-{start}.log")
+        """The log of ledger ``index``'s ``start``-th start."""
+        return self.launcher.log_path(self.launcher.ledger_name(index), start)
+
+    def agent_log(self, index: int) -> Path:
+        return self.launcher.log_path(self.launcher.agent_name(index))
 
     def start_ledger(self, index: int = 0, program: list[str] | None = None) -> None:
         """Start ledger ``index`` (again); ``program`` replaces ``python -m
         micromine.ledger_node`` (a Byzantine stand-in, say)."""
-        self.starts[index] += 1
-        argv = [
-            *(program or python_module("micromine.ledger_node")),
-            "--broker", self.broker_url, "--key", str(self.ledger_key_paths[index]),
-            "--genesis", str(self.genesis_path), "--db", str(self.db_paths[index]),
-            "--log-json", *self.link_flags,
-        ]  # fmt: skip
-        self.ledgers[index] = ManagedProcess(
-            f"ledger{index}", argv, self.ledger_log(index, self.starts[index])
-        ).start()
+        self.launcher.start_ledger(index, program)
 
     def start_agent(self, index: int, extra: tuple[str, ...] = ()) -> ManagedProcess:
         """Start agent ``index``; its status file is ``agent_status_path(index)``."""
-        agent = ManagedProcess(
-            f"agent-{index}",
-            python_module(
-                "micromine.device_agent",
-                "--broker",
-                self.broker_url,
-                "--chain",
-                CHAIN,
-                "--key",
-                str(self.root / f"agent-{index}.key"),
-                "--log-json",
-                "--status-file",
-                str(self.agent_status_path(index)),
-                *FULL_SPEED_AGENT,
-                *self.link_flags,
-                *extra,
-            ),
-            self.root / f"agent-{index}.log",
-        ).start()
-        self.agents.append(agent)
-        return agent
+        return self.launcher.start_agent(index, extra)
+
+    def agent_key_path(self, index: int) -> Path:
+        return self.launcher.agent_key_path(index)
 
     def agent_status_path(self, index: int) -> Path:
-        return self.root / f"agent-{index}.status.json"
+        return self.launcher.agent_status_path(index)
 
     def agent_status(self, index: int) -> dict[str, Any]:
         """The agent's status file ({} while there is none yet)."""
@@ -203,18 +185,11 @@ class Cluster:
         return status
 
     def start(self) -> "Cluster":
-        for index in range(len(self.ledgers)):
-            self.start_ledger(index)
-        for index in range(self.agent_count):
-            self.start_agent(index)
+        self.launcher.start()
         return self
 
     def stop(self) -> None:
-        for agent in self.agents:
-            agent.stop()
-        for ledger in self.ledgers:
-            if ledger is not None:
-                ledger.stop()
+        self.launcher.stop()
 
     def kill_ledger(self, index: int = 0) -> None:
         ledger = self.ledgers[index]
@@ -223,7 +198,7 @@ class Cluster:
         ledger.stop()
 
     def agent_public_key(self, index: int) -> bytes:
-        return load_or_create_key(self.root / f"agent-{index}.key").public
+        return self.launcher.agent_key(index).public
 
     # ---- transactions -------------------------------------------------------------
 

@@ -18,11 +18,12 @@ from typing import Any
 import cbor2
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from protocol_samples import raw_array, wire_items
 from test_protocol_properties import messages, mutate, mutations, trees
 
 from micromine.protocol import codec
 from micromine.protocol.limits import MAX_TIMESTAMP_MS, MAX_UINT
+
+from .protocol_samples import raw_array, wire_items
 
 EXAMPLES_ENV = "MICROMINE_FUZZ_EXAMPLES"
 

@@ -22,15 +22,16 @@ from typing import Any
 REPUBLISH_S = 3.0
 
 
-def add_devices_commands(devices: argparse.ArgumentParser) -> None:
+def add_to(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from micromine.common.mqtt import add_link_arguments
 
-    commands = devices.add_subparsers(title="devices commands", metavar="ACTION", required=True)
+    devices = commands.add_parser("devices", help="approve, revoke or list devices (operators)")
+    actions = devices.add_subparsers(title="devices commands", metavar="ACTION", required=True)
     for name, approve, what in (
         ("approve", True, "approve a device key (enrollment policy 'approved')"),
         ("revoke", False, "revoke a device key: no more work, verdicts or rewards"),
     ):
-        command = commands.add_parser(name, help=what)
+        command = actions.add_parser(name, help=what)
         command.add_argument("device", metavar="PUBHEX", help="the device's public key, hex")
         command.add_argument("--key", type=Path, required=True,
                              help="the operator's key file (in genesis operators)")  # fmt: skip
@@ -42,7 +43,7 @@ def add_devices_commands(devices: argparse.ArgumentParser) -> None:
                              help="publish once and return")  # fmt: skip
         add_link_arguments(command)
         command.set_defaults(run=cmd_devices_decide, approve=approve)
-    listing = commands.add_parser("list", help="registered devices and approvals (from a db)")
+    listing = actions.add_parser("list", help="registered devices and approvals (from a db)")
     listing.add_argument("--db", type=Path, required=True, help="a ledger node's SQLite file")
     listing.add_argument("--json", action="store_true", help="one JSON object per device")
     listing.set_defaults(run=cmd_devices_list)

@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from brokers import BrokerProcess, ConfiguredMosquitto, EmbeddedBroker, free_port, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
-from protocol_samples import CHAIN, DEVICE, LEDGER, OTHER_DEVICE, key
 
+from micromine.processes import wait_until
 from micromine.protocol.auth import compute_static_password, login_credentials
 from micromine.protocol.crypto import KeyPair
 from micromine.protocol.genesis import Genesis
+
+from .brokers import BrokerProcess, ConfiguredMosquitto, EmbeddedBroker, free_port
+from .protocol_samples import CHAIN, DEVICE, LEDGER, OTHER_DEVICE, key
 
 TIMEOUT = 10.0
 OPERATOR = key("operator")
