@@ -28,6 +28,9 @@ Crash and power-loss model (WAL mode; docs/CONSENSUS.md, "Crash and power-loss m
 
 ``_committed(durable)`` is called right after each COMMIT: a no-op here, a hook for a
 simulator that models which writes a power cut takes away.
+
+Longer than 400 lines because the schema, its migration and every query of the node's
+database live here and only here (nothing else speaks SQL).
 """
 
 import sqlite3

@@ -21,6 +21,9 @@ still say goodbye through it) and SIGKILL if it has not exited within 10 s (furt
 signals change nothing: the stop is bounded anyway); the summary is printed, with
 ``interrupted`` true, and devnet exits 0, as after a full run.  If devnet itself is
 killed (SIGKILL), the kernel kills the children (micromine/processes.py).
+
+Longer than 400 lines because the progress monitor, the summary and the stop sequence
+read together; starting the processes is micromine/cluster.py's.
 """
 
 import argparse

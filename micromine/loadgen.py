@@ -15,6 +15,9 @@ lacks a sender's earlier nonce holds the later ones and says which nonce it wait
 never made one or it was rejected (a ``--state`` file ahead of the chain, say), a new
 transfer with that nonce; a REJECTED BAD_NONCE naming the next nonce moves its counter
 up to it (a ``--state`` file behind the chain).
+
+Longer than 400 lines because pacing, resends and the repair of nonce gaps act on one
+sender state; the CLI and the client are elsewhere.
 """
 
 import argparse

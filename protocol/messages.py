@@ -10,6 +10,9 @@ that array *without* its trailing signature; the signature covers
 Throughput shapes: a Submission carries up to 1024 transactions, a WorkBatch up to 256,
 and a device answers a whole batch with one Verdict.  A batch travels under an
 Assignment its issuer signed, which the device copies into its Verdict.
+
+Longer than 400 lines because each message's checks sit in its own dataclass, and the
+transaction path's six messages are one subject that a firmware author reads in order.
 """
 
 from collections.abc import Sequence

@@ -4,6 +4,9 @@ block rules that check entitlement and registrations, storage, and the dispatche
 The rules under test (docs/CONSENSUS.md, "Device assignment"): a verdict justifies a
 transaction in a block at height H only if its registry_height r has H - window <= r < H
 and its device is among the first 2k of the batch's ranking over the registry at r.
+
+Longer than 400 lines because ranking, registry, entitlement rules, storage and dispatch
+are one mechanism, tested end to end in memory.
 """
 
 import dataclasses

@@ -5,6 +5,9 @@ them), bans, vesting rewards burned by a ban, and their storage.
 
 Every chain here leaves transaction signatures to the devices (recheck_tx_signatures
 0), so what stops a forgery is the tally's own defences, not verify_block's re-check.
+
+Longer than 400 lines because each defence against lying devices (settling, audits,
+reputation, fraud proofs, bans, burning) has its scenario here.
 """
 
 import argparse

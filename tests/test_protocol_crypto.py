@@ -1,4 +1,8 @@
-"""Keys, domain-separated signatures, ids and RFC 6962 Merkle roots."""
+"""Keys, domain-separated signatures, ids and RFC 6962 Merkle roots.
+
+Longer than 400 lines because it holds the cryptography's edge cases (small-order keys,
+non-canonical encodings, domain separation) that must not drift apart.
+"""
 
 import dataclasses
 import hashlib

@@ -19,6 +19,9 @@ Properties, for every block drawn:
   and does not change what the proposer path computes; signatures are the validators'
   rules alone;
 * neither path changes the state it is given.
+
+Longer than 400 lines because its block generator builds each kind of invalid block, and
+the property checks proposer and validator on every one.
 """
 
 import dataclasses

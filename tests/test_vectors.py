@@ -3,6 +3,9 @@ against protocol/limits.py.
 
 These tests only read the JSON files; they never regenerate them (that would make them
 pass by construction).  See tests/vectors/generate.py.
+
+Longer than 400 lines because every vector file gets its checks here, side by side, so a
+changed encoding shows in one place.
 """
 
 import dataclasses

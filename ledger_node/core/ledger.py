@@ -54,6 +54,11 @@ sender's next nonce there), and never for a state-dependent reason while the nod
 not caught up (``is_caught_up``): it holds the transaction instead (HELD, not final).
 Timeouts (NO_QUORUM, a held nonce gap) fire only while caught up too: a node replaying
 its chain after a restart must not time out what the others committed meanwhile.
+
+Longer than 400 lines because LedgerCore is one state machine whose handlers (admission,
+verdicts, settling, approvals, commits) change one state; its parts with their own state
+are modules of their own (mempool, tally, dispatch, devices, frauds, receipts, peers,
+replica).  Splitting its handlers further is still to do.
 """
 
 import dataclasses

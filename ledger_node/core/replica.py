@@ -21,6 +21,9 @@ of its outputs, plus catch-up (sync) and re-broadcasting.
         later height, or when its height has lasted STALL_SYNC_MS with work waiting (the
         others may have decided it and gone quiet), and feeds the certified blocks that
         come back, in order.
+
+Longer than 400 lines because proposing, validating, committing, certificate completion,
+gossip and catch-up all act on the same per-height buffers of one adapter.
 """
 
 import dataclasses

@@ -16,6 +16,10 @@ transfer is committed on every live honest node, and every replay finally reject
 A broker restart (faults.BrokerRestart) drops every subscription; each client connects
 again in its own time, and what it published meanwhile waits in its outbox until then.
 The invariants are in check.py.
+
+Longer than 400 lines because the event loop, the World protocol the hosts call and the
+end-of-run checks share the run's state; the hosts, faults, broker and invariants are
+modules of their own.
 """
 
 import heapq

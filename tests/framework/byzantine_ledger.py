@@ -45,6 +45,9 @@ Which forgeries the honest rules catch (checked against ``verify_block``):
 
 Each lie is logged (event "byzantine ...") with what ``verify_block`` says about it, so
 a test can tell what was attempted from this node's log.
+
+Longer than 400 lines because each lie is built and explained next to the rule that must
+catch it.
 """
 
 import argparse

@@ -2,6 +2,10 @@
 
 Pure values: no clock, no randomness (keys come from fixed seeds), no I/O.  Each
 builder takes keyword overrides so that a test can change one field and keep the rest.
+
+Longer than 400 lines because it builds one sample of every message kind, each with its
+fields spelled out; splitting it would scatter the one list the vectors and codec tests
+iterate over.
 """
 
 import dataclasses

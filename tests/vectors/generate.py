@@ -12,6 +12,9 @@ change, and review the diff.
 JSON conventions: byte strings are lowercase hex; integers are JSON numbers (some exceed
 2^53, so parse them as unsigned 64-bit); a message's ``fields`` are its dataclass fields
 in wire order, nested messages as objects, sequences as arrays.
+
+Longer than 400 lines because every vector is built here, in the order PROTOCOL.md
+presents them.
 """
 
 import dataclasses
