@@ -216,7 +216,8 @@ def send_transaction(
     deadline = time.monotonic() + timeout
     tx = signed(nonce)
     for attempt in range(4):
-        say(f"tx {tx.id.hex()} nonce {tx.nonce}")
+        if attempt:  # the first one the caller announced, before it connected
+            say(f"tx {tx.id.hex()} nonce {tx.nonce}")
         item = encode(tx)
         client.submit([item])
         if wait:

@@ -67,10 +67,11 @@ def cmd_tx_send(args: argparse.Namespace) -> int:
                 args.memo,
             ), key)  # fmt: skip
 
-        signed(nonce)  # a bad field fails here, before any connection
+        first = signed(nonce)  # a bad field fails here, before any connection
     except (KeyFileError, ValueError, DecodeError) as exc:
         print(f"micromine tx send: {exc}", file=sys.stderr)
         return 2
+    print(f"tx {first.id.hex()} nonce {nonce}", flush=True)
     login = Login(key, args.chain, login_mode)
     with LedgerClient(args.broker, args.chain, login=login, tls=tls) as client:
         try:
