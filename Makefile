@@ -9,6 +9,7 @@ PYTEST_ARGS ?= --durations=25
 PURE := micromine.protocol micromine.common micromine.ledger_node micromine.device_agent
 
 SEEDS ?= 100000
+SIM_START ?= 0
 FUZZ_SECONDS ?= 60
 FUZZ_EXAMPLES ?= 2000
 
@@ -39,8 +40,8 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP) mosquitto  ## cluster benchmark (about 10 min): JSON and PNGs in benchmarks/results; BENCH_ARGS to change it
 	$(BIN)/python benchmarks/cluster_bench.py $(BENCH_ARGS)
 
-sim: $(STAMP)  ## long consensus simulation: SEEDS seeds (default 100000), all fault scenarios
-	$(BIN)/python -m micromine.ledger_node.sim --seeds $(SEEDS) --byzantine --jobs 2
+sim: $(STAMP)  ## long consensus simulation: SEEDS seeds (default 100000) from SIM_START (default 0), all fault scenarios
+	$(BIN)/python -m micromine.ledger_node.sim --seeds $(SEEDS) --start $(SIM_START) --byzantine --jobs 2
 
 fuzz: $(STAMP)  ## long fuzzing: hypothesis fuzz tests FUZZ_EXAMPLES examples each, atheris FUZZ_SECONDS per harness
 	MICROMINE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -o timeout=0 tests/test_fuzz_*.py -k 'not atheris'
