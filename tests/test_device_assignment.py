@@ -11,6 +11,7 @@ are one mechanism, tested end to end in memory.
 
 import dataclasses
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -160,9 +161,11 @@ def assemble(
     process_vesting(view, height, params.reward_vesting_blocks)
     for t in txs:
         assert process_transaction(view, t, T0 + 1) is Reason.OK
-    rewards = compute_rewards(
-        params.block_reward + sum(t.fee for t in txs), compute_judged(txs, verdicts, params.q)
-    )
+    try:
+        judged = compute_judged(txs, verdicts, params.q, params.k)
+    except InvalidBlockError:  # the block is refused before its rewards are looked at
+        judged = Counter()
+    rewards = compute_rewards(params.block_reward + sum(t.fee for t in txs), judged)
     process_rewards(view, rewards, height, params.reward_vesting_blocks)
     banned = [proof.device for proof in frauds]
     process_bans(view, banned)

@@ -81,6 +81,7 @@ PARAMS = ChainParams(
 SENDERS = [key(720 + i) for i in range(4)]
 DEVICES = [key(700 + i) for i in range(9)]
 BANNED = key(710)  # registered at 0, banned at 90
+REVOKED = key(711)  # registered at 0, revoked at 97 (entitled under registries below 97)
 NEWCOMERS = [key(750 + i) for i in range(3)]  # not registered; [2] revoked at 50
 OPERATOR, NOT_OPERATOR = key(740), key(741)
 OPEN = Enrollment("open", frozenset({OPERATOR.public}))
@@ -98,12 +99,15 @@ SETTINGS = settings(
 def parent_state(enrollment: Enrollment) -> ChainState:
     """The state at TIP_HEIGHT: funded senders (one with a used nonce), registered
     devices (one banned), a revoked newcomer, and rewards some of which vest at 101."""
-    registered = {d.public: 0 for d in (*DEVICES, BANNED)}
+    registered = {d.public: 0 for d in (*DEVICES, BANNED, REVOKED)}
     registry = DeviceRegistry(
         registered,
         TIP_HEIGHT,
         banned={BANNED.public: 90},
-        approvals=[ApprovalRecord(NEWCOMERS[2].public, False, 50, T0)],
+        approvals=[
+            ApprovalRecord(NEWCOMERS[2].public, False, 50, T0),
+            ApprovalRecord(REVOKED.public, False, 97, T0),
+        ],
     )
     accounts = {s.public: Account(1_000, 0) for s in SENDERS}
     accounts[SENDERS[3].public] = Account(1_000, 2)
@@ -145,7 +149,7 @@ def state_root_of(state: ChainState) -> bytes:
 def entitled(assignment: Assignment, state: ChainState) -> list[KeyPair]:
     """The registered devices the assignment entitles, best first."""
     ranked = state.registry.entitled(assignment.id, assignment.registry_height, PARAMS.k)
-    by_public = {d.public: d for d in (*DEVICES, BANNED)}
+    by_public = {d.public: d for d in (*DEVICES, BANNED, REVOKED)}
     return [by_public[d] for d in ranked if d in by_public]
 
 
@@ -171,6 +175,18 @@ def verdicts_for(t: Transaction, kind: str, state: ChainState) -> list[Verdict]:
         chosen = [*inside[: PARAMS.q - 1], next(d for d in DEVICES if d not in inside)]
     elif kind == "banned":  # entitled before its ban; no ranking holds it since
         chosen = [*inside[: PARAMS.q - 1], BANNED]
+    elif kind == "revoked":  # entitled under a registry before its revocation (at 97)
+        a = next(
+            a
+            for a in (assignment_for([t], 96, seq) for seq in range(1, 500))
+            if REVOKED in entitled(a, state)
+        )
+        others = [d for d in entitled(a, state) if d is not REVOKED]
+        chosen = [*others[: PARAMS.q - 1], REVOKED]
+    elif kind == "padded":  # 2k + 1 judges, under two assignments
+        b = assignment_for([t], height, 2)
+        extra = [d for d in entitled(b, state) if d not in inside]
+        return [*(verdict_on(t, d, a) for d in inside), verdict_on(t, extra[0], b)]
     return [verdict_on(t, d, a) for d in chosen]
 
 
@@ -252,7 +268,8 @@ def propose(state: ChainState, c: Contents) -> tuple[Block, Transition | str]:
     except InvalidBlockError as exc:
         try:
             pool = PARAMS.block_reward + sum(t.fee for t in block.txs)
-            rewards = compute_rewards(pool, compute_judged(block.txs, block.verdicts, PARAMS.q))
+            judged = compute_judged(block.txs, block.verdicts, PARAMS.q, PARAMS.k)
+            rewards = compute_rewards(pool, judged)
         except InvalidBlockError:
             rewards = ()
         return commit_to(block, rewards, UNKNOWN_ROOT), str(exc)
@@ -413,6 +430,10 @@ DEFECTS = {
     "too_few_verdicts": "valid verdicts < q=2",
     "stale_verdicts": "stale_registry",
     "banned_verdict": ": banned",
+    "revoked_verdict": ": revoked",
+    "copy_with_another_signature": "justifies no transaction of the block",
+    "idle_verdict": "justifies no transaction of the block",
+    "padded_judges": "valid verdicts > 2k=4",
     "duplicate_tx": "a transaction appears twice",
     "tx_other_chain": "is for another chain",
     "too_many_txs": "too many transactions",
@@ -462,6 +483,19 @@ def add_defect(state: ChainState, c: Contents, defect: str) -> None:
             first_tx(tx(SENDERS[0], 0), "stale")
         case "banned_verdict":
             first_tx(tx(SENDERS[0], 0), "banned")
+        case "revoked_verdict":
+            first_tx(tx(SENDERS[0], 0), "revoked")
+        case "copy_with_another_signature":
+            # A copy of a pending transfer with a garbage signature, carried on the
+            # verdicts about the genuine one (its id does not cover the signature).
+            genuine = tx(SENDERS[0], 0)
+            c.txs.insert(0, replace(genuine, signature=bytes(64)))
+            c.verdicts += verdicts_for(genuine, "ok", state)
+        case "idle_verdict":
+            # A verdict under a fresh assignment of a transaction the block does not carry.
+            c.verdicts += verdicts_for(tx(SENDERS[3], 9), "ok", state)[:1]
+        case "padded_judges":
+            first_tx(tx(SENDERS[0], 0), "padded")
         case "duplicate_tx":
             first_tx(tx(SENDERS[0], 0))
             c.txs.insert(0, tx(SENDERS[0], 0))

@@ -44,6 +44,7 @@ from micromine.ledger_node.chain.transition import (
     state_transition,
 )
 from micromine.ledger_node.chain.verdicts import check_fraud_binding, check_verdict_binding
+from micromine.protocol.assignment import ENTITLED_PER_K
 from micromine.protocol.block import (
     Block,
     BlockHeader,
@@ -53,7 +54,7 @@ from micromine.protocol.block import (
     compute_tx_root,
 )
 from micromine.protocol.codec import sign_commit
-from micromine.protocol.crypto import KeyPair
+from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.device import DeviceHello
 from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.genesis import ChainParams
@@ -182,7 +183,8 @@ def build_block(
 
     ``justification[tx.id]`` holds the verdicts that voted the transaction valid (the
     tally gives at least ``params.q``); those that can no longer justify it at this
-    height are left out, and a candidate left with fewer than q is ``stale``.
+    height are left out, and a candidate left with fewer than q is ``stale``.  All that
+    are left go in (at most 2k a transaction): every matching judge earns.
     ``hellos`` are verified DeviceHellos of devices that want to be registered;
     ``approvals`` verified DeviceApprovals waiting to be recorded; ``frauds`` verified
     fraud proofs (verify_block's rules) waiting for a block.  Raises InvalidBlockError
@@ -207,7 +209,24 @@ def build_block(
             )
         return known
 
-    usable = {tx.id: [v for v in justification[tx.id] if usable_verdict(v)] for tx in candidates}
+    def judged_valid(verdict: Verdict, tx: Transaction, signature_hash: bytes) -> bool:
+        return any(
+            j.tx_id == tx.id and j.signature_hash == signature_hash and j.reason == Reason.OK
+            for j in verdict.judgements
+        )
+
+    # Every judge that matched earns (transition.compute_judged), up to the 2k an
+    # assignment can entitle; a verdict on another copy of the transaction (another
+    # signature) does not justify it.
+    most = ENTITLED_PER_K * params.k
+    usable: dict[bytes, list[Verdict]] = {}
+    for tx in candidates:
+        signature_hash = sha256(tx.signature)
+        usable[tx.id] = [
+            v
+            for v in justification[tx.id]
+            if usable_verdict(v) and judged_valid(v, tx, signature_hash)
+        ][:most]
     stale = tuple(tx for tx in candidates if len(usable[tx.id]) < params.q)
     stale_ids = {tx.id for tx in stale}
     # Which candidates fit, tried in order against a scratch overlay with the rule the
@@ -231,7 +250,7 @@ def build_block(
 
     # A batch's transactions share their verdicts: each verdict object's id (the hash
     # of its encoding, all its judgements) is computed once, not once per transaction.
-    distinct = {id(v): v for tx in included for v in usable[tx.id][: params.q]}
+    distinct = {id(v): v for tx in included for v in usable[tx.id]}
     verdicts = {verdict.id: verdict for verdict in distinct.values()}
     ordered_verdicts = tuple(verdicts[key] for key in sorted(verdicts))
     recorded = select_approvals(approvals, registry, state.enrollment)

@@ -47,7 +47,9 @@ from micromine.ledger_node.chain.state import (
     process_vesting,
 )
 from micromine.ledger_node.chain.verdicts import check_fraud_binding, check_verdict_binding
+from micromine.protocol.assignment import ENTITLED_PER_K
 from micromine.protocol.block import Block, Reward, compute_body_hash, compute_tx_root
+from micromine.protocol.crypto import sha256
 from micromine.protocol.kinds import Reason
 from micromine.protocol.limits import (
     MAX_BLOCK_APPROVALS,
@@ -136,9 +138,11 @@ def state_transition(
         reason = process_transaction(view, tx, header.timestamp_ms)
         if reason is not Reason.OK:
             raise InvalidBlockError(f"tx {tx.id.hex()[:16]}: {reason.name.lower()}")
-    # [REJECT] Every transaction is justified by q "valid" verdicts from distinct devices,
-    # and the rewards are exactly the block reward plus fees split over those judgements.
-    judged = compute_judged(block.txs, block.verdicts, params.q)
+    # [REJECT] Every transaction is justified by q to 2k "valid" judgements of that very
+    # signature from distinct devices, every verdict justifies one of the block's
+    # transactions, and the rewards are exactly the block reward plus fees split over
+    # those judgements.
+    judged = compute_judged(block.txs, block.verdicts, params.q, params.k)
     rewards = compute_rewards(params.block_reward + sum(tx.fee for tx in block.txs), judged)
     if validate_result and block.rewards != rewards:
         raise InvalidBlockError("rewards are not the protocol's split")
@@ -209,21 +213,45 @@ def compute_rewards(pool: int, judged: Mapping[bytes, int]) -> tuple[Reward, ...
 
 
 def compute_judged(
-    txs: Sequence[Transaction], verdicts: Sequence[Verdict], q: int
+    txs: Sequence[Transaction], verdicts: Sequence[Verdict], q: int, k: int
 ) -> Counter[bytes]:
-    """Judgements that earn: per transaction, the q lowest device keys among the block's
-    verdicts that judged it valid.  Raises InvalidBlockError when one has fewer than q."""
+    """Judgements that earn: per transaction, every device among the block's verdicts
+    that judged it valid, that very signature (a judgement names the SHA-256 of the
+    signature it checked: a copy of the transaction with another signature was not
+    judged).  Every judge whose verdict matched the outcome earns, not the first q to
+    arrive: a device that skips the check gains nothing by answering first.
+
+    Raises InvalidBlockError when a transaction has fewer than q judges or more than
+    ENTITLED_PER_K * k (no assignment entitles more: a proposer cannot pad a block with
+    judges of its own), or when a verdict justifies none of the block's transactions (a
+    verdict costs validators two signature checks: none is carried for nothing)."""
+    signature_hashes = {tx.id: sha256(tx.signature) for tx in txs}
     valid_devices: defaultdict[bytes, set[bytes]] = defaultdict(set)
     for verdict in verdicts:
-        for judgement in verdict.judgements:
-            if judgement.reason == Reason.OK:
-                valid_devices[judgement.tx_id].add(verdict.device)
+        justified = [
+            judgement.tx_id
+            for judgement in verdict.judgements
+            if judgement.reason == Reason.OK
+            and signature_hashes.get(judgement.tx_id) == judgement.signature_hash
+        ]
+        if not justified:
+            raise InvalidBlockError(
+                f"verdict from {verdict.device.hex()[:16]} on batch "
+                f"{verdict.batch_id.hex()[:16]} justifies no transaction of the block"
+            )
+        for tx_id in justified:
+            valid_devices[tx_id].add(verdict.device)
     judged: Counter[bytes] = Counter()
+    most = ENTITLED_PER_K * k
     for tx in txs:
-        devices = sorted(valid_devices.get(tx.id, ()))[:q]
+        devices = valid_devices.get(tx.id, set())
         if len(devices) < q:
             raise InvalidBlockError(
                 f"tx {tx.id.hex()[:16]} has {len(devices)} valid verdicts < q={q}"
+            )
+        if len(devices) > most:
+            raise InvalidBlockError(
+                f"tx {tx.id.hex()[:16]} has {len(devices)} valid verdicts > 2k={most}"
             )
         judged.update(devices)
     return judged

@@ -17,7 +17,7 @@ A verdict counts for a block at ``block_height`` only if:
   first 2k of the ranking seeded by the assignment id;
 * it judges exactly the assignment's transactions: the Merkle root of its judgements
   (tx id | signature hash, in order) is the assignment's ``tx_root``;
-* its device signed it, and is not banned as of the block's parent.
+* its device signed it, and is neither banned nor revoked as of the block's parent.
 
 A fraud proof (verdict, tx) proves its device lied when:
 
@@ -86,6 +86,10 @@ def check_verdict_binding(
     # [REJECT] Its device is not banned (as of the parent of the block).
     if registry.is_banned(verdict.device):
         return "banned"
+    # [REJECT] Its device is not revoked (as of the parent of the block): a revocation
+    # takes effect at once, not when the assignment's registry leaves the window.
+    if registry.is_revoked_at(verdict.device, block_height - 1):
+        return "revoked"
     # [REJECT] Its registry is committed and at most assignment_window blocks old.
     if not is_registry_height_in_window(
         assignment.registry_height, block_height, params.assignment_window

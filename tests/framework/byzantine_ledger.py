@@ -277,7 +277,7 @@ class ByzantineReplica(Replica):
             txs.pop()
             rewards = compute_rewards(
                 self.ledger.params.block_reward + sum(tx.fee for tx in txs),
-                compute_judged(txs, verdicts, self.ledger.params.q),
+                compute_judged(txs, verdicts, self.ledger.params.q, self.ledger.params.k),
             )
         match lie:
             case "wrong_state_root":
@@ -319,7 +319,9 @@ class ByzantineReplica(Replica):
         header = base.header
         if rewards is None:
             pool = ledger.params.block_reward + sum(tx.fee for tx in txs)
-            rewards = compute_rewards(pool, compute_judged(txs, verdicts, ledger.params.q))
+            rewards = compute_rewards(
+                pool, compute_judged(txs, verdicts, ledger.params.q, ledger.params.k)
+            )
         vesting_blocks = ledger.params.reward_vesting_blocks
         view = StateView(ledger.accounts, ledger.vesting)
         process_vesting(view, header.height, vesting_blocks)
