@@ -33,8 +33,9 @@ from micromine.ledger_node.core.actions import (
     ServeSync,
     StorePending,
 )
+from micromine.ledger_node.core.commit import RECENT_COMMITTED
 from micromine.ledger_node.core.intake import Intake
-from micromine.ledger_node.core.ledger import RECENT_COMMITTED, LedgerCore, ReplicaFactory
+from micromine.ledger_node.core.ledger import LedgerCore, ReplicaFactory
 from micromine.ledger_node.core.replica import Replica
 from micromine.ledger_node.storage import LedgerStore
 from micromine.protocol import topics

@@ -11,7 +11,8 @@ from test_ledger_replicas import NODES, make_net, submit
 
 from micromine.ledger_node.chain.blocks import ChainTip
 from micromine.ledger_node.chain.state import Account
-from micromine.ledger_node.core.ledger import HOLD_MS, LedgerCore
+from micromine.ledger_node.core.admission import HOLD_MS
+from micromine.ledger_node.core.ledger import LedgerCore
 from micromine.protocol import topics
 from micromine.protocol.codec import decode, encode
 from micromine.protocol.kinds import Reason, ReceiptStatus

@@ -16,7 +16,7 @@ Liveness is application-level on purpose (amqtt does not enforce MQTT keep-alive
 
 Replays (anyone on an open broker can resend a device's signed messages) must not keep a
 dead device live: a heartbeat older than the device's latest one is stale and refused;
-a hello or an online status older than it counts for registration (core.py) but not
+a hello or an online status older than it counts for registration (registration.py) but not
 for liveness.  An offline status is taken whatever its age: the Last Will is signed
 when the agent starts, so it is older than the heartbeats it follows; a replayed one
 only hides the device until its next heartbeat.

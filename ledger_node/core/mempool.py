@@ -17,7 +17,7 @@ says which), because a refusal is final and the sender would be stuck:
                       chain state (nonce beyond the committed one, balance) is judged
 
 The core takes held transactions out and offers them again whenever their sender's
-state changes (ledger.py).  Held transactions are not persisted: a restarted node has
+state changes (admission.py, commit.py).  Held transactions are not persisted: a restarted node has
 forgotten them, and the sender, told HELD (not final), submits again.
 
 Memory is bounded four ways, each shedding with a receipt reason (never silently) and

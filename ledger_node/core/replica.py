@@ -6,7 +6,7 @@ of its outputs, plus catch-up (sync) and re-broadcasting.
         (verify.verify_block against our committed state); both run the one state
         transition (transition.py), as does the commit of a decided block;
       - turns its outputs into actions: Broadcast -> Publish on consensus/<us>,
-        PersistSigned -> persisted before that Publish, Decide -> commit (core.py),
+        PersistSigned -> persisted before that Publish, Decide -> commit (commit.py),
         Evidence -> logged with both signed messages, Rejected -> a counted drop;
       - re-sends our own messages of the current height every REBROADCAST_MS, since the
         broker may drop them (liveness needs eventual delivery, safety does not), and

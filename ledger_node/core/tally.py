@@ -6,7 +6,7 @@ disagreements.
     undecided --tx_timeout_ms--> rejected NO_QUORUM
     undecided or accepted --"valid" and "invalid" votes both--> settled by the ledger:
         the transaction fails check_transaction_objective: rejected with that reason
-        (the "valid" votes were wrong beyond doubt: fraud proofs, core.py)
+        (the "valid" votes were wrong beyond doubt: fraud proofs, decisions.py)
         it passes: "invalid" votes no longer count; it waits for q "valid" ones
 
 A device votes at most once per transaction (its first verdict counts).  The verdicts
