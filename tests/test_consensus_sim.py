@@ -103,6 +103,16 @@ REGRESSIONS = {
     # the re-proposal never gathered prevotes (stuck in round 9); the valid value's
     # polka is now persisted with it and relayed again after a restart
     "a polka lost in a crash": ("restarts", 544),
+    # found by make sim (issue 14): the Byzantine owner (invalid proposals) had the
+    # verdicts, lost on their way to the others before GST, so nobody else ever got the
+    # transfer judged (peers.py, standby: the next node in the ring now steps in)
+    "an owner's verdicts never reached the others (1)": ("byzantine", 648),
+    "an owner's verdicts never reached the others (2)": ("byzantine", 2598),
+    "an owner's verdicts never reached the others (3)": ("byzantine", 2858),
+    # a Byzantine owner that withholds its work and receipts (faults.WITHHOLD): its
+    # transfers were never judged, and their replays never answered
+    "an owner withheld its work": ("byzantine", 0),
+    "an owner withheld the answer to a replay": ("byzantine", 22),
 }
 
 

@@ -86,13 +86,20 @@ class Dispatcher:
         self.reissued = 0  # batch ids given up on: too few of their entitled devices live
         self._seq = 0
 
-    def take_over(self, votes: Mapping[bytes, TxVotes], is_mine: Callable[[bytes], bool]) -> None:
-        """Queue the undecided transactions that became ours because their owner went
-        silent (we never asked a device about them)."""
+    def take_over(
+        self, votes: Mapping[bytes, TxVotes], is_ours: Callable[[bytes, TxVotes], bool]
+    ) -> list[bytes]:
+        """Queue the undecided transactions that became ours (we never asked a device
+        about them): their owner went silent, or did not get them judged (ledger.py
+        says which); the ids queued."""
         queued = set(self.fresh) | set(self.retry)
-        for tx_id, tx_votes in votes.items():
-            if not tx_votes.asked and tx_id not in queued and is_mine(tx_id):
-                self.fresh.append(tx_id)
+        taken = [
+            tx_id
+            for tx_id, tx_votes in votes.items()
+            if not tx_votes.asked and tx_id not in queued and is_ours(tx_id, tx_votes)
+        ]
+        self.fresh.extend(taken)
+        return taken
 
     def take_answer(self, record: BatchRecord, device_key: bytes) -> bool:
         """Mark ``device_key`` as having answered; True if it was still within deadline."""

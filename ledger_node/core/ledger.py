@@ -98,8 +98,12 @@ from micromine.protocol.topics import Channel
 ReplicaFactory: TypeAlias = Callable[["LedgerCore", bytes, SignedState | None], Replica]
 
 DEFAULT_AUDIT_RATE = 0.05  # see LedgerConfig.audit_rate
+DEFAULT_COMMIT_AUDIT_RATE = 0.05  # see LedgerConfig.commit_audit_rate
 PEER_TIMEOUT_MS = 5000  # a validator unheard for this long loses its share of the work
 OWNERSHIP_SCAN_MS = 1000  # how often to pick up transactions a silent peer owned
+# ... and those of a peer that did not get them judged: after this many batch timeouts
+# per place behind the owner (_is_ours).
+STALL_BATCHES = 2
 HOLD_SCAN_MS = 500  # how often held transactions are checked for their timeout (HOLD_MS)
 # After a start, the node counts as catching up this long: peers re-send their current
 # height's messages every replica.REBROADCAST_MS, so by then it knows whether it is behind.
@@ -138,6 +142,7 @@ class LedgerCore:
         now_ms: int = 0,
         approvals: Iterable[ApprovalRecord] = (),
         audit_rate: float = DEFAULT_AUDIT_RATE,
+        commit_audit_rate: float = DEFAULT_COMMIT_AUDIT_RATE,
         replica: ReplicaFactory = Replica,
     ) -> None:
         """The chain state as of ``tip`` (chain_state.ChainState.of): ``accounts`` (taken,
@@ -146,11 +151,14 @@ class LedgerCore:
         ``banned`` (device -> ban height), ``vesting`` (device -> unvested rewards) and
         ``approvals`` (the approval records).
         ``audit_rate``: this node's own share of quorum-accepted transactions it checks
-        itself, for devices with a perfect record (devices.audit_probability).
+        itself, for devices with a perfect record (devices.audit_probability);
+        ``commit_audit_rate``: its share of committed ones it checks after the commit
+        (commit.py).
         ``replica``: builds the consensus adapter (a Byzantine one in tests)."""
-        if not 0.0 <= audit_rate <= 1.0:
-            raise ValueError("audit_rate must be in 0..1")
+        if not 0.0 <= audit_rate <= 1.0 or not 0.0 <= commit_audit_rate <= 1.0:
+            raise ValueError("audit_rate and commit_audit_rate must be in 0..1")
         self.audit_rate = audit_rate
+        self.commit_audit_rate = commit_audit_rate
         self.genesis = genesis
         self.key = key
         self.rng = rng
@@ -293,7 +301,9 @@ class LedgerCore:
         if caught_up:
             self._expire_transactions(now_ms)
         if now_ms >= self._next_ownership_scan:
-            self.dispatcher.take_over(self.votes, lambda tx_id: self.peers.mine(tx_id, now_ms))
+            for tx_id in self.dispatcher.take_over(self.votes, self._is_ours):
+                if not self.peers.mine(tx_id, now_ms):
+                    self.receipts.adopt(tx_id)
             self._next_ownership_scan = now_ms + OWNERSHIP_SCAN_MS
         self.dispatcher.dispatch(self.votes, now_ms, actions)
         self.replica.on_tick(now_ms, actions)
@@ -355,6 +365,20 @@ class LedgerCore:
             actions.append(StorePending(tuple(self._to_store.values())))
             self._to_store = {}
         actions.extend(self.receipts.flush(now_ms))
+
+    def _is_ours(self, tx_id: bytes, votes: TxVotes) -> bool:
+        """Ours to dispatch: we own it, or no device's verdict on it has reached us
+        STALL_BATCHES batch timeouts after we admitted it (or started) times our place
+        behind its owner (peers.standby): an owner that speaks but does not get its
+        work judged (Byzantine, or its devices' verdicts lost to us) is stepped over."""
+        now = self.now_ms
+        if self.peers.mine(tx_id, now):
+            return True
+        if votes.valid or votes.invalid:
+            return False
+        waited = now - max(votes.admitted_ms, self._started_ms)
+        stall_ms = STALL_BATCHES * self.params.batch_timeout_ms
+        return waited >= stall_ms * self.peers.standby(tx_id, now)
 
     def drop(self, actions: list[Action], source: str, reason: str, detail: str) -> None:
         """A message refused, counted, and said in ``actions``."""

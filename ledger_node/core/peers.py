@@ -7,6 +7,12 @@ home is ``validators[id mod n]``; its owner is the first validator from its home
 ring order, that has been heard from within ``timeout_ms`` (we always hear ourselves).
 So when a node goes silent, the next one takes over its share, and gives it back when
 it speaks again.
+
+A node that speaks but does not do the work (a Byzantine owner that never dispatches,
+or whose devices' verdicts never reach us) is not silent: for that, ``standby`` gives
+our place behind the owner, and the core takes over a transaction nobody has judged
+after a delay that grows with that place (ledger.py, STALL_MS), so that the next node
+in the ring steps in first and the others only if it does not.
 """
 
 from collections.abc import Sequence
@@ -41,6 +47,22 @@ class PeerTracker:
             if self.is_live(candidate, now_ms):
                 return candidate
         return self.me  # unreachable: we are always live
+
+    def standby(self, item_id: bytes, now_ms: int) -> int:
+        """Our place behind the item's owner among the live validators, in ring order
+        (0: we own it; 1: we are the next live one; ...)."""
+        if self.me not in self.last_seen:
+            return 0
+        owner = self.validators.index(self.owner(item_id, now_ms))
+        n = len(self.validators)
+        place = 0
+        for step in range(n):
+            candidate = self.validators[(owner + step) % n]
+            if candidate == self.me:
+                return place
+            if self.is_live(candidate, now_ms):
+                place += 1
+        return place  # unreachable: we are in the ring
 
     def mine(self, item_id: bytes, now_ms: int) -> bool:
         return self.me not in self.last_seen or self.owner(item_id, now_ms) == self.me

@@ -16,6 +16,8 @@ run (faults.BYZANTINE_MODES), may:
     replay             every so often: re-send another node's old message
     bad-sync           answer SyncRequests with tampered or forged certified blocks, or
                        certificates whose signatures are of another round than named
+    withhold           (not this adapter's: its host, hosts.SimLedger, drops them) never
+                       hand out the work it owns nor answer its submitters
     amnesia            (the lock attack) vote for every proposal at once, in every round,
                        precommits to a random subset; propose a fresh block every round
 

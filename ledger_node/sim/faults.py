@@ -31,6 +31,9 @@ BYZANTINE_MODES = (
     "replay",  # re-sends old messages of other nodes
     "bad-sync",  # answers sync requests with tampered blocks
 )
+# Never hands out the work it owns, nor answers its submitters.  Drawn last, on its own,
+# so that the plans of seeds drawn before it existed are unchanged.
+WITHHOLD = "withhold"
 AMNESIA = "amnesia"  # the lock attack: votes for every proposal, ignoring every lock
 
 
@@ -213,7 +216,10 @@ def draw_plan(scenario: str, nodes: int, rng: random.Random) -> FaultPlan:
         modes = frozenset(mode for mode in BYZANTINE_MODES if rng.random() < 0.5)
         modes = modes or frozenset({rng.choice(BYZANTINE_MODES)})
         plan = _lossy(rng, scenario, gst, heavy=rng.random() < 0.3)
-        return replace(plan, byzantine=rng.randrange(nodes), byzantine_modes=modes)
+        plan = replace(plan, byzantine=rng.randrange(nodes), byzantine_modes=modes)
+        if rng.random() < 0.3:
+            plan = replace(plan, byzantine_modes=modes | {WITHHOLD})
+        return plan
     if scenario == "lock-attack":
         # The Byzantine node votes for every proposal it sees while, one after another,
         # honest nodes go unheard (they still hear): the setting in which only the lock

@@ -74,8 +74,12 @@ class SimLedger:
         audit_rate: float,
         replica: ReplicaFactory,
         honest: bool,
+        withhold: bool = False,
     ) -> None:
         self.index, self.key, self.world, self.honest = index, key, world, honest
+        # A Byzantine owner that keeps its transactions from devices and its receipts
+        # from submitters (faults.BYZANTINE_MODES "withhold"): its peers must take over.
+        self.withhold = withhold
         self.genesis = genesis(validators)
         self.seed, self.skew_ms, self.audit_rate = seed, skew_ms, audit_rate
         self.replica = replica
@@ -180,7 +184,9 @@ class SimLedger:
             actions = actions[:cut]
         for publish in self.node.execute(actions):
             self.observe_publish(publish, now_ms)
-            if not self.silent_from <= now_ms < self.silent_until:
+            if self.withhold and self.is_withheld(publish):
+                self.world.count("byzantine.withheld")
+            elif not self.silent_from <= now_ms < self.silent_until:
                 self.world.publish(self.index, publish)
             else:
                 self.world.count("lost.silent")
@@ -198,6 +204,10 @@ class SimLedger:
         if cut is not None:
             self.world.count("crash.mid_outputs")
             self.crash(now_ms)
+
+    def is_withheld(self, publish: Publish) -> bool:
+        parsed = topics.parse(CHAIN_ID, publish.topic)
+        return parsed is not None and parsed.channel in (Channel.WORK, Channel.RECEIPTS)
 
     def observe_publish(self, publish: Publish, now_ms: int) -> None:
         """What an honest node signs must never contradict what it signed before."""

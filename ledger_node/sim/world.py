@@ -51,7 +51,13 @@ from micromine.ledger_node.sim.check import (
     check_receipts,
     check_validity,
 )
-from micromine.ledger_node.sim.faults import FaultPlan, Network, draw_plan, scenarios
+from micromine.ledger_node.sim.faults import (
+    WITHHOLD,
+    FaultPlan,
+    Network,
+    draw_plan,
+    scenarios,
+)
 from micromine.ledger_node.sim.hosts import SimDevice, SimLedger, SimWallet
 from micromine.protocol.codec import is_signature_valid
 from micromine.protocol.consensus import NIL, Precommit, Prevote, Proposal
@@ -170,6 +176,7 @@ class Simulation:
                     index=i, key=key, world=self, validators=config.nodes, seed=seed,
                     skew_ms=skew_rng.randint(-200, 200), audit_rate=0.05, replica=replica,
                     honest=i != byzantine,
+                    withhold=i == byzantine and WITHHOLD in self.plan.byzantine_modes,
                 )
             )  # fmt: skip
         first_device = config.nodes
