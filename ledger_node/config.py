@@ -12,7 +12,7 @@ from micromine.common.mqtt import (
     link_settings_from,
     parse_broker_url,
 )
-from micromine.ledger_node.core.ledger import DEFAULT_AUDIT_RATE
+from micromine.ledger_node.core.ledger import DEFAULT_AUDIT_RATE, DEFAULT_COMMIT_AUDIT_RATE
 
 ENV = {
     "broker": "MICROMINE_BROKER",
@@ -39,6 +39,10 @@ class LedgerConfig:
     # disagreed with decided outcomes (devices.audit_probability).  A local setting: each
     # node audits on its own, so nodes may differ, and block validity never depends on it.
     audit_rate: float = DEFAULT_AUDIT_RATE
+    # The share of committed transactions this node checks itself after the commit, off
+    # the block's path, besides every one whose verdicts never reached its tally: a
+    # forgery found there cannot be undone, but its judges are banned (commit.py).
+    commit_audit_rate: float = DEFAULT_COMMIT_AUDIT_RATE
 
     def __post_init__(self) -> None:
         address = parse_broker_url(self.broker_url)  # raises ValueError with the reason
@@ -48,6 +52,8 @@ class LedgerConfig:
             raise ValueError("tick_ms must be 5..1000")
         if not 0.0 <= self.audit_rate <= 1.0:
             raise ValueError("audit_rate must be 0..1")
+        if not 0.0 <= self.commit_audit_rate <= 1.0:
+            raise ValueError("commit_audit_rate must be 0..1")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "LedgerConfig":
@@ -69,6 +75,7 @@ class LedgerConfig:
             login=login,
             tls=tls,
             audit_rate=args.audit_rate,
+            commit_audit_rate=args.commit_audit_rate,
         )
 
 
@@ -86,5 +93,12 @@ def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_AUDIT_RATE,
         help="share of quorum-accepted transactions this node checks itself (0..1; more "
         f"for devices with a poor record; default {DEFAULT_AUDIT_RATE})",
+    )
+    parser.add_argument(
+        "--commit-audit-rate",
+        type=float,
+        default=DEFAULT_COMMIT_AUDIT_RATE,
+        help="share of committed transactions this node checks after the commit, to ban "
+        f"the judges of a forgery that got through (0..1; default {DEFAULT_COMMIT_AUDIT_RATE})",
     )
     add_link_arguments(parser)

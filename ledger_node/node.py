@@ -35,7 +35,7 @@ from micromine.ledger_node.core.actions import (
 )
 from micromine.ledger_node.core.commit import RECENT_COMMITTED
 from micromine.ledger_node.core.intake import Intake
-from micromine.ledger_node.core.ledger import LedgerCore, ReplicaFactory
+from micromine.ledger_node.core.ledger import DEFAULT_COMMIT_AUDIT_RATE, LedgerCore, ReplicaFactory
 from micromine.ledger_node.core.replica import Replica
 from micromine.ledger_node.storage import LedgerStore
 from micromine.protocol import topics
@@ -65,6 +65,7 @@ class LedgerNode:
         rng: random.Random,
         now_ms: int,
         audit_rate: float,
+        commit_audit_rate: float = DEFAULT_COMMIT_AUDIT_RATE,
         replica: ReplicaFactory = Replica,
     ) -> "LedgerNode":
         """Resume from ``store``: the committed state, the admitted transactions and what
@@ -83,6 +84,7 @@ class LedgerNode:
             now_ms=now_ms,
             approvals=store.approvals(),
             audit_rate=audit_rate,
+            commit_audit_rate=commit_audit_rate,
             replica=replica,
         )
         core.recent_committed.update(store.recent_committed(RECENT_COMMITTED))

@@ -73,6 +73,7 @@ class LedgerService:
             rng=random.Random(),
             now_ms=now_ms(),
             audit_rate=config.audit_rate,
+            commit_audit_rate=config.commit_audit_rate,
             replica=replica,
         )
         self.store, self.core, self.intake = self.node.store, self.node.core, self.node.intake

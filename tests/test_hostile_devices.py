@@ -338,14 +338,16 @@ def verdict_batch(h: Harness, t: Transaction) -> WorkBatch:
 
 def test_a_valid_verdict_after_the_invalid_quorum_is_checked_and_becomes_a_proof() -> None:
     """Two honest devices reject a forgery before the liar answers: no disagreement was
-    ever open, so the liar's late "valid" gets the transaction checked (once)."""
+    ever open, but the node checks a transaction before it rejects it on devices'
+    verdicts (once), so the liar's late "valid" is a proof at once."""
     h = without_audits(make_harness(n_devices=5, k=3, q=2, recheck_tx_signatures=0))
     bad = forged()
     batch, (*honest, liar) = one_batch(h, bad)
     for device in honest:
         deliver(h, verdict(h, batch, device, HONEST))
     assert h.receipts()[bad.id] == (ReceiptStatus.REJECTED, Reason.BAD_SIGNATURE)
-    assert h.core.stats.settled == 0 and not h.core.frauds.pending
+    assert h.core.stats.settled == 1 and h.core.stats.forged == 1
+    assert not h.core.frauds.pending
     deliver(h, verdict(h, batch, liar, SAYS_VALID))
     assert set(h.core.frauds.pending) == {liar.public}
     run(h, {liar.public: SAYS_VALID}, rounds=20)

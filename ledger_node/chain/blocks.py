@@ -43,7 +43,11 @@ from micromine.ledger_node.chain.transition import (
     Transition,
     state_transition,
 )
-from micromine.ledger_node.chain.verdicts import check_fraud_binding, check_verdict_binding
+from micromine.ledger_node.chain.verdicts import (
+    check_fraud_binding,
+    check_verdict_binding,
+    judges_valid,
+)
 from micromine.protocol.assignment import ENTITLED_PER_K
 from micromine.protocol.block import (
     Block,
@@ -209,12 +213,6 @@ def build_block(
             )
         return known
 
-    def judged_valid(verdict: Verdict, tx: Transaction, signature_hash: bytes) -> bool:
-        return any(
-            j.tx_id == tx.id and j.signature_hash == signature_hash and j.reason == Reason.OK
-            for j in verdict.judgements
-        )
-
     # Every judge that matched earns (transition.compute_judged), up to the 2k an
     # assignment can entitle; a verdict on another copy of the transaction (another
     # signature) does not justify it.
@@ -225,7 +223,7 @@ def build_block(
         usable[tx.id] = [
             v
             for v in justification[tx.id]
-            if usable_verdict(v) and judged_valid(v, tx, signature_hash)
+            if usable_verdict(v) and judges_valid(v, tx.id, signature_hash)
         ][:most]
     stale = tuple(tx for tx in candidates if len(usable[tx.id]) < params.q)
     stale_ids = {tx.id for tx in stale}

@@ -78,6 +78,15 @@ class AssignmentSignatures:
         return True
 
 
+def judges_valid(verdict: Verdict, tx_id: bytes, signature_hash: bytes) -> bool:
+    """Does ``verdict`` say that the transaction ``tx_id`` with the signature whose
+    SHA-256 is ``signature_hash`` (that very copy) is valid?"""
+    return any(
+        j.tx_id == tx_id and j.signature_hash == signature_hash and j.reason == Reason.OK
+        for j in verdict.judgements
+    )
+
+
 def check_verdict_binding(
     verdict: Verdict, block_height: int, registry: DeviceRegistry, params: ChainParams
 ) -> str | None:
@@ -130,12 +139,7 @@ def check_fraud_binding(
     if problem is not None:
         return problem
     # [REJECT] The verdict judges this very transaction (id and signature) valid.
-    tx = proof.tx
-    signature_hash = sha256(tx.signature)
-    if not any(
-        j.tx_id == tx.id and j.signature_hash == signature_hash and j.reason == Reason.OK
-        for j in proof.verdict.judgements
-    ):
+    if not judges_valid(proof.verdict, proof.tx.id, sha256(proof.tx.signature)):
         return "not_judged_valid"
     return None
 

@@ -3,12 +3,14 @@
 Blocks are agreed by the validators through replica.py (consensus); this module commits
 them, in this order: store the block and advance the chain state (the only change to
 it, transition.process_commit); forget the registrations and approvals it recorded;
-answer its transactions COMMITTED; reject the pending transactions whose nonce it used
-and offer its senders' held ones again; judge again what its verdicts can no longer
-justify; take the verdicts that waited for its registry; and publish it if we proposed
-it.  These functions act on the ``LedgerCore`` they are given.
+look for forgeries it carries (check_committed); answer its transactions COMMITTED;
+reject the pending transactions whose nonce it used and offer its senders' held ones
+again; judge again what its verdicts can no longer justify; take the verdicts that
+waited for its registry; and publish it if we proposed it.  These functions act on the
+``LedgerCore`` they are given.
 """
 
+import hmac
 from typing import TYPE_CHECKING
 
 from micromine.ledger_node.chain.state import EMPTY_ACCOUNT
@@ -16,7 +18,7 @@ from micromine.ledger_node.chain.transition import Transition, process_commit
 from micromine.ledger_node.core.account_feed import get_account_summaries
 from micromine.ledger_node.core.actions import Action, CommitBlock
 from micromine.ledger_node.core.admission import offer_held, reject_pending
-from micromine.ledger_node.core.decisions import forget_stale_verdicts, judge_again
+from micromine.ledger_node.core.decisions import forget_stale_verdicts, judge_again, offer_fraud
 from micromine.ledger_node.core.registration import settle_approvals
 from micromine.ledger_node.core.render import block_to_json
 from micromine.ledger_node.core.verdicts import take_early_verdicts
@@ -25,6 +27,7 @@ from micromine.protocol.block import Block
 from micromine.protocol.codec import encode
 from micromine.protocol.kinds import Reason, ReceiptStatus
 from micromine.protocol.topics import Channel, Publish
+from micromine.protocol.validation import check_transaction_objective
 
 if TYPE_CHECKING:
     from micromine.ledger_node.core.ledger import LedgerCore
@@ -44,6 +47,7 @@ def on_block_committed(
     for device in transition.registered:
         core.hellos.pop(device, None)
     settle_approvals(core, transition.approvals)
+    check_committed(core, block)
     _answer_committed(core, block, now_ms)
     _settle_senders(core, block)
     # Verdicts that fell out of the window: their transactions are judged again.
@@ -56,6 +60,35 @@ def on_block_committed(
     core.stats.committed += len(block.txs)
     if block.header.proposer == core.key.public:  # one publisher per block
         _publish(core, block, actions)
+
+
+def check_committed(core: "LedgerCore", block: Block) -> None:
+    """Look for forgeries a committed block carries, off the path that decided it:
+    every transaction our tally never accepted (its verdicts never reached us: a
+    proposer's unpublished ones, say) and a share ``commit_audit_rate`` of the others,
+    drawn by a hash keyed with our secret (devices cannot tell which).  A forgery is
+    committed for good, but the block's own verdicts that judged it valid are the fraud
+    proofs: the next block bans its judges and burns their unvested rewards."""
+    params = core.params
+    if params.recheck_tx_signatures or params.q == 0:
+        return  # every signature was checked on the block's path
+    for tx in block.txs:
+        votes = core.accepted.get(tx.id)
+        if votes is not None and (votes.settled or not _picked(core, tx.id)):
+            continue
+        reason = check_transaction_objective(tx, core.chain_id)
+        if reason is Reason.OK:
+            continue
+        core.stats.forged += 1
+        core.frauds.note_forged(tx)
+        for verdict in core.frauds.judges_of(tx, block.verdicts):
+            offer_fraud(core, verdict, tx)
+
+
+def _picked(core: "LedgerCore", tx_id: bytes) -> bool:
+    """Is ``tx_id`` in our commit_audit_rate share?  Keyed with our secret seed."""
+    digest = hmac.digest(core.key.seed, b"micromine-commit-audit" + tx_id, "sha256")
+    return int.from_bytes(digest[:8], "big") < core.commit_audit_rate * 2**64
 
 
 def _answer_committed(core: "LedgerCore", block: Block, now_ms: int) -> None:

@@ -3,6 +3,8 @@ itself, forgeries and the fraud proofs they make, and judging again.
 
     undecided --q agree (tally.compute_outcome)--> accepted / rejected
     undecided --"valid" and "invalid" votes--> settled: checked here (_settle)
+    undecided --q "invalid"--> checked here first (_check_rejection): rejected if it
+        fails, settled if it passes (a false "invalid" rejects nothing)
     undecided --q "valid", picked for an audit (more likely the lower the vouching
         devices' reputation: devices.audit_probability)--> checked here (_audit)
     accepted --a later "invalid" vote--> settled before a block takes it
@@ -28,7 +30,7 @@ from micromine.ledger_node.core.tally import (
 from micromine.protocol.assignment import is_registry_height_in_window
 from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import Transaction, Verdict
-from micromine.protocol.validation import check_transaction_objective
+from micromine.protocol.validation import check_transaction, check_transaction_objective
 
 if TYPE_CHECKING:
     from micromine.ledger_node.core.ledger import LedgerCore
@@ -42,6 +44,16 @@ def decide(core: "LedgerCore", tx_id: bytes, votes: TxVotes) -> bool:
     outcome = compute_outcome(votes, core.params.q)
     if outcome is None:
         return False
+    # [REJECT] Rejected by a quorum: only once we checked it ourselves; if it passes,
+    # their "invalid" votes stop counting (censorship costs the censors, not the sender).
+    if not outcome.accepted:
+        reason = _check_rejection(core, votes)
+        if reason is Reason.OK:
+            return False
+        if check_transaction_objective(votes.tx, core.chain_id) is not Reason.OK:
+            _reject_forged(core, tx_id, votes, reason)
+            return True
+        outcome = Outcome(False, reason)
     # [REJECT] Accepted by a quorum, and picked for an audit: a forgery is rejected.
     if outcome.accepted and not votes.settled and not _audit(core, tx_id, votes):
         return True
@@ -61,6 +73,18 @@ def _settle(core: "LedgerCore", tx_id: bytes, votes: TxVotes) -> bool:
     (it is rejected, and its "valid" votes were wrong)."""
     core.stats.settled += 1
     return _check_ourselves(core, tx_id, votes)
+
+
+def _check_rejection(core: "LedgerCore", votes: TxVotes) -> Reason:
+    """q devices judged the transaction invalid: check it ourselves before a final
+    answer, every stateless rule with our clock (one signature verification).  The
+    first rule it breaks, the rejection's reason; or OK, and it is settled: the
+    "invalid" votes no longer decide it, and it waits for q "valid" ones."""
+    core.stats.settled += 1
+    reason = check_transaction(votes.tx, core.chain_id, core.now_ms, core.params.min_fee)
+    if reason is Reason.OK:
+        votes.settled = True
+    return reason
 
 
 def _audit(core: "LedgerCore", tx_id: bytes, votes: TxVotes) -> bool:

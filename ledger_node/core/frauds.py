@@ -11,8 +11,10 @@ to find them.
                                 those that no longer fit the next block
 
 Where proofs come from (core.py): a disagreement settled as a forgery, an audit that
-finds one, or a "valid" verdict that arrives after a transaction was found forged or
-rejected by devices (checked then, one stateless check per transaction).  The proposer
+finds one, a "valid" verdict that arrives after a transaction was found forged or
+rejected by devices (checked then, one stateless check per transaction), or a check of
+committed transactions that finds a forgery a block already carries (``judges_of``: the
+block's own verdicts are the proofs).  The proposer
 includes the pending proofs (blocks.select_frauds) and ``has_work`` is true while any
 are pending, so an idle chain still bans.
 
@@ -21,15 +23,17 @@ forged and device-rejected transactions.
 """
 
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 from micromine.ledger_node.chain.registry import DeviceRegistry
 from micromine.ledger_node.chain.verdicts import (
     AssignmentSignatures,
     check_fraud_binding,
     check_fraud_evidence,
+    judges_valid,
 )
 from micromine.protocol.block import FraudProof
+from micromine.protocol.crypto import sha256
 from micromine.protocol.genesis import ChainParams
 from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import Transaction, Verdict
@@ -104,6 +108,12 @@ class FraudBook:
         self.pending[device] = proof
         self.found += 1
         return None
+
+    def judges_of(self, tx: Transaction, verdicts: Iterable[Verdict]) -> list[Verdict]:
+        """The verdicts (a committed block's) that judged ``tx``, that very copy, valid:
+        once ``tx`` is known forged, each is a fraud proof."""
+        signature_hash = sha256(tx.signature)
+        return [v for v in verdicts if judges_valid(v, tx.id, signature_hash)]
 
     def on_block(self, next_height: int, registry: DeviceRegistry) -> None:
         """After a commit: drop the proofs of banned devices, and those that no longer fit

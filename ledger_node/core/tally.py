@@ -18,6 +18,7 @@ by the disagreements, which honest devices only cause through a wrong clock (EXP
 from collections import Counter
 from dataclasses import dataclass, field
 
+from micromine.protocol.crypto import sha256
 from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import Transaction, Verdict
 
@@ -34,6 +35,11 @@ class TxVotes:
     # The ledger checked the transaction itself (a disagreement, or an audit) and found
     # nothing objectively wrong: "invalid" votes no longer decide it.
     settled: bool = False
+    # SHA-256 of the signature: judgements of this copy of the transaction name it.
+    signature_hash: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.signature_hash = sha256(self.tx.signature)
 
     def voters(self) -> set[bytes]:
         """The devices whose judgement of this transaction is counted."""

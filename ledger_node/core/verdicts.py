@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from micromine.ledger_node.core.ledger import LedgerCore
 
 MAX_EARLY_VERDICTS = 4096  # verdicts ranked against a registry we have not reached yet
+MAX_EARLY_PER_DEVICE = 16  # ... of them from one device (one key cannot fill the buffer)
 EARLY_HEIGHTS = 4  # how far ahead of our tip such a registry may be
 
 
@@ -122,6 +123,11 @@ def _count(core: "LedgerCore", verdict: Verdict, *, own: bool, was_waiting: bool
     for judgement in verdict.judgements:
         tx_id = judgement.tx_id
         votes = core.votes.get(tx_id)
+        # [IGNORE] A judgement of another copy of the transaction (the id does not cover
+        # the signature; the judgement names the hash of the one it checked): counted.
+        if votes is not None and judgement.signature_hash != votes.signature_hash:
+            core.note_drop("verdict", "other_signature", verdict.device.hex()[:16])
+            continue
         if votes is not None:
             if was_waiting:
                 votes.outstanding -= 1
@@ -161,7 +167,8 @@ def _hold_early(core: "LedgerCore", verdict: Verdict, out: list[Action]) -> None
     if verdict.registry_height > core.tip.height + EARLY_HEIGHTS:
         core.drop(out, "verdict", "future_registry", verdict.device.hex()[:16])
         return
-    if len(core.early_verdicts) >= MAX_EARLY_VERDICTS:
+    held = sum(1 for v in core.early_verdicts if v.device == verdict.device)
+    if len(core.early_verdicts) >= MAX_EARLY_VERDICTS or held >= MAX_EARLY_PER_DEVICE:
         core.drop(out, "verdict", "early_full", verdict.device.hex()[:16])
         return
     core.early_verdicts.append(verdict)
