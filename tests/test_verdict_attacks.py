@@ -5,7 +5,9 @@
 * "valid" verdicts about a transfer counted for a copy of it with another signature;
 * one device key could fill the buffer of verdicts on registries not reached yet;
 * a forgery committed on colluders' "valid" verdicts was never looked at again, so
-  nobody was banned for it.
+  nobody was banned for it;
+* a Byzantine proposer's block with a forgery backed by verdicts it never published
+  passed every honest node's checks (with re-checks off).
 
 The block rules that go with them (a judgement counts only for the signature it
 checked, every verdict justifies a transaction, at most 2k judges, revocation) are
@@ -31,6 +33,8 @@ from test_hostile_devices import (
 )
 from test_ledger_core import CHAIN, NODE, SENDERS, T0, make_harness, tx
 
+from micromine.ledger_node.chain.blocks import build_block
+from micromine.ledger_node.chain.verify import verify_block
 from micromine.ledger_node.core.verdicts import MAX_EARLY_PER_DEVICE
 from micromine.protocol import topics
 from micromine.protocol.assignment import compute_batch_root
@@ -152,3 +156,34 @@ def test_a_forgery_committed_on_lying_verdicts_is_found_after_commit_and_its_jud
     banned = {proof.device for b in h.blocks() for proof in b.frauds}
     assert banned == liars
     assert all(h.core.registry.is_banned(device) for device in liars)
+
+
+def test_a_proposal_backed_by_verdicts_kept_from_us_is_checked_refused_and_proven() -> None:
+    """A Byzantine proposer's block carries a forged transfer and "valid" verdicts of two
+    colluders under an assignment it signed and ground (both entitled), never published:
+    every rule of verify_block holds, but the transfer is one our tally never accepted,
+    so we check it before we prevote: refused, and its verdicts are fraud proofs."""
+    h = without_audits(make_harness(n_devices=6, k=3, q=2, recheck_tx_signatures=0))
+    bad = forged()
+    height = h.core.tip.height
+    colluders = h.devices[:2]
+    root = compute_batch_root([bad])
+    assignment = next(
+        a
+        for a in (
+            sign(Assignment(CHAIN, NODE.public, 10**6 + seq, height, T0 + 10**9, root), NODE)
+            for seq in range(10_000)
+        )
+        if {d.public for d in colluders} <= set(h.core.registry.entitled(a.id, height, 3))
+    )
+    judged = (Judgement.of(bad, int(Reason.OK)),)
+    verdicts = [sign(Verdict(CHAIN, d.public, assignment, judged), d) for d in colluders]
+    built = build_block(
+        h.core.state.copy(), proposer=NODE, timestamp_ms=h.now, candidates=[bad],
+        justification={bad.id: verdicts}, seal=False,
+    )  # fmt: skip
+    assert built.block.txs == (bad,)
+    assert verify_block(h.core.state, built.block, validators=(NODE.public,))  # rules hold
+    assert not h.core.replica.is_valid(built.block)
+    assert h.core.stats.dropped["consensus.forged_tx"] == 1
+    assert set(h.core.frauds.pending) == {d.public for d in colluders}

@@ -26,6 +26,7 @@ from micromine.protocol import topics
 from micromine.protocol.block import Block
 from micromine.protocol.codec import encode
 from micromine.protocol.kinds import Reason, ReceiptStatus
+from micromine.protocol.messages import Transaction
 from micromine.protocol.topics import Channel, Publish
 from micromine.protocol.validation import check_transaction_objective
 
@@ -63,26 +64,41 @@ def on_block_committed(
 
 
 def check_committed(core: "LedgerCore", block: Block) -> None:
-    """Look for forgeries a committed block carries, off the path that decided it:
-    every transaction our tally never accepted (its verdicts never reached us: a
-    proposer's unpublished ones, say) and a share ``commit_audit_rate`` of the others,
-    drawn by a hash keyed with our secret (devices cannot tell which).  A forgery is
-    committed for good, but the block's own verdicts that judged it valid are the fraud
-    proofs: the next block bans its judges and burns their unvested rewards."""
+    """Look for forgeries a committed block carries, off the path that decided it
+    (``forgeries_in``, with our commit_audit_rate share).  A forgery is committed for
+    good, but the block's own verdicts that judged it valid are the fraud proofs: the
+    next block bans its judges and burns their unvested rewards."""
+    for tx in forgeries_in(core, block, sampled=True):
+        prove_forged(core, tx, block)
+
+
+def forgeries_in(core: "LedgerCore", block: Block, *, sampled: bool) -> list[Transaction]:
+    """The forged transactions of ``block`` among those our tally never accepted (their
+    verdicts never reached us: a proposer's unpublished ones, say) and, if ``sampled``,
+    a share ``commit_audit_rate`` of the others, drawn by a hash keyed with our secret
+    (devices cannot tell which).  One signature check per transaction looked at; none
+    when the chain re-checks every signature on the block's path anyway."""
     params = core.params
     if params.recheck_tx_signatures or params.q == 0:
-        return  # every signature was checked on the block's path
+        return []
+    forged = []
     for tx in block.txs:
         votes = core.accepted.get(tx.id)
-        if votes is not None and (votes.settled or not _picked(core, tx.id)):
+        if votes is not None and (votes.settled or not sampled or not _picked(core, tx.id)):
             continue
-        reason = check_transaction_objective(tx, core.chain_id)
-        if reason is Reason.OK:
-            continue
-        core.stats.forged += 1
-        core.frauds.note_forged(tx)
-        for verdict in core.frauds.judges_of(tx, block.verdicts):
-            offer_fraud(core, verdict, tx)
+        core.stats.checked_in_blocks += 1
+        if check_transaction_objective(tx, core.chain_id) is not Reason.OK:
+            forged.append(tx)
+    return forged
+
+
+def prove_forged(core: "LedgerCore", tx: Transaction, block: Block) -> None:
+    """``tx``, carried by ``block``, is a forgery: each of the block's verdicts that
+    judged it valid is a fraud proof for our next block."""
+    core.stats.forged += 1
+    core.frauds.note_forged(tx)
+    for verdict in core.frauds.judges_of(tx, block.verdicts):
+        offer_fraud(core, verdict, tx)
 
 
 def _picked(core: "LedgerCore", tx_id: bytes) -> bool:

@@ -120,6 +120,7 @@ class CoreStats:
     settled: int = 0  # disagreements the node settled by checking the transaction itself
     audited: int = 0  # quorum-accepted transactions checked by chance (decisions._audit)
     forged: int = 0  # transactions found to fail check_transaction_objective
+    checked_in_blocks: int = 0  # block transactions checked (commit.forgeries_in)
     dropped: Counter[str] = field(default_factory=Counter)
 
 

@@ -54,6 +54,7 @@ from micromine.ledger_node.core.actions import (
     ImproveCertificate,
     ServeSync,
 )
+from micromine.ledger_node.core.commit import forgeries_in, prove_forged
 from micromine.protocol import topics
 from micromine.protocol.block import Block, CommitSignature
 from micromine.protocol.codec import Message, decode, encode, is_signature_valid
@@ -183,10 +184,19 @@ class Replica:
         )
 
     def is_valid(self, block: Block) -> bool:
+        """``verify_block``; and for a proposal (a block not yet certified), no forgery
+        among the transactions our tally never accepted (commit.forgeries_in): a
+        proposer cannot get a transfer past us on verdicts it kept from us, and they
+        become fraud proofs.  A certified block is decided: only the rules count."""
         try:
             transition = self.verify(block)
         except InvalidBlockError as exc:
             self.ledger.note_drop("consensus", "invalid_block", str(exc))
+            return False
+        if not block.certificate and (forged := forgeries_in(self.ledger, block, sampled=False)):
+            for tx in forged:
+                prove_forged(self.ledger, tx, block)
+            self.ledger.note_drop("consensus", "forged_tx", tx.id.hex()[:16])
             return False
         self._checked[block.hash] = transition
         return True
