@@ -109,6 +109,7 @@ REGRESSIONS = {
     "an owner's verdicts never reached the others (1)": ("byzantine", 648),
     "an owner's verdicts never reached the others (2)": ("byzantine", 2598),
     "an owner's verdicts never reached the others (3)": ("byzantine", 2858),
+    "an owner's verdicts never reached the others (4)": ("byzantine", 9428),
     # a Byzantine owner that withholds its work and receipts (faults.WITHHOLD): its
     # transfers were never judged, and their replays never answered
     "an owner withheld its work": ("byzantine", 0),
