@@ -19,9 +19,14 @@ def read_chain(db_path: Path) -> list[bytes]:
 @dataclass(frozen=True, slots=True)
 class ChainComparison:
     heights: dict[str, int]
-    identical: bool  # every chain is byte-identical to the longest one, as far as it goes
+    # Every chain holds the longest one's blocks (by hash: the header, which commits to
+    # the body), as far as it goes: the nodes agree.
+    identical: bool
     same_height: bool
     min_signers: int  # the fewest certificate signatures on any stored block
+    # ... and stored the same bytes, certificates included: best effort only, since a
+    # node keeps the commit signatures it saw (docs/CONSENSUS.md, "Certificates").
+    same_bytes: bool = True
 
     def describe(self) -> str:
         verdict = (
@@ -30,19 +35,28 @@ class ChainComparison:
             else ("identical prefixes, different heights" if self.identical else "DIVERGED")
         )
         heights = ", ".join(f"{name} {height}" for name, height in self.heights.items())
-        return f"chains {verdict} ({heights}); fewest certificate signatures {self.min_signers}"
+        certificates = "" if self.same_bytes else ", certificates differ"
+        return (
+            f"chains {verdict} ({heights}); fewest certificate signatures "
+            f"{self.min_signers}{certificates}"
+        )
 
 
 def compare_chains(db_paths: dict[str, Path]) -> ChainComparison:
     chains = {name: read_chain(path) for name, path in db_paths.items()}
     longest = max(chains.values(), key=len, default=[])
-    identical = all(chain == longest[: len(chain)] for chain in chains.values())
-    signers = [len(decode(data, Block).certificate) for data in longest]
+    blocks = [decode(data, Block) for data in longest]
+    hashes = [block.hash for block in blocks]
+
+    def agrees(chain: list[bytes]) -> bool:
+        return [decode(data, Block).hash for data in chain] == hashes[: len(chain)]
+
     return ChainComparison(
         heights={name: len(chain) for name, chain in chains.items()},
-        identical=identical,
+        identical=all(agrees(chain) for chain in chains.values()),
         same_height=len({len(chain) for chain in chains.values()}) <= 1,
-        min_signers=min(signers, default=0),
+        min_signers=min((len(block.certificate) for block in blocks), default=0),
+        same_bytes=all(chain == longest[: len(chain)] for chain in chains.values()),
     )
 
 

@@ -255,6 +255,7 @@ def run_and_report(args: argparse.Namespace, signals: StopSignals) -> int:
         "ledgers": args.ledgers,
         "ledger_heights": chains.heights,
         "chains_identical": chains.identical and chains.same_height,
+        "chains_same_bytes": chains.same_bytes,
         "min_certificate_signers": chains.min_signers,
         **(
             {"barrage_sent": progress.barrage_sent, "ledger_drops": progress.drops()}

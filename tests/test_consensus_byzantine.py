@@ -171,7 +171,7 @@ def test_a_byzantine_validator_neither_forks_nor_corrupts_the_chain_and_is_caugh
         cluster.stop()
         watcher.stop()
 
-    # No fork: the honest chains are byte-identical as far as each goes, and all grew.
+    # No fork: the honest chains hold the same blocks as far as each goes, and all grew.
     comparison = compare_chains({f"n{i}": cluster.db_paths[i] for i in HONEST})
     assert comparison.identical, comparison.describe()
     assert min(comparison.heights.values()) >= MIN_HEIGHT, comparison.describe()

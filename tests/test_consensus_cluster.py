@@ -1,6 +1,6 @@
 """Four ledger nodes as real processes: one is killed with SIGKILL under load (any
 node, or the current proposer), the others keep committing, and the restarted node
-catches up from its peers until its stored chain is byte-identical to theirs."""
+catches up from its peers until its stored chain holds the same blocks as theirs."""
 
 from pathlib import Path
 from typing import Any
