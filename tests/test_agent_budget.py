@@ -141,6 +141,7 @@ def flood_target(
         flood.close()
 
 
+@pytest.mark.serial  # its unlimited agent must get most of a core
 def test_a_cpu_budget_caps_the_agent_under_a_flood_and_lifting_it_goes_faster(
     embedded_broker: EmbeddedBroker, tmp_path: Path, flood_target: tuple[Path, bytes, Any]
 ) -> None:
