@@ -70,6 +70,9 @@ def assert_no_lie_and_all_committed(report: dict[str, Any]) -> None:
     assert report["committed"] == report["submitted"] > 0, report
 
 
+# Serial: beside the simulation at load 7 its four chains once ended at one height but
+# not byte-identical (as the killed-ledger test's did; see test_consensus_cluster.py).
+@pytest.mark.serial
 def test_a_restarted_ledger_node_tells_no_lie_and_every_valid_transfer_commits(
     tmp_path: Path, embedded_broker: Any
 ) -> None:
