@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEVNET_ARGS ?= --agents 4 --tx-rate 50 --duration 30
 PYTEST_ARGS ?= --durations=25
+TEST_WORKERS ?= 2
 PURE := micromine.protocol micromine.common micromine.ledger_node micromine.device_agent
 
 SEEDS ?= 100000
@@ -27,8 +28,16 @@ $(STAMP): pyproject.toml
 devnet: $(STAMP)  ## run a local cluster (broker, 4 ledger nodes, 4 agents, load); DEVNET_ARGS to change it
 	$(BIN)/micromine devnet $(DEVNET_ARGS)
 
+# The tests marked `serial` run alone first (they assert on CPU use, or have failed when a
+# loaded machine ran them beside others); the rest run on TEST_WORKERS pytest-xdist workers
+# (0: in one process), a test file per worker at a time, the longest files first
+# (tests/conftest.py).
+# Exit 5 (no test selected) is fine for one part, not for both.
 test: $(STAMP) mosquitto  ## run the whole test suite (unit, property, real processes)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	serial=0; parallel=0; \
+	$(BIN)/pytest -m serial $(PYTEST_ARGS) || serial=$$?; \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m 'not serial' $(PYTEST_ARGS) || parallel=$$?; \
+	case "$$serial,$$parallel" in 0,0 | 5,0 | 0,5) exit 0;; 5,5) exit 5;; *) exit 1;; esac
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_ARGS ?=

@@ -15,6 +15,33 @@ from framework.brokers import (
 
 _LOG_TAIL_LINES = 200
 
+# The files that take longest (measured: `make test` prints the slowest tests), longest
+# first.  `make test` hands whole files to its workers in collection order
+# (--dist loadfile --no-loadscope-reorder), so these start first and no worker is left
+# alone with one of them at the end.  Only the order changes; a stale list costs time.
+LONG_FILES = (
+    "test_consensus_sim.py",
+    "test_receipts_recovery.py",
+    "test_devnet.py",
+    "test_fuzz_ledger.py",
+    "test_compose.py",
+    "test_barrage.py",
+    "test_protocol_properties.py",
+    "test_cluster_bench.py",
+    "test_consensus_byzantine.py",
+    "test_stopping.py",
+    "test_agent_idle.py",
+    "test_agent_budget.py",
+    "test_deploy_by_hand.py",
+    "test_agent_install.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files of LONG_FILES first, in its order; the others after, as collected."""
+    rank = {name: index for index, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
+
 
 def _print_log_tail(broker: BrokerProcess) -> None:
     """Print the end of the broker log; pytest shows it only when the test failed."""

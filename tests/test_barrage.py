@@ -47,6 +47,9 @@ def access_totals(log: str) -> dict[str, Any]:
     return totals
 
 
+# Serial: beside the simulation at load 7 its nodes once committed 2 blocks, not 3, during
+# the barrage, and once the broker counted 6352 of 7002 QoS 0 publishes (under 98 %).
+@pytest.mark.serial
 def test_a_barrage_of_hostile_messages_changes_nothing(tmp_path: Path) -> None:
     started = time.monotonic()
     port = free_port()

@@ -27,6 +27,9 @@ def current_proposer(cluster: Cluster, watcher: Watcher) -> int:
 # well as a catch-up).  Killing any validator is the same code path minus the round
 # change, and runs in the consensus simulator's crash scenarios (`make sim`); both
 # variants together cost the suite over a minute.
+# Serial: beside another test on a machine at load 5-7 its four stored chains once
+# ended at one height but not byte-identical (chains DIVERGED, n0-n3 all at 11).
+@pytest.mark.serial
 @pytest.mark.parametrize("victim", ["the proposer"])
 def test_a_killed_ledger_node_catches_up_to_an_identical_chain(
     tmp_path: Path, embedded_broker: Any, victim: str

@@ -42,6 +42,7 @@ CHUNK = 100
 CONFIG = SimConfig(byzantine=True)
 ATTACK_SEEDS = 40  # the lock attack must break the lock-less node within this many seeds
 REPO = Path(__file__).resolve().parent.parent
+SIM_NICE = 10
 
 
 def _failures(results: list[SimResult]) -> str:
@@ -54,8 +55,11 @@ def _run(seed: int) -> SimResult:
 
 @contextmanager
 def _pool() -> Iterator["multiprocessing.pool.Pool"]:
+    """Two workers at nice 10: the simulation keeps no time, while the tests that
+    `make test` runs beside it on its other worker (real processes that must commit so
+    many blocks in so many seconds) do; it takes what CPU they leave."""
     context = multiprocessing.get_context("spawn")  # no state inherited from pytest
-    with context.Pool(2) as pool:
+    with context.Pool(2, initializer=os.nice, initargs=(SIM_NICE,)) as pool:
         yield pool
 
 

@@ -32,6 +32,11 @@ from micromine.protocol.crypto import KeyPair, sha256
 pytestmark = pytest.mark.integration
 
 SENDERS = 8  # the cluster funds sender_key(0..7)
+LEDGER_LOAD_S = 30.0  # covers the kill, the restart and the catch-up (some 17 s seen)
+# The broker is killed a few seconds into the load (3 s seen); the load then goes on for
+# more than the 30 s the senders have to commit again (a shorter tail could only fail a
+# recovery slower than the tail, never pass one slower than 30 s).
+BROKER_LOAD_S = 42.0
 
 
 def start_load(
@@ -65,6 +70,9 @@ def assert_no_lie_and_all_committed(report: dict[str, Any]) -> None:
     assert report["committed"] == report["submitted"] > 0, report
 
 
+# Serial: beside the simulation at load 7 its four chains once ended at one height but
+# not byte-identical (as the killed-ledger test's did; see test_consensus_cluster.py).
+@pytest.mark.serial
 def test_a_restarted_ledger_node_tells_no_lie_and_every_valid_transfer_commits(
     tmp_path: Path, embedded_broker: Any
 ) -> None:
@@ -74,7 +82,8 @@ def test_a_restarted_ledger_node_tells_no_lie_and_every_valid_transfer_commits(
     load = None
     try:
         watcher.wait_for_devices(4)
-        load = start_load(cluster, report, tx_rate=40, duration=40, extra=())
+        load_started = time.monotonic()  # the load's own clock starts later, once connected
+        load = start_load(cluster, report, tx_rate=40, duration=LEDGER_LOAD_S, extra=())
         wait_until(lambda: watcher.top_height() >= 4, 60, message="blocks under load")
         index = current_proposer(cluster, watcher)
         killed = cluster.ledger_keys[index].public
@@ -90,6 +99,9 @@ def test_a_restarted_ledger_node_tells_no_lie_and_every_valid_transfer_commits(
             60,
             message="the restarted node to catch up",
         )
+        # The point is a node answering submissions while it resumes from stale state:
+        # the load must still be submitting now (seen: caught up 17 s into the load).
+        assert time.monotonic() - load_started < LEDGER_LOAD_S, "the load ended too soon"
         result = wait_for_report(load, report, 180)
     finally:
         if load is not None:
@@ -147,7 +159,9 @@ def test_after_a_broker_restart_every_sender_commits_again_within_30_s(tmp_path:
     load = None
     try:
         watcher.wait_for_devices(3)
-        load = start_load(cluster, report, tx_rate=20, duration=55, extra=("--login", "password"))
+        load = start_load(
+            cluster, report, tx_rate=20, duration=BROKER_LOAD_S, extra=("--login", "password")
+        )
         wait_until(
             lambda: sum(b["tx_count"] for b in watcher.blocks.values()) >= 40,
             60,
