@@ -101,8 +101,8 @@ DEFAULT_AUDIT_RATE = 0.05  # see LedgerConfig.audit_rate
 DEFAULT_COMMIT_AUDIT_RATE = 0.05  # see LedgerConfig.commit_audit_rate
 PEER_TIMEOUT_MS = 5000  # a validator unheard for this long loses its share of the work
 OWNERSHIP_SCAN_MS = 1000  # how often to pick up transactions a silent peer owned
-# ... and those of a peer that did not get them judged: after this many batch timeouts
-# per place behind the owner (_is_ours).
+# ... and those a peer left unjudged (peers.unjudged_for) this many batch timeouts per
+# place behind the owner (_is_ours).
 STALL_BATCHES = 2
 HOLD_SCAN_MS = 500  # how often held transactions are checked for their timeout (HOLD_MS)
 # After a start, the node counts as catching up this long: peers re-send their current
@@ -368,18 +368,20 @@ class LedgerCore:
         actions.extend(self.receipts.flush(now_ms))
 
     def _is_ours(self, tx_id: bytes, votes: TxVotes) -> bool:
-        """Ours to dispatch: we own it, or no device's verdict on it has reached us
-        STALL_BATCHES batch timeouts after we admitted it (or started) times our place
-        behind its owner (peers.standby): an owner that speaks but does not get its
-        work judged (Byzantine, or its devices' verdicts lost to us) is stepped over."""
+        """Ours to dispatch: we own it; or no device's verdict on it has reached us and
+        its owner has left it unjudged (peers.unjudged_for: judging nothing, or judging
+        what came after it) for STALL_BATCHES batch timeouts times our place behind the
+        owner (peers.standby): an owner that speaks but does not get its work judged
+        (Byzantine, or its devices' verdicts lost to us) is stepped over."""
         now = self.now_ms
         if self.peers.mine(tx_id, now):
             return True
         if votes.valid or votes.invalid:
             return False
-        waited = now - max(votes.admitted_ms, self._started_ms)
+        since = max(votes.admitted_ms, self._started_ms)
+        unjudged = self.peers.unjudged_for(tx_id, since, now)
         stall_ms = STALL_BATCHES * self.params.batch_timeout_ms
-        return waited >= stall_ms * self.peers.standby(tx_id, now)
+        return unjudged >= stall_ms and unjudged >= stall_ms * self.peers.standby(tx_id, now)
 
     def drop(self, actions: list[Action], source: str, reason: str, detail: str) -> None:
         """A message refused, counted, and said in ``actions``."""

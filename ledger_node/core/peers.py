@@ -9,10 +9,14 @@ So when a node goes silent, the next one takes over its share, and gives it back
 it speaks again.
 
 A node that speaks but does not do the work (a Byzantine owner that never dispatches,
-or whose devices' verdicts never reach us) is not silent: for that, ``standby`` gives
-our place behind the owner, and the core takes over a transaction nobody has judged
-after a delay that grows with that place (ledger.py, STALL_MS), so that the next node
-in the ring steps in first and the others only if it does not.
+or whose devices' verdicts never reach us) is not silent.  For that we note, per home,
+the verdicts that reach us (``note_judged``): when the last one came, and how far the
+owner has got in admission order (it dispatches first come, first served).  A
+transaction is left ``unjudged_for`` as long as its owner has judged nothing since we
+admitted it, or has judged transactions we admitted after it; a busy owner with a
+backlog does neither, so overload is not mistaken for a stall.  The core takes over
+past a delay that grows with our place behind the owner (``standby``; ledger.py,
+STALL_BATCHES), so that the next node in the ring steps in first.
 """
 
 from collections.abc import Sequence
@@ -28,6 +32,8 @@ class PeerTracker:
         # Everyone gets the benefit of the doubt at start: a node down from the beginning
         # is taken over ``timeout_ms`` later.
         self.last_seen = dict.fromkeys(self.validators, now_ms)
+        # Per home: (the latest admission time of an item judged, when a verdict last came).
+        self._judged: dict[int, tuple[int, int]] = {}
 
     def heard(self, validator: bytes, now_ms: int) -> None:
         if validator in self.last_seen:
@@ -39,9 +45,24 @@ class PeerTracker:
             or now_ms - self.last_seen.get(validator, -self.timeout_ms) < self.timeout_ms
         )
 
+    def home(self, item_id: bytes) -> int:
+        return int.from_bytes(item_id[:8], "big") % len(self.validators)
+
+    def note_judged(self, item_id: bytes, admitted_ms: int, now_ms: int) -> None:
+        """A verdict on an item we admitted at ``admitted_ms`` reached us."""
+        home = self.home(item_id)
+        reached, _ = self._judged.get(home, (admitted_ms, now_ms))
+        self._judged[home] = (max(reached, admitted_ms), now_ms)
+
+    def unjudged_for(self, item_id: bytes, admitted_ms: int, now_ms: int) -> int:
+        """How long (ms) the item's owner has left it unjudged while judging nothing, or
+        while judging items we admitted after it."""
+        reached, last = self._judged.get(self.home(item_id), (admitted_ms, admitted_ms))
+        return max(now_ms - max(last, admitted_ms), reached - admitted_ms)
+
     def owner(self, item_id: bytes, now_ms: int) -> bytes:
         n = len(self.validators)
-        home = int.from_bytes(item_id[:8], "big") % n
+        home = self.home(item_id)
         for step in range(n):
             candidate = self.validators[(home + step) % n]
             if self.is_live(candidate, now_ms):

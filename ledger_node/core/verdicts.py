@@ -129,6 +129,7 @@ def _count(core: "LedgerCore", verdict: Verdict, *, own: bool, was_waiting: bool
             core.note_drop("verdict", "other_signature", verdict.device.hex()[:16])
             continue
         if votes is not None:
+            core.peers.note_judged(tx_id, votes.admitted_ms, core.now_ms)
             if was_waiting:
                 votes.outstanding -= 1
             forget_stale_verdicts(core, votes)  # so that the device's new vote counts
