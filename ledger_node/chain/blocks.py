@@ -43,11 +43,7 @@ from micromine.ledger_node.chain.transition import (
     Transition,
     state_transition,
 )
-from micromine.ledger_node.chain.verdicts import (
-    check_fraud_binding,
-    check_verdict_binding,
-    judges_valid,
-)
+from micromine.ledger_node.chain.verdicts import check_fraud_binding, check_verdict_binding
 from micromine.protocol.assignment import ENTITLED_PER_K
 from micromine.protocol.block import (
     Block,
@@ -170,6 +166,53 @@ def order_candidates(txs: Sequence[Transaction]) -> list[Transaction]:
     return sorted(txs, key=lambda tx: (tx.sender, tx.nonce, tx.id))
 
 
+def select_justification(
+    candidates: Sequence[Transaction],
+    justification: Mapping[bytes, Sequence[Verdict]],
+    *,
+    height: int,
+    registry: DeviceRegistry,
+    params: ChainParams,
+    liars: set[bytes],
+) -> dict[bytes, list[Verdict]]:
+    """Per candidate, the verdicts that may justify it in a block at ``height``: bound
+    (is_justifying), of no proven liar, judging that very copy valid; at most 2k."""
+    # One answer per verdict object: a batch's transactions share their verdicts, and a
+    # verdict's id (its encoding hashed) costs more than the check's cache look-up.
+    justifies: dict[int, bool] = {}
+
+    def usable_verdict(verdict: Verdict) -> bool:
+        known = justifies.get(id(verdict))
+        if known is None:
+            known = justifies[id(verdict)] = verdict.device not in liars and is_justifying(
+                verdict, height, registry, params
+            )
+        return known
+
+    # What each verdict judged valid (id and signature hash), once per verdict object:
+    # a batch's k verdicts each judge all its transactions.
+    judged_valid: dict[int, frozenset[tuple[bytes, bytes]]] = {}
+
+    def judges(verdict: Verdict, leaf: tuple[bytes, bytes]) -> bool:
+        found = judged_valid.get(id(verdict))
+        if found is None:
+            found = judged_valid[id(verdict)] = frozenset(
+                (j.tx_id, j.signature_hash) for j in verdict.judgements if j.reason == Reason.OK
+            )
+        return leaf in found
+
+    # Every judge that matched earns (transition.compute_judged), up to the 2k an
+    # assignment can entitle; a verdict on another copy of the transaction (another
+    # signature) does not justify it.
+    most = ENTITLED_PER_K * params.k
+    usable: dict[bytes, list[Verdict]] = {}
+    for tx in candidates:
+        leaf = (tx.id, sha256(tx.signature))
+        judging = [v for v in justification[tx.id] if usable_verdict(v) and judges(v, leaf)]
+        usable[tx.id] = judging[:most]
+    return usable
+
+
 def build_block(
     state: ChainState,
     *,
@@ -201,30 +244,9 @@ def build_block(
     # Devices proven liars (this block bans them, or a later one will): their verdicts
     # justify nothing we propose; what is left with fewer than q is judged again.
     liars = {proof.device for proof in frauds}
-    # One answer per verdict object: a batch's transactions share their verdicts, and a
-    # verdict's id (its encoding hashed) costs more than the check's cache look-up.
-    justifies: dict[int, bool] = {}
-
-    def usable_verdict(verdict: Verdict) -> bool:
-        known = justifies.get(id(verdict))
-        if known is None:
-            known = justifies[id(verdict)] = verdict.device not in liars and is_justifying(
-                verdict, height, registry, params
-            )
-        return known
-
-    # Every judge that matched earns (transition.compute_judged), up to the 2k an
-    # assignment can entitle; a verdict on another copy of the transaction (another
-    # signature) does not justify it.
-    most = ENTITLED_PER_K * params.k
-    usable: dict[bytes, list[Verdict]] = {}
-    for tx in candidates:
-        signature_hash = sha256(tx.signature)
-        usable[tx.id] = [
-            v
-            for v in justification[tx.id]
-            if usable_verdict(v) and judges_valid(v, tx.id, signature_hash)
-        ][:most]
+    usable = select_justification(
+        candidates, justification, height=height, registry=registry, params=params, liars=liars
+    )
     stale = tuple(tx for tx in candidates if len(usable[tx.id]) < params.q)
     stale_ids = {tx.id for tx in stale}
     # Which candidates fit, tried in order against a scratch overlay with the rule the
