@@ -80,7 +80,10 @@ def test_oversized_and_flooding_publications_are_refused(embedded: Secured) -> N
 def test_a_packet_above_the_role_limit_closes_the_connection(embedded: Secured) -> None:
     device = embedded.peer(DEVICE, "mmd-device")
     info = device.client.publish(topics.submit(CHAIN), bytes(2 * 1024 * 1024), qos=0)
-    info.wait_for_publish(10)
+    with contextlib.suppress(RuntimeError):
+        # paho raises "client is not currently connected" when the broker hangs up
+        # before the whole packet is written (seen at load 6): what this test wants.
+        info.wait_for_publish(10)
     wait_until(lambda: not device.client.is_connected(), 10, message="the broker to hang up")
     device.close()
     # The broker still serves everyone else.
