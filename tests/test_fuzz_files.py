@@ -29,7 +29,11 @@ from micromine.device_agent.config import AgentConfig
 from micromine.ledger_node.chain.blocks import ChainTip
 from micromine.ledger_node.chain.state import Account
 from micromine.ledger_node.config import LedgerConfig, add_ledger_arguments
-from micromine.ledger_node.core.ledger import DEFAULT_AUDIT_RATE, LedgerCore
+from micromine.ledger_node.core.ledger import (
+    DEFAULT_AUDIT_RATE,
+    DEFAULT_COMMIT_AUDIT_RATE,
+    LedgerCore,
+)
 from micromine.protocol import topics
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.crypto import KeyPair, sha256
@@ -190,7 +194,8 @@ def test_agent_and_ledger_settings_load_or_say_why(
         AgentConfig.from_args(args, environ)
     ledger_args = argparse.Namespace(broker=flags.get("broker"), key="k", genesis="g", db="d",
                                      tick_ms=50, log_level="info", log_json=False,
-                                     audit_rate=DEFAULT_AUDIT_RATE)  # fmt: skip
+                                     audit_rate=DEFAULT_AUDIT_RATE,
+                                     commit_audit_rate=DEFAULT_COMMIT_AUDIT_RATE)  # fmt: skip
     with contextlib.suppress(ValueError):
         LedgerConfig.from_args(ledger_args)
 

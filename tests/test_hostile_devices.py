@@ -537,3 +537,14 @@ def test_the_audit_rate_is_a_local_ledger_setting() -> None:
     assert config.audit_rate == 0.2
     with pytest.raises(ValueError, match="audit_rate"):
         LedgerConfig.from_args(parser.parse_args([*required, "--audit-rate", "1.5"]))
+
+
+def test_the_commit_audit_rate_is_a_local_ledger_setting() -> None:
+    parser = argparse.ArgumentParser()
+    add_ledger_arguments(parser)
+    required = ["--key", "k", "--genesis", "g", "--db", "d"]
+    assert LedgerConfig.from_args(parser.parse_args(required)).commit_audit_rate == 0.05
+    flags = [*required, "--commit-audit-rate", "1"]
+    assert LedgerConfig.from_args(parser.parse_args(flags)).commit_audit_rate == 1.0
+    with pytest.raises(ValueError, match="commit_audit_rate"):
+        LedgerConfig.from_args(parser.parse_args([*required, "--commit-audit-rate", "-0.1"]))
