@@ -43,7 +43,11 @@ from micromine.ledger_node.chain.transition import (
     Transition,
     state_transition,
 )
-from micromine.ledger_node.chain.verdicts import check_fraud_binding, check_verdict_binding
+from micromine.ledger_node.chain.verdicts import (
+    check_fraud_binding,
+    check_verdict_binding,
+    judged_valid,
+)
 from micromine.protocol.assignment import ENTITLED_PER_K
 from micromine.protocol.block import (
     Block,
@@ -191,14 +195,12 @@ def select_justification(
 
     # What each verdict judged valid (id and signature hash), once per verdict object:
     # a batch's k verdicts each judge all its transactions.
-    judged_valid: dict[int, frozenset[tuple[bytes, bytes]]] = {}
+    valid_leaves: dict[int, frozenset[tuple[bytes, bytes]]] = {}
 
     def judges(verdict: Verdict, leaf: tuple[bytes, bytes]) -> bool:
-        found = judged_valid.get(id(verdict))
+        found = valid_leaves.get(id(verdict))
         if found is None:
-            found = judged_valid[id(verdict)] = frozenset(
-                (j.tx_id, j.signature_hash) for j in verdict.judgements if j.reason == Reason.OK
-            )
+            found = valid_leaves[id(verdict)] = frozenset(judged_valid(verdict))
         return leaf in found
 
     # Every judge that matched earns (transition.compute_judged), up to the 2k an

@@ -46,7 +46,11 @@ from micromine.ledger_node.chain.state import (
     process_transaction,
     process_vesting,
 )
-from micromine.ledger_node.chain.verdicts import check_fraud_binding, check_verdict_binding
+from micromine.ledger_node.chain.verdicts import (
+    check_fraud_binding,
+    check_verdict_binding,
+    judged_valid,
+)
 from micromine.protocol.assignment import ENTITLED_PER_K
 from micromine.protocol.block import Block, Reward, compute_body_hash, compute_tx_root
 from micromine.protocol.crypto import sha256
@@ -229,10 +233,9 @@ def compute_judged(
     valid_devices: defaultdict[bytes, set[bytes]] = defaultdict(set)
     for verdict in verdicts:
         justified = [
-            judgement.tx_id
-            for judgement in verdict.judgements
-            if judgement.reason == Reason.OK
-            and signature_hashes.get(judgement.tx_id) == judgement.signature_hash
+            tx_id
+            for tx_id, signature_hash in judged_valid(verdict)
+            if signature_hashes.get(tx_id) == signature_hash
         ]
         if not justified:
             raise InvalidBlockError(

@@ -78,13 +78,17 @@ class AssignmentSignatures:
         return True
 
 
+def judged_valid(verdict: Verdict) -> list[tuple[bytes, bytes]]:
+    """What ``verdict`` says is valid: (tx id, SHA-256 of the signature) of each copy of
+    a transaction it judged valid.  A judgement is about that very copy: one of the same
+    id with another signature was not judged."""
+    return [(j.tx_id, j.signature_hash) for j in verdict.judgements if j.reason == Reason.OK]
+
+
 def judges_valid(verdict: Verdict, tx_id: bytes, signature_hash: bytes) -> bool:
     """Does ``verdict`` say that the transaction ``tx_id`` with the signature whose
     SHA-256 is ``signature_hash`` (that very copy) is valid?"""
-    return any(
-        j.tx_id == tx_id and j.signature_hash == signature_hash and j.reason == Reason.OK
-        for j in verdict.judgements
-    )
+    return (tx_id, signature_hash) in judged_valid(verdict)
 
 
 def check_verdict_binding(

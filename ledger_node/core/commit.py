@@ -121,6 +121,7 @@ def _answer_committed(core: "LedgerCore", block: Block, now_ms: int) -> None:
             core.receipts.note_if_mine(
                 entry.reply_to, tx_id, ReceiptStatus.COMMITTED, block.height, now_ms
             )
+        core.receipts.adopted.discard(tx_id)  # answered above, or by its owner
         core.recent_committed[tx_id] = block.height
     while len(core.recent_committed) > RECENT_COMMITTED:
         core.recent_committed.popitem(last=False)
