@@ -271,7 +271,10 @@ def ledger_summary(progress: Progress) -> dict[str, Any]:
         "heights": sorted(as_count(s.get("height")) for s in statuses),
         **{
             name: most(name)
-            for name in ("round", "mempool", "redispatched", "reissued", "settled", "audited")
+            for name in (
+                "round", "mempool", "redispatched", "reissued", "settled", "audited",
+                "checked_in_blocks",
+            )
         },
         "dropped": progress.drops(),
     }

@@ -235,6 +235,7 @@ class LedgerService:
             "settled": core.stats.settled,
             "forged": core.stats.forged,
             "audited": core.stats.audited,
+            "checked_in_blocks": core.stats.checked_in_blocks,
             "batches_sent": core.dispatcher.batches_sent,
             "redispatched": core.dispatcher.redispatched,
             "reissued": core.dispatcher.reissued,

@@ -72,7 +72,7 @@ from micromine.ledger_node.core.devices import LiveDevices
 from micromine.ledger_node.core.dispatch import Dispatcher
 from micromine.ledger_node.core.frauds import FraudBook
 from micromine.ledger_node.core.mempool import Mempool, PendingTx
-from micromine.ledger_node.core.peers import PeerTracker
+from micromine.ledger_node.core.peers import Ownership, PeerTracker
 from micromine.ledger_node.core.receipts import ReceiptBook
 from micromine.ledger_node.core.registration import (
     on_approval,
@@ -302,7 +302,9 @@ class LedgerCore:
         if caught_up:
             self._expire_transactions(now_ms)
         if now_ms >= self._next_ownership_scan:
-            for tx_id in self.dispatcher.take_over(self.votes, self._is_ours):
+            ownership = self.peers.ownership(now_ms)
+            is_ours = functools.partial(self._is_ours, ownership)
+            for tx_id in self.dispatcher.take_over(self.votes, is_ours):
                 if not self.peers.mine(tx_id, now_ms):
                     self.receipts.adopt(tx_id)
             self._next_ownership_scan = now_ms + OWNERSHIP_SCAN_MS
@@ -367,21 +369,22 @@ class LedgerCore:
             self._to_store = {}
         actions.extend(self.receipts.flush(now_ms))
 
-    def _is_ours(self, tx_id: bytes, votes: TxVotes) -> bool:
+    def _is_ours(self, ownership: Ownership, tx_id: bytes, votes: TxVotes) -> bool:
         """Ours to dispatch: we own it; or no device's verdict on it has reached us and
         its owner has left it unjudged (peers.unjudged_for: judging nothing, or judging
         what came after it) for STALL_BATCHES batch timeouts times our place behind the
         owner (peers.standby): an owner that speaks but does not get its work judged
-        (Byzantine, or its devices' verdicts lost to us) is stepped over."""
-        now = self.now_ms
-        if self.peers.mine(tx_id, now):
+        (Byzantine, or its devices' verdicts lost to us) is stepped over.  ``ownership``
+        is the peers' state of this scan, read once for all transactions."""
+        home = ownership.home(tx_id)
+        if ownership.mine[home]:
             return True
         if votes.valid or votes.invalid:
             return False
         since = max(votes.admitted_ms, self._started_ms)
-        unjudged = self.peers.unjudged_for(tx_id, since, now)
+        unjudged = ownership.unjudged_for(home, since, self.now_ms)
         stall_ms = STALL_BATCHES * self.params.batch_timeout_ms
-        return unjudged >= stall_ms and unjudged >= stall_ms * self.peers.standby(tx_id, now)
+        return unjudged >= stall_ms and unjudged >= stall_ms * ownership.standby[home]
 
     def drop(self, actions: list[Action], source: str, reason: str, detail: str) -> None:
         """A message refused, counted, and said in ``actions``."""

@@ -20,6 +20,7 @@ STALL_BATCHES), so that the next node in the ring steps in first.
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 class PeerTracker:
@@ -46,7 +47,7 @@ class PeerTracker:
         )
 
     def home(self, item_id: bytes) -> int:
-        return int.from_bytes(item_id[:8], "big") % len(self.validators)
+        return home_of(item_id, len(self.validators))
 
     def note_judged(self, item_id: bytes, admitted_ms: int, now_ms: int) -> None:
         """A verdict on an item we admitted at ``admitted_ms`` reached us."""
@@ -57,24 +58,46 @@ class PeerTracker:
     def unjudged_for(self, item_id: bytes, admitted_ms: int, now_ms: int) -> int:
         """How long (ms) the item's owner has left it unjudged while judging nothing, or
         while judging items we admitted after it."""
-        reached, last = self._judged.get(self.home(item_id), (admitted_ms, admitted_ms))
-        return max(now_ms - max(last, admitted_ms), reached - admitted_ms)
+        return _unjudged(self._judged.get(self.home(item_id)), admitted_ms, now_ms)
 
     def owner(self, item_id: bytes, now_ms: int) -> bytes:
+        return self._owner_of(self.home(item_id), now_ms)
+
+    def standby(self, item_id: bytes, now_ms: int) -> int:
+        """Our place behind the item's owner among the live validators, in ring order
+        (0: we own it; 1: we are the next live one; ...)."""
+        return self._standby_of(self.home(item_id), now_ms)
+
+    def mine(self, item_id: bytes, now_ms: int) -> bool:
+        return (
+            self.me not in self.last_seen or self._owner_of(self.home(item_id), now_ms) == self.me
+        )
+
+    def ownership(self, now_ms: int) -> "Ownership":
+        """The answers of ``mine``, ``standby`` and ``unjudged_for`` at ``now_ms`` for
+        every home at once: the take-over scan asks them of every undecided transaction
+        (thousands under load), and they depend on its home only."""
+        homes = range(len(self.validators))
+        return Ownership(
+            len(self.validators),
+            tuple(self.me not in self.last_seen or self._owner_of(h, now_ms) == self.me
+                  for h in homes),
+            tuple(self._standby_of(h, now_ms) for h in homes),
+            tuple(self._judged.get(h) for h in homes),
+        )  # fmt: skip
+
+    def _owner_of(self, home: int, now_ms: int) -> bytes:
         n = len(self.validators)
-        home = self.home(item_id)
         for step in range(n):
             candidate = self.validators[(home + step) % n]
             if self.is_live(candidate, now_ms):
                 return candidate
         return self.me  # unreachable: we are always live
 
-    def standby(self, item_id: bytes, now_ms: int) -> int:
-        """Our place behind the item's owner among the live validators, in ring order
-        (0: we own it; 1: we are the next live one; ...)."""
+    def _standby_of(self, home: int, now_ms: int) -> int:
         if self.me not in self.last_seen:
             return 0
-        owner = self.validators.index(self.owner(item_id, now_ms))
+        owner = self.validators.index(self._owner_of(home, now_ms))
         n = len(self.validators)
         place = 0
         for step in range(n):
@@ -85,8 +108,32 @@ class PeerTracker:
                 place += 1
         return place  # unreachable: we are in the ring
 
-    def mine(self, item_id: bytes, now_ms: int) -> bool:
-        return self.me not in self.last_seen or self.owner(item_id, now_ms) == self.me
-
     def count_live(self, now_ms: int) -> int:
         return sum(1 for v in self.validators if self.is_live(v, now_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """PeerTracker's answers for every home at one instant (PeerTracker.ownership)."""
+
+    n: int
+    mine: tuple[bool, ...]
+    standby: tuple[int, ...]
+    judged: tuple[tuple[int, int] | None, ...]
+
+    def home(self, item_id: bytes) -> int:
+        return home_of(item_id, self.n)
+
+    def unjudged_for(self, home: int, admitted_ms: int, now_ms: int) -> int:
+        return _unjudged(self.judged[home], admitted_ms, now_ms)
+
+
+def _unjudged(judged: tuple[int, int] | None, admitted_ms: int, now_ms: int) -> int:
+    """PeerTracker.unjudged_for, given the home's (latest admission judged, last verdict)."""
+    reached, last = judged or (admitted_ms, admitted_ms)
+    return max(now_ms - max(last, admitted_ms), reached - admitted_ms)
+
+
+def home_of(item_id: bytes, n: int) -> int:
+    """The index of an item's home among ``n`` validators sorted by key."""
+    return int.from_bytes(item_id[:8], "big") % n
