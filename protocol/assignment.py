@@ -36,7 +36,13 @@ from collections.abc import Iterable, Sequence
 
 from micromine.protocol.crypto import sha256
 from micromine.protocol.merkle import merkle_root
-from micromine.protocol.messages import Judgement, Transaction
+
+# Defined beside Verdict, which memoises it (Verdict.judgements_root); named here with
+# the other roots of the assignment rules.
+from micromine.protocol.messages import (
+    Transaction,
+    compute_judgements_root,  # noqa: F401
+)
 
 ASSIGNMENT_DOMAIN = b"micromine-assign"  # 16 ASCII bytes, no terminator
 ENTITLED_PER_K = 2  # a batch's entitled devices are the first 2k of the ranking
@@ -45,12 +51,6 @@ ENTITLED_PER_K = 2  # a batch's entitled devices are the first 2k of the ranking
 def compute_batch_root(txs: Sequence[Transaction]) -> bytes:
     """The ``tx_root`` of an assignment for ``txs``, in batch order."""
     return merkle_root([tx.id + sha256(tx.signature) for tx in txs])
-
-
-def compute_judgements_root(judgements: Sequence[Judgement]) -> bytes:
-    """The root a verdict's judgements name; equal to its assignment's ``tx_root`` exactly
-    when they judge the assignment's transactions, all of them, in order."""
-    return merkle_root([j.tx_id + j.signature_hash for j in judgements])
 
 
 def compute_assignment_score(assignment_id: bytes, device: bytes) -> bytes:

@@ -44,6 +44,7 @@ from micromine.protocol.limits import (
     REPLY_TO_LEN,
     SIGNATURE_LEN,
 )
+from micromine.protocol.merkle import merkle_root
 
 NO_SIGNATURE = bytes(SIGNATURE_LEN)  # placeholder before signing
 
@@ -88,6 +89,12 @@ def memoise_id(message: SignedMessage) -> bytes:
     value = sha256(cbor.encode(message.unsigned_wire()))
     object.__setattr__(message, "_id", value)
     return value
+
+
+def compute_judgements_root(judgements: Sequence["Judgement"]) -> bytes:
+    """The root a verdict's judgements name; equal to its assignment's ``tx_root`` exactly
+    when they judge the assignment's transactions, all of them, in order."""
+    return merkle_root([j.tx_id + j.signature_hash for j in judgements])
 
 
 def expect_tag(items: Sequence[Any], kind: Kind, length: int) -> None:
@@ -330,10 +337,20 @@ class Verdict(SignedMessage):
     signature: bytes = NO_SIGNATURE
 
     _id: bytes = field(default=b"", init=False, repr=False, compare=False)  # memoise_id
+    _judgements_root: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     @property
     def id(self) -> bytes:
         return self._id or memoise_id(self)
+
+    @property
+    def judgements_root(self) -> bytes:
+        """``compute_judgements_root(self.judgements)``, computed once: every check of
+        the verdict's binding needs it (a proposer's selection, the state transition,
+        each node's check of each proposal), 64 hashes and a Merkle tree each time."""
+        if not self._judgements_root:
+            object.__setattr__(self, "_judgements_root", compute_judgements_root(self.judgements))
+        return self._judgements_root
 
     def __post_init__(self) -> None:
         check_chain_id(self.chain_id)

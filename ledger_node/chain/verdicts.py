@@ -44,7 +44,7 @@ from collections import OrderedDict
 from collections.abc import Collection
 
 from micromine.ledger_node.chain.registry import DeviceRegistry
-from micromine.protocol.assignment import compute_judgements_root, is_registry_height_in_window
+from micromine.protocol.assignment import is_registry_height_in_window
 from micromine.protocol.block import FraudProof
 from micromine.protocol.codec import is_signature_valid
 from micromine.protocol.crypto import sha256
@@ -113,7 +113,7 @@ def check_verdict_binding(
     if verdict.device not in registry.entitled(assignment.id, assignment.registry_height, params.k):
         return "not_entitled"
     # [REJECT] It judges the assignment's transactions: all of them, in order.
-    if compute_judgements_root(verdict.judgements) != assignment.tx_root:
+    if verdict.judgements_root != assignment.tx_root:
         return "tx_root_mismatch"
     return None
 

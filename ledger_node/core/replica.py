@@ -398,6 +398,8 @@ class Replica:
                         pool.add(message.round, message.block_hash, (entry,))
                     payload = encode(message)
                     self._sent.append(payload)
+                    if len(self._payloads) < MAX_SEEN_PAYLOADS:  # for _gossip's relays
+                        self._payloads[id(message)] = (message, payload)
                     self._remember(sha256(payload), message.signer, message.height)  # its echo
                     topic = topics.consensus(self.chain_id, self.ledger.key.public)
                     actions.append(Publish.on(Channel.CONSENSUS, topic, payload))
