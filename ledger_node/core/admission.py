@@ -56,12 +56,16 @@ def on_submission(
     if submission.chain_id != core.chain_id:
         core.drop(actions, "submit", "wrong_chain", submission.chain_id)
         return
+    # Nothing an admission does changes whether we are caught up: asked once, not per item.
+    caught_up = core.is_caught_up(now_ms)
     for item in submission.items:
-        _admit_item(core, item, submission.reply_to, now_ms)
+        _admit_item(core, item, submission.reply_to, now_ms, caught_up)
     # Persisted (StorePending) before the PENDING receipts, both flushed after this.
 
 
-def _admit_item(core: "LedgerCore", item: bytes, reply_to: bytes, now_ms: int) -> None:
+def _admit_item(
+    core: "LedgerCore", item: bytes, reply_to: bytes, now_ms: int, caught_up: bool
+) -> None:
     # Every node decides the same; only the item's owner answers (peers.py).
     decoded = decode_transaction(item)
     if isinstance(decoded, Reason):
@@ -81,18 +85,16 @@ def _admit_item(core: "LedgerCore", item: bytes, reply_to: bytes, now_ms: int) -
     if height is not None:  # [IGNORE] already committed: say where
         core.receipts.note_if_mine(reply_to, tx_id, ReceiptStatus.COMMITTED, height, now_ms)
         return
-    _offer(core, PendingTx(tx, tx_id, reply_to, now_ms), None)
-    offer_held(core, tx.sender)  # the later nonces it may have unblocked
+    _offer(core, PendingTx(tx, tx_id, reply_to, now_ms), None, caught_up)
+    offer_held(core, tx.sender, caught_up)  # the later nonces it may have unblocked
 
 
-def _offer(core: "LedgerCore", entry: PendingTx, held: HeldTx | None) -> None:
+def _offer(core: "LedgerCore", entry: PendingTx, held: HeldTx | None, caught_up: bool) -> None:
     """Admit, hold or reject ``entry`` (neither pending nor held now); ``held``: how
     it was held until now (its first hold's time is kept, and the sender is told
-    only of a new reason to wait that it can act on)."""
+    only of a new reason to wait that it can act on); ``caught_up``: is_caught_up now."""
     now = core.now_ms
-    admission = core.mempool.check_admission(
-        entry.tx, now, core.accounts, caught_up=core.is_caught_up(now)
-    )
+    admission = core.mempool.check_admission(entry.tx, now, core.accounts, caught_up=caught_up)
     # [REJECT] Without devices (q = 0), the node checks the signature itself.
     if admission.ok and core.params.q == 0:
         admission = Admission(check_transaction_objective(entry.tx, core.chain_id))
@@ -113,12 +115,18 @@ def _offer(core: "LedgerCore", entry: PendingTx, held: HeldTx | None) -> None:
         _answer_rejected(core, entry, admission.reason)
 
 
-def offer_held(core: "LedgerCore", sender: bytes) -> None:
+def offer_held(core: "LedgerCore", sender: bytes, caught_up: bool | None = None) -> None:
     """Offer the sender's held transactions again, in nonce order (so a run of them
-    is admitted in one pass once the missing nonce arrives)."""
-    for held in core.mempool.held_from(sender):
+    is admitted in one pass once the missing nonce arrives); ``caught_up``, if the
+    caller knows it: is_caught_up now."""
+    held_txs = core.mempool.held_from(sender)
+    if not held_txs:
+        return
+    if caught_up is None:
+        caught_up = core.is_caught_up(core.now_ms)
+    for held in held_txs:
         core.mempool.release(held.entry.tx_id)
-        _offer(core, held.entry, held)
+        _offer(core, held.entry, held, caught_up)
 
 
 def admit(core: "LedgerCore", entry: PendingTx, now_ms: int) -> None:
