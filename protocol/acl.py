@@ -94,6 +94,10 @@ TABLE: dict[Channel, Rule] = {
     # Account summaries say nothing the public blocks do not (rewards, and balances that
     # follow from them): readable like blocks/json.
     Channel.ACCOUNTS: Rule({_L: _ALL}, _each((*AUTHENTICATED, Role.ANONYMOUS), _ALL)),
+    # Anyone logged in may report a proven lie (a watcher, a wallet); the nodes check
+    # each report as a block's fraud proof.  Not anonymous: a report costs a node two
+    # signature checks, and a login is what the broker's quotas count.
+    Channel.FRAUDS: Rule(_each(AUTHENTICATED, _ALL), {_L: _ALL, _O: _ALL}),
 }
 
 

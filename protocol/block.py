@@ -174,6 +174,33 @@ class FraudProof:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class FraudReport:
+    """A fraud proof handed to the ledger nodes by whoever found it: a watcher that
+    checked a committed block (``micromine blocks watch --verify``), say.  Unsigned: the
+    proof carries its own evidence (the device's signature on its verdict, and a
+    transaction anyone can check), so the nodes check it as a block's (``[REJECT]``
+    rules of FraudProof) and need not trust the reporter.  Wire form:
+    ``[18, chain_id, [verdict, tx]]``."""
+
+    KIND: ClassVar[Kind] = Kind.FRAUD_REPORT
+    chain_id: str
+    proof: FraudProof
+
+    def __post_init__(self) -> None:
+        check_chain_id(self.chain_id)
+        if type(self.proof) is not FraudProof:
+            raise DecodeError(DecodeFailure.BAD_TYPE, "a fraud report holds a FraudProof")
+
+    def to_wire(self) -> list[Any]:
+        return [int(self.KIND), self.chain_id, self.proof.to_wire()]
+
+    @classmethod
+    def from_wire(cls, items: Sequence[Any]) -> Self:
+        expect_tag(items, cls.KIND, 3)
+        return cls(items[1], FraudProof.from_wire(array("fraud proof", items[2])))
+
+
 def compute_body_hash(
     verdicts: Sequence[Verdict],
     rewards: Sequence[Reward],

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, TypeVar, cast
 
 from micromine.protocol import cbor
-from micromine.protocol.block import Block, BlockHeader, compute_commit_digest
+from micromine.protocol.block import Block, BlockHeader, FraudReport, compute_commit_digest
 from micromine.protocol.consensus import Precommit, Prevote, Proposal, SyncRequest
 from micromine.protocol.crypto import KeyPair, verify
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
@@ -32,7 +32,7 @@ Message = (
     Transaction | Submission | WorkBatch | Verdict | BlockHeader | Block
     | DeviceHello | Heartbeat | DeviceStatus | Receipts
     | Proposal | Prevote | Precommit | SyncRequest | Assignment
-    | DeviceApproval
+    | DeviceApproval | FraudReport
 )  # fmt: skip
 
 MESSAGE_TYPES: dict[int, type[Any]] = {
@@ -52,6 +52,7 @@ MESSAGE_TYPES: dict[int, type[Any]] = {
     Kind.SYNC_REQUEST: SyncRequest,
     Kind.DEVICE_APPROVAL: DeviceApproval,
     Kind.ASSIGNMENT: Assignment,
+    Kind.FRAUD_REPORT: FraudReport,
 }
 
 _SIZE_NAMES: dict[type[Any], str] = {
@@ -71,6 +72,7 @@ _SIZE_NAMES: dict[type[Any], str] = {
     SyncRequest: "sync_request",
     DeviceApproval: "device_approval",
     Assignment: "assignment",
+    FraudReport: "fraud_report",
 }
 
 M = TypeVar("M")

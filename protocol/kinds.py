@@ -23,6 +23,7 @@ class Kind(IntEnum):
     SYNC_REQUEST = 15
     ASSIGNMENT = 16  # a ledger node's signed assignment of a batch (inside WorkBatch, Verdict)
     DEVICE_APPROVAL = 17  # an operator approves or revokes a device (protocol/enrollment.py)
+    FRAUD_REPORT = 18  # anyone's report of a device's proven lie (protocol/block.py)
     # Signature kinds only, never messages.  Numbered apart from the message kinds so that
     # new message kinds can keep counting up from 18 without colliding with them.
     LOGIN = 64  # a client's broker login token (protocol/auth.py)

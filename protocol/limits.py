@@ -63,5 +63,6 @@ MAX_MESSAGE_BYTES: Final = {
     "sync_request": 1_024,
     "device_approval": 1_024,
     "assignment": 1_024,
+    "fraud_report": 65_536 + 1_024,  # a verdict and a transaction
 }
 MAX_ANY_MESSAGE_BYTES: Final = max(MAX_MESSAGE_BYTES.values())

@@ -68,6 +68,7 @@ MAX_PAYLOAD: Mapping[Channel, int] = {
     Channel.SYNC_REPLY: MAX_MESSAGE_BYTES["block"],
     Channel.APPROVALS: MAX_MESSAGE_BYTES["device_approval"],
     Channel.ACCOUNTS: MAX_ACCOUNT_SUMMARY_BYTES,
+    Channel.FRAUDS: MAX_MESSAGE_BYTES["fraud_report"],
 }
 MQTT_OVERHEAD = 64 * KIB  # room for a PUBLISH packet's topic and header above its payload
 MAX_CONNECT_PACKET = 64 * KIB  # a CONNECT: client id, login token, a Will of a DeviceStatus

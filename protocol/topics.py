@@ -58,6 +58,8 @@ class Channel(Enum):
     # Informational JSON, retained: what the latest block that rewarded a device left in
     # its account, so an agent learns its rewards without storing the chain.
     ACCOUNTS = TopicSpec(qos=1, retain=True, pattern="accounts/+")
+    # FraudReports from anyone logged in (a watcher that checked a block), to the nodes.
+    FRAUDS = TopicSpec(qos=1, retain=False, pattern="frauds")
 
     @property
     def qos(self) -> int:
@@ -131,6 +133,10 @@ def blocks_json(chain_id: str) -> str:
     return f"{_base(chain_id)}/blocks/json"
 
 
+def frauds(chain_id: str) -> str:
+    return f"{_base(chain_id)}/frauds"
+
+
 def consensus(chain_id: str, node: bytes) -> str:
     return f"{_base(chain_id)}/consensus/{node.hex()}"
 
@@ -190,6 +196,8 @@ def parse(chain_id: str, topic: str) -> ParsedTopic | None:
             return ParsedTopic(Channel.SUBMIT, None)
         case ["blocks"]:
             return ParsedTopic(Channel.BLOCKS, None)
+        case ["frauds"]:
+            return ParsedTopic(Channel.FRAUDS, None)
         case ["blocks", "json"]:
             return ParsedTopic(Channel.BLOCKS_JSON, None)
         case ["receipts", key]:

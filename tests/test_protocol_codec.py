@@ -13,6 +13,7 @@ from micromine.protocol.block import (
     Block,
     BlockHeader,
     CommitSignature,
+    FraudReport,
     Reward,
     compute_body_hash,
     compute_tx_root,
@@ -284,7 +285,7 @@ CASES: list[tuple[str, bytes, type[Any] | None, DecodeFailure]] = [
     # UNKNOWN_KIND
     ("kind 0", s.raw_array([b"\x00"]), None, DecodeFailure.UNKNOWN_KIND),
     ("kind 11 (COMMIT, signature only)", s.raw_array([b"\x0b"]), None, DecodeFailure.UNKNOWN_KIND),
-    ("kind 18, after the last", s.raw_array([b"\x12"]), None, DecodeFailure.UNKNOWN_KIND),
+    ("kind 19, after the last", s.raw_array([b"\x13"]), None, DecodeFailure.UNKNOWN_KIND),
     ("kind 99", s.raw_array([b"\x18\x63", b"\x01"]), None, DecodeFailure.UNKNOWN_KIND),
     ("kind 2^64-1", s.raw_array([b"\x1b" + b"\xff" * 8]), None, DecodeFailure.UNKNOWN_KIND),
     ("kind -1", s.raw_array([b"\x20"]), None, DecodeFailure.UNKNOWN_KIND),
@@ -583,7 +584,7 @@ def test_all_signed_kinds_use_signature_as_last_field() -> None:
 SIGNED_TYPES = (Transaction, Assignment, Verdict, DeviceHello, Heartbeat, DeviceStatus,
                 Receipts, Proposal, Prevote, Precommit, DeviceApproval)  # fmt: skip
 # A WorkBatch is covered by its signed Assignment (its tx_root names the transactions).
-UNSIGNED_TYPES = (Submission, WorkBatch, BlockHeader, Block, SyncRequest)
+UNSIGNED_TYPES = (Submission, WorkBatch, BlockHeader, Block, SyncRequest, FraudReport)
 
 
 def test_other_kinds_are_unsigned() -> None:

@@ -261,7 +261,7 @@ DECODE_CASES: list[tuple[str, bytes, type[Any] | None, DecodeFailure]] = [
      DecodeFailure.NOT_CANONICAL),
     ("prevote too large", s.with_field(PREVOTE, V_BLOCK_HASH, byte_string(bytes(1024))),
      Prevote, DecodeFailure.TOO_LARGE),
-    ("kind 18", s.raw_array([uint(18), *s.wire_items(SYNC)[1:]]), None,
+    ("kind 19", s.raw_array([uint(19), *s.wire_items(SYNC)[1:]]), None,
      DecodeFailure.UNKNOWN_KIND),
 ]  # fmt: skip
 

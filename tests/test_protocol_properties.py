@@ -17,7 +17,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from micromine.protocol import codec
-from micromine.protocol.block import Block, BlockHeader, CommitSignature, FraudProof, Reward
+from micromine.protocol.block import (
+    Block,
+    BlockHeader,
+    CommitSignature,
+    FraudProof,
+    FraudReport,
+    Reward,
+)
 from micromine.protocol.consensus import (
     MAX_ROUND,
     MAX_SYNC_BLOCKS,
@@ -278,6 +285,9 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Precommit: precommits(),
     SyncRequest: sync_requests(),
     DeviceApproval: approvals(),
+    FraudReport: st.builds(
+        FraudReport, chain_ids, st.builds(FraudProof, verdicts(), transactions())
+    ),
 }
 messages = st.one_of(*STRATEGIES.values())
 expected_types = st.sampled_from([None, *MESSAGE_TYPES])
@@ -340,7 +350,7 @@ def test_random_bytes_raise_only_decode_error(data: bytes, expected: Any) -> Non
 # tails reach the field checks instead of failing at the first byte.
 ARITIES = {
     1: 10, 2: 4, 3: 3, 4: 6, 5: 9, 6: 10, 7: 7, 8: 8, 9: 6, 10: 7, 12: 8, 13: 7, 14: 8, 15: 5,
-    16: 8, 17: 7,
+    16: 8, 17: 7, 18: 3,
 }  # fmt: skip
 HEADS = [bytes([0x80 | arity, tag]) for tag, arity in ARITIES.items()]
 

@@ -40,9 +40,9 @@ def test_builders_produce_the_documented_tree() -> None:
 
 def test_channels_are_distinct() -> None:
     # Regression: equal TopicSpec values made WORK, VERDICTS... aliases of SUBMIT.
-    assert len(list(Channel)) == 15
-    assert len({c.name for c in Channel}) == 15
-    assert len({c.value.pattern for c in Channel}) == 15
+    assert len(list(Channel)) == 16
+    assert len({c.name for c in Channel}) == 16
+    assert len({c.value.pattern for c in Channel}) == 16
     assert Channel.WORK is not Channel.SUBMIT
     assert Channel.BLOCKS is not Channel.DEVICE_STATUS
     assert Channel["VERDICTS"].name == "VERDICTS"
@@ -66,6 +66,7 @@ QOS_RETAIN = {
     Channel.SYNC_REPLY: (1, False),
     Channel.APPROVALS: (1, False),
     Channel.ACCOUNTS: (1, True),
+    Channel.FRAUDS: (1, False),
 }
 
 
@@ -90,6 +91,7 @@ ROUND_TRIPS = [
     (topics.sync_reply(CHAIN, REPLY), Channel.SYNC_REPLY, REPLY),
     (topics.approvals(CHAIN, NODE), Channel.APPROVALS, NODE),
     (topics.accounts(CHAIN, DEV), Channel.ACCOUNTS, DEV),
+    (topics.frauds(CHAIN), Channel.FRAUDS, None),
 ]
 
 

@@ -18,6 +18,7 @@ from micromine.protocol.block import (
     BlockHeader,
     CommitSignature,
     FraudProof,
+    FraudReport,
     Reward,
     compute_body_hash,
     compute_tx_root,
@@ -157,6 +158,10 @@ def fraud_proof() -> FraudProof:
         LEDGER, seq=8, registry_height=12, deadline_ms=NOW_MS + 5_000, txs=(forged,)
     )
     return FraudProof(verdict(batch, OTHER_DEVICE), forged)
+
+
+def fraud_report() -> FraudReport:
+    return FraudReport(CHAIN, fraud_proof())
 
 
 def block() -> Block:
@@ -345,6 +350,7 @@ def all_messages() -> list[Any]:
         sync_request(),
         assignment(),
         device_approval(),
+        fraud_report(),
     ]
 
 

@@ -38,6 +38,7 @@ from micromine.protocol.block import (
     BlockHeader,
     CommitSignature,
     FraudProof,
+    FraudReport,
     Reward,
     compute_body_hash,
     compute_commit_digest,
@@ -270,6 +271,7 @@ def build_messages() -> list[tuple[str, Any]]:
         ("receipts", receipts),
         ("receipts-detailed", detailed),
         *consensus_messages(block),
+        ("fraud-report", FraudReport(CHAIN, frauds[0])),
     ]
 
 
@@ -567,7 +569,7 @@ def consensus_invalid_cases() -> list[tuple[str, bytes, str | None, DecodeFailur
     p_t, v_t, c_t, s_t, b_t = "Proposal", "Prevote", "Precommit", "SyncRequest", "Block"
     precommit_items = [cbor.encode(item) for item in precommit.to_wire()]
     return [
-        ("kind tag 18", _array([_head(0, 18)]), None, fail.UNKNOWN_KIND),
+        ("kind tag 19", _array([_head(0, 19)]), None, fail.UNKNOWN_KIND),
         ("a prevote where a precommit is expected", codec.encode(prevote), c_t,
          fail.WRONG_KIND),
         ("precommit without its commit signature",
