@@ -272,7 +272,12 @@ def ledger_summary(progress: Progress) -> dict[str, Any]:
         **{
             name: most(name)
             for name in (
-                "round", "mempool", "redispatched", "reissued", "settled", "audited",
+                "round",
+                "mempool",
+                "redispatched",
+                "reissued",
+                "settled",
+                "audited",
                 "checked_in_blocks",
             )
         },
