@@ -100,6 +100,7 @@ class LedgerNode:
             (topics.sync_request(chain), Channel.SYNC_REQUEST.qos),
             (topics.sync_reply(chain, self.core.replica.reply_to), Channel.SYNC_REPLY.qos),
             (topics.all_approvals(chain), Channel.APPROVALS.qos),
+            (topics.frauds(chain), Channel.FRAUDS.qos),
         )
 
     def start(self, now_ms: int) -> list[Action]:

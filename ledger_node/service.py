@@ -236,6 +236,7 @@ class LedgerService:
             "forged": core.stats.forged,
             "audited": core.stats.audited,
             "checked_in_blocks": core.stats.checked_in_blocks,
+            "fraud_reports": core.stats.fraud_reports,
             "batches_sent": core.dispatcher.batches_sent,
             "redispatched": core.dispatcher.redispatched,
             "reissued": core.dispatcher.reissued,

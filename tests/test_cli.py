@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,16 @@ import pytest
 from framework.cluster import Cluster, Watcher
 
 from micromine.common.genesis_file import load_genesis
-from micromine.common.mqtt import LinkConfig, MqttLink
+from micromine.common.keyfile import load_or_create_key
+from micromine.common.mqtt import Incoming, LinkConfig, MqttLink
 from micromine.processes import wait_until
 from micromine.protocol import topics
-from micromine.protocol.block import Block, BlockHeader, CommitSignature
-from micromine.protocol.codec import encode, sign_commit
+from micromine.protocol.assignment import compute_batch_root
+from micromine.protocol.block import Block, BlockHeader, CommitSignature, FraudProof, FraudReport
+from micromine.protocol.codec import decode, encode, sign, sign_commit
 from micromine.protocol.crypto import KeyPair, sha256
 from micromine.protocol.genesis import Genesis
+from micromine.protocol.messages import Assignment, Judgement, Transaction, Verdict
 
 
 def micromine(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -151,3 +155,60 @@ def test_blocks_watch_verify_rejects_a_short_or_forged_certificate(
     assert "REJECTED" in lines[2] and "not a validator" in lines[2]
     assert "REJECTED" in lines[3] and "short certificate" in lines[3]
     assert "bad signature" in lines[3] and "for round 1" in lines[3]
+
+
+def test_blocks_watch_verify_reports_a_committed_forgery(
+    tmp_path: Path, embedded_broker: Any
+) -> None:
+    """A certified block carries a transfer with a signature its sender never made,
+    judged valid by a device: ``blocks watch --verify --key`` says so and reports the
+    device's verdict to the ledger nodes as a FraudReport on ``frauds``."""
+    keys = [KeyPair(sha256(b"watch validator %d" % i)) for i in range(4)]
+    device, sender = KeyPair(sha256(b"lying device")), KeyPair(sha256(b"sender"))
+    genesis = Genesis("watchchain", 0, tuple(sorted(k.public for k in keys)), ())
+    genesis_path = tmp_path / "genesis.json"
+    genesis_path.write_text(genesis.to_json())
+    tx = sign(Transaction("watchchain", sender.public, keys[1].public, 5, 1, 0, 2**40, ""), sender)
+    forged = replace(tx, signature=bytes(64))
+    assignment = sign(
+        Assignment("watchchain", keys[0].public, 1, 0, 2**40, compute_batch_root([forged])),
+        keys[0],
+    )
+    lie = sign(Verdict("watchchain", device.public, assignment, (Judgement.of(forged, 0),)), device)
+    header = BlockHeader("watchchain", 1, genesis.hash, *(bytes(32),) * 3, 1, keys[0].public)
+    certificate = tuple(
+        CommitSignature(k.public, sign_commit(1, header.hash, "watchchain", k)) for k in keys[:3]
+    )
+    block = Block(header, (forged,), (lie,), (), 1, certificate)
+    watcher_key = tmp_path / "watcher.key"
+    load_or_create_key(watcher_key)
+
+    reports: list[bytes] = []
+    frauds = topics.frauds("watchchain")
+    with MqttLink(
+        LinkConfig("fraud-listener", embedded_broker.url, subscriptions=((frauds, 1),))
+    ) as link:
+        assert link.wait_connected(10)
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "micromine", "blocks", "watch", "--broker", embedded_broker.url,
+             "--chain", "watchchain", "--verify", "--genesis", str(genesis_path),
+             "--key", str(watcher_key), "--count", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert watch.stderr is not None
+        assert watch.stderr.readline().startswith("watching")
+        assert link.publish(topics.blocks("watchchain"), encode(block), 1, wait=5)
+        out, err = watch.communicate(timeout=60)
+        assert "verified: round 1, 3/3" in out
+        assert f"FORGED transaction {forged.id.hex()[:16]}" in err
+        assert "1 fraud proofs reported" in err
+
+        def got_report() -> bool:
+            item = link.get(0.2)
+            if isinstance(item, Incoming) and item.topic == frauds:
+                reports.append(item.payload)
+            return bool(reports)
+
+        wait_until(got_report, timeout=10)
+    report = decode(reports[0], FraudReport)
+    assert report.proof == FraudProof(lie, forged)

@@ -34,10 +34,12 @@ from test_hostile_devices import (
 from test_ledger_core import CHAIN, NODE, SENDERS, T0, make_harness, tx
 
 from micromine.ledger_node.chain.blocks import build_block
+from micromine.ledger_node.chain.verdicts import fraud_proofs_in
 from micromine.ledger_node.chain.verify import verify_block
 from micromine.ledger_node.core.verdicts import MAX_EARLY_PER_DEVICE
 from micromine.protocol import topics
 from micromine.protocol.assignment import compute_batch_root
+from micromine.protocol.block import FraudProof, FraudReport
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.kinds import Reason, ReceiptStatus
 from micromine.protocol.messages import Assignment, Judgement, Verdict
@@ -187,3 +189,38 @@ def test_a_proposal_backed_by_verdicts_kept_from_us_is_checked_refused_and_prove
     assert not h.core.replica.is_valid(built.block)
     assert h.core.stats.dropped["consensus.forged_tx"] == 1
     assert set(h.core.frauds.pending) == {d.public for d in colluders}
+
+
+def test_a_forgery_committed_and_missed_by_every_node_is_banned_on_a_watchers_report() -> None:
+    """As above, but no node's sample picks the forgery (commit_audit_rate 0): nobody is
+    banned.  A watcher that checks every committed signature (``blocks watch
+    --verify``: chain.verdicts.fraud_proofs_in) reports the block's lying verdicts on
+    the frauds topic; the node checks each as a block's fraud proof, and its next block
+    bans both judges.  A report that proves nothing (an honest verdict, a transfer that
+    is fine) is dropped, and counted."""
+    h = without_audits(make_harness(n_devices=4, k=2, q=2, recheck_tx_signatures=0))
+    h.core.commit_audit_rate = 0.0
+    bad = forged()
+    work = dispatch(h, bad)
+    liars = {device.public for _, device in work}
+    for batch, device in work:
+        deliver(h, verdict(h, batch, device, SAYS_VALID))
+    run(h, {}, rounds=30)
+    assert bad.id in committed(h)
+    assert not any(h.core.registry.is_banned(device) for device in liars)  # missed
+
+    block = next(b for b in h.blocks() if bad.id in {t.id for t in b.txs})
+    proofs = fraud_proofs_in(block, CHAIN)
+    assert {proof.device for proof in proofs} == liars
+    honest = tx(SENDERS[1], 0)
+    not_a_lie = FraudProof(proofs[0].verdict, honest)  # the verdict did not judge this
+    h.feed(topics.frauds(CHAIN), encode(FraudReport(CHAIN, not_a_lie)))
+    assert h.core.stats.dropped["fraud_report.not_judged_valid"] == 1
+    assert not h.core.frauds.pending
+    for proof in proofs:
+        h.feed(topics.frauds(CHAIN), encode(FraudReport(CHAIN, proof)))
+    assert h.core.stats.fraud_reports == len(liars)
+    run(h, {}, rounds=20)
+    banned = {proof.device for b in h.blocks() for proof in b.frauds}
+    assert banned == liars
+    assert all(h.core.registry.is_banned(device) for device in liars)

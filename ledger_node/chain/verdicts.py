@@ -45,7 +45,7 @@ from collections.abc import Collection
 
 from micromine.ledger_node.chain.registry import DeviceRegistry
 from micromine.protocol.assignment import is_registry_height_in_window
-from micromine.protocol.block import FraudProof
+from micromine.protocol.block import Block, FraudProof
 from micromine.protocol.codec import is_signature_valid
 from micromine.protocol.crypto import sha256
 from micromine.protocol.genesis import ChainParams
@@ -89,6 +89,22 @@ def judges_valid(verdict: Verdict, tx_id: bytes, signature_hash: bytes) -> bool:
     """Does ``verdict`` say that the transaction ``tx_id`` with the signature whose
     SHA-256 is ``signature_hash`` (that very copy) is valid?"""
     return (tx_id, signature_hash) in judged_valid(verdict)
+
+
+def fraud_proofs_in(block: Block, chain_id: str) -> list[FraudProof]:
+    """A committed block read by someone who checks every signature (a watcher with
+    ``blocks watch --verify``): for each transaction that fails its stateless check
+    (a forgery the devices let through), a proof against each of the block's verdicts
+    that judged that very copy valid.  One signature check per transaction."""
+    proofs = []
+    for tx in block.txs:
+        if check_transaction_objective(tx, chain_id) is Reason.OK:
+            continue
+        signature_hash = sha256(tx.signature)
+        proofs.extend(
+            FraudProof(v, tx) for v in block.verdicts if judges_valid(v, tx.id, signature_hash)
+        )
+    return proofs
 
 
 def check_verdict_binding(

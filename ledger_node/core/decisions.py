@@ -17,6 +17,7 @@ most), once per transaction.  These functions act on the ``LedgerCore`` they are
 
 from typing import TYPE_CHECKING
 
+from micromine.ledger_node.core.actions import Action
 from micromine.ledger_node.core.admission import reject_pending
 from micromine.ledger_node.core.devices import audit_probability
 from micromine.ledger_node.core.tally import (
@@ -28,6 +29,9 @@ from micromine.ledger_node.core.tally import (
     record_vote,
 )
 from micromine.protocol.assignment import is_registry_height_in_window
+from micromine.protocol.block import FraudReport
+from micromine.protocol.codec import decode
+from micromine.protocol.errors import DecodeError
 from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import Transaction, Verdict
 from micromine.protocol.validation import check_transaction, check_transaction_objective
@@ -130,6 +134,39 @@ def offer_fraud(core: "LedgerCore", verdict: Verdict, tx: Transaction) -> None:
     )  # fmt: skip
     if problem is not None:
         core.note_drop("fraud", problem, verdict.device.hex()[:16])
+
+
+def on_fraud_report(
+    core: "LedgerCore", _key: bytes | None, payload: bytes, now_ms: int, out: list[Action]
+) -> None:
+    """A fraud proof found outside the nodes (a watcher that checked a committed block,
+    ``micromine blocks watch --verify``): checked exactly as a block's would be, then
+    queued like one of ours, so that our next block bans the device.  The reporter is
+    not trusted: the proof carries its own evidence."""
+    try:
+        report = decode(payload, FraudReport)
+    except DecodeError as exc:
+        core.drop(out, "fraud_report", f"decode_{exc.code.name.lower()}", exc.detail)
+        return
+    proof = report.proof
+    who = proof.device.hex()[:16]
+    # [REJECT] For this chain.
+    if report.chain_id != core.chain_id:
+        core.drop(out, "fraud_report", "wrong_chain", report.chain_id)
+        return
+    # [IGNORE] A proof against this device is pending already.
+    if proof.device in core.frauds.pending:
+        return
+    # [REJECT] The rules of a block's fraud proof (frauds.FraudBook.offer).
+    problem = core.frauds.offer(
+        proof.verdict, proof.tx, height=core.tip.height + 1, registry=core.registry,
+        signatures=core.signatures,
+    )  # fmt: skip
+    if problem is not None:
+        core.drop(out, "fraud_report", problem, who)
+        return
+    core.frauds.note_forged(proof.tx)
+    core.stats.fraud_reports += 1
 
 
 def dispute_accepted(

@@ -52,6 +52,7 @@ SOURCE: Mapping[Channel, str] = {
     Channel.CONSENSUS: "consensus",
     Channel.SYNC_REQUEST: "sync",
     Channel.SYNC_REPLY: "sync",
+    Channel.FRAUDS: "fraud_report",
 }
 
 # Per topic key: a device heartbeats every 2 s and says hello once per connection; it
@@ -67,8 +68,13 @@ RATES: Mapping[Channel, Quota] = {
     Channel.CONSENSUS: Quota(Rate(2000, 10_000)),
     Channel.SYNC_REQUEST: Quota(Rate(20, 100)),
     Channel.SYNC_REPLY: Quota(Rate(1000, 2000)),
+    # One key (the topic names none): every reporter shares it.  Proofs are rare, each
+    # costs signature checks, and one per device is enough.
+    Channel.FRAUDS: Quota(Rate(20, 100)),
 }
-_REPLAYS = frozenset({Channel.VERDICTS, Channel.HELLO, Channel.HEARTBEAT, Channel.DEVICE_STATUS})
+_REPLAYS = frozenset({
+    Channel.VERDICTS, Channel.HELLO, Channel.HEARTBEAT, Channel.DEVICE_STATUS, Channel.FRAUDS,
+})  # fmt: skip
 
 
 class Intake:

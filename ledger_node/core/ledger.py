@@ -121,6 +121,7 @@ class CoreStats:
     audited: int = 0  # quorum-accepted transactions checked by chance (decisions._audit)
     forged: int = 0  # transactions found to fail check_transaction_objective
     checked_in_blocks: int = 0  # block transactions checked (commit.forgeries_in)
+    fraud_reports: int = 0  # proofs others reported that we queued (decisions.on_fraud_report)
     dropped: Counter[str] = field(default_factory=Counter)
 
 
@@ -215,6 +216,7 @@ class LedgerCore:
             Channel.SYNC_REQUEST: self.replica.on_sync_request,
             Channel.SYNC_REPLY: self.replica.on_sync_reply,
             Channel.APPROVALS: handle(on_approval, self),
+            Channel.FRAUDS: handle(decisions.on_fraud_report, self),
         }
         for entry in pending:  # resumed from storage: judge them again
             admit(self, entry, now_ms)

@@ -1,5 +1,10 @@
 """``micromine blocks watch``: a line (or a JSON object) per committed block, its
-certificate checked against the genesis validators with ``--verify``."""
+certificate checked against the genesis validators with ``--verify``.
+
+``--verify`` also checks the signature of every transaction in a block whose certificate
+holds: a forgery the devices let through (and no node's sample caught) is printed, and,
+when the watcher logged in (``--key``), each lying verdict is reported to the ledger
+nodes as a FraudReport on ``frauds``, so that their next block bans the device."""
 
 import argparse
 import json
@@ -15,7 +20,7 @@ from micromine.common.genesis_file import load_genesis
 from micromine.common.signals import StopSignals, until_stopped
 
 if TYPE_CHECKING:
-    from micromine.common.mqtt import Login, TlsFiles
+    from micromine.common.mqtt import Login, MqttLink, TlsFiles
     from micromine.protocol.block import Block
 
 
@@ -34,8 +39,12 @@ def add_watch_arguments(watch: argparse.ArgumentParser) -> None:
     watch.add_argument("--chain", default="devnet")
     watch.add_argument("--json", action="store_true", help="one JSON object per block")
     watch.add_argument("--count", type=int, default=0, help="stop after this many blocks")
-    watch.add_argument("--verify", action="store_true",
-                       help="check each certificate against the genesis validators")  # fmt: skip
+    watch.add_argument(
+        "--verify",
+        action="store_true",
+        help="check each certificate against the genesis validators, and "
+        "every transaction's signature (reports forgeries with --key)",
+    )
     watch.add_argument("--genesis", type=Path, help="genesis file, for --verify")
     watch.add_argument("--key", type=Path, help="log in with this key (default: anonymous)")
 
@@ -83,7 +92,7 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
         client_id=f"watch-{time.time_ns() % 10**9}", broker_url=args.broker,
         subscriptions=((topics.blocks(args.chain), 1),), login=login, tls=tls,
     ))  # fmt: skip
-    counts = {"blocks": 0, "undecodable": 0}
+    counts = {"blocks": 0, "undecodable": 0, "reported": 0}
     last_complaint = -1.0
     with StopSignals() as stop, link:
         try:
@@ -110,13 +119,48 @@ def cmd_blocks_watch(args: argparse.Namespace) -> int:
                     counts["blocks"] += 1
                     print(describe_block(block, args.chain, validators if args.verify else None,
                                          as_json=args.json), flush=True)  # fmt: skip
+                    if args.verify:
+                        counts["reported"] += _report_forgeries(
+                            block, args.chain, validators, link if login else None
+                        )
             finally:
                 stop.disarm()
         except KeyboardInterrupt:  # SIGINT or SIGTERM: a watcher's normal end
             pass
-    print(f"blocks watch: {counts['blocks']} blocks, {counts['undecodable']} undecodable",
+    print(f"blocks watch: {counts['blocks']} blocks, {counts['undecodable']} undecodable"
+          + (f", {counts['reported']} fraud proofs reported" if args.verify else ""),
           file=sys.stderr, flush=True)  # fmt: skip
     return 0
+
+
+def _report_forgeries(
+    block: "Block", chain_id: str, validators: Sequence[bytes], link: "MqttLink | None"
+) -> int:
+    """Check every transaction of a certified block; say what was forged and, logged
+    in, report each lying verdict to the ledger nodes.  The proofs reported."""
+    from micromine.ledger_node.chain.verdicts import fraud_proofs_in
+    from micromine.ledger_node.consensus.certificate import check_certificate
+    from micromine.protocol import topics
+    from micromine.protocol.block import FraudReport
+    from micromine.protocol.codec import encode
+    from micromine.protocol.topics import Channel
+
+    if block.header.chain_id != chain_id or not check_certificate(block, validators).ok:
+        return 0  # anyone may publish on an open broker: only the chain's blocks count
+    proofs = fraud_proofs_in(block, chain_id)
+    for proof in proofs:
+        print(f"FORGED transaction {proof.tx.id.hex()[:16]} in block {block.header.height},"
+              f" judged valid by device {proof.device.hex()[:16]}", file=sys.stderr)  # fmt: skip
+    if not proofs:
+        return 0
+    if link is None:
+        print("not reported: log in (--key) to report fraud proofs to the ledger nodes",
+              file=sys.stderr)  # fmt: skip
+        return 0
+    for proof in proofs:
+        payload = encode(FraudReport(chain_id, proof))
+        link.publish(topics.frauds(chain_id), payload, Channel.FRAUDS.qos)
+    return len(proofs)
 
 
 def _clock_time(timestamp_ms: int) -> str:
