@@ -31,7 +31,7 @@ from test_hostile_devices import (
     verdict,
     without_audits,
 )
-from test_ledger_core import CHAIN, NODE, SENDERS, T0, make_harness, tx
+from test_ledger_core import CHAIN, NODE, SENDERS, T0, Harness, make_harness, tx
 
 from micromine.ledger_node.chain.blocks import build_block
 from micromine.ledger_node.chain.verdicts import fraud_proofs_in
@@ -42,7 +42,7 @@ from micromine.protocol.assignment import compute_batch_root
 from micromine.protocol.block import FraudProof, FraudReport
 from micromine.protocol.codec import encode, sign
 from micromine.protocol.kinds import Reason, ReceiptStatus
-from micromine.protocol.messages import Assignment, Judgement, Verdict
+from micromine.protocol.messages import Assignment, Judgement, Transaction, Verdict
 
 
 def test_q_devices_saying_invalid_cannot_reject_a_valid_transfer_unchecked() -> None:
@@ -135,6 +135,20 @@ def test_one_device_cannot_fill_the_buffer_of_verdicts_on_registries_not_reached
     assert h.core.stats.dropped["verdict.early_full"] == 40  # the second device's is held
 
 
+def forgery_both_judges_call_valid(
+    *, commit_audit_rate: float
+) -> tuple[Harness, Transaction, set[bytes]]:
+    """A forgery dispatched to the two devices of its batch (k = q = 2, no audits), both
+    of which answer "valid": the harness, the forgery and the liars' keys."""
+    h = without_audits(make_harness(n_devices=4, k=2, q=2, recheck_tx_signatures=0))
+    h.core.commit_audit_rate = commit_audit_rate
+    bad = forged()
+    work = dispatch(h, bad)
+    for batch, device in work:
+        deliver(h, verdict(h, batch, device, SAYS_VALID))
+    return h, bad, {device.public for _, device in work}
+
+
 def test_a_forgery_committed_on_lying_verdicts_is_found_after_commit_and_its_judges_banned() -> (
     None
 ):
@@ -142,13 +156,7 @@ def test_a_forgery_committed_on_lying_verdicts_is_found_after_commit_and_its_jud
     it is committed (nothing on the block's path checks its signature).  The node's
     check of committed transfers (commit_audit_rate, 1 here) finds it: the block's own
     verdicts are the fraud proofs, and the next block bans both judges."""
-    h = without_audits(make_harness(n_devices=4, k=2, q=2, recheck_tx_signatures=0))
-    h.core.commit_audit_rate = 1.0
-    bad = forged()
-    work = dispatch(h, bad)
-    liars = {device.public for _, device in work}
-    for batch, device in work:
-        deliver(h, verdict(h, batch, device, SAYS_VALID))
+    h, bad, liars = forgery_both_judges_call_valid(commit_audit_rate=1.0)
     for _ in range(10):
         h.tick(100)
         if bad.id in committed(h):
@@ -198,13 +206,7 @@ def test_a_forgery_committed_and_missed_by_every_node_is_banned_on_a_watchers_re
     the frauds topic; the node checks each as a block's fraud proof, and its next block
     bans both judges.  A report that proves nothing (an honest verdict, a transfer that
     is fine) is dropped, and counted."""
-    h = without_audits(make_harness(n_devices=4, k=2, q=2, recheck_tx_signatures=0))
-    h.core.commit_audit_rate = 0.0
-    bad = forged()
-    work = dispatch(h, bad)
-    liars = {device.public for _, device in work}
-    for batch, device in work:
-        deliver(h, verdict(h, batch, device, SAYS_VALID))
+    h, bad, liars = forgery_both_judges_call_valid(commit_audit_rate=0.0)
     run(h, {}, rounds=30)
     assert bad.id in committed(h)
     assert not any(h.core.registry.is_banned(device) for device in liars)  # missed
