@@ -96,7 +96,7 @@ def fraud_proofs_in(block: Block, chain_id: str) -> list[FraudProof]:
     ``blocks watch --verify``): for each transaction that fails its stateless check
     (a forgery the devices let through), a proof against each of the block's verdicts
     that judged that very copy valid.  One signature check per transaction."""
-    proofs = []
+    proofs: list[FraudProof] = []
     for tx in block.txs:
         if check_transaction_objective(tx, chain_id) is Reason.OK:
             continue
