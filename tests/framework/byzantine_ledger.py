@@ -1,4 +1,6 @@
-"""A Byzantine ledger node, for tests only (never shipped in the package).
+"""A Byzantine ledger node, for tests only (never shipped in the package).  Longer than
+400 lines because each lie it tells is built here beside the others, in the order the
+table below gives them, so that one file says what the honest rules are tested against.
 
     python tests/framework/byzantine_ledger.py --broker URL --key FILE --genesis FILE --db FILE
 
