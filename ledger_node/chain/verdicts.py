@@ -41,7 +41,7 @@ verified before".  Each problem is a short name: the core counts drops under it
 """
 
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 from micromine.ledger_node.chain.registry import DeviceRegistry
 from micromine.protocol.assignment import is_registry_height_in_window
@@ -50,7 +50,7 @@ from micromine.protocol.codec import is_signature_valid
 from micromine.protocol.crypto import sha256
 from micromine.protocol.genesis import ChainParams
 from micromine.protocol.kinds import Reason
-from micromine.protocol.messages import Assignment, Verdict
+from micromine.protocol.messages import Assignment, Transaction, Verdict
 from micromine.protocol.validation import check_transaction_objective
 
 ASSIGNMENT_SIGNATURES = 16_384  # verified assignment signatures remembered
@@ -91,20 +91,24 @@ def judges_valid(verdict: Verdict, tx_id: bytes, signature_hash: bytes) -> bool:
     return (tx_id, signature_hash) in judged_valid(verdict)
 
 
+def judges_of(tx: Transaction, verdicts: Iterable[Verdict]) -> list[Verdict]:
+    """The ``verdicts`` that judged ``tx``, that very copy, valid: once ``tx`` is known
+    forged, each is a fraud proof."""
+    signature_hash = sha256(tx.signature)
+    return [v for v in verdicts if judges_valid(v, tx.id, signature_hash)]
+
+
 def fraud_proofs_in(block: Block, chain_id: str) -> list[FraudProof]:
     """A committed block read by someone who checks every signature (a watcher with
     ``blocks watch --verify``): for each transaction that fails its stateless check
     (a forgery the devices let through), a proof against each of the block's verdicts
     that judged that very copy valid.  One signature check per transaction."""
-    proofs: list[FraudProof] = []
-    for tx in block.txs:
-        if check_transaction_objective(tx, chain_id) is Reason.OK:
-            continue
-        signature_hash = sha256(tx.signature)
-        proofs.extend(
-            FraudProof(v, tx) for v in block.verdicts if judges_valid(v, tx.id, signature_hash)
-        )
-    return proofs
+    return [
+        FraudProof(verdict, tx)
+        for tx in block.txs
+        if check_transaction_objective(tx, chain_id) is not Reason.OK
+        for verdict in judges_of(tx, block.verdicts)
+    ]
 
 
 def check_verdict_binding(

@@ -125,15 +125,19 @@ def _reject_forged(core: "LedgerCore", tx_id: bytes, votes: TxVotes, reason: Rea
     reject_pending(core, tx_id, reason)
 
 
-def offer_fraud(core: "LedgerCore", verdict: Verdict, tx: Transaction) -> None:
+def offer_fraud(
+    core: "LedgerCore", verdict: Verdict, tx: Transaction, source: str = "fraud"
+) -> str | None:
     """``verdict`` judged ``tx`` valid, and ``tx`` is a forgery: queue the proof for
-    our next block (frauds.py), or count why it cannot be one."""
+    our next block (frauds.py), or count (under ``source``) and return why it cannot
+    be one."""
     problem = core.frauds.offer(
         verdict, tx, height=core.tip.height + 1, registry=core.registry,
         signatures=core.signatures,
     )  # fmt: skip
     if problem is not None:
-        core.note_drop("fraud", problem, verdict.device.hex()[:16])
+        core.note_drop(source, problem, verdict.device.hex()[:16])
+    return problem
 
 
 def on_fraud_report(
@@ -149,7 +153,6 @@ def on_fraud_report(
         core.drop(out, "fraud_report", f"decode_{exc.code.name.lower()}", exc.detail)
         return
     proof = report.proof
-    who = proof.device.hex()[:16]
     # [REJECT] For this chain.
     if report.chain_id != core.chain_id:
         core.drop(out, "fraud_report", "wrong_chain", report.chain_id)
@@ -158,12 +161,7 @@ def on_fraud_report(
     if proof.device in core.frauds.pending:
         return
     # [REJECT] The rules of a block's fraud proof (frauds.FraudBook.offer).
-    problem = core.frauds.offer(
-        proof.verdict, proof.tx, height=core.tip.height + 1, registry=core.registry,
-        signatures=core.signatures,
-    )  # fmt: skip
-    if problem is not None:
-        core.drop(out, "fraud_report", problem, who)
+    if offer_fraud(core, proof.verdict, proof.tx, "fraud_report") is not None:
         return
     core.frauds.note_forged(proof.tx)
     core.stats.fraud_reports += 1

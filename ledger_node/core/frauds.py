@@ -30,10 +30,9 @@ from micromine.ledger_node.chain.verdicts import (
     AssignmentSignatures,
     check_fraud_binding,
     check_fraud_evidence,
-    judges_valid,
+    judges_of,
 )
 from micromine.protocol.block import FraudProof
-from micromine.protocol.crypto import sha256
 from micromine.protocol.genesis import ChainParams
 from micromine.protocol.kinds import Reason
 from micromine.protocol.messages import Transaction, Verdict
@@ -109,11 +108,11 @@ class FraudBook:
         self.found += 1
         return None
 
-    def judges_of(self, tx: Transaction, verdicts: Iterable[Verdict]) -> list[Verdict]:
-        """The verdicts (a committed block's) that judged ``tx``, that very copy, valid:
-        once ``tx`` is known forged, each is a fraud proof."""
-        signature_hash = sha256(tx.signature)
-        return [v for v in verdicts if judges_valid(v, tx.id, signature_hash)]
+    @staticmethod
+    def judges_of(tx: Transaction, verdicts: Iterable[Verdict]) -> list[Verdict]:
+        """chain.verdicts.judges_of: the verdicts that lied about ``tx`` once it is
+        known forged."""
+        return judges_of(tx, verdicts)
 
     def on_block(self, next_height: int, registry: DeviceRegistry) -> None:
         """After a commit: drop the proofs of banned devices, and those that no longer fit
