@@ -38,6 +38,7 @@ from micromine.protocol.crypto import KeyPair
 from micromine.protocol.device import DeviceHello, DeviceStatus, Heartbeat
 from micromine.protocol.enrollment import DeviceApproval
 from micromine.protocol.errors import DecodeError, DecodeFailure
+from micromine.protocol.kinds import STATE_REASONS, ReceiptStatus
 from micromine.protocol.limits import (
     MAX_AGENT_VERSION_LEN,
     MAX_BATCH_TXS,
@@ -210,14 +211,20 @@ def statuses(draw: Any) -> DeviceStatus:
     return signed(draw, status, "device")
 
 
-receipt_items = st.builds(Receipt, hashes, st.integers(0, 2), uints)
+@st.composite
+def receipt_items(draw: Any) -> Receipt:
+    """Statuses 0-2; a state-dependent rejection carries its detail, as it must."""
+    item, status, value = draw(hashes), draw(st.integers(0, 2)), draw(uints)
+    if status == ReceiptStatus.REJECTED and value in STATE_REASONS:
+        return Receipt(item, status, value, draw(uints), draw(uints))
+    return Receipt(item, status, value)
 
 
 @st.composite
 def receipts(draw: Any) -> Receipts:
     message = Receipts(
         draw(chain_ids), draw(keys32), draw(st.binary(min_size=16, max_size=16)),
-        draw(timestamps), draw(tuples(receipt_items, 1, 6)), draw(signatures),
+        draw(timestamps), draw(tuples(receipt_items(), 1, 6)), draw(signatures),
     )  # fmt: skip
     return signed(draw, message, "issuer")
 
